@@ -1,0 +1,18 @@
+"""Builds the Cython hot path in src/genapi/_core; everything else is in pyproject.toml."""
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+MODULES = ["decode", "validate"]
+
+extensions = [
+    Extension(f"genapi._core.{name}", [f"src/genapi/_core/{name}.pyx"], extra_compile_args=["-O2"])
+    for name in MODULES
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+    )
+)

@@ -1,0 +1,1 @@
+"""Compiled (Cython) parts of genapi that run for every message."""

@@ -1,0 +1,125 @@
+"""Connect authentication: a JWT (HS256 secret or RS256 public key), a user callback, or
+anonymous. The result is the connection's Identity, the only source of user_id and roles."""
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Callable
+
+import msgspec
+
+from . import log
+from .config import AuthSettings
+from .loader import load_callable
+
+BEARER_PREFIX = "base64url.bearer.phx."
+
+
+class Identity(msgspec.Struct, frozen=True):
+    """Who is on a connection. `user_id` None means anonymous."""
+
+    user_id: str | None = None
+    roles: list[str] | None = None
+    device_id: str | None = None
+
+
+ANONYMOUS = Identity()
+
+
+class Refused(Exception):
+    """The connect is refused (HTTP 403); the message is logged, never sent."""
+
+
+def token_from_subprotocols(header: str | None) -> tuple[str | None, bool]:
+    """Reads `Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx.<b64>`.
+
+    Returns (token or None, whether "phoenix" was offered). The token is standard base64 with the
+    padding stripped (phoenix.js `btoa`); url-safe base64 is accepted too.
+    """
+    if not header:
+        return None, False
+    token = None
+    offered = False
+    for item in header.split(","):
+        item = item.strip()
+        if item == "phoenix":
+            offered = True
+        elif item.startswith(BEARER_PREFIX):
+            b64 = item[len(BEARER_PREFIX):]
+            b64 += "=" * (-len(b64) % 4)
+            try:
+                token = base64.b64decode(b64.replace("-", "+").replace("_", "/"), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise Refused("authToken subprotocol entry is not valid base64") from None
+    return token, offered
+
+
+class Authenticator:
+    """Turns connect params, headers and token into an Identity, or raises Refused."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.settings = settings
+        self._callback: Callable[..., Any] | None = (
+            load_callable(settings.callback) if settings.callback else None)
+        self._key: Any = None
+        self._algorithms: list[str] = []
+        if settings.jwt_secret is not None:
+            self._key = settings.jwt_secret
+            self._algorithms = [settings.jwt_algorithm or "HS256"]
+        elif settings.jwt_public_key is not None:
+            with open(settings.jwt_public_key, encoding="utf-8") as f:
+                self._key = f.read()
+            self._algorithms = [settings.jwt_algorithm or "RS256"]
+
+    def authenticate(self, params: dict[str, str], headers: dict[str, str],
+                     token: str | None) -> Identity:
+        if self._callback is not None:
+            return self._from_callback(params, headers, token)
+        if self._key is not None and token:
+            return self._from_jwt(token)
+        return ANONYMOUS
+
+    def _from_jwt(self, token: str) -> Identity:
+        import jwt
+
+        try:
+            claims = jwt.decode(token, self._key, algorithms=self._algorithms,
+                                options={"verify_aud": False})
+        except jwt.ExpiredSignatureError:
+            raise Refused("token expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise Refused(f"invalid token: {exc}") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise Refused("token has no sub claim (the user id)")
+        roles = claims.get("roles")
+        if roles is not None and not (isinstance(roles, list) and all(isinstance(r, str) for r in roles)):
+            raise Refused("token claim roles must be a list of strings")
+        device = claims.get("device_id")
+        return Identity(sub, roles, device if isinstance(device, str) else None)
+
+    def _from_callback(self, params: dict[str, str], headers: dict[str, str],
+                       token: str | None) -> Identity:
+        if token is not None and "auth_token" not in params:
+            params = {**params, "auth_token": token}
+        try:
+            out = self._callback(params, headers)  # type: ignore[misc]
+        except Exception as exc:
+            raise Refused(f"auth callback raised {type(exc).__name__}: {exc}") from None
+        if out is None or out is False:
+            raise Refused("auth callback refused the connect")
+        if out is True:
+            return ANONYMOUS
+        if isinstance(out, Identity):
+            return out
+        if isinstance(out, str):
+            return Identity(out or None)
+        if isinstance(out, dict):
+            uid = out.get("user_id")
+            roles = out.get("roles")
+            dev = out.get("device_id")
+            return Identity(uid if isinstance(uid, str) and uid else None,
+                            list(roles) if isinstance(roles, (list, tuple)) else None,
+                            dev if isinstance(dev, str) else None)
+        log.error("auth_callback_bad_return", type=type(out).__name__)
+        raise Refused("auth callback returned an unsupported value")

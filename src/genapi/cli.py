@@ -1,0 +1,174 @@
+"""The `genapi` command."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import msgspec
+
+from . import __version__, log
+from .config import ConfigError, Settings, load
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="genapi",
+        description="genapi: a dynamic API gateway over WebSockets (Phoenix Channels protocol).")
+    p.add_argument("--version", action="version", version=f"genapi {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    s = sub.add_parser(
+        "serve", help="run the gateway",
+        description="Run the gateway. Clients connect to ws://HOST:PORT/socket/websocket. Without "
+                    "--config it serves the embedded default: 127.0.0.1:4000 with the demo service.")
+    s.add_argument("--config", metavar="FILE",
+                   help="TOML config file ([gateway], [auth], [[functions]]); default: the embedded demo config")
+    s.add_argument("--host", help="address to listen on (overrides [gateway] host)")
+    s.add_argument("--port", type=int, help="port to listen on; 0 picks a free port (overrides [gateway] port)")
+    s.add_argument("--workers", metavar="N|auto",
+                   help='worker processes sharing the port; "auto" = one per CPU (overrides [gateway] workers)')
+    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="log verbosity (overrides [gateway] log_level; default warning)")
+    c = sub.add_parser("check", help="validate a config file and exit",
+                       description="Load a config file, import every function it names, and report problems.")
+    c.add_argument("--config", metavar="FILE", help="TOML config file; default: the embedded demo config")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load(args.config)
+    gw = settings.gateway
+    changes = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port: must be between 0 and 65535, got {args.port}")
+        changes["port"] = args.port
+    if getattr(args, "workers", None):
+        w = args.workers
+        if w != "auto" and (not w.isdigit() or int(w) < 1):
+            raise ConfigError(f'--workers: must be a positive integer or "auto", got "{w}"')
+        changes["workers"] = w if w == "auto" else int(w)
+    if getattr(args, "log_level", None):
+        changes["log_level"] = args.log_level
+    if changes:
+        settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, **changes))
+    return settings
+
+
+def _check_functions(settings: Settings) -> None:
+    """Imports and compiles every function now, so a bad config fails before listening."""
+    from .pipeline import Pipeline
+
+    try:
+        Pipeline(settings).pool.shutdown()
+    except ValueError as exc:
+        raise ConfigError(f"{settings.source}: {exc}") from None
+
+
+def serve(settings: Settings) -> int:
+    import uvloop
+
+    from .worker import listening_socket, serve as serve_worker
+
+    gw = settings.gateway
+    log.setup(gw.log_level)
+    _check_functions(settings)
+    workers = (os.cpu_count() or 1) if gw.workers == "auto" else int(gw.workers)
+    try:
+        sock = listening_socket(gw.host, gw.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {gw.host}:{gw.port}: {exc.strerror}") from None
+    port = sock.getsockname()[1]
+    settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, port=port))
+    banner = (f"genapi listening on ws://{gw.host}:{port}{gw.path.rstrip('/')}/websocket "
+              f"(workers={workers}, pid={os.getpid()})")
+    if workers == 1:
+        uvloop.run(serve_worker(settings, sock, ready=lambda _g: print(banner, flush=True)))
+        return 0
+    return _supervise(settings, sock, workers, banner)
+
+
+def _supervise(settings: Settings, sock, workers: int, banner: str) -> int:
+    """Forks `workers` processes sharing the listening socket; restarts any that dies; on
+    SIGINT/SIGTERM stops them all and exits 0."""
+    import uvloop
+
+    from .worker import serve as serve_worker
+
+    def spawn() -> int:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            try:
+                uvloop.run(serve_worker(settings, sock))
+                code = 0
+            except BaseException:
+                log.error("worker_crashed", exc_info=True)
+                code = 1
+            os._exit(code)
+        return pid
+
+    stopping = False
+
+    def on_signal(_sig, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    children = {spawn() for _ in range(workers)}
+    print(banner, flush=True)
+    while not stopping:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid and pid in children:
+            children.discard(pid)
+            log.warning("worker_exited", pid=pid, status=status)
+            children.add(spawn())
+        time.sleep(0.1)
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while children and time.monotonic() < deadline:
+        for pid in list(children):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                children.discard(pid)
+        time.sleep(0.05)
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = _settings(args)
+        if args.command == "check":
+            _check_functions(settings)
+            print(f"{settings.source}: ok, {len(settings.functions)} function(s)")
+            return 0
+        return serve(settings)
+    except ConfigError as exc:
+        print(f"genapi: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""before_execute / after_execute hooks with their timeouts, as PhoenixGenApi runs them.
+
+A before hook gets (request, fun_config, *extra) and returns `(request, fun_config)` to continue
+with changes, `Reject(reason)` (or raises) to abort with `hook rejected: <reason>`, or anything
+else to continue unchanged. An after hook gets (request, fun_config, response, *extra); its
+return value is ignored and its failure never changes the response.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from . import log
+from .calls import Hook, ThreadPool
+from .structs import FunConfig, Request, Response
+
+
+class Reject:
+    """Returned by a before hook to abort the request with `hook rejected: <reason>`."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: Any) -> None:
+        self.reason = reason
+
+
+class HookRejected(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _invoke(hook: Hook, args: tuple, timeout_ms: int, pool: ThreadPool) -> Any:
+    timeout = timeout_ms / 1000
+    if hook.is_async:
+        return await asyncio.wait_for(hook.fn(*args, *hook.extra), timeout)
+    return await asyncio.wait_for(pool.run(hook.fn, *args, *hook.extra), timeout)
+
+
+async def run_before(hook: Hook, request: Request, config: FunConfig,
+                     pool: ThreadPool) -> tuple[Request, FunConfig]:
+    try:
+        out = await _invoke(hook, (request, config), config.hook_timeout, pool)
+    except asyncio.TimeoutError:
+        log.warning("hook_timeout", hook=hook.target, request_id=request.request_id)
+        raise HookRejected(f"hook timed out after {config.hook_timeout}ms") from None
+    except Exception as exc:
+        log.warning("hook_failed", hook=hook.target, request_id=request.request_id,
+                    error=f"{type(exc).__name__}: {exc}")
+        raise HookRejected(str(exc) or type(exc).__name__) from None
+    if isinstance(out, Reject):
+        raise HookRejected(str(out.reason))
+    if isinstance(out, tuple) and len(out) == 2:
+        if out[0] == "error":
+            raise HookRejected(str(out[1]))
+        if isinstance(out[0], Request) and isinstance(out[1], FunConfig):
+            return out
+    return request, config
+
+
+async def run_after(hook: Hook, request: Request, config: FunConfig, response: Response | None,
+                    pool: ThreadPool) -> None:
+    try:
+        await _invoke(hook, (request, config, response), config.hook_timeout, pool)
+    except asyncio.TimeoutError:
+        log.warning("hook_timeout", hook=hook.target, request_id=request.request_id)
+    except Exception as exc:
+        log.warning("hook_failed", hook=hook.target, request_id=request.request_id,
+                    error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,108 @@
+"""Phoenix Channels wire codec (V1 JSON objects, V2 JSON arrays) and channel bookkeeping.
+
+Server frames are built here as ready-to-write WebSocket text frames, so a connection can
+gather every frame answering one read batch and write them at once.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any, Callable
+
+import msgspec
+
+from ._core.decode import decode_binary, decode_v1, decode_v2
+
+_encode = msgspec.json.Encoder().encode
+_SMALL = [bytes((0x81, n)) for n in range(126)]
+OK_EMPTY = {"status": "ok", "response": {}}
+HEARTBEAT = "heartbeat"
+JOIN = "phx_join"
+LEAVE = "phx_leave"
+REPLY = "phx_reply"
+CLOSE = "phx_close"
+ERROR = "phx_error"
+
+
+def ws_text(payload: bytes) -> bytes:
+    """One unmasked, final WebSocket text frame around `payload`."""
+    n = len(payload)
+    if n < 126:
+        return _SMALL[n] + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+class V2:
+    """`[join_ref, ref, topic, event, payload]`; binary pushes allowed."""
+
+    vsn = "2.0.0"
+    decode = staticmethod(decode_v2)
+    decode_binary = staticmethod(decode_binary)
+
+    @staticmethod
+    def message(join_ref: Any, ref: Any, topic: str, event: str, payload: Any) -> bytes:
+        return ws_text(_encode([join_ref, ref, topic, event, payload]))
+
+    @staticmethod
+    def reply(join_ref: Any, ref: Any, topic: str, status: str, response: Any) -> bytes:
+        return ws_text(_encode([join_ref, ref, topic, REPLY, {"status": status, "response": response}]))
+
+    @staticmethod
+    def push(join_ref: Any, topic: str, event: str, payload: Any) -> bytes:
+        return ws_text(_encode([join_ref, None, topic, event, payload]))
+
+
+class V1:
+    """`{"topic", "event", "payload", "ref"}`; join_ref is never sent; no binary frames."""
+
+    vsn = "1.0.0"
+    decode = staticmethod(decode_v1)
+    decode_binary = None
+
+    @staticmethod
+    def message(join_ref: Any, ref: Any, topic: str, event: str, payload: Any) -> bytes:
+        return ws_text(_encode({"topic": topic, "event": event, "payload": payload, "ref": ref}))
+
+    @staticmethod
+    def reply(join_ref: Any, ref: Any, topic: str, status: str, response: Any) -> bytes:
+        return ws_text(_encode({"topic": topic, "event": REPLY, "payload": {"status": status, "response": response},
+                                "ref": ref}))
+
+    @staticmethod
+    def push(join_ref: Any, topic: str, event: str, payload: Any) -> bytes:
+        return ws_text(_encode({"topic": topic, "event": event, "payload": payload, "ref": None}))
+
+
+def serializer_for(vsn: str | None) -> type[V1] | type[V2] | None:
+    """Phoenix's negotiation: missing → V1, `~> 1.0.0` → V1, `~> 2.0.0` → V2, else None (403)."""
+    if vsn is None:
+        return V1
+    m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.\-+]*)?", vsn)
+    if not m:
+        return None
+    major, minor = int(m.group(1)), int(m.group(2))
+    if (major, minor) == (1, 0):
+        return V1
+    if (major, minor) == (2, 0):
+        return V2
+    return None
+
+
+def topic_matcher(patterns: list[str]) -> Callable[[str], bool]:
+    """Glob patterns (`api:*`, `room:?`, `*`) → a predicate; results are cached per topic."""
+    if "*" in patterns:
+        return lambda topic: True
+    rx = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)) if patterns else None
+    cache: dict[str, bool] = {}
+
+    def match(topic: str) -> bool:
+        hit = cache.get(topic)
+        if hit is None:
+            hit = bool(rx and rx.match(topic))
+            if len(cache) < 10_000:
+                cache[topic] = hit
+        return hit
+
+    return match

@@ -1,0 +1,315 @@
+"""One request, start to finish, in PhoenixGenApi's order (reference/behavior.md §2):
+
+identity → decode → find FunConfig → before hook → (rate limit) → permission → dispatch on
+response_type → validate and convert args → call with timeout and retry → after hook → push.
+
+A request whose function is a plain `async def` with no hooks and no permission callback, and
+which finishes without suspending, is answered inside the read callback: no Task, no await.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from . import hooks, log, permissions
+from ._core.decode import DecodeError, decode_request
+from ._core.validate import ArgumentError, Limits
+from .calls import ASYNC, ASYNCGEN, GEN, SYNC, LocalFunction, PoolFull, StreamHandle, ThreadPool, resume
+from .config import Settings
+from .registry import Disabled, NotFound, Registry
+from .structs import RESERVED_VERSION, FunConfig, Request, Response
+
+if TYPE_CHECKING:
+    from .worker import Connection
+
+AUTH_REQUIRED = "Authentication required"
+_END = object()
+
+
+class CallFailed(Exception):
+    """A call that ended in an error Response (already worded for the client)."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+class Pipeline:
+    """The request path of one worker. Owns the registry of bound functions and the pool."""
+
+    def __init__(self, settings: Settings) -> None:
+        gw = settings.gateway
+        self.settings = settings
+        self.event = gw.event
+        self.detail_error = gw.detail_error
+        self.max_payload = gw.max_payload_bytes
+        self.max_in_flight = gw.max_in_flight
+        self.require_verified = settings.auth.require_verified_user_id
+        self.limits = Limits(gw.string_max_bytes, gw.list_max_items, gw.map_max_items)
+        self.pool = ThreadPool(gw.thread_pool_size, gw.thread_queue_limit)
+        self.registry: Registry[LocalFunction] = Registry()
+        for cfg in settings.functions:
+            self.add(cfg)
+
+    def add(self, config: FunConfig) -> None:
+        """Binds and registers one config (raises ValueError naming the function and field)."""
+        self.registry.add(config, LocalFunction(config, self.limits))
+
+    # ------------------------------------------------------------------ entry point
+    def handle(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, payload: Any,
+               size: int) -> None:
+        """Answers one request event: the push (if any) first, then the phx_reply."""
+        ident = conn.identity
+        ser = conn.ser
+        if self.require_verified and ident.user_id is None:
+            rid = payload.get("request_id") if type(payload) is dict else None
+            conn.send(ser.push(join_ref, topic, self.event,
+                               Response.fail(rid if type(rid) is str and rid else "unknown", AUTH_REQUIRED)))
+            conn.send(ser.reply(join_ref, ref, topic, "error", AUTH_REQUIRED))
+            return
+        try:
+            req = decode_request(payload, ident.user_id, ident.device_id, ident.roles, size, self.max_payload)
+        except DecodeError as exc:
+            msg = str(exc)
+            log.info("request_invalid", request_id=exc.request_id, error=msg)
+            conn.send(ser.push(join_ref, topic, self.event, Response.fail(exc.request_id, msg)))
+            conn.send(ser.reply(join_ref, ref, topic, "error", msg))
+            return
+        try:
+            config, fn = self.registry.lookup(req.service, req.request_type, req.version)
+        except NotFound:
+            return self._answer(conn, join_ref, ref, topic, req, Response.fail(
+                req.request_id, f"unsupported function: {req.request_type} version {req.version or RESERVED_VERSION}"))
+        except Disabled:
+            return self._answer(conn, join_ref, ref, topic, req, Response.fail(
+                req.request_id, f"disabled function: {req.request_type} version {req.version or RESERVED_VERSION}"))
+        if conn.in_flight >= self.max_in_flight:
+            return self._answer(conn, join_ref, ref, topic, req, Response.fail(
+                req.request_id, f"Too many requests in flight on this connection (max {self.max_in_flight})",
+                can_retry=True))
+        if fn.simple and fn.kind == ASYNC and config.response_type == "sync":
+            if self._inline(conn, join_ref, ref, topic, req, config, fn):
+                return
+        conn.spawn(topic, self.run(conn, join_ref, ref, topic, req, config, fn))
+
+    def _answer(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
+                resp: Response) -> None:
+        conn.send(conn.ser.push(join_ref, topic, self.event, resp))
+        conn.send(conn.ser.reply(join_ref, ref, topic, "ok", req.request_type))
+
+    def _inline(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
+                config: FunConfig, fn: LocalFunction) -> bool:
+        """The fast path; False when the request needs the general (Task) path after all."""
+        mode = config.check_permission
+        if mode is not False and not permissions.check_mode(mode, req):
+            permissions.log_denied(req, mode)
+            self._answer(conn, join_ref, ref, topic, req, Response.fail(req.request_id, "Permission denied"))
+            return True
+        try:
+            args = fn.arguments(req)
+        except ArgumentError as exc:
+            self._answer(conn, join_ref, ref, topic, req, Response.fail(req.request_id, f"Invalid argument: {exc}"))
+            return True
+        try:
+            coro = fn.fn(*args)
+            pending = coro.send(None)
+        except StopIteration as stop:
+            resp = Response(req.request_id, stop.value)
+        except Exception as exc:
+            resp = self._internal_error(req, exc)
+        else:
+            if config.retry:  # a retry policy re-invokes the function; let the general path do it
+                coro.close()
+                return False
+            conn.spawn(topic, self._finish_inline(conn, join_ref, ref, topic, req, fn, resume(coro, pending)))
+            return True
+        self._answer(conn, join_ref, ref, topic, req, resp)
+        return True
+
+    async def _finish_inline(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
+                             fn: LocalFunction, rest: Any) -> None:
+        try:
+            async with asyncio.timeout(fn.timeout):
+                result = await rest
+            resp = Response(req.request_id, result)
+        except TimeoutError:
+            resp = Response.fail(req.request_id, f"local execution timed out after {fn.timeout_ms}ms")
+        except Exception as exc:
+            resp = self._internal_error(req, exc)
+        self._answer(conn, join_ref, ref, topic, req, resp)
+
+    # ------------------------------------------------------------------ general path
+    async def run(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
+                  config: FunConfig, fn: LocalFunction) -> None:
+        ser, event = conn.ser, self.event
+        resp: Response | None = None
+        try:
+            if fn.before is not None:
+                try:
+                    new_req, new_cfg = await hooks.run_before(fn.before, req, config, self.pool)
+                except hooks.HookRejected as exc:
+                    resp = Response.fail(req.request_id, f"hook rejected: {exc.reason}")
+                    await self._after(fn, req, config, resp)
+                    return self._answer(conn, join_ref, ref, topic, req, resp)
+                if new_cfg is not config:
+                    fn = LocalFunction(new_cfg, self.limits)
+                req, config = new_req, new_cfg
+            # (rate limits take their place here, between the before hook and the permission)
+            if not await self._permitted(fn, config, req):
+                resp = Response.fail(req.request_id, "Permission denied")
+                await self._after(fn, req, config, resp)
+                return self._answer(conn, join_ref, ref, topic, req, resp)
+            rtype = config.response_type
+            if rtype == "sync":
+                resp = await self.call(fn, req)
+                await self._after(fn, req, config, resp)
+                self._answer(conn, join_ref, ref, topic, req, resp)
+            elif rtype == "async":
+                conn.send(ser.push(join_ref, topic, event, Response.ack(req.request_id)))
+                conn.send(ser.reply(join_ref, ref, topic, "ok", req.request_type))
+                resp = await self.call(fn, req)
+                await self._after(fn, req, config, resp)
+                conn.send(ser.push(join_ref, topic, event, resp))
+            elif rtype == "none":
+                conn.send(ser.reply(join_ref, ref, topic, "ok", req.request_type))
+                resp = await self.call(fn, req)
+                if not resp.success:
+                    log.warning("call_failed", request_id=req.request_id, request_type=req.request_type,
+                                error=resp.error)
+                await self._after(fn, req, config, resp)
+            elif rtype == "stream":
+                conn.send(ser.push(join_ref, topic, event, Response.chunk(req.request_id, "init")))
+                conn.send(ser.reply(join_ref, ref, topic, "ok", req.request_type))
+                resp = await self.stream(fn, req, lambda r: conn.send(ser.push(join_ref, topic, event, r)))
+                await self._after(fn, req, config, resp)
+            else:
+                log.error("response_type_unsupported", request_id=req.request_id, response_type=rtype)
+                resp = Response.fail(req.request_id, f"unsupported response type: {rtype}")
+                await self._after(fn, req, config, resp)
+                self._answer(conn, join_ref, ref, topic, req, resp)
+        except asyncio.CancelledError:
+            log.debug("request_cancelled", request_id=req.request_id)
+            raise
+        except Exception:
+            log.error("request_crashed", exc_info=True, request_id=req.request_id)
+            self._answer(conn, join_ref, ref, topic, req, Response.fail(req.request_id, "Request processing failed"))
+
+    async def _permitted(self, fn: LocalFunction, config: FunConfig, req: Request) -> bool:
+        if fn.permission is not None:
+            ok = await permissions.check_callback(fn.permission, req, config.hook_timeout / 1000)
+            mode: Any = f"callback {fn.permission.target}"
+        else:
+            mode = config.check_permission
+            ok = mode is False or permissions.check_mode(mode, req)
+        if not ok:
+            permissions.log_denied(req, mode)
+        return ok
+
+    async def _after(self, fn: LocalFunction, req: Request, config: FunConfig, resp: Response | None) -> None:
+        if fn.after is not None:
+            await hooks.run_after(fn.after, req, config, resp, self.pool)
+
+    def _internal_error(self, req: Request, exc: BaseException) -> Response:
+        log.warning("call_raised", request_id=req.request_id, request_type=req.request_type,
+                    error=f"{type(exc).__name__}: {exc}")
+        if self.detail_error:
+            return Response.fail(req.request_id, f"Internal Server Error: {type(exc).__name__}: {exc}")
+        return Response.fail(req.request_id, "Internal Server Error")
+
+    # ------------------------------------------------------------------ calls
+    async def call(self, fn: LocalFunction, req: Request) -> Response:
+        """Validates, calls with the timeout, retries per the config; always returns a Response."""
+        try:
+            args = fn.arguments(req)
+        except ArgumentError as exc:
+            return Response.fail(req.request_id, f"Invalid argument: {exc}")
+        attempts = 1 + _retries(fn.config.retry)
+        resp: Response | None = None
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(min(0.05 * 2 ** (attempt - 1), 1.0))
+                log.info("call_retry", request_id=req.request_id, attempt=attempt)
+            try:
+                return Response(req.request_id, await self._invoke(fn, args))
+            except TimeoutError:
+                resp = Response.fail(req.request_id, f"local execution timed out after {fn.timeout_ms}ms")
+            except PoolFull:
+                return Response.fail(req.request_id, "Service temporarily unavailable", can_retry=True)
+            except Exception as exc:
+                resp = self._internal_error(req, exc)
+        assert resp is not None
+        return resp
+
+    async def _invoke(self, fn: LocalFunction, args: list[Any]) -> Any:
+        async with asyncio.timeout(fn.timeout):
+            if fn.kind == SYNC:
+                return await self.pool.run(fn.fn, *args)
+            if fn.kind == ASYNC:
+                return await fn.fn(*args)
+            # a generator function called for a sync/async response: collect what it yields
+            if fn.kind == ASYNCGEN:
+                return [item async for item in fn.fn(*args)]
+            return await self.pool.run(lambda: list(fn.fn(*args)))
+
+    async def stream(self, fn: LocalFunction, req: Request, emit: Any) -> Response:
+        """Pushes each chunk through `emit`; returns the final Response (end, last chunk or error)."""
+        loop = asyncio.get_running_loop()
+        handle = StreamHandle(emit, req.request_id, loop)
+        try:
+            args = fn.arguments(req, handle)
+        except ArgumentError as exc:
+            resp = Response.fail(req.request_id, f"Invalid argument: {exc}")
+            emit(resp)
+            return resp
+        try:
+            async with asyncio.timeout(fn.timeout):
+                if fn.kind == ASYNCGEN:
+                    agen = fn.fn(*args)
+                    try:
+                        async for item in agen:
+                            if handle.closed:
+                                break
+                            handle.send(item)
+                    finally:
+                        await agen.aclose()
+                elif fn.kind == GEN:
+                    gen = fn.fn(*args)
+                    try:
+                        while not handle.closed:
+                            item = await self.pool.run(next, gen, _END)
+                            if item is _END:
+                                break
+                            handle.send(item)
+                    finally:
+                        await self.pool.run(gen.close)
+                else:
+                    out = fn.fn(*args) if fn.kind == ASYNC else self.pool.run(fn.fn, *args)
+                    result = await out
+                    if inspect.isasyncgen(result) or inspect.isgenerator(result):
+                        raise TypeError("a stream function must be a generator, not return one")
+                    if not fn.request_info and not handle.closed:
+                        handle.send_last(result)
+                    elif result is not None and not handle.closed:
+                        handle.send(result)
+                if not handle.closed:
+                    if fn.kind in (GEN, ASYNCGEN) or not fn.request_info:
+                        handle.complete()
+                    else:
+                        await handle.done  # push-style: the function closes the stream
+        except TimeoutError:
+            handle.error(f"local execution timed out after {fn.timeout_ms}ms")
+        except PoolFull:
+            handle._post(Response.fail(req.request_id, "Service temporarily unavailable", can_retry=True), True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            handle._post(self._internal_error(req, exc), True)
+        return handle.done.result() if handle.done.done() else Response.stream_end(req.request_id)
+
+
+def _retries(retry: Any) -> int:
+    if retry is None:
+        return 0
+    if isinstance(retry, dict):
+        return int(next(iter(retry.values())))
+    return int(retry)

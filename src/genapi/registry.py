@@ -1,0 +1,120 @@
+"""The versioned FunConfig store: add, get, get_latest, disable, enable, delete, list.
+
+Several versions of one (service, request_type) live side by side; a lookup without a version
+(or with the reserved "0.0.0") resolves to the highest enabled version.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Generic, Iterator, TypeVar
+
+from .structs import RESERVED_VERSION, FunConfig
+
+T = TypeVar("T")
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Disabled(LookupError):
+    pass
+
+
+def version_key(version: str | None) -> tuple:
+    """Orders versions numerically where they are numbers ("10.0.0" > "9.1.0"), else as text."""
+    if version is None:
+        return ((-1, ""),)
+    return tuple((int(p), "") if p.isdigit() else (-1, p) for p in re.split(r"[.\-+]", version))
+
+
+class Registry(Generic[T]):
+    """Maps (service, request_type, version) to a FunConfig and what was compiled from it.
+
+    `T` is whatever the owner attaches to each config (the pipeline attaches its bound callable).
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], dict[str | None, tuple[FunConfig, T]]] = {}
+        self._latest: dict[tuple[str, str], tuple[FunConfig, T] | None] = {}
+
+    def add(self, config: FunConfig, attached: T = None) -> None:  # type: ignore[assignment]
+        """Adds or replaces one version."""
+        self._by_key.setdefault(config.key, {})[config.version] = (config, attached)
+        self._refresh(config.key)
+
+    def _refresh(self, key: tuple[str, str]) -> None:
+        versions = self._by_key.get(key)
+        if not versions:
+            self._by_key.pop(key, None)
+            self._latest.pop(key, None)
+            return
+        enabled = [v for v in versions.values() if not v[0].disabled]
+        self._latest[key] = max(enabled, key=lambda e: version_key(e[0].version)) if enabled else None
+
+    def lookup(self, service: str, request_type: str, version: str | None) -> tuple[FunConfig, T]:
+        """The hot-path lookup. Raises NotFound or Disabled."""
+        key = (service, request_type)
+        if version is None or version == RESERVED_VERSION:
+            entry = self._latest.get(key, False)
+            if entry is False:
+                raise NotFound(key)
+            if entry is None:
+                raise Disabled(key)
+            return entry  # type: ignore[return-value]
+        versions = self._by_key.get(key)
+        entry = versions.get(version) if versions else None
+        if entry is None:
+            raise NotFound(key)
+        if entry[0].disabled:
+            raise Disabled(key)
+        return entry
+
+    def get(self, service: str, request_type: str, version: str | None = None) -> FunConfig:
+        return self.lookup(service, request_type, version)[0]
+
+    def get_latest(self, service: str, request_type: str) -> FunConfig:
+        return self.lookup(service, request_type, None)[0]
+
+    def _set_disabled(self, service: str, request_type: str, version: str | None, flag: bool) -> None:
+        import msgspec
+
+        versions = self._by_key.get((service, request_type))
+        if not versions or version not in versions:
+            raise NotFound((service, request_type, version))
+        cfg, attached = versions[version]
+        versions[version] = (msgspec.structs.replace(cfg, disabled=flag), attached)
+        self._refresh((service, request_type))
+
+    def disable(self, service: str, request_type: str, version: str | None) -> None:
+        self._set_disabled(service, request_type, version, True)
+
+    def enable(self, service: str, request_type: str, version: str | None) -> None:
+        self._set_disabled(service, request_type, version, False)
+
+    def delete(self, service: str, request_type: str, version: str | None) -> None:
+        versions = self._by_key.get((service, request_type))
+        if not versions or version not in versions:
+            raise NotFound((service, request_type, version))
+        del versions[version]
+        self._refresh((service, request_type))
+
+    def list(self) -> list[FunConfig]:
+        """Every config, all versions, ordered by service, request_type, version."""
+        return [cfg for cfg, _ in self]
+
+    def functions(self) -> dict[str, dict[str, list[str | None]]]:
+        """{service: {request_type: [versions]}}, like ConfigDb.get_all_functions."""
+        out: dict[str, dict[str, list[Any]]] = {}
+        for cfg in self.list():
+            out.setdefault(cfg.service, {}).setdefault(cfg.request_type, []).append(cfg.version)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[FunConfig, T]]:
+        for key in sorted(self._by_key):
+            versions = self._by_key[key]
+            for v in sorted(versions, key=version_key):
+                yield versions[v]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_key.values())
