@@ -654,6 +654,13 @@ def test_got_rendering_deep_nesting_does_not_blow_up():
     assert msg == 'invalid argument type for "x", expected :num, got ' + "[" * 60 + "..."
 
 
+def test_got_rendering_of_unprintable_huge_int():
+    assert err1("string", 10**5000) == 'invalid argument type for "x", expected :string, got <int>'
+    v = Validator({"a": "num"}, request_type="t")
+    assert err(v, {"a": 1, 10**5000: 2}) == 'extra arguments for "t", extra: [<int>]'
+    assert err(v, {"a": 1, 10**5000: 2, "b": 3}) == 'extra arguments for "t", extra: ["b", <int>]'
+
+
 def test_argument_names_and_request_type_quoted():
     v = Validator({'we"ird': "num"}, request_type="a.b")
     assert err(v, {}) == 'missing argument "we\\"ird" in "a.b"'

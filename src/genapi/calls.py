@@ -109,7 +109,8 @@ class LocalFunction:
         self.before = Hook(config.before_execute) if config.before_execute else None
         self.after = Hook(config.after_execute) if config.after_execute else None
         self.permission = Hook(config.permission_callback) if config.permission_callback else None
-        self.simple = self.before is None and self.after is None and self.permission is None
+        self.simple = (self.before is None and self.after is None and self.permission is None
+                       and not config.retry)
 
     def arguments(self, request: Request, stream: "StreamHandle | None" = None) -> list[Any]:
         """predefined args ++ validated args ++ [request info]; raises ArgumentError."""

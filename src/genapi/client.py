@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 from urllib.parse import urlencode
 
 import msgspec
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from .structs import Response
 
@@ -50,8 +50,9 @@ class _Listener(WSListener):
         elif frame.msg_type is WSMsgType.BINARY:
             self.client._on_binary(frame.get_payload_as_bytes())
         elif frame.msg_type is WSMsgType.CLOSE:
-            self.client.close_code = frame.get_close_code()
-            transport.send_close(frame.get_close_code())
+            code = frame.get_close_code()
+            self.client.close_code = code
+            transport.send_close(WSCloseCode.OK if code is WSCloseCode.NO_INFO else code)
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:

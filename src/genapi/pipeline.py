@@ -88,8 +88,7 @@ class Pipeline:
                 req.request_id, f"Too many requests in flight on this connection (max {self.max_in_flight})",
                 can_retry=True))
         if fn.simple and fn.kind == ASYNC and config.response_type == "sync":
-            if self._inline(conn, join_ref, ref, topic, req, config, fn):
-                return
+            return self._inline(conn, join_ref, ref, topic, req, config, fn)
         conn.spawn(topic, self.run(conn, join_ref, ref, topic, req, config, fn))
 
     def _answer(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
@@ -98,18 +97,17 @@ class Pipeline:
         conn.send(conn.ser.reply(join_ref, ref, topic, "ok", req.request_type))
 
     def _inline(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
-                config: FunConfig, fn: LocalFunction) -> bool:
-        """The fast path; False when the request needs the general (Task) path after all."""
+                config: FunConfig, fn: LocalFunction) -> None:
+        """The fast path: no hooks, no callback, no retry, an `async def` function."""
         mode = config.check_permission
         if mode is not False and not permissions.check_mode(mode, req):
             permissions.log_denied(req, mode)
-            self._answer(conn, join_ref, ref, topic, req, Response.fail(req.request_id, "Permission denied"))
-            return True
+            return self._answer(conn, join_ref, ref, topic, req, Response.fail(req.request_id, "Permission denied"))
         try:
             args = fn.arguments(req)
         except ArgumentError as exc:
-            self._answer(conn, join_ref, ref, topic, req, Response.fail(req.request_id, f"Invalid argument: {exc}"))
-            return True
+            return self._answer(conn, join_ref, ref, topic, req,
+                                Response.fail(req.request_id, f"Invalid argument: {exc}"))
         try:
             coro = fn.fn(*args)
             pending = coro.send(None)
@@ -118,13 +116,8 @@ class Pipeline:
         except Exception as exc:
             resp = self._internal_error(req, exc)
         else:
-            if config.retry:  # a retry policy re-invokes the function; let the general path do it
-                coro.close()
-                return False
-            conn.spawn(topic, self._finish_inline(conn, join_ref, ref, topic, req, fn, resume(coro, pending)))
-            return True
+            return conn.spawn(topic, self._finish_inline(conn, join_ref, ref, topic, req, fn, resume(coro, pending)))
         self._answer(conn, join_ref, ref, topic, req, resp)
-        return True
 
     async def _finish_inline(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
                              fn: LocalFunction, rest: Any) -> None:

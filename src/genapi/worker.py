@@ -73,7 +73,9 @@ class Connection(WSListener):
             elif mt is BINARY:
                 self._binary(frame)
             elif mt is WS_CLOSE:
-                transport.send_close(frame.get_close_code())
+                code = frame.get_close_code()
+                # a close without a status code is answered with 1000, never with "code 0"
+                transport.send_close(WSCloseCode.OK if code is WSCloseCode.NO_INFO else code)
                 transport.disconnect()
         except Exception:  # a client's message never takes the worker down
             log.error("frame_handler_crashed", exc_info=True)

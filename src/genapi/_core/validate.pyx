@@ -212,7 +212,10 @@ cdef str _quote(object name):
 
 
 def _sort_key(k):
-    return (type(k) is not str, str(k))
+    # str keys first, in their order; anything else (Python API only) after, by rendering
+    if PyUnicode_Check(k):
+        return (0, k)
+    return (1, _render(k))
 
 
 # --------------------------------------------------------------------------- primitives

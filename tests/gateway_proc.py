@@ -1,0 +1,85 @@
+"""Starts and stops real `genapi serve` processes for tests and benchmarks."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BANNER = re.compile(r"genapi listening on ws://([\d.]+):(\d+)(\S*) \(workers=(\d+), pid=(\d+)\)")
+
+
+class GatewayProcess:
+    """A `genapi serve` child process on a free loopback port, stopped by its pid."""
+
+    def __init__(self, config: str | None = None, *, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None, cpu: int | None = None) -> None:
+        self.config_path: str | None = None
+        if config is not None:
+            fd, self.config_path = tempfile.mkstemp(suffix=".toml", prefix="genapi-test-")
+            with os.fdopen(fd, "w") as f:
+                f.write(textwrap.dedent(config))
+        args = [sys.executable, "-m", "genapi", "serve", "--port", "0", "--host", "127.0.0.1"]
+        if self.config_path:
+            args += ["--config", self.config_path]
+        args += extra_args or []
+        if cpu is not None:
+            args = ["taskset", "-c", str(cpu)] + args
+        pp = [str(HERE)] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(pp)}
+        full_env.update(env or {})
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, env=full_env,
+                                     cwd=str(HERE), text=True)
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        m = BANNER.search(line)
+        if not m:
+            self.proc.wait(10)
+            raise RuntimeError(f"gateway did not start: {line!r} {self.read_stderr()}")
+        self.host, self.port = m.group(1), int(m.group(2))
+        self.url = f"ws://{self.host}:{self.port}/socket"
+        self.pid = self.proc.pid
+
+    def read_stderr(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Signals the process by pid and returns its exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.config_path:
+            try:
+                os.unlink(self.config_path)
+            except OSError:
+                pass
+        return self.proc.returncode
+
+    def __enter__(self) -> "GatewayProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_until(pred, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()

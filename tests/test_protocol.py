@@ -1,0 +1,274 @@
+"""Phoenix Channels protocol through a real gateway process (reference/phoenix-protocol.md)."""
+import asyncio
+import json
+import signal
+import urllib.error
+import urllib.request
+
+import pytest
+from picows import WSError
+
+from gateway_proc import GatewayProcess
+from rawclient import Raw, request
+
+EV = "phoenix_gen_api"
+
+TOPICS_CONFIG = """
+[gateway]
+topics = ["api:*", "room:?"]
+idle_timeout_ms = 600
+max_channels = 3
+max_payload_bytes = 2000
+
+[auth]
+require_verified_user_id = false
+
+[[functions]]
+service = "demo"
+request_type = "echo"
+nodes = "local"
+mfa = "genapi.demo:echo"
+arg_types = { text = "string", n = { type = "num", default_value = 1 } }
+arg_orders = ["text", "n"]
+timeout = 5000
+"""
+
+
+@pytest.fixture(scope="module")
+def topics_gateway():
+    gw = GatewayProcess(TOPICS_CONFIG)
+    yield gw
+    assert gw.stop() == 0
+
+
+def test_v2_join_heartbeat_call_leave(demo_gateway, run):
+    async def go():
+        c = await Raw.connect(demo_gateway.url)
+        assert await c.join("api:x", "5") == ["5", "5", "api:x", "phx_reply", {"status": "ok", "response": {}}]
+        c.send([None, "6", "phoenix", "heartbeat", {}])
+        assert await c.recv() == [None, "6", "phoenix", "phx_reply", {"status": "ok", "response": {}}]
+        c.send(["5", "7", "api:x", EV, request("r1")])
+        push, reply = await c.recv_n(2)
+        assert push == ["5", None, "api:x", EV, {
+            "request_id": "r1", "result": {"text": "hi", "n": 1}, "success": True, "error": None,
+            "async": False, "has_more": False, "can_retry": False}]
+        assert reply == ["5", "7", "api:x", "phx_reply", {"status": "ok", "response": "echo"}]
+        c.send(["5", "8", "api:x", "phx_leave", {}])
+        assert await c.recv_n(2) == [["5", "8", "api:x", "phx_reply", {"status": "ok", "response": {}}],
+                                     ["5", "5", "api:x", "phx_close", {}]]
+        # after leaving, the topic is not joined any more
+        c.send(["5", "9", "api:x", EV, request("r2")])
+        assert await c.recv() == [None, "9", "api:x", "phx_reply",
+                                  {"status": "error", "response": {"reason": "unmatched topic"}}]
+        await c.close()
+    run(go())
+
+
+def test_v1_objects_and_no_join_ref(demo_gateway, run):
+    async def go():
+        for query in ("", "vsn=1.0.0"):
+            c = await Raw.connect(demo_gateway.url, query)
+            c.send({"topic": "api:v1", "event": "phx_join", "payload": {}, "ref": "1", "join_ref": "1"})
+            assert await c.recv() == {"topic": "api:v1", "event": "phx_reply", "ref": "1",
+                                      "payload": {"status": "ok", "response": {}}}
+            c.send({"topic": "api:v1", "event": EV, "payload": request("a"), "ref": "2"})
+            push, reply = await c.recv_n(2)
+            assert push["event"] == EV and push["ref"] is None and "join_ref" not in push
+            assert push["payload"]["result"] == {"text": "hi", "n": 1}
+            assert reply == {"topic": "api:v1", "event": "phx_reply", "ref": "2",
+                             "payload": {"status": "ok", "response": "echo"}}
+            c.send({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "3"})
+            assert (await c.recv())["payload"] == {"status": "ok", "response": {}}
+            # a V1 frame missing a required key is answered, the connection stays
+            c.send({"topic": "api:v1", "event": EV, "ref": "4"})
+            err = await c.recv()
+            assert err["payload"]["status"] == "error" and "payload" in err["payload"]["response"]["reason"]
+            c.send({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "5"})
+            assert (await c.recv())["ref"] == "5"
+            await c.close()
+    run(go())
+
+
+@pytest.mark.parametrize("vsn", ["3.0.0", "123.1.1", "abc", "2.1.0"])
+def test_unsupported_vsn_is_403(demo_gateway, run, vsn):
+    async def go():
+        with pytest.raises(WSError) as e:
+            await Raw.connect(demo_gateway.url, f"vsn={vsn}")
+        assert "403" in str(e.value)
+    run(go())
+
+
+def test_wrong_path_is_404(demo_gateway):
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"http://127.0.0.1:{demo_gateway.port}/nope", timeout=5)
+    assert e.value.code in (400, 404)
+
+
+def test_subprotocol_phoenix_echoed_with_auth_token(demo_gateway, run):
+    async def go():
+        c = await Raw.connect(demo_gateway.url, headers={
+            "Sec-WebSocket-Protocol": "phoenix, base64url.bearer.phx.c29tZS10b2tlbg"})
+        assert c.response.headers.get("Sec-WebSocket-Protocol") == "phoenix"
+        await c.close()
+        plain = await Raw.connect(demo_gateway.url)
+        assert plain.response.headers.get("Sec-WebSocket-Protocol") is None
+        await plain.close()
+    run(go())
+
+
+def test_unmatched_topic_duplicate_join_and_stale_refs(topics_gateway, run):
+    async def go():
+        c = await Raw.connect(topics_gateway.url)
+        assert await c.join("nope:x", "1") == [None, "1", "nope:x", "phx_reply",
+                                               {"status": "error", "response": {"reason": "unmatched topic"}}]
+        assert (await c.join("room:1", "2"))[4]["status"] == "ok"
+        assert (await c.join("room:12", "3"))[4]["response"] == {"reason": "unmatched topic"}
+        assert (await c.join("api:x", "4"))[4]["status"] == "ok"
+        # duplicate join: new reply first, then the old join_ref's phx_close
+        c.send(["5", "5", "api:x", "phx_join", {}])
+        assert await c.recv_n(2) == [["5", "5", "api:x", "phx_reply", {"status": "ok", "response": {}}],
+                                     ["4", "4", "api:x", "phx_close", {}]]
+        # stale join_ref: no answer; null join_ref: accepted
+        c.send(["4", "6", "api:x", EV, request("stale")])
+        assert await c.nothing()
+        c.send([None, "7", "api:x", EV, request("nulljr")])
+        push, reply = await c.recv_n(2)
+        assert push[0] == "5" and push[4]["request_id"] == "nulljr"
+        assert reply == ["5", "7", "api:x", "phx_reply", {"status": "ok", "response": "echo"}]
+        # a push on a topic that is not joined
+        c.send([None, "8", "api:other", EV, request("x")])
+        assert await c.recv() == [None, "8", "api:other", "phx_reply",
+                                  {"status": "error", "response": {"reason": "unmatched topic"}}]
+        # leave of a topic never joined: ok with the join_ref echoed
+        c.send(["9", "9", "api:never", "phx_leave", {}])
+        assert await c.recv() == ["9", "9", "api:never", "phx_reply", {"status": "ok", "response": {}}]
+        # stale leave: no answer
+        c.send(["4", "10", "api:x", "phx_leave", {}])
+        assert await c.nothing()
+        # channel limit (3): room:1, api:x joined; one more fits, the next is refused
+        assert (await c.join("api:y", "11"))[4]["status"] == "ok"
+        assert (await c.join("api:z", "12"))[4] == {"status": "error",
+                                                    "response": {"reason": "too many channels joined"}}
+        # an unknown event on a joined topic gets an error reply naming the request event
+        c.send(["5", "13", "api:x", "whatever", {}])
+        r = await c.recv()
+        assert r[1] == "13" and r[4]["status"] == "error" and EV in r[4]["response"]["reason"]
+        await c.close()
+    run(go())
+
+
+def test_idle_connection_is_closed(topics_gateway, run):
+    async def go():
+        quiet = await Raw.connect(topics_gateway.url)
+        talk = await Raw.connect(topics_gateway.url)
+        for i in range(12):  # 1.2 s of heartbeats keeps `talk` open past the 0.6 s idle limit
+            talk.send([None, str(i), "phoenix", "heartbeat", {}])
+            await talk.recv()
+            await asyncio.sleep(0.1)
+        code = await asyncio.wait_for(quiet.closed, 3)
+        assert code == 1001
+        assert not talk.closed.done()
+        await talk.close()
+    run(go())
+
+
+BAD_FRAMES = [
+    ("not json", b"{nope", None),
+    ("not an array", b'{"a": 1}', None),
+    ("short array", b'["1", "2", "api:x"]', "2"),
+    ("number topic", b'["1", "2", 5, "phx_join", {}]', None),
+    ("empty", b"", None),
+    ("invalid utf8", b'["1","2","api:x","\xff\xfe",{}]', None),
+]
+
+
+@pytest.mark.parametrize("name,frame,ref", BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
+def test_bad_frames_get_an_error_and_connection_survives(demo_gateway, run, name, frame, ref):
+    async def go():
+        c = await Raw.connect(demo_gateway.url)
+        assert (await c.join("api:x"))[4]["status"] == "ok"
+        c.send(frame)
+        err = await c.recv()
+        assert err[3] in ("phx_error", "phx_reply")
+        body = err[4].get("response", err[4]) if err[3] == "phx_reply" else err[4]
+        assert "invalid frame" in body["reason"]
+        if ref is not None:
+            assert err[1] == ref
+        c.send(["1", "3", "api:x", EV, request("after")])
+        push, reply = await c.recv_n(2)
+        assert push[4]["success"] is True and reply[4]["status"] == "ok"
+        await c.close()
+    run(go())
+
+
+def test_binary_frames(demo_gateway, run):
+    async def go():
+        c = await Raw.connect(demo_gateway.url)
+        assert (await c.join("api:bin", "5"))[4]["status"] == "ok"
+        # a well-formed V2 binary push: refused with a clear reason on its ref
+        c.send_binary(bytes([0, 1, 1, 7, 15]) + b"56api:bin" + EV.encode() + b"\xde\xad")
+        r = await c.recv()
+        assert r[:4] == ["5", "6", "api:bin", "phx_reply"] and r[4]["status"] == "error"
+        assert "binary payloads are not supported" in r[4]["response"]["reason"]
+        # garbage binary
+        c.send_binary(b"\x07\x01")
+        r = await c.recv()
+        assert r[3] == "phx_error" and "invalid frame" in r[4]["reason"]
+        c.send(["5", "7", "api:bin", EV, request("ok")])
+        assert (await c.recv_n(2))[1][4]["status"] == "ok"
+        await c.close()
+    run(go())
+
+
+def test_oversize_payload_is_refused_and_connection_survives(topics_gateway, run):
+    async def go():
+        c = await Raw.connect(topics_gateway.url)
+        await c.join("api:big")
+        c.send(["1", "2", "api:big", EV, request("big", args={"text": "x" * 3000})])
+        push, reply = await c.recv_n(2)
+        assert push[4]["error"].startswith(
+            "Invalid request: Request payload exceeds maximum size of 2000 bytes (got ")
+        assert push[4]["request_id"] == "big"
+        assert reply[4]["status"] == "error" and reply[4]["response"] == push[4]["error"]
+        c.send(["1", "3", "api:big", EV, request("small")])
+        assert (await c.recv_n(2))[0][4]["success"] is True
+        # far beyond the frame limit the socket is closed with 1009 (message too big)
+        c.send(["1", "4", "api:big", EV, request("huge", args={"text": "x" * 200_000})])
+        assert await asyncio.wait_for(c.closed, 5) == 1009
+    run(go())
+
+
+def test_sigterm_closes_clients_with_1001_and_exits_0(run):
+    gw = GatewayProcess()
+
+    async def go():
+        c = await Raw.connect(gw.url)
+        await c.join("api:x")
+        await asyncio.sleep(0.1)
+        gw.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(c.closed, 5) == 1001
+    run(go())
+    assert gw.proc.wait(10) == 0
+    assert gw.stop() == 0
+
+
+def test_sigint_exits_0(run):
+    gw = GatewayProcess()
+    assert gw.stop(signal.SIGINT) == 0
+
+
+def test_many_requests_in_one_read_batch(demo_gateway, run):
+    async def go():
+        c = await Raw.connect(demo_gateway.url)
+        await c.join("api:batch")
+        frames = "".join(json.dumps(["1", str(i), "api:batch", EV, request(f"b{i}")]) for i in range(1))
+        assert frames
+        for i in range(50):
+            c.send(["1", str(100 + i), "api:batch", EV, request(f"b{i}", args={"text": str(i)})])
+        got = await c.recv_n(100)
+        replies = [f for f in got if f[3] == "phx_reply"]
+        pushes = [f for f in got if f[3] == EV]
+        assert [r[1] for r in replies] == [str(100 + i) for i in range(50)]
+        assert [p[4]["result"]["text"] for p in pushes] == [str(i) for i in range(50)]
+        await c.close()
+    run(go())
