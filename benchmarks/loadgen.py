@@ -287,10 +287,11 @@ class PhoenixConn(Base):
             data = self.rest + data
             self.rest = b""
         n = len(data)
+        find = data.find
         pos = 0
         k = 0
-        rec = REC
-        popleft = self.sent.popleft
+        pushes = self.pushes
+        ai = self.ai
         while n - pos >= 2:
             b1 = data[pos + 1]
             if b1 < 126:
@@ -315,44 +316,55 @@ class PhoenixConn(Base):
             lim = h + HEAD_LIM
             if lim > end:
                 lim = end
-            if data.find(b'"phx_reply"', h, lim) < 0:
-                # a push: the Response of the next reply
-                if data.find(b'"success":true', h, end) < 0 and data.find(b'"success": true', h, end) < 0:
+            if find(b'"phx_reply"', h, lim) < 0:
+                # a push: the Response that must precede the next reply
+                if find(b'"success":true', h, end) < 0 and find(b'"success": true', h, end) < 0:
                     self.error(f"push without success: {data[h:end][:300]!r}")
-                self.pushes += 1
-                pos = end
-                continue
-            ai = self.ai
-            if data.find(self.refpats[ai], h, lim) < 0:
-                self.error(f"reply out of order, expected ref {self.refpats[ai]!r}: {data[h:end][:300]!r}")
-            if data.find(b'"status":"ok"', h, end) < 0 and data.find(b'"status": "ok"', h, end) < 0:
-                self.error(f"reply not ok: {data[h:end][:300]!r}")
-            if self.pushes:
-                self.pushes -= 1
+                pushes += 1
             else:
-                self.error(f"reply without a push before it: {data[h:end][:300]!r}")
-            self.ai = ai + 1 if ai + 1 < RING else 0
-            if self.sent:
-                rec(t - popleft())
+                if find(self.refpats[ai], h, lim) < 0:
+                    self.error(f"reply out of order, expected ref {self.refpats[ai]!r}: {data[h:end][:300]!r}")
+                if find(b'"status":"ok"', h, end) < 0 and find(b'"status": "ok"', h, end) < 0:
+                    self.error(f"reply not ok: {data[h:end][:300]!r}")
+                if pushes:
+                    pushes -= 1
+                else:
+                    self.error(f"reply without a push before it: {data[h:end][:300]!r}")
+                ai += 1
+                if ai == RING:
+                    ai = 0
                 k += 1
-            else:
-                self.error("reply without a request in flight")
             pos = end
         if pos < n:
             self.rest = data[pos:]
+        self.pushes = pushes
         if k:
+            self.ai = ai
+            sent = self.sent
+            if len(sent) < k:
+                self.error("reply without a request in flight")
+                k = len(sent)
+            if k == 1:
+                REC(t - sent.popleft())
+            else:
+                rec = REC
+                popleft = sent.popleft
+                for _ in range(k):
+                    rec(t - popleft())
             self.replies += k
             if SENDING:
                 si = self.si
-                self.sent.extend([t] * k) if k > 1 else self.sent.append(t)
                 nxt = si + k
-                if nxt <= RING:
-                    self.write(self.frames[si] if k == 1 else b"".join(self.frames[si:nxt]))
-                    self.si = nxt if nxt < RING else 0
+                if k == 1:
+                    sent.append(t)
+                    self.write(self.frames[si])
                 else:
-                    nxt -= RING
-                    self.write(b"".join(self.frames[si:] + self.frames[:nxt]))
-                    self.si = nxt
+                    sent.extend([t] * k)
+                    if nxt <= RING:
+                        self.write(b"".join(self.frames[si:nxt]))
+                    else:
+                        self.write(b"".join(self.frames[si:] + self.frames[:nxt - RING]))
+                self.si = nxt if nxt < RING else nxt - RING
 
 
 # ----------------------------------------------------------------------------- driver
@@ -406,6 +418,11 @@ async def run(a: argparse.Namespace) -> dict:
 
     gc.collect()
     gc.disable()
+    if a.spin:
+        def spin() -> None:
+            if SENDING:
+                loop.call_soon(spin)
+        loop.call_soon(spin)
     try:
         for c in conns:
             c.start(a.pipeline)
@@ -477,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--request-type", default="echo")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--args", default='{"text":"hello","n":1}', help="phoenix mode: the args JSON object")
+    ap.add_argument("--spin", action="store_true",
+                    help="never sleep in the poller (spares the server cross-CPU wakeups)")
     ap.add_argument("--timeout", type=float, default=10.0, help="setup timeout per connection")
     a = ap.parse_args(argv)
     if a.connections < 1 or not 1 <= a.pipeline < RING // 2:

@@ -69,14 +69,18 @@ def _convert(table: str, data: Any, typ: type) -> Any:
         return msgspec.convert(data, typ)
     except msgspec.ValidationError as exc:
         text = str(exc)
+        m = re.match(r"Object contains unknown field `([^`]*)`(?: - at `(.*)`)?$", text)
+        if m:
+            where = _where(table, m.group(2)) if m.group(2) else table
+            sep = "." if " key " in where else " key "
+            raise ConfigError(f"{where}{sep}{m.group(1)}: unknown key") from None
+        m = re.match(r"Object missing required field `([^`]*)`(?: - at `(.*)`)?$", text)
+        if m:
+            where = _where(table, m.group(2)) if m.group(2) else table
+            raise ConfigError(f"{where}: missing required key {m.group(1)}") from None
         m = re.match(r"(.*) - at `(.*)`$", text)
         if m:
-            problem, path = m.groups()
-            problem = problem.replace("Object contains unknown field", "unknown key")
-            raise ConfigError(f"{_where(table, path)}: {problem}") from None
-        m = re.match(r"Object missing required field `(\w+)`$", text)
-        if m:
-            raise ConfigError(f"{table}: missing required key {m.group(1)}") from None
+            raise ConfigError(f"{_where(table, m.group(2))}: {m.group(1)}") from None
         raise ConfigError(f"{table}: {text}") from None
 
 
