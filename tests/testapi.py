@@ -190,3 +190,7 @@ def auth_callback(params, headers):
     if token == "boom":
         raise RuntimeError("auth backend down")
     return None
+
+
+async def identity(value):
+    return value
