@@ -272,3 +272,24 @@ def test_many_requests_in_one_read_batch(demo_gateway, run):
         assert [p[4]["result"]["text"] for p in pushes] == [str(i) for i in range(50)]
         await c.close()
     run(go())
+
+
+def test_several_workers_share_the_port(run):
+    gw = GatewayProcess(extra_args=["--workers", "2"])
+
+    async def go():
+        clients = [await Raw.connect(gw.url) for _ in range(8)]
+        for i, c in enumerate(clients):
+            await c.join("api:w")
+            c.send(["1", "2", "api:w", EV, request(f"w{i}", args={"text": str(i)})])
+            push, reply = await c.recv_n(2)
+            assert push[4]["result"]["text"] == str(i) and reply[4]["status"] == "ok"
+        return clients
+    run(go())
+    import subprocess
+    children = subprocess.run(["pgrep", "-P", str(gw.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2
+    assert gw.stop() == 0
+    import os
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"

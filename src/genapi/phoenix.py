@@ -1,20 +1,16 @@
-"""Phoenix Channels wire codec (V1 JSON objects, V2 JSON arrays) and channel bookkeeping.
-
-Server frames are built here as ready-to-write WebSocket text frames, so a connection can
-gather every frame answering one read batch and write them at once.
-"""
+"""Phoenix Channels wire codec (V1 JSON objects, V2 JSON arrays): the serializer a connection
+negotiated, topic patterns and event names. Frames are built (compiled, `_core/wire.pyx`) as
+ready-to-write WebSocket text frames, so a connection can gather every frame answering one read
+batch and write them at once."""
 from __future__ import annotations
 
 import fnmatch
 import re
 from typing import Any, Callable
 
-import msgspec
-
+from ._core import wire
 from ._core.decode import decode_binary, decode_v1, decode_v2
 
-_encode = msgspec.json.Encoder().encode
-_SMALL = [bytes((0x81, n)) for n in range(126)]
 OK_EMPTY = {"status": "ok", "response": {}}
 HEARTBEAT = "heartbeat"
 JOIN = "phx_join"
@@ -24,34 +20,16 @@ CLOSE = "phx_close"
 ERROR = "phx_error"
 
 
-def ws_text(payload: bytes) -> bytes:
-    """One unmasked, final WebSocket text frame around `payload`."""
-    n = len(payload)
-    if n < 126:
-        return _SMALL[n] + payload
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
-
-
 class V2:
     """`[join_ref, ref, topic, event, payload]`; binary pushes allowed."""
 
     vsn = "2.0.0"
     decode = staticmethod(decode_v2)
     decode_binary = staticmethod(decode_binary)
-
-    @staticmethod
-    def message(join_ref: Any, ref: Any, topic: str, event: str, payload: Any) -> bytes:
-        return ws_text(_encode([join_ref, ref, topic, event, payload]))
-
-    @staticmethod
-    def reply(join_ref: Any, ref: Any, topic: str, status: str, response: Any) -> bytes:
-        return ws_text(_encode([join_ref, ref, topic, REPLY, {"status": status, "response": response}]))
-
-    @staticmethod
-    def push(join_ref: Any, topic: str, event: str, payload: Any) -> bytes:
-        return ws_text(_encode([join_ref, None, topic, event, payload]))
+    message = staticmethod(wire.message_v2)
+    push = staticmethod(wire.push_v2)
+    reply = staticmethod(wire.reply_v2)
+    answer = staticmethod(wire.answer_v2)
 
 
 class V1:
@@ -60,19 +38,10 @@ class V1:
     vsn = "1.0.0"
     decode = staticmethod(decode_v1)
     decode_binary = None
-
-    @staticmethod
-    def message(join_ref: Any, ref: Any, topic: str, event: str, payload: Any) -> bytes:
-        return ws_text(_encode({"topic": topic, "event": event, "payload": payload, "ref": ref}))
-
-    @staticmethod
-    def reply(join_ref: Any, ref: Any, topic: str, status: str, response: Any) -> bytes:
-        return ws_text(_encode({"topic": topic, "event": REPLY, "payload": {"status": status, "response": response},
-                                "ref": ref}))
-
-    @staticmethod
-    def push(join_ref: Any, topic: str, event: str, payload: Any) -> bytes:
-        return ws_text(_encode({"topic": topic, "event": event, "payload": payload, "ref": None}))
+    message = staticmethod(wire.message_v1)
+    push = staticmethod(wire.push_v1)
+    reply = staticmethod(wire.reply_v1)
+    answer = staticmethod(wire.answer_v1)
 
 
 def serializer_for(vsn: str | None) -> type[V1] | type[V2] | None:

@@ -63,17 +63,16 @@ class Pipeline:
         ser = conn.ser
         if self.require_verified and ident.user_id is None:
             rid = payload.get("request_id") if type(payload) is dict else None
-            conn.send(ser.push(join_ref, topic, self.event,
-                               Response.fail(rid if type(rid) is str and rid else "unknown", AUTH_REQUIRED)))
-            conn.send(ser.reply(join_ref, ref, topic, "error", AUTH_REQUIRED))
+            conn.send(ser.answer(join_ref, ref, topic, self.event,
+                                 Response.fail(rid if type(rid) is str and rid else "unknown", AUTH_REQUIRED),
+                                 "error", AUTH_REQUIRED))
             return
         try:
             req = decode_request(payload, ident.user_id, ident.device_id, ident.roles, size, self.max_payload)
         except DecodeError as exc:
             msg = str(exc)
             log.info("request_invalid", request_id=exc.request_id, error=msg)
-            conn.send(ser.push(join_ref, topic, self.event, Response.fail(exc.request_id, msg)))
-            conn.send(ser.reply(join_ref, ref, topic, "error", msg))
+            conn.send(ser.answer(join_ref, ref, topic, self.event, Response.fail(exc.request_id, msg), "error", msg))
             return
         try:
             config, fn = self.registry.lookup(req.service, req.request_type, req.version)
@@ -93,8 +92,7 @@ class Pipeline:
 
     def _answer(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
                 resp: Response) -> None:
-        conn.send(conn.ser.push(join_ref, topic, self.event, resp))
-        conn.send(conn.ser.reply(join_ref, ref, topic, "ok", req.request_type))
+        conn.send(conn.ser.answer(join_ref, ref, topic, self.event, resp, "ok", req.request_type))
 
     def _inline(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
                 config: FunConfig, fn: LocalFunction) -> None:
@@ -158,8 +156,7 @@ class Pipeline:
                 await self._after(fn, req, config, resp)
                 self._answer(conn, join_ref, ref, topic, req, resp)
             elif rtype == "async":
-                conn.send(ser.push(join_ref, topic, event, Response.ack(req.request_id)))
-                conn.send(ser.reply(join_ref, ref, topic, "ok", req.request_type))
+                conn.send(ser.answer(join_ref, ref, topic, event, Response.ack(req.request_id), "ok", req.request_type))
                 resp = await self.call(fn, req)
                 await self._after(fn, req, config, resp)
                 conn.send(ser.push(join_ref, topic, event, resp))
@@ -171,8 +168,8 @@ class Pipeline:
                                 error=resp.error)
                 await self._after(fn, req, config, resp)
             elif rtype == "stream":
-                conn.send(ser.push(join_ref, topic, event, Response.chunk(req.request_id, "init")))
-                conn.send(ser.reply(join_ref, ref, topic, "ok", req.request_type))
+                conn.send(ser.answer(join_ref, ref, topic, event, Response.chunk(req.request_id, "init"), "ok",
+                                     req.request_type))
                 resp = await self.stream(fn, req, lambda r: conn.send(ser.push(join_ref, topic, event, r)))
                 await self._after(fn, req, config, resp)
             else:

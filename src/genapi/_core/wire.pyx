@@ -1,0 +1,98 @@
+# cython: language_level=3
+"""Outbound frames, compiled: Phoenix V1/V2 messages wrapped as ready-to-write WebSocket text
+frames. `answer_v2`/`answer_v1` build the push and the phx_reply of one request in one bytes
+object, so the common case costs one call and one buffer append."""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcpy
+
+import msgspec
+
+cdef object _encode = msgspec.json.Encoder().encode
+cdef str REPLY = "phx_reply"
+
+
+cdef inline Py_ssize_t _hdr_len(Py_ssize_t n):
+    if n < 126:
+        return 2
+    if n < 65536:
+        return 4
+    return 10
+
+
+cdef inline Py_ssize_t _put(char* out, bytes payload):
+    """Writes header + payload at `out`; returns bytes written."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef unsigned char* o = <unsigned char*>out
+    cdef Py_ssize_t h
+    o[0] = 0x81
+    if n < 126:
+        o[1] = <unsigned char>n
+        h = 2
+    elif n < 65536:
+        o[1] = 126
+        o[2] = (n >> 8) & 0xFF
+        o[3] = n & 0xFF
+        h = 4
+    else:
+        o[1] = 127
+        for i in range(8):
+            o[2 + i] = (n >> (8 * (7 - i))) & 0xFF
+        h = 10
+    memcpy(out + h, PyBytes_AS_STRING(payload), n)
+    return h + n
+
+
+cpdef bytes ws_text(bytes payload):
+    """One unmasked, final WebSocket text frame around `payload`."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, _hdr_len(n) + n)
+    _put(PyBytes_AS_STRING(out), payload)
+    return out
+
+
+cdef bytes _two(bytes a, bytes b):
+    cdef Py_ssize_t na = PyBytes_GET_SIZE(a), nb = PyBytes_GET_SIZE(b)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, _hdr_len(na) + na + _hdr_len(nb) + nb)
+    cdef char* p = PyBytes_AS_STRING(out)
+    p += _put(p, a)
+    _put(p, b)
+    return out
+
+
+cpdef bytes message_v2(object join_ref, object ref, str topic, str event, object payload):
+    return ws_text(_encode([join_ref, ref, topic, event, payload]))
+
+
+cpdef bytes push_v2(object join_ref, str topic, str event, object payload):
+    return ws_text(_encode([join_ref, None, topic, event, payload]))
+
+
+cpdef bytes reply_v2(object join_ref, object ref, str topic, str status, object response):
+    return ws_text(_encode([join_ref, ref, topic, REPLY, {"status": status, "response": response}]))
+
+
+cpdef bytes answer_v2(object join_ref, object ref, str topic, str event, object push, str status,
+                      object response):
+    """The push, then the phx_reply for `ref`: both frames in one buffer."""
+    return _two(_encode([join_ref, None, topic, event, push]),
+                _encode([join_ref, ref, topic, REPLY, {"status": status, "response": response}]))
+
+
+cpdef bytes message_v1(object join_ref, object ref, str topic, str event, object payload):
+    return ws_text(_encode({"topic": topic, "event": event, "payload": payload, "ref": ref}))
+
+
+cpdef bytes push_v1(object join_ref, str topic, str event, object payload):
+    return ws_text(_encode({"topic": topic, "event": event, "payload": payload, "ref": None}))
+
+
+cpdef bytes reply_v1(object join_ref, object ref, str topic, str status, object response):
+    return ws_text(_encode({"topic": topic, "event": REPLY,
+                            "payload": {"status": status, "response": response}, "ref": ref}))
+
+
+cpdef bytes answer_v1(object join_ref, object ref, str topic, str event, object push, str status,
+                      object response):
+    return _two(_encode({"topic": topic, "event": event, "payload": push, "ref": None}),
+                _encode({"topic": topic, "event": REPLY, "payload": {"status": status, "response": response},
+                         "ref": ref}))
