@@ -164,6 +164,10 @@ def test_identity_overrides_payload_and_roles_come_from_identity(hs_gateway, run
         assert (await c.recv_n(2))[0][4]["error"] == "Permission denied"
         await c.close()
     run(go())
+    # every denial is logged with who, which request and the mode
+    log = hs_gateway.read_stderr()
+    assert "permission_denied user_id=bob request_id=r2 request_type=admin" in log
+    assert "permission_denied user_id=bob request_id=r4 request_type=own mode=\"{'arg': 'user_id'}\"" in log
 
 
 def test_require_verified_user_id(hs_gateway, run):
