@@ -1,0 +1,221 @@
+# cython: language_level=3
+"""One client socket, compiled: the picows listener that reads Phoenix frames, keeps the
+channel bookkeeping (joins, leaves, duplicate joins, stale join_refs) and gathers every frame
+answering one read batch into a single write. Requests are handed to the pipeline.
+
+It subclasses picows's `WSListener` at C level (cimport), so picows calls `on_ws_frame` through
+the vtable and frame fields are read without Python attribute lookups.
+"""
+import asyncio
+
+from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from genapi import log
+from genapi._core.decode import FrameError
+
+cdef str JOIN = "phx_join"
+cdef str LEAVE = "phx_leave"
+cdef str HEARTBEAT = "heartbeat"
+cdef str CLOSE = "phx_close"
+cdef str PHOENIX = "phoenix"
+cdef object _MISSING = object()
+
+
+cdef class Connection(WSListener):
+    """A client connection: its identity, serializer, joined topics and running calls."""
+
+    cdef readonly object gateway
+    cdef readonly object ser
+    cdef public object identity
+    cdef readonly str event
+    cdef readonly dict channels          # topic → join_ref
+    cdef readonly dict tasks             # topic → set of running call Tasks
+    cdef public int in_flight
+    cdef public int idle_ticks
+    cdef list out
+    cdef bint batching
+    cdef object _write
+    cdef object _decode
+    cdef object _handle
+    cdef object _topic_allowed
+    cdef int _max_channels
+    cdef readonly WSTransport transport
+
+    def __init__(self, gateway, ser, identity):
+        self.gateway = gateway
+        self.ser = ser
+        self.identity = identity
+        self.event = gateway.pipeline.event
+        self.channels = {}
+        self.tasks = {}
+        self.in_flight = 0
+        self.idle_ticks = 0
+        self.out = []
+        self.batching = False
+        self._write = None
+        self._decode = ser.decode
+        self._handle = gateway.pipeline.handle
+        self._topic_allowed = gateway.topic_allowed
+        self._max_channels = gateway.settings.gateway.max_channels
+
+    # ------------------------------------------------------------------ picows callbacks
+    cpdef on_ws_connected(self, WSTransport transport):
+        self.transport = transport
+        self._write = transport.underlying_transport.write
+        self.gateway.connections.add(self)
+
+    cpdef on_ws_disconnected(self, WSTransport transport):
+        self.gateway.connections.discard(self)
+        for topic in list(self.tasks):
+            self._cancel(topic)
+        self._write = None
+
+    cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
+        self.idle_ticks = 0
+        self.batching = True
+        cdef WSMsgType mt = frame.msg_type
+        try:
+            if mt == WSMsgType.TEXT:
+                try:
+                    msg = self._decode(frame.get_payload_as_memoryview())
+                except FrameError as exc:
+                    self._frame_error(exc)
+                else:
+                    self.dispatch(<tuple>msg, frame.payload_size)
+            elif mt == WSMsgType.BINARY:
+                self._binary(frame)
+            elif mt == WSMsgType.CLOSE:
+                code = frame.get_close_code()
+                # a close without a status code is answered with 1000, never with "code 0"
+                transport.send_close(WSCloseCode.OK if code == WSCloseCode.NO_INFO else code)
+                transport.disconnect()
+        except Exception:  # a client's message never takes the worker down
+            log.error("frame_handler_crashed", exc_info=True)
+        if frame.last_in_buffer:
+            self.batching = False
+            if self.out:
+                self.flush()
+
+    # ------------------------------------------------------------------ output
+    cpdef send(self, bytes data):
+        """Queues one ready frame; written with the rest of the read batch, or at once."""
+        self.out.append(data)
+        if not self.batching:
+            self.flush()
+
+    cpdef flush(self):
+        cdef list out = self.out
+        if self._write is not None:
+            self._write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    # ------------------------------------------------------------------ protocol
+    cdef dispatch(self, tuple msg, Py_ssize_t size):
+        join_ref, ref, topic, event, payload = msg
+        ser = self.ser
+        if event == self.event:
+            current = self.channels.get(topic, _MISSING)
+            if current is _MISSING:
+                self.send(ser.reply(None, ref, topic, "error", {"reason": "unmatched topic"}))
+            elif join_ref is None or join_ref == current:
+                self._handle(self, current, ref, topic, payload, size)
+            return
+        if event == HEARTBEAT and topic == PHOENIX:
+            self.send(ser.reply(None, ref, PHOENIX, "ok", {}))
+        elif event == JOIN:
+            self._join(join_ref, ref, topic)
+        elif event == LEAVE:
+            self._leave(join_ref, ref, topic)
+        else:
+            current = self.channels.get(topic, _MISSING)
+            if current is _MISSING:
+                self.send(ser.reply(None, ref, topic, "error", {"reason": "unmatched topic"}))
+            elif join_ref is None or join_ref == current:
+                self.send(ser.reply(current, ref, topic, "error", {
+                    "reason": f'unsupported event "{event}"; requests use the event "{self.event}"'}))
+
+    cdef _join(self, join_ref, ref, str topic):
+        ser = self.ser
+        if not self._topic_allowed(topic):
+            log.warning("join_unmatched_topic", topic=topic)
+            self.send(ser.reply(None, ref, topic, "error", {"reason": "unmatched topic"}))
+            return
+        old = self.channels.get(topic, _MISSING)
+        if old is _MISSING and len(self.channels) >= self._max_channels:
+            self.send(ser.reply(join_ref, ref, topic, "error", {"reason": "too many channels joined"}))
+            return
+        self.channels[topic] = join_ref
+        self.send(ser.reply(join_ref, ref, topic, "ok", {}))
+        if old is not _MISSING:  # duplicate join: close the old one after the new reply
+            self._cancel(topic)
+            self.send(ser.message(old, old, topic, CLOSE, {}))
+
+    cdef _leave(self, join_ref, ref, str topic):
+        ser = self.ser
+        current = self.channels.get(topic, _MISSING)
+        if current is _MISSING:
+            self.send(ser.reply(join_ref, ref, topic, "ok", {}))
+        elif join_ref is None or join_ref == current:
+            del self.channels[topic]
+            self._cancel(topic)
+            self.send(ser.reply(current, ref, topic, "ok", {}))
+            self.send(ser.message(current, current, topic, CLOSE, {}))
+        # a stale join_ref gets no answer (the client raced a server close)
+
+    cdef _binary(self, WSFrame frame):
+        ser = self.ser
+        if ser.decode_binary is None:
+            self.send(ser.message(None, None, PHOENIX, "phx_error",
+                                  {"reason": "binary frames need the V2 serializer (vsn=2.0.0)"}))
+            return
+        try:
+            join_ref, ref, topic, event, _data = ser.decode_binary(frame.get_payload_as_memoryview())
+        except FrameError as exc:
+            self._frame_error(exc)
+            return
+        current = self.channels.get(topic, _MISSING)
+        if current is _MISSING:
+            self.send(ser.reply(None, ref, topic, "error", {"reason": "unmatched topic"}))
+        elif join_ref is None or join_ref == current:
+            self.send(ser.reply(current, ref, topic, "error", {
+                "reason": "binary payloads are not supported; send the request as a JSON text frame"}))
+
+    cdef _frame_error(self, exc):
+        log.info("frame_invalid", error=str(exc))
+        reason = f"invalid frame: {exc}"
+        if exc.ref is not None and exc.topic is not None:
+            self.send(self.ser.reply(self.channels.get(exc.topic), exc.ref, exc.topic, "error", {"reason": reason}))
+        else:
+            self.send(self.ser.message(None, exc.ref, PHOENIX, "phx_error", {"reason": reason}))
+
+    # ------------------------------------------------------------------ running calls
+    def spawn(self, str topic, object coro):
+        """Runs a call as a Task owned by `topic`: cancelled when the topic is left or closed."""
+        task = asyncio.get_running_loop().create_task(coro)
+        bucket = self.tasks.get(topic)
+        if bucket is None:
+            bucket = self.tasks[topic] = set()
+        bucket.add(task)
+        self.in_flight += 1
+        task.add_done_callback(lambda t: self._task_done(topic, t))
+
+    def _task_done(self, str topic, task):
+        self.in_flight -= 1
+        bucket = self.tasks.get(topic)
+        if bucket is not None:
+            bucket.discard(task)
+            if not bucket:
+                del self.tasks[topic]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task_crashed", error=repr(task.exception()))
+
+    cpdef _cancel(self, str topic):
+        for task in self.tasks.pop(topic, ()):
+            task.cancel()
+
+    cpdef close(self, WSCloseCode code, bytes reason=b""):
+        """Closes the socket with `code` (1001 for shutdown and idle: clients come back)."""
+        cdef WSTransport t = self.transport
+        if t is not None and not t.is_disconnected:
+            t.send_close(code, reason)
+            t.disconnect()
