@@ -45,7 +45,7 @@ perf_counter_ns = time.perf_counter_ns
 
 MASK_KEY = b"\x5a\xc3\x1e\x97"
 RING = 4096          # refs 2 .. RING+1 cycle per connection (far more than ever in flight)
-HEAD_LIM = 96        # a frame's event sits within its first bytes: ["1","<ref>","TOPIC","phx_reply"
+HEAD_LIM = 96        # the event sits in a frame's first bytes: ["1","<ref>","TOPIC","phx_reply" (set per topic)
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 # ----------------------------------------------------------------------------- run state
@@ -125,7 +125,9 @@ class Setup(asyncio.Protocol):
                 return self._fail(f"upgrade refused: {head[:200]!r}")
             self.upgraded = True
             if self.join is None:
-                return self.ready.set_result(self.buf) if not self.ready.done() else None
+                if not self.ready.done():
+                    self.ready.set_result(self.buf)
+                return
             self.transport.write(self.join)  # type: ignore[union-attr]
         buf = self.buf
         if len(buf) < 2:
@@ -273,7 +275,6 @@ class PhoenixConn(Base):
         self.ai = 0           # ring index of the next expected reply
         self.pushes = 0       # pushes not yet matched to a reply
         self.replies = 0
-        self.total_pushes = 0
 
     def start(self, p: int) -> None:
         t = perf_counter_ns()
@@ -396,7 +397,7 @@ def percentile(sorted_ns: list[int], p: float) -> float:
 
 
 async def run(a: argparse.Namespace) -> dict:
-    global REC, SENDING
+    global REC, SENDING, HEAD_LIM
     loop = asyncio.get_running_loop()
     path = a.path if a.path is not None else ("/socket/websocket?vsn=2.0.0" if a.mode == "phoenix" else "/")
     request = (f"GET {path} HTTP/1.1\r\nHost: {a.host}:{a.port}\r\nUpgrade: websocket\r\n"
@@ -405,6 +406,7 @@ async def run(a: argparse.Namespace) -> dict:
     join = None
     if a.mode == "phoenix":
         topic = a.topic
+        HEAD_LIM = 64 + len(json.dumps(topic).encode())
         join = ws_client_frame(json.dumps(["1", "1", topic, "phx_join", {}], separators=(",", ":")).encode())
         args = json.loads(a.args)
         frames, refpats, reply_heads = [], [], []
@@ -484,8 +486,8 @@ async def run(a: argparse.Namespace) -> dict:
 
     window = m1 - m0
     lat.sort()
-    errors = sum(c.errors for c in conns)
     in_flight = sum(len(c.sent) for c in conns)
+    errors = sum(c.errors for c in conns) + in_flight  # a call never answered is a failure
     result = {
         "mode": a.mode,
         "calls_per_s": round(len(lat) / window, 1) if window > 0 else 0.0,

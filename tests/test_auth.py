@@ -1,7 +1,5 @@
 """Connect authentication (JWT HS256/RS256, callback, anonymous) and identity rules, through
 real gateway processes."""
-import asyncio
-import base64
 import os
 import tempfile
 import time

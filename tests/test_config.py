@@ -4,7 +4,6 @@ import sys
 
 import pytest
 
-from gateway_proc import GatewayProcess
 from genapi.config import ConfigError, parse
 
 FN = """

@@ -1,6 +1,5 @@
 """Functions, hooks and callbacks the test gateways serve (imported by the gateway process)."""
 import asyncio
-import os
 import threading
 import time
 

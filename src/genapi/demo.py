@@ -18,6 +18,11 @@ async def echo(text: str, n: float = 1) -> dict[str, Any]:
     return {"text": text, "n": n}
 
 
+async def register(name: str, age: float, active: bool, id: str, tags: list[str]) -> dict[str, Any]:
+    """sync, five validated arguments (the end-to-end validation benchmark)."""
+    return {"name": name, "age": age, "active": active, "id": id, "tags": tags}
+
+
 async def slow_echo(text: str, delay_ms: float) -> dict[str, Any]:
     """async: answers after delay_ms."""
     await asyncio.sleep(delay_ms / 1000)

@@ -3,8 +3,9 @@
 identity → decode → find FunConfig → before hook → (rate limit) → permission → dispatch on
 response_type → validate and convert args → call with timeout and retry → after hook → push.
 
-A request whose function is a plain `async def` with no hooks and no permission callback, and
-which finishes without suspending, is answered inside the read callback: no Task, no await.
+The first steps and the fast path run compiled (`_core/dispatch.pyx`, `Pipeline.handle`); this
+module owns the registry and the general path: hooks, permission callbacks, async, stream and
+fire-and-forget calls, timeouts, retries and the thread pool.
 """
 from __future__ import annotations
 
@@ -13,25 +14,17 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from . import hooks, log, permissions
-from ._core.decode import DecodeError, decode_request
+from ._core.dispatch import Dispatcher
 from ._core.validate import ArgumentError, Limits
-from .calls import ASYNC, ASYNCGEN, GEN, SYNC, LocalFunction, PoolFull, StreamHandle, ThreadPool, resume
+from .calls import ASYNC, ASYNCGEN, GEN, SYNC, LocalFunction, PoolFull, StreamHandle, ThreadPool
 from .config import Settings
-from .registry import Disabled, NotFound, Registry
-from .structs import RESERVED_VERSION, FunConfig, Request, Response
+from .registry import Registry
+from .structs import FunConfig, Request, Response
 
 if TYPE_CHECKING:
     from .worker import Connection
 
-AUTH_REQUIRED = "Authentication required"
 _END = object()
-
-
-class CallFailed(Exception):
-    """A call that ended in an error Response (already worded for the client)."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
 
 class Pipeline:
@@ -50,74 +43,18 @@ class Pipeline:
         self.registry: Registry[LocalFunction] = Registry()
         for cfg in settings.functions:
             self.add(cfg)
+        self.dispatcher = Dispatcher(self)
+        self.handle = self.dispatcher.handle
 
     def add(self, config: FunConfig) -> None:
         """Binds and registers one config (raises ValueError naming the function and field)."""
         self.registry.add(config, LocalFunction(config, self.limits))
 
-    # ------------------------------------------------------------------ entry point
-    def handle(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, payload: Any,
-               size: int) -> None:
-        """Answers one request event: the push (if any) first, then the phx_reply."""
-        ident = conn.identity
-        ser = conn.ser
-        if self.require_verified and ident.user_id is None:
-            rid = payload.get("request_id") if type(payload) is dict else None
-            conn.send(ser.answer(join_ref, ref, topic, self.event,
-                                 Response.fail(rid if type(rid) is str and rid else "unknown", AUTH_REQUIRED),
-                                 "error", AUTH_REQUIRED))
-            return
-        try:
-            req = decode_request(payload, ident.user_id, ident.device_id, ident.roles, size, self.max_payload)
-        except DecodeError as exc:
-            msg = str(exc)
-            log.info("request_invalid", request_id=exc.request_id, error=msg)
-            conn.send(ser.answer(join_ref, ref, topic, self.event, Response.fail(exc.request_id, msg), "error", msg))
-            return
-        try:
-            config, fn = self.registry.lookup(req.service, req.request_type, req.version)
-        except NotFound:
-            return self._answer(conn, join_ref, ref, topic, req, Response.fail(
-                req.request_id, f"unsupported function: {req.request_type} version {req.version or RESERVED_VERSION}"))
-        except Disabled:
-            return self._answer(conn, join_ref, ref, topic, req, Response.fail(
-                req.request_id, f"disabled function: {req.request_type} version {req.version or RESERVED_VERSION}"))
-        if conn.in_flight >= self.max_in_flight:
-            return self._answer(conn, join_ref, ref, topic, req, Response.fail(
-                req.request_id, f"Too many requests in flight on this connection (max {self.max_in_flight})",
-                can_retry=True))
-        if fn.simple and fn.kind == ASYNC and config.response_type == "sync":
-            return self._inline(conn, join_ref, ref, topic, req, config, fn)
-        conn.spawn(topic, self.run(conn, join_ref, ref, topic, req, config, fn))
-
     def _answer(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
                 resp: Response) -> None:
         conn.send(conn.ser.answer(join_ref, ref, topic, self.event, resp, "ok", req.request_type))
 
-    def _inline(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
-                config: FunConfig, fn: LocalFunction) -> None:
-        """The fast path: no hooks, no callback, no retry, an `async def` function."""
-        mode = config.check_permission
-        if mode is not False and not permissions.check_mode(mode, req):
-            permissions.log_denied(req, mode)
-            return self._answer(conn, join_ref, ref, topic, req, Response.fail(req.request_id, "Permission denied"))
-        try:
-            args = fn.arguments(req)
-        except ArgumentError as exc:
-            return self._answer(conn, join_ref, ref, topic, req,
-                                Response.fail(req.request_id, f"Invalid argument: {exc}"))
-        try:
-            coro = fn.fn(*args)
-            pending = coro.send(None)
-        except StopIteration as stop:
-            resp = Response(req.request_id, stop.value)
-        except Exception as exc:
-            resp = self._internal_error(req, exc)
-        else:
-            return conn.spawn(topic, self._finish_inline(conn, join_ref, ref, topic, req, fn, resume(coro, pending)))
-        self._answer(conn, join_ref, ref, topic, req, resp)
-
-    async def _finish_inline(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
+    async def finish(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
                              fn: LocalFunction, rest: Any) -> None:
         try:
             async with asyncio.timeout(fn.timeout):
@@ -126,7 +63,7 @@ class Pipeline:
         except TimeoutError:
             resp = Response.fail(req.request_id, f"local execution timed out after {fn.timeout_ms}ms")
         except Exception as exc:
-            resp = self._internal_error(req, exc)
+            resp = self.internal_error(req, exc)
         self._answer(conn, join_ref, ref, topic, req, resp)
 
     # ------------------------------------------------------------------ general path
@@ -199,7 +136,7 @@ class Pipeline:
         if fn.after is not None:
             await hooks.run_after(fn.after, req, config, resp, self.pool)
 
-    def _internal_error(self, req: Request, exc: BaseException) -> Response:
+    def internal_error(self, req: Request, exc: BaseException) -> Response:
         log.warning("call_raised", request_id=req.request_id, request_type=req.request_type,
                     error=f"{type(exc).__name__}: {exc}")
         if self.detail_error:
@@ -226,7 +163,7 @@ class Pipeline:
             except PoolFull:
                 return Response.fail(req.request_id, "Service temporarily unavailable", can_retry=True)
             except Exception as exc:
-                resp = self._internal_error(req, exc)
+                resp = self.internal_error(req, exc)
         assert resp is not None
         return resp
 
@@ -293,7 +230,7 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            handle._post(self._internal_error(req, exc), True)
+            handle._post(self.internal_error(req, exc), True)
         return handle.done.result() if handle.done.done() else Response.stream_end(req.request_id)
 
 

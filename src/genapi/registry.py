@@ -37,6 +37,7 @@ class Registry(Generic[T]):
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], dict[str | None, tuple[FunConfig, T]]] = {}
         self._latest: dict[tuple[str, str], tuple[FunConfig, T] | None] = {}
+        self.generation = object()  # replaced on every change, so lookup caches know to drop
 
     def add(self, config: FunConfig, attached: T = None) -> None:  # type: ignore[assignment]
         """Adds or replaces one version."""
@@ -44,6 +45,7 @@ class Registry(Generic[T]):
         self._refresh(config.key)
 
     def _refresh(self, key: tuple[str, str]) -> None:
+        self.generation = object()
         versions = self._by_key.get(key)
         if not versions:
             self._by_key.pop(key, None)
