@@ -13,6 +13,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
+        include_path=["src"],
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     )
 )

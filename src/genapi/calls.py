@@ -89,7 +89,7 @@ class LocalFunction:
     """A FunConfig compiled for calling: callable, validator, predefined args, hooks."""
 
     __slots__ = ("config", "fn", "kind", "validator", "predefined", "timeout", "timeout_ms",
-                 "request_info", "before", "after", "permission", "simple")
+                 "request_info", "before", "after", "permission", "simple", "plain_args")
 
     def __init__(self, config: FunConfig, limits: Limits) -> None:
         if config.nodes != "local":
@@ -109,6 +109,7 @@ class LocalFunction:
         self.before = Hook(config.before_execute) if config.before_execute else None
         self.after = Hook(config.after_execute) if config.after_execute else None
         self.permission = Hook(config.permission_callback) if config.permission_callback else None
+        self.plain_args = not self.predefined and not self.request_info  # args = validator output
         self.simple = (self.before is None and self.after is None and self.permission is None
                        and not config.retry)
 

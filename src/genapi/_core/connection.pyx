@@ -8,7 +8,7 @@ the vtable and frame fields are read without Python attribute lookups.
 """
 import asyncio
 
-from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+from picows.picows cimport WSCloseCode, WSFrame, WSMsgType, WSTransport
 
 from genapi import log
 from genapi._core.decode import FrameError
@@ -23,23 +23,6 @@ cdef object _MISSING = object()
 
 cdef class Connection(WSListener):
     """A client connection: its identity, serializer, joined topics and running calls."""
-
-    cdef readonly object gateway
-    cdef readonly object ser
-    cdef public object identity
-    cdef readonly str event
-    cdef readonly dict channels          # topic → join_ref
-    cdef readonly dict tasks             # topic → set of running call Tasks
-    cdef public int in_flight
-    cdef public int idle_ticks
-    cdef list out
-    cdef bint batching
-    cdef object _write
-    cdef object _decode
-    cdef object _handle
-    cdef object _topic_allowed
-    cdef int _max_channels
-    cdef readonly WSTransport transport
 
     def __init__(self, gateway, ser, identity):
         self.gateway = gateway

@@ -7,6 +7,8 @@ retry: permission mode, argument validation and the call happen right here, and 
 finishes without suspending is answered in the same read batch with no Task at all.
 """
 from genapi import log, permissions
+
+from genapi._core.connection cimport Connection
 from genapi._core.decode import DecodeError, decode_request
 from genapi._core.validate import ArgumentError
 from genapi.calls import ASYNC, resume
@@ -62,7 +64,7 @@ cdef class Dispatcher:
             self.cache[key] = hit
         return hit
 
-    cpdef handle(self, conn, join_ref, ref, str topic, payload, Py_ssize_t size):
+    cpdef handle(self, Connection conn, join_ref, ref, str topic, payload, Py_ssize_t size):
         """Answers one request event: the push (if any) first, then the phx_reply."""
         ident = conn.identity
         ser = conn.ser
@@ -95,14 +97,14 @@ cdef class Dispatcher:
         else:
             conn.spawn(topic, self.pipeline.run(conn, join_ref, ref, topic, req, config, fn))
 
-    cdef _inline(self, conn, ser, join_ref, ref, str topic, req, config, fn):
+    cdef _inline(self, Connection conn, ser, join_ref, ref, str topic, req, config, fn):
         mode = config.check_permission
         if mode is not False and not permissions.check_mode(mode, req):
             permissions.log_denied(req, mode)
             resp = Response.fail(req.request_id, "Permission denied")
         else:
             try:
-                args = fn.arguments(req)
+                args = fn.validator.convert(req.args) if fn.plain_args else fn.arguments(req)
             except ArgumentError as exc:
                 resp = Response.fail(req.request_id, f"Invalid argument: {exc}")
             else:

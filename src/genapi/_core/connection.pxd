@@ -1,0 +1,32 @@
+# Declarations of the compiled connection, so the dispatcher can call it at C level.
+from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSTransport
+
+
+cdef class Connection(WSListener):
+
+    cdef readonly object gateway
+    cdef readonly object ser
+    cdef public object identity
+    cdef readonly str event
+    cdef readonly dict channels          # topic → join_ref
+    cdef readonly dict tasks             # topic → set of running call Tasks
+    cdef public int in_flight
+    cdef public int idle_ticks
+    cdef list out
+    cdef bint batching
+    cdef object _write
+    cdef object _decode
+    cdef object _handle
+    cdef object _topic_allowed
+    cdef int _max_channels
+    cdef readonly WSTransport transport
+
+    cpdef send(self, bytes data)
+    cpdef flush(self)
+    cdef dispatch(self, tuple msg, Py_ssize_t size)
+    cdef _join(self, join_ref, ref, str topic)
+    cdef _leave(self, join_ref, ref, str topic)
+    cdef _binary(self, WSFrame frame)
+    cdef _frame_error(self, exc)
+    cpdef _cancel(self, str topic)
+    cpdef close(self, WSCloseCode code, bytes reason=*)
