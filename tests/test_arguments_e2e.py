@@ -146,3 +146,45 @@ def test_gateway_and_validator_agree(results, cid, spec, value, expected):
         assert (resp.success, resp.result) == (True, want)
     else:
         assert (resp.success, resp.error) == (False, f"Invalid argument: {want}")
+
+
+def test_default_limits_come_from_the_gateway_section(run):
+    cfg = """
+[gateway]
+string_max_bytes = 10
+list_max_items = 2
+map_max_items = 1
+
+[auth]
+require_verified_user_id = false
+
+[[functions]]
+service = "lim"
+request_type = "c"
+nodes = "local"
+mfa = "testapi:as_map"
+arg_types = { s = { type = "string", allow_nil = true }, l = { type = "list_string", allow_nil = true }, m = { type = "map", allow_nil = true } }
+arg_orders = "map"
+timeout = 1000
+"""
+    with GatewayProcess(cfg) as gw:
+        async def go():
+            c = await Client.connect(gw.url)
+            await c.join("api:lim")
+            cases = [
+                ({"s": "é" * 5}, None),
+                ({"s": "é" * 5 + "a"}, 'invalid argument size for "s", max 10 bytes'),
+                ({"l": ["a", "b"]}, None),
+                ({"l": ["a", "b", "c"]}, 'list_string argument exceeds max items of 2 (argument "l")'),
+                ({"l": ["x" * 11]}, 'string item in list_string exceeds max byte size of 10 (argument "l")'),
+                ({"m": {"a": 1}}, None),
+                ({"m": {"a": 1, "b": 2}}, 'map argument exceeds max items of 1 (argument "m")'),
+            ]
+            for args, err in cases:
+                r = await c.call("lim", "c", args)
+                if err is None:
+                    assert r.success, r.error
+                else:
+                    assert r.error == f"Invalid argument: {err}"
+            await c.close()
+        run(go())
