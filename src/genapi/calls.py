@@ -163,6 +163,10 @@ class StreamHandle:
     def error(self, reason: Any) -> None:
         self._post(Response.fail(self._rid, str(reason)), True)
 
+    def end(self, response: Response) -> None:
+        """Ends the stream with a ready Response (the gateway's own errors)."""
+        self._post(response, True)
+
     @property
     def closed(self) -> bool:
         return self.done.done()

@@ -22,7 +22,7 @@ from .registry import Registry
 from .structs import FunConfig, Request, Response
 
 if TYPE_CHECKING:
-    from .worker import Connection
+    from ._core.connection import Connection
 
 _END = object()
 
@@ -55,7 +55,8 @@ class Pipeline:
         conn.send(conn.ser.answer(join_ref, ref, topic, self.event, resp, "ok", req.request_type))
 
     async def finish(self, conn: "Connection", join_ref: Any, ref: Any, topic: str, req: Request,
-                             fn: LocalFunction, rest: Any) -> None:
+                     fn: LocalFunction, rest: Any) -> None:
+        """Completes a fast-path call whose coroutine suspended (`rest` resumes it)."""
         try:
             async with asyncio.timeout(fn.timeout):
                 result = await rest
@@ -208,7 +209,10 @@ class Pipeline:
                                 break
                             handle.send(item)
                     finally:
-                        await self.pool.run(gen.close)
+                        try:  # runs in a thread: the generator may still be inside `next` there
+                            await self.pool.run(gen.close)
+                        except (ValueError, PoolFull):
+                            log.debug("stream_generator_close_skipped", request_id=req.request_id)
                 else:
                     out = fn.fn(*args) if fn.kind == ASYNC else self.pool.run(fn.fn, *args)
                     result = await out
@@ -226,11 +230,11 @@ class Pipeline:
         except TimeoutError:
             handle.error(f"local execution timed out after {fn.timeout_ms}ms")
         except PoolFull:
-            handle._post(Response.fail(req.request_id, "Service temporarily unavailable", can_retry=True), True)
+            handle.end(Response.fail(req.request_id, "Service temporarily unavailable", can_retry=True))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            handle._post(self.internal_error(req, exc), True)
+            handle.end(self.internal_error(req, exc))
         return handle.done.result() if handle.done.done() else Response.stream_end(req.request_id)
 
 
