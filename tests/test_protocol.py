@@ -293,3 +293,31 @@ def test_several_workers_share_the_port(run):
     import os
     for pid in children:
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_supervisor_restarts_a_dead_worker(run):
+    import os
+    import subprocess
+
+    from gateway_proc import wait_until
+
+    gw = GatewayProcess(extra_args=["--workers", "2"])
+
+    def children():
+        return set(subprocess.run(["pgrep", "-P", str(gw.pid)], capture_output=True, text=True).stdout.split())
+
+    assert wait_until(lambda: len(children()) == 2)
+    before = children()
+    victim = sorted(before)[0]
+    os.kill(int(victim), signal.SIGKILL)
+    assert wait_until(lambda: len(children()) == 2 and victim not in children(), timeout=10)
+
+    async def go():
+        for i in range(6):
+            c = await Raw.connect(gw.url)
+            await c.join("api:r")
+            c.send(["1", "2", "api:r", EV, request(f"r{i}")])
+            assert (await c.recv_n(2))[1][4]["status"] == "ok"
+            await c.close()
+    run(go())
+    assert gw.stop() == 0
