@@ -363,6 +363,29 @@ timeout = 1000
 
 [[functions]]
 service = "t"
+request_type = "unencodable"
+nodes = "local"
+mfa = "testapi:unencodable"
+timeout = 1000
+
+[[functions]]
+service = "t"
+request_type = "plain_unencodable"
+nodes = "local"
+mfa = "testapi:plain_unencodable"
+response_type = "async"
+timeout = 1000
+
+[[functions]]
+service = "t"
+request_type = "agen_unencodable"
+nodes = "local"
+mfa = "testapi:agen_unencodable"
+response_type = "stream"
+timeout = 1000
+
+[[functions]]
+service = "t"
 request_type = "weird"
 nodes = "local"
 mfa = "testapi:echo"
@@ -682,6 +705,26 @@ def test_hooks(gw, run):
         assert (await c.call("t", "hook_switch", {"text": "a"})).error == "Permission denied"
         assert (await c.call("t", "hook_async_fn", {"text": "a"})).result == {"text": "A", "n": 1}
         await c.close()
+    run(go())
+
+
+def test_unencodable_results_are_errors_not_silence(gw, run):
+    async def go():
+        c = await connect(gw)
+        r = await c.call("t", "unencodable")
+        assert r.error.startswith("Internal Server Error: result is not JSON-serializable")
+        r = await c.call("t", "plain_unencodable")
+        assert r.error.startswith("Internal Server Error: result is not JSON-serializable")
+        got = [(x.result, x.success) async for x in c.stream("t", "agen_unencodable")]
+        assert got[0] == (1, True) and got[1][1] is False
+        assert (await c.call("t", "echo", {"text": "still fine"}, version="1.0.0")).success
+        await c.close()
+        raw = await Raw.connect(gw.url)
+        await raw.join("api:t")
+        raw.send(b"[" * 50000 + b"]" * 50000)
+        err = await raw.recv()
+        assert err[3] == "phx_error" and "nested too deeply" in err[4]["reason"]
+        await raw.close()
     run(go())
 
 

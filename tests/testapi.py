@@ -193,3 +193,16 @@ def auth_callback(params, headers):
 
 async def identity(value):
     return value
+
+
+async def unencodable():
+    return object()
+
+
+def plain_unencodable():
+    return {"set": object()}
+
+
+async def agen_unencodable():
+    yield 1
+    yield object()

@@ -14,6 +14,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from . import hooks, log, permissions
+from ._core import wire
 from ._core.dispatch import Dispatcher
 from ._core.validate import ArgumentError, Limits
 from .calls import ASYNC, ASYNCGEN, GEN, SYNC, LocalFunction, PoolFull, StreamHandle, ThreadPool
@@ -45,6 +46,15 @@ class Pipeline:
             self.add(cfg)
         self.dispatcher = Dispatcher(self)
         self.handle = self.dispatcher.handle
+        wire.on_unencodable(self._unencodable)
+
+    def _unencodable(self, payload: Any, exc: BaseException) -> Any:
+        """A result that is not JSON-serializable becomes an Internal Server Error Response."""
+        if not isinstance(payload, Response):
+            raise exc
+        log.warning("result_not_encodable", request_id=payload.request_id, error=f"{type(exc).__name__}: {exc}")
+        detail = f": result is not JSON-serializable: {exc}" if self.detail_error else ""
+        return Response.fail(payload.request_id, f"Internal Server Error{detail}")
 
     def add(self, config: FunConfig) -> None:
         """Binds and registers one config (raises ValueError naming the function and field)."""

@@ -57,6 +57,8 @@ cpdef tuple decode_v2(object data):
         raise FrameError(f"malformed JSON: {exc}") from None
     except UnicodeDecodeError:
         raise FrameError("text frame is not valid UTF-8") from None
+    except RecursionError:
+        raise FrameError("JSON is nested too deeply") from None
     if type(msg) is not list:
         raise FrameError(f"a V2 frame must be a JSON array [join_ref, ref, topic, event, payload], got {_json_kind(msg)}")
     cdef list lst = <list>msg
@@ -82,6 +84,8 @@ cpdef tuple decode_v1(object data):
         raise FrameError(f"malformed JSON: {exc}") from None
     except UnicodeDecodeError:
         raise FrameError("text frame is not valid UTF-8") from None
+    except RecursionError:
+        raise FrameError("JSON is nested too deeply") from None
     if type(msg) is not dict:
         raise FrameError(f"a V1 frame must be a JSON object with topic, event, payload and ref, got {_json_kind(msg)}")
     cdef dict d = <dict>msg

@@ -9,6 +9,35 @@ import msgspec
 
 cdef object _encode = msgspec.json.Encoder().encode
 cdef str REPLY = "phx_reply"
+cdef object _unencodable = None
+
+
+def on_unencodable(handler):
+    """Sets `handler(payload, exc) -> payload`, used when a push payload (a function's result)
+    cannot be encoded as JSON, so the client gets an error Response instead of nothing."""
+    global _unencodable
+    _unencodable = handler
+
+
+cdef bytes _encode_push(list msg):
+    """Encodes a V2 push `[join_ref, ref, topic, event, payload]`, replacing an unencodable payload."""
+    try:
+        return _encode(msg)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        if _unencodable is None:
+            raise
+        msg[4] = _unencodable(msg[4], exc)
+        return _encode(msg)
+
+
+cdef bytes _encode_push_v1(dict msg):
+    try:
+        return _encode(msg)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        if _unencodable is None:
+            raise
+        msg["payload"] = _unencodable(msg["payload"], exc)
+        return _encode(msg)
 
 
 cdef inline Py_ssize_t _hdr_len(Py_ssize_t n):
@@ -64,7 +93,7 @@ cpdef bytes message_v2(object join_ref, object ref, str topic, str event, object
 
 
 cpdef bytes push_v2(object join_ref, str topic, str event, object payload):
-    return ws_text(_encode([join_ref, None, topic, event, payload]))
+    return ws_text(_encode_push([join_ref, None, topic, event, payload]))
 
 
 cpdef bytes reply_v2(object join_ref, object ref, str topic, str status, object response):
@@ -74,7 +103,7 @@ cpdef bytes reply_v2(object join_ref, object ref, str topic, str status, object 
 cpdef bytes answer_v2(object join_ref, object ref, str topic, str event, object push, str status,
                       object response):
     """The push, then the phx_reply for `ref`: both frames in one buffer."""
-    return _two(_encode([join_ref, None, topic, event, push]),
+    return _two(_encode_push([join_ref, None, topic, event, push]),
                 _encode([join_ref, ref, topic, REPLY, {"status": status, "response": response}]))
 
 
@@ -83,7 +112,7 @@ cpdef bytes message_v1(object join_ref, object ref, str topic, str event, object
 
 
 cpdef bytes push_v1(object join_ref, str topic, str event, object payload):
-    return ws_text(_encode({"topic": topic, "event": event, "payload": payload, "ref": None}))
+    return ws_text(_encode_push_v1({"topic": topic, "event": event, "payload": payload, "ref": None}))
 
 
 cpdef bytes reply_v1(object join_ref, object ref, str topic, str status, object response):
@@ -93,6 +122,6 @@ cpdef bytes reply_v1(object join_ref, object ref, str topic, str status, object 
 
 cpdef bytes answer_v1(object join_ref, object ref, str topic, str event, object push, str status,
                       object response):
-    return _two(_encode({"topic": topic, "event": event, "payload": push, "ref": None}),
+    return _two(_encode_push_v1({"topic": topic, "event": event, "payload": push, "ref": None}),
                 _encode({"topic": topic, "event": REPLY, "payload": {"status": status, "response": response},
                          "ref": ref}))
