@@ -321,3 +321,84 @@ def test_supervisor_restarts_a_dead_worker(run):
             await c.close()
     run(go())
     assert gw.stop() == 0
+
+
+def test_client_that_does_not_read_gets_every_answer_later(demo_gateway):
+    """Backpressure: a client that sends thousands of requests without reading is paused, not
+    buffered without bound, and every answer still arrives once it reads."""
+    import base64
+    import os
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", demo_gateway.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101")
+    rest = head.split(b"\r\n\r\n", 1)[1]
+
+    def frame(text: str) -> bytes:
+        data = text.encode()
+        n = len(data)
+        hdr = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+        return hdr + b"\0\0\0\0" + data  # an all-zero mask key leaves the payload as is
+
+    n = 20000
+    big = "x" * 2000
+    sock.sendall(frame(json.dumps(["1", "1", "api:bp", "phx_join", {}])))
+    sender_done = []
+
+    import threading
+
+    frames = [frame(json.dumps(["1", str(i + 2), "api:bp", EV, request(f"q{i}", args={"text": big})]))
+              for i in range(n)]
+
+    def send_all():
+        for i in range(0, n, 100):
+            sock.sendall(b"".join(frames[i:i + 100]))
+        sender_done.append(True)
+
+    def rss_kb() -> int:
+        with open(f"/proc/{demo_gateway.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+    rss_before = rss_kb()
+    t = threading.Thread(target=send_all, daemon=True)
+    t.start()
+    import time
+    time.sleep(1.5)  # not reading: the server must pause us instead of buffering everything
+    grown_mb = (rss_kb() - rss_before) / 1024
+    assert not sender_done, "the server read 40 MB of requests from a client that reads nothing"
+    assert grown_mb < 30, f"the gateway buffered {grown_mb:.0f} MB for a client that does not read"
+    buf = bytearray(rest)
+    replies = 0
+    sock.settimeout(30)
+    while replies < n + 1:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "connection closed early"
+        buf += chunk
+        while len(buf) >= 2:
+            ln = buf[1] & 0x7F
+            off = 2
+            if ln == 126:
+                if len(buf) < 4:
+                    break
+                ln, off = int.from_bytes(buf[2:4], "big"), 4
+            elif ln == 127:
+                if len(buf) < 10:
+                    break
+                ln, off = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < off + ln:
+                break
+            msg = json.loads(bytes(buf[off:off + ln]))
+            del buf[:off + ln]
+            if msg[3] == "phx_reply":
+                assert msg[4]["status"] == "ok"
+                replies += 1
+    t.join(10)
+    assert sender_done and replies == n + 1
+    sock.close()
+    assert demo_gateway.alive()

@@ -79,6 +79,16 @@ cdef class Connection(WSListener):
             if self.out:
                 self.flush()
 
+    cpdef pause_writing(self):
+        """The client reads slower than it asks: stop reading its requests until it catches up,
+        so a socket that never reads cannot make the worker buffer without bound."""
+        if self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+
+    cpdef resume_writing(self):
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.underlying_transport.resume_reading()
+
     # ------------------------------------------------------------------ output
     cpdef send(self, bytes data):
         """Queues one ready frame; written with the rest of the read batch, or at once."""
