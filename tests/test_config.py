@@ -42,7 +42,8 @@ def test_defaults_and_embedded_config():
 @pytest.mark.parametrize("text,needle", [
     ("[gateway]\nport = \"x\"", "[gateway] key port: Expected `int`, got `str`"),
     ("[gateway]\nbogus = 1", "[gateway] key bogus: unknown key"),
-    ("[gateway]\nport = -1", "[gateway] key port: must be positive, got -1"),
+    ("[gateway]\nport = -1", "[gateway] key port: must be between 0 and 65535 (0 = any free port), got -1"),
+    ("[gateway]\nmax_in_flight = 0", "[gateway] key max_in_flight: must be positive, got 0"),
     ("[gateway]\nworkers = \"many\"", '[gateway] key workers: must be a positive integer or "auto"'),
     ("[auth]\njwt_algorithm = \"none\"", "[auth] key jwt_algorithm: unsupported algorithm none"),
     ("[auth]\njwt_secret = \"a\"\njwt_public_key = \"/x\"", "[auth]: set jwt_secret (HS256) or jwt_public_key"),

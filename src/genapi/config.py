@@ -52,7 +52,7 @@ class Settings(msgspec.Struct, kw_only=True):
     source: str = "<embedded default>"
 
 
-_POSITIVE = ("port", "max_payload_bytes", "idle_timeout_ms", "max_in_flight", "max_channels",
+_POSITIVE = ("max_payload_bytes", "idle_timeout_ms", "max_in_flight", "max_channels",
              "thread_pool_size", "thread_queue_limit", "string_max_bytes", "list_max_items",
              "map_max_items")
 
@@ -95,6 +95,8 @@ def parse(text: str, source: str = "<string>") -> Settings:
         raise ConfigError(f"{source}: unknown table(s) {', '.join(unknown)}; "
                           "expected [gateway], [auth] and [[functions]]")
     gw = _convert("[gateway]", doc.get("gateway", {}), GatewaySettings)
+    if not 0 <= gw.port <= 65535:
+        raise ConfigError(f"[gateway] key port: must be between 0 and 65535 (0 = any free port), got {gw.port}")
     for key in _POSITIVE:
         if getattr(gw, key) <= 0:
             raise ConfigError(f"[gateway] key {key}: must be positive, got {getattr(gw, key)}")

@@ -130,7 +130,7 @@ cdef class Connection(WSListener):
     cdef _join(self, join_ref, ref, str topic):
         ser = self.ser
         if not self._topic_allowed(topic):
-            log.warning("join_unmatched_topic", topic=topic)
+            log.info("join_unmatched_topic", topic=topic)
             self.send(ser.reply(None, ref, topic, "error", {"reason": "unmatched topic"}))
             return
         old = self.channels.get(topic, _MISSING)
