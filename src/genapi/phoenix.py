@@ -1,5 +1,5 @@
 """Phoenix Channels wire codec (V1 JSON objects, V2 JSON arrays): the serializer a connection
-negotiated, topic patterns and event names. Frames are built (compiled, `_core/wire.pyx`) as
+negotiates by `vsn`, and the topic patterns clients may join. Frames are built (compiled, `_core/wire.pyx`) as
 ready-to-write WebSocket text frames, so a connection can gather every frame answering one read
 batch and write them at once."""
 from __future__ import annotations
@@ -10,14 +10,6 @@ from typing import Callable
 
 from ._core import wire
 from ._core.decode import decode_binary, decode_v1, decode_v2
-
-OK_EMPTY = {"status": "ok", "response": {}}
-HEARTBEAT = "heartbeat"
-JOIN = "phx_join"
-LEAVE = "phx_leave"
-REPLY = "phx_reply"
-CLOSE = "phx_close"
-ERROR = "phx_error"
 
 
 class V2:
