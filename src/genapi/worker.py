@@ -20,6 +20,7 @@ from .config import Settings
 from .phoenix import serializer_for, topic_matcher
 from .pipeline import Pipeline
 
+
 class Gateway:
     """Everything one worker process serves: settings, pipeline, authenticator, connections."""
 
@@ -32,6 +33,7 @@ class Gateway:
         self.ws_path = gw.path.rstrip("/") + "/websocket"
         self.connections: set[Connection] = set()
         self.server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task | None = None
 
     def upgrade(self, request: WSUpgradeRequest) -> Any:
         """Routes and authenticates an upgrade: 404 for other paths, 403 for a bad vsn or a
@@ -69,7 +71,7 @@ class Gateway:
             self.server = await ws_create_server(self.upgrade, sock=sock, **kwargs)
         else:
             self.server = await ws_create_server(self.upgrade, gw.host, gw.port, reuse_port=True, **kwargs)
-        asyncio.get_running_loop().create_task(self._idle_sweeper())
+        self._sweeper = asyncio.get_running_loop().create_task(self._idle_sweeper())  # keep a reference
 
     async def _idle_sweeper(self) -> None:
         """Closes connections that sent no frame for idle_timeout_ms (Phoenix: 60 s)."""
@@ -88,6 +90,8 @@ class Gateway:
         """Closes every client with 1001 (so phoenix.js reconnects elsewhere) and the listener."""
         if self.server is not None:
             self.server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self.connections):
             conn.close(WSCloseCode.GOING_AWAY, b"server shutting down")
         await asyncio.sleep(0.05)
