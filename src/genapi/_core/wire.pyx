@@ -19,24 +19,15 @@ def on_unencodable(handler):
     _unencodable = handler
 
 
-cdef bytes _encode_push(list msg):
-    """Encodes a V2 push `[join_ref, ref, topic, event, payload]`, replacing an unencodable payload."""
+cdef bytes _encode_push(object msg, object key):
+    """Encodes a push message (V2 list or V1 dict) whose payload sits at `msg[key]`, replacing a
+    payload that cannot be encoded."""
     try:
         return _encode(msg)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         if _unencodable is None:
             raise
-        msg[4] = _unencodable(msg[4], exc)
-        return _encode(msg)
-
-
-cdef bytes _encode_push_v1(dict msg):
-    try:
-        return _encode(msg)
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        if _unencodable is None:
-            raise
-        msg["payload"] = _unencodable(msg["payload"], exc)
+        msg[key] = _unencodable(msg[key], exc)
         return _encode(msg)
 
 
@@ -93,7 +84,7 @@ cpdef bytes message_v2(object join_ref, object ref, str topic, str event, object
 
 
 cpdef bytes push_v2(object join_ref, str topic, str event, object payload):
-    return ws_text(_encode_push([join_ref, None, topic, event, payload]))
+    return ws_text(_encode_push([join_ref, None, topic, event, payload], 4))
 
 
 cpdef bytes reply_v2(object join_ref, object ref, str topic, str status, object response):
@@ -103,7 +94,7 @@ cpdef bytes reply_v2(object join_ref, object ref, str topic, str status, object 
 cpdef bytes answer_v2(object join_ref, object ref, str topic, str event, object push, str status,
                       object response):
     """The push, then the phx_reply for `ref`: both frames in one buffer."""
-    return _two(_encode_push([join_ref, None, topic, event, push]),
+    return _two(_encode_push([join_ref, None, topic, event, push], 4),
                 _encode([join_ref, ref, topic, REPLY, {"status": status, "response": response}]))
 
 
@@ -112,7 +103,7 @@ cpdef bytes message_v1(object join_ref, object ref, str topic, str event, object
 
 
 cpdef bytes push_v1(object join_ref, str topic, str event, object payload):
-    return ws_text(_encode_push_v1({"topic": topic, "event": event, "payload": payload, "ref": None}))
+    return ws_text(_encode_push({"topic": topic, "event": event, "payload": payload, "ref": None}, "payload"))
 
 
 cpdef bytes reply_v1(object join_ref, object ref, str topic, str status, object response):
@@ -122,6 +113,6 @@ cpdef bytes reply_v1(object join_ref, object ref, str topic, str status, object 
 
 cpdef bytes answer_v1(object join_ref, object ref, str topic, str event, object push, str status,
                       object response):
-    return _two(_encode_push_v1({"topic": topic, "event": event, "payload": push, "ref": None}),
+    return _two(_encode_push({"topic": topic, "event": event, "payload": push, "ref": None}, "payload"),
                 _encode({"topic": topic, "event": REPLY, "payload": {"status": status, "response": response},
                          "ref": ref}))
