@@ -19,6 +19,7 @@ CONFIG = f"""
 [gateway]
 detail_error = true
 max_in_flight = 4
+max_queued = 2
 thread_pool_size = 2
 thread_queue_limit = 2
 
@@ -526,16 +527,28 @@ def test_pool_full_is_service_unavailable(gw, run):
     run(go())
 
 
-def test_in_flight_cap(gw, run):
+def test_requests_over_the_in_flight_cap_queue_in_order(gw, run):
     async def go():
-        c = await connect(gw)
-        calls = [asyncio.ensure_future(c.call("t", "sleep_forever", {"ms": 300})) for _ in range(4)]
-        await asyncio.sleep(0.1)
-        r = await c.call("t", "echo", {"text": "x"}, version="1.0.0")
-        assert (r.success, r.can_retry) == (False, True)
-        assert r.error == "Too many requests in flight on this connection (max 4)"
-        assert [x.result for x in await asyncio.gather(*calls)] == ["slept"] * 4
-        assert (await c.call("t", "echo", {"text": "x"}, version="1.0.0")).success
+        c = await Raw.connect(gw.url)
+        await c.join("api:t")
+        # 4 slots (max_in_flight) taken by slow calls, 2 more wait (max_queued), the 7th is refused
+        for i in range(4):
+            c.send(["1", f"s{i}", "api:t", EV, request(f"s{i}", "sleep_forever", {"ms": 300}, service="t")])
+        for i in range(2):
+            c.send(["1", f"q{i}", "api:t", EV, request(f"q{i}", "echo", {"text": f"q{i}"}, service="t",
+                                                     version="1.0.0")])
+        c.send(["1", "over", "api:t", EV, request("over", "echo", {"text": "x"}, service="t", version="1.0.0")])
+        push, reply = await c.recv_n(2)
+        assert push[4]["request_id"] == "over" and push[4]["can_retry"] is True and push[4]["success"] is False
+        assert push[4]["error"] == ("Too many requests on this connection: 4 in flight and 2 waiting "
+                                    "(max_in_flight, max_queued)")
+        # the connection keeps answering other frames while requests wait
+        c.send([None, "hb", "phoenix", "heartbeat", {}])
+        assert (await c.recv())[1] == "hb"
+        frames = await c.recv_n(12)
+        pushes = [f[4]["request_id"] for f in frames if f[3] == EV]
+        assert sorted(pushes[:4]) == ["s0", "s1", "s2", "s3"] and pushes[4:] == ["q0", "q1"]
+        assert all(f[4]["success"] for f in frames if f[3] == EV)
         await c.close()
     run(go())
 

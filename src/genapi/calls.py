@@ -1,47 +1,16 @@
-"""Local calls: a FunConfig bound to its Python callable, run on the event loop (async def),
-in a bounded thread pool (plain functions, which may block), or streamed (generators)."""
+"""What every callee shares: the stream handle, the retry policy, and `resume` (the way an
+`async def` that was stepped once by hand continues without a Task of its own).
+
+The callee interface itself (`Callee`, `LocalCallee`) is compiled: `_core/callee.pyx`.
+"""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 import types
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from ._core.validate import Limits, Validator
-from .loader import load_callable
-from .structs import FunConfig, Request, Response, split_target
-
-SYNC, ASYNC, GEN, ASYNCGEN = 0, 1, 2, 3
-
-
-class PoolFull(Exception):
-    """The thread pool and its queue are at their limit."""
-
-
-class ThreadPool:
-    """A bounded pool for plain (possibly blocking) functions: `size` threads, `queue_limit`
-    waiting calls; beyond that callers get PoolFull instead of an unbounded backlog."""
-
-    def __init__(self, size: int, queue_limit: int) -> None:
-        self._executor = ThreadPoolExecutor(size, thread_name_prefix="genapi-call")
-        self._limit = size + queue_limit
-        self.pending = 0
-
-    def _done(self, _fut: Any) -> None:
-        self.pending -= 1
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
-        if self.pending >= self._limit:
-            raise PoolFull()
-        self.pending += 1
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        fut.add_done_callback(self._done)
-        return fut
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+from .structs import Response
 
 
 @types.coroutine
@@ -63,82 +32,34 @@ def resume(coro: Any, pending: Any) -> Any:
                 return stop.value
 
 
-def _kind(fn: Callable[..., Any]) -> int:
-    target = inspect.unwrap(fn)
-    if inspect.isasyncgenfunction(target):
-        return ASYNCGEN
-    if inspect.isgeneratorfunction(target):
-        return GEN
-    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None)):
-        return ASYNC
-    return SYNC
+def retries(retry: Any) -> int:
+    """How many times a failed call is re-run: `N`, `{same_node = N}` or `{all_nodes = N}`."""
+    if retry is None:
+        return 0
+    if isinstance(retry, dict):
+        return int(next(iter(retry.values())))
+    return int(retry)
 
 
-class Hook:
-    """A `module:function` hook or callback with its extra args and kind."""
-
-    __slots__ = ("fn", "extra", "is_async", "target")
-
-    def __init__(self, value: str | list[Any]) -> None:
-        self.target, self.extra = split_target(value)
-        self.fn = load_callable(self.target)
-        self.is_async = _kind(self.fn) == ASYNC
-
-
-class LocalFunction:
-    """A FunConfig compiled for calling: callable, validator, predefined args, hooks."""
-
-    __slots__ = ("config", "fn", "kind", "validator", "predefined", "timeout", "timeout_ms",
-                 "request_info", "before", "after", "permission", "simple", "plain_args")
-
-    def __init__(self, config: FunConfig, limits: Limits) -> None:
-        if config.nodes != "local":
-            raise ValueError(f"{config.service}.{config.request_type}: nodes: only \"local\" "
-                             "functions are served by this version of genapi")
-        target, self.predefined = split_target(config.mfa)
-        self.config = config
-        self.fn = load_callable(target)
-        self.kind = _kind(self.fn)
-        try:
-            self.validator = Validator(config.arg_types, config.arg_orders, config.request_type, limits)
-        except ValueError as exc:
-            raise ValueError(f"{config.service}.{config.request_type}: arg_types: {exc}") from None
-        self.timeout_ms = config.timeout_ms()
-        self.timeout = None if self.timeout_ms is None else self.timeout_ms / 1000
-        self.request_info = config.request_info
-        self.before = Hook(config.before_execute) if config.before_execute else None
-        self.after = Hook(config.after_execute) if config.after_execute else None
-        self.permission = Hook(config.permission_callback) if config.permission_callback else None
-        self.plain_args = not self.predefined and not self.request_info  # args = validator output
-        self.simple = (self.before is None and self.after is None and self.permission is None
-                       and not config.retry)
-
-    def arguments(self, request: Request, stream: "StreamHandle | None" = None) -> list[Any]:
-        """predefined args ++ validated args ++ [request info]; raises ArgumentError."""
-        args = self.validator.convert(request.args)
-        if self.predefined:
-            args = self.predefined + args
-        if self.request_info:
-            info = {"request_id": request.request_id, "user_id": request.user_id,
-                    "device_id": request.device_id}
-            if stream is not None:
-                info["stream"] = stream
-            args.append(info)
-        return args
+def backoff(attempt: int) -> float:
+    """Seconds to wait before re-run number `attempt` (1, 2, ...): 50 ms doubling, at most 1 s."""
+    return min(0.05 * 2 ** (attempt - 1), 1.0)
 
 
 class StreamHandle:
     """Push-style streaming for functions that get it through request info: `send(chunk)`,
-    `send_last(chunk)`, `complete()`, `error(reason)`. Safe to call from worker threads."""
+    `send_last(chunk)`, `complete()`, `error(reason)`. Safe to call from worker threads.
+
+    `push_style` is true when the function holds the handle (it ends the stream itself)."""
 
     def __init__(self, emit: Callable[[Response], None], request_id: str,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, push_style: bool = False) -> None:
         self._emit = emit
         self._rid = request_id
         self._loop = loop
         self._thread = threading.get_ident()
         self.done = loop.create_future()
-        self.used = False
+        self.push_style = push_style
 
     def _post(self, resp: Response, final: bool) -> None:
         if threading.get_ident() != self._thread:
@@ -146,7 +67,6 @@ class StreamHandle:
             return
         if self.done.done():
             return
-        self.used = True
         self._emit(resp)
         if final:
             self.done.set_result(resp)

@@ -28,6 +28,8 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_payload_bytes: int = 1_000_000
     idle_timeout_ms: int = 60_000
     max_in_flight: int = 100
+    max_queued: int = 1000
+    max_queued_bytes: int = 16_000_000
     max_channels: int = 100
     thread_pool_size: int = 32
     thread_queue_limit: int = 1000
@@ -52,7 +54,7 @@ class Settings(msgspec.Struct, kw_only=True):
     source: str = "<embedded default>"
 
 
-_POSITIVE = ("max_payload_bytes", "idle_timeout_ms", "max_in_flight", "max_channels",
+_POSITIVE = ("max_payload_bytes", "idle_timeout_ms", "max_in_flight", "max_queued", "max_queued_bytes", "max_channels",
              "thread_pool_size", "thread_queue_limit", "string_max_bytes", "list_max_items",
              "map_max_items")
 

@@ -11,7 +11,9 @@ import asyncio
 from typing import Any
 
 from . import log
-from .calls import Hook, ThreadPool
+from ._core.handoff import ThreadPool
+from .errors import HookRejected, hook_timeout
+from .loader import Target
 from .structs import FunConfig, Request, Response
 
 
@@ -24,26 +26,20 @@ class Reject:
         self.reason = reason
 
 
-class HookRejected(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-async def _invoke(hook: Hook, args: tuple, timeout_ms: int, pool: ThreadPool) -> Any:
+async def _invoke(hook: Target, args: tuple, timeout_ms: int, pool: ThreadPool) -> Any:
     timeout = timeout_ms / 1000
     if hook.is_async:
         return await asyncio.wait_for(hook.fn(*args, *hook.extra), timeout)
     return await asyncio.wait_for(pool.run(hook.fn, *args, *hook.extra), timeout)
 
 
-async def run_before(hook: Hook, request: Request, config: FunConfig,
+async def run_before(hook: Target, request: Request, config: FunConfig,
                      pool: ThreadPool) -> tuple[Request, FunConfig]:
     try:
         out = await _invoke(hook, (request, config), config.hook_timeout, pool)
     except asyncio.TimeoutError:
         log.warning("hook_timeout", hook=hook.target, request_id=request.request_id)
-        raise HookRejected(f"hook timed out after {config.hook_timeout}ms") from None
+        raise HookRejected(hook_timeout(config.hook_timeout)) from None
     except Exception as exc:
         log.warning("hook_failed", hook=hook.target, request_id=request.request_id,
                     error=f"{type(exc).__name__}: {exc}")
@@ -58,7 +54,7 @@ async def run_before(hook: Hook, request: Request, config: FunConfig,
     return request, config
 
 
-async def run_after(hook: Hook, request: Request, config: FunConfig, response: Response | None,
+async def run_after(hook: Target, request: Request, config: FunConfig, response: Response | None,
                     pool: ThreadPool) -> None:
     try:
         await _invoke(hook, (request, config, response), config.hook_timeout, pool)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable
+
+from .structs import split_target
 
 
 def load_callable(target: str) -> Callable[..., Any]:
@@ -20,3 +23,30 @@ def load_callable(target: str) -> Callable[..., Any]:
     if not callable(obj):
         raise ValueError(f'"{target}" is not callable')
     return obj
+
+
+# How a callable runs: on the loop (async def), in a thread (plain def), or as a stream.
+SYNC, ASYNC, GEN, ASYNCGEN = 0, 1, 2, 3
+
+
+def kind_of(fn: Callable[..., Any]) -> int:
+    """SYNC (plain, may block), ASYNC (coroutine function), GEN or ASYNCGEN (generators)."""
+    target = inspect.unwrap(fn)
+    if inspect.isasyncgenfunction(target):
+        return ASYNCGEN
+    if inspect.isgeneratorfunction(target):
+        return GEN
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None)):
+        return ASYNC
+    return SYNC
+
+
+class Target:
+    """A loaded `"module:function"` or `["module:function", [extra args]]` (hooks, callbacks)."""
+
+    __slots__ = ("fn", "extra", "is_async", "target")
+
+    def __init__(self, value: str | list[Any]) -> None:
+        self.target, self.extra = split_target(value)
+        self.fn = load_callable(self.target)
+        self.is_async = kind_of(self.fn) == ASYNC

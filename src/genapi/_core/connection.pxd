@@ -10,7 +10,10 @@ cdef class Connection(WSListener):
     cdef readonly str event
     cdef readonly dict channels          # topic → join_ref
     cdef readonly dict tasks             # topic → set of running call Tasks
-    cdef public int in_flight
+    cdef public int in_flight            # requests holding a slot (running or answering)
+    cdef readonly object queue           # requests waiting for a slot, in arrival order
+    cdef Py_ssize_t queued_bytes
+    cdef bint pumping
     cdef public int idle_ticks
     cdef list out
     cdef bint batching
@@ -19,10 +22,19 @@ cdef class Connection(WSListener):
     cdef object _handle
     cdef object _topic_allowed
     cdef int _max_channels
+    cdef int _max_in_flight
+    cdef Py_ssize_t _max_queued
+    cdef Py_ssize_t _max_queued_bytes
+    cdef object _start
     cdef readonly WSTransport transport
 
     cpdef send(self, bytes data)
     cpdef flush(self)
+    cpdef bint cork(self)
+    cpdef uncork(self)
+    cpdef bint enqueue(self, object item, Py_ssize_t size)
+    cpdef release(self)
+    cdef _pump(self)
     cdef dispatch(self, tuple msg, Py_ssize_t size)
     cdef _join(self, join_ref, ref, str topic)
     cdef _leave(self, join_ref, ref, str topic)

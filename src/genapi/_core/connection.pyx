@@ -7,11 +7,12 @@ It subclasses picows's `WSListener` at C level (cimport), so picows calls `on_ws
 the vtable and frame fields are read without Python attribute lookups.
 """
 import asyncio
+from collections import deque
 
 from picows.picows cimport WSCloseCode, WSFrame, WSMsgType, WSTransport
 
 from genapi import log
-from genapi._core.decode import FrameError
+from genapi.errors import UNMATCHED_TOPIC, FrameError, unsupported_event
 
 cdef str JOIN = "phx_join"
 cdef str LEAVE = "phx_leave"
@@ -28,18 +29,26 @@ cdef class Connection(WSListener):
         self.gateway = gateway
         self.ser = ser
         self.identity = identity
-        self.event = gateway.pipeline.event
+        self.event = gateway.settings.gateway.event
         self.channels = {}
         self.tasks = {}
         self.in_flight = 0
+        self.queue = deque()
+        self.queued_bytes = 0
+        self.pumping = False
         self.idle_ticks = 0
         self.out = []
         self.batching = False
         self._write = None
         self._decode = ser.decode
         self._handle = gateway.pipeline.handle
+        self._start = gateway.pipeline.start
         self._topic_allowed = gateway.topic_allowed
-        self._max_channels = gateway.settings.gateway.max_channels
+        gw = gateway.settings.gateway
+        self._max_channels = gw.max_channels
+        self._max_in_flight = gw.max_in_flight
+        self._max_queued = gw.max_queued
+        self._max_queued_bytes = gw.max_queued_bytes
 
     # ------------------------------------------------------------------ picows callbacks
     cpdef on_ws_connected(self, WSTransport transport):
@@ -49,6 +58,8 @@ cdef class Connection(WSListener):
 
     cpdef on_ws_disconnected(self, WSTransport transport):
         self.gateway.connections.discard(self)
+        self.queue.clear()
+        self.queued_bytes = 0
         for topic in list(self.tasks):
             self._cancel(topic)
         self._write = None
@@ -102,6 +113,50 @@ cdef class Connection(WSListener):
             self._write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
+    cpdef bint cork(self):
+        """Holds frames sent from here on until `uncork` (for answers finished outside a read
+        batch, e.g. results coming back from threads); False when already corked."""
+        if self.batching:
+            return False
+        self.batching = True
+        return True
+
+    cpdef uncork(self):
+        self.batching = False
+        if self.out:
+            self.flush()
+
+    # ------------------------------------------------------------------ slots and the queue
+    cpdef bint enqueue(self, object item, Py_ssize_t size):
+        """Parks a request until a slot frees; False when the queue is at its bound (count or bytes)."""
+        if len(self.queue) >= self._max_queued or self.queued_bytes + size > self._max_queued_bytes:
+            return False
+        self.queue.append((item, size))
+        self.queued_bytes += size
+        return True
+
+    cpdef release(self):
+        """A request gave its slot back: start the next waiting ones, in arrival order."""
+        self.in_flight -= 1
+        if self.queue and not self.pumping:
+            self._pump()
+
+    cdef _pump(self):
+        cdef bint corked = self.cork()
+        self.pumping = True
+        try:
+            while self.queue and self.in_flight < self._max_in_flight:
+                item, size = self.queue.popleft()
+                self.queued_bytes -= size
+                try:
+                    self._start(*item)
+                except Exception:  # one request's failure never strands the rest of the queue
+                    log.error("queued_request_crashed", exc_info=True)
+        finally:
+            self.pumping = False
+            if corked:
+                self.uncork()
+
     # ------------------------------------------------------------------ protocol
     cdef dispatch(self, tuple msg, Py_ssize_t size):
         join_ref, ref, topic, event, payload = msg
@@ -109,7 +164,7 @@ cdef class Connection(WSListener):
         if event == self.event:
             current = self.channels.get(topic, _MISSING)
             if current is _MISSING:
-                self.send(ser.reply(None, ref, topic, "error", {"reason": "unmatched topic"}))
+                self.send(ser.reply(None, ref, topic, "error", {"reason": UNMATCHED_TOPIC}))
             elif join_ref is None or join_ref == current:
                 self._handle(self, current, ref, topic, payload, size)
             return
@@ -122,16 +177,15 @@ cdef class Connection(WSListener):
         else:
             current = self.channels.get(topic, _MISSING)
             if current is _MISSING:
-                self.send(ser.reply(None, ref, topic, "error", {"reason": "unmatched topic"}))
+                self.send(ser.reply(None, ref, topic, "error", {"reason": UNMATCHED_TOPIC}))
             elif join_ref is None or join_ref == current:
-                self.send(ser.reply(current, ref, topic, "error", {
-                    "reason": f'unsupported event "{event}"; requests use the event "{self.event}"'}))
+                self.send(ser.reply(current, ref, topic, "error", {"reason": unsupported_event(event, self.event)}))
 
     cdef _join(self, join_ref, ref, str topic):
         ser = self.ser
         if not self._topic_allowed(topic):
             log.info("join_unmatched_topic", topic=topic)
-            self.send(ser.reply(None, ref, topic, "error", {"reason": "unmatched topic"}))
+            self.send(ser.reply(None, ref, topic, "error", {"reason": UNMATCHED_TOPIC}))
             return
         old = self.channels.get(topic, _MISSING)
         if old is _MISSING and len(self.channels) >= self._max_channels:
@@ -168,7 +222,7 @@ cdef class Connection(WSListener):
             return
         current = self.channels.get(topic, _MISSING)
         if current is _MISSING:
-            self.send(ser.reply(None, ref, topic, "error", {"reason": "unmatched topic"}))
+            self.send(ser.reply(None, ref, topic, "error", {"reason": UNMATCHED_TOPIC}))
         elif join_ref is None or join_ref == current:
             self.send(ser.reply(current, ref, topic, "error", {
                 "reason": "binary payloads are not supported; send the request as a JSON text frame"}))
@@ -183,17 +237,16 @@ cdef class Connection(WSListener):
 
     # ------------------------------------------------------------------ running calls
     def spawn(self, str topic, object coro):
-        """Runs a call as a Task owned by `topic`: cancelled when the topic is left or closed."""
+        """Runs a call that holds a slot as a Task owned by `topic`: cancelled when the topic is
+        left or closed; the slot is released when the Task ends."""
         task = asyncio.get_running_loop().create_task(coro)
         bucket = self.tasks.get(topic)
         if bucket is None:
             bucket = self.tasks[topic] = set()
         bucket.add(task)
-        self.in_flight += 1
         task.add_done_callback(lambda t: self._task_done(topic, t))
 
     def _task_done(self, str topic, task):
-        self.in_flight -= 1
         bucket = self.tasks.get(topic)
         if bucket is not None:
             bucket.discard(task)
@@ -201,10 +254,20 @@ cdef class Connection(WSListener):
                 del self.tasks[topic]
         if not task.cancelled() and task.exception() is not None:
             log.error("task_crashed", error=repr(task.exception()))
+        self.release()
 
     cpdef _cancel(self, str topic):
+        """Cancels the topic's running calls and drops its waiting ones."""
         for task in self.tasks.pop(topic, ()):
             task.cancel()
+        if self.queue:
+            kept = deque()
+            for entry in self.queue:
+                if entry[0][0].topic == topic:
+                    self.queued_bytes -= entry[1]
+                else:
+                    kept.append(entry)
+            self.queue = kept
 
     cpdef close(self, WSCloseCode code, bytes reason=b""):
         """Closes the socket with `code` (1001 for shutdown and idle: clients come back)."""

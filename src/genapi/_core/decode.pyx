@@ -7,28 +7,11 @@ Everything a client sends passes through here first, so every failure is a `Fram
 """
 import msgspec
 
+from genapi.errors import DecodeError, FrameError
 from genapi.structs import Request
 
 cdef object _json_decode = msgspec.json.Decoder().decode
 cdef object _DecodeErr = msgspec.DecodeError
-
-
-class FrameError(ValueError):
-    """A frame that is not a Phoenix message. `ref`/`topic` are set when they could be read."""
-
-    def __init__(self, str message, ref=None, topic=None, join_ref=None):
-        ValueError.__init__(self, message)
-        self.ref = ref
-        self.topic = topic
-        self.join_ref = join_ref
-
-
-class DecodeError(ValueError):
-    """A request payload that is not a gateway request; the message is the client-facing text."""
-
-    def __init__(self, str message, str request_id="unknown"):
-        ValueError.__init__(self, message)
-        self.request_id = request_id
 
 
 cdef str _json_kind(object v):

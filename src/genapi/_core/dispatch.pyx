@@ -1,51 +1,123 @@
 # cython: language_level=3
-"""The per-request entry of the pipeline, compiled: identity → decode → find the FunConfig →
-in-flight cap, then either the inline fast path or a Task running `Pipeline.run`.
+"""The request path's steps, written once and compiled; every request takes them:
 
-The fast path serves a plain `async def` sync function without hooks, permission callback or
-retry: permission mode, argument validation and the call happen right here, and a coroutine that
-finishes without suspending is answered in the same read batch with no Task at all.
+identity → decode → find the FunConfig → in-flight slot (or the connection's queue) →
+[before hook] → rate limit → permission → arguments → call.
+
+`Dispatcher.handle` runs the steps up to the slot for every request. A request whose function
+needs nothing that takes a Task (hooks, permission callback, retry; sync response) goes on
+right here, inline: rate limit, permission mode, arguments, then `callee.start`, which answers
+straight to the `Reply`. Every other request runs the general path (`pipeline.Pipeline.run`, a
+Task), which calls the same steps (`limit`, `permitted_by_mode`, `arguments`) in the same order.
 """
 from genapi import log, permissions
-
-from genapi._core.connection cimport Connection
-from genapi._core.decode import DecodeError, decode_request
-from genapi._core.validate import ArgumentError
-from genapi.calls import ASYNC, resume
+from genapi.calls import retries
+from genapi.errors import (AUTH_REQUIRED, PERMISSION_DENIED, ArgumentError, DecodeError, disabled,
+                           invalid_argument, queue_full, unsupported)
+from genapi.loader import Target
 from genapi.registry import Disabled, NotFound
-from genapi.structs import RESERVED_VERSION, Response
+from genapi.structs import RESERVED_VERSION, Response, split_target
 
-cdef str AUTH_REQUIRED = "Authentication required"
+from genapi._core.callee cimport Callee
+from genapi._core.connection cimport Connection
+from genapi._core.reply cimport Reply, reply_to
+
+from genapi._core.decode import decode_request
+
 cdef str OK = "ok"
+cdef str ERROR = "error"
 cdef str SYNC = "sync"
-cdef int _ASYNC = ASYNC
 cdef Py_ssize_t CACHE_MAX = 10_000
 
 
+cdef class Entry:
+    """A FunConfig compiled for calling: its callee, validator, predefined args and hooks."""
+
+    def __init__(self, config, Callee callee, limits):
+        from genapi._core.validate import Validator
+
+        self.config = config
+        self.callee = callee
+        self.predefined = split_target(config.mfa)[1]
+        try:
+            self.validator = Validator(config.arg_types, config.arg_orders, config.request_type, limits)
+        except ValueError as exc:
+            raise ValueError(f"{config.service}.{config.request_type}: arg_types: {exc}") from None
+        self.request_info = config.request_info
+        self.before = Target(config.before_execute) if config.before_execute else None
+        self.after = Target(config.after_execute) if config.after_execute else None
+        self.permission = Target(config.permission_callback) if config.permission_callback else None
+        self.mode = config.check_permission
+        self.retries = retries(config.retry)
+        self.response_type = config.response_type
+        self.plain_args = not self.predefined and not self.request_info  # args = validator output
+        self.inline = (self.before is None and self.after is None and self.permission is None
+                       and self.retries == 0 and self.response_type == SYNC)
+
+    def __repr__(self):
+        return f"<Entry {self.config.service}.{self.config.request_type} {self.config.version}>"
+
+
+cpdef list arguments(Entry entry, object request, object stream=None):
+    """predefined args ++ validated args ++ [request info]; raises ArgumentError."""
+    cdef list args = entry.validator.convert(request.args)
+    if entry.predefined:
+        args = entry.predefined + args
+    if entry.request_info:
+        info = {"request_id": request.request_id, "user_id": request.user_id,
+                "device_id": request.device_id}
+        if stream is not None:
+            info["stream"] = stream
+        args.append(info)
+    return args
+
+
+cdef bint _mode_allows(object mode, object request):
+    """false = public; any_authenticated; {arg = NAME}; {role = [..]}. Anything else denies."""
+    if mode is False:
+        return True
+    uid = request.user_id
+    if mode == "any_authenticated":
+        return type(uid) is str and uid != ""
+    if type(mode) is dict:
+        if "arg" in mode:
+            name = mode["arg"]
+            args = request.args
+            return type(uid) is str and uid != "" and name in args and args[name] == uid
+        if "role" in mode:
+            roles = request.user_roles or ()
+            return any(r in roles for r in mode["role"])
+    log.error("permission_mode_invalid", mode=mode, request_type=request.request_type)
+    return False
+
+
+cpdef bint permitted_by_mode(Entry entry, object request):
+    """The check_permission mode; a denial is logged."""
+    if entry.mode is False or _mode_allows(entry.mode, request):
+        return True
+    permissions.log_denied(request, entry.mode)
+    return False
+
+
 cdef class Dispatcher:
-    """Bound to one Pipeline; `handle` is called by the connection for every request event."""
+    """The request entry of one worker. `general(reply, request, entry)` is the coroutine of the
+    general path, run in a Task; the dispatcher knows nothing else of it."""
 
-    cdef object pipeline
-    cdef object registry
-    cdef str event
-    cdef bint require_verified
-    cdef Py_ssize_t max_payload
-    cdef int max_in_flight
-    cdef dict cache
-    cdef object seen_generation
-
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
-        self.registry = pipeline.registry
-        self.event = pipeline.event
-        self.require_verified = pipeline.require_verified
-        self.max_payload = pipeline.max_payload
-        self.max_in_flight = pipeline.max_in_flight
+    def __init__(self, registry, settings, general):
+        gw = settings.gateway
+        self.registry = registry
+        self.general = general
+        self.event = gw.event
+        self.require_verified = settings.auth.require_verified_user_id
+        self.max_payload = gw.max_payload_bytes
+        self.max_in_flight = gw.max_in_flight
+        self.max_queued = gw.max_queued
         self.cache = {}
         self.seen_generation = None
+        self.limiter = None
 
     cdef object _lookup(self, str service, str request_type, object version):
-        """(config, fn) or an error text; cached until the registry changes."""
+        """The Entry, or the error text; cached until the registry changes."""
         gen = self.registry.generation
         if gen is not self.seen_generation:
             self.cache.clear()
@@ -54,69 +126,73 @@ cdef class Dispatcher:
         hit = self.cache.get(key)
         if hit is None:
             try:
-                hit = self.registry.lookup(service, request_type, version)
+                hit = self.registry.lookup(service, request_type, version)[1]
             except NotFound:
-                hit = f"unsupported function: {request_type} version {version or RESERVED_VERSION}"
+                hit = unsupported(request_type, version or RESERVED_VERSION)
             except Disabled:
-                hit = f"disabled function: {request_type} version {version or RESERVED_VERSION}"
+                hit = disabled(request_type, version or RESERVED_VERSION)
             if len(self.cache) >= CACHE_MAX:
                 self.cache.clear()
             self.cache[key] = hit
         return hit
 
     cpdef handle(self, Connection conn, join_ref, ref, str topic, payload, Py_ssize_t size):
-        """Answers one request event: the push (if any) first, then the phx_reply."""
+        """Answers one request event, or parks it in the connection's queue until a slot frees."""
+        cdef Reply reply
         ident = conn.identity
-        ser = conn.ser
         if self.require_verified and ident.user_id is None:
             rid = payload.get("request_id") if type(payload) is dict else None
-            conn.send(ser.answer(join_ref, ref, topic, self.event,
-                                 Response.fail(rid if type(rid) is str and rid else "unknown", AUTH_REQUIRED),
-                                 "error", AUTH_REQUIRED))
+            reply_to(conn, join_ref, ref, topic, None).answer(
+                Response.fail(rid if type(rid) is str and rid else "unknown", AUTH_REQUIRED), ERROR, AUTH_REQUIRED)
             return
         try:
             req = decode_request(payload, ident.user_id, ident.device_id, ident.roles, size, self.max_payload)
         except DecodeError as exc:
             msg = str(exc)
             log.info("request_invalid", request_id=exc.request_id, error=msg)
-            conn.send(ser.answer(join_ref, ref, topic, self.event, Response.fail(exc.request_id, msg), "error", msg))
+            reply_to(conn, join_ref, ref, topic, None).answer(Response.fail(exc.request_id, msg), ERROR, msg)
             return
+        reply = reply_to(conn, join_ref, ref, topic, req.request_type)
         found = self._lookup(req.service, req.request_type, req.version)
         if type(found) is str:
-            conn.send(ser.answer(join_ref, ref, topic, self.event, Response.fail(req.request_id, found), OK,
-                                 req.request_type))
+            reply.answer(Response.fail(req.request_id, found))
             return
-        config, fn = <tuple>found
-        if conn.in_flight >= self.max_in_flight:
-            conn.send(ser.answer(join_ref, ref, topic, self.event, Response.fail(
-                req.request_id, f"Too many requests in flight on this connection (max {self.max_in_flight})",
-                True), OK, req.request_type))
+        if conn.in_flight >= self.max_in_flight or conn.queue:
+            if not conn.enqueue((reply, req, found), size):
+                log.info("request_queue_full", request_id=req.request_id, request_type=req.request_type)
+                reply.answer(Response.fail(req.request_id, queue_full(self.max_in_flight, self.max_queued), True))
             return
-        if fn.simple and fn.kind == _ASYNC and config.response_type == SYNC:
-            self._inline(conn, ser, join_ref, ref, topic, req, config, fn)
-        else:
-            conn.spawn(topic, self.pipeline.run(conn, join_ref, ref, topic, req, config, fn))
+        self.start(reply, req, <Entry>found)
 
-    cdef _inline(self, Connection conn, ser, join_ref, ref, str topic, req, config, fn):
-        mode = config.check_permission
-        if mode is not False and not permissions.check_mode(mode, req):
-            permissions.log_denied(req, mode)
-            resp = Response.fail(req.request_id, "Permission denied")
-        else:
-            try:
-                args = fn.validator.convert(req.args) if fn.plain_args else fn.arguments(req)
-            except ArgumentError as exc:
-                resp = Response.fail(req.request_id, f"Invalid argument: {exc}")
-            else:
-                try:
-                    coro = fn.fn(*args)
-                    pending = coro.send(None)
-                except StopIteration as stop:
-                    resp = Response(req.request_id, stop.value)
-                except Exception as exc:
-                    resp = self.pipeline.internal_error(req, exc)
-                else:  # it suspended: finish it in a Task
-                    conn.spawn(topic, self.pipeline.finish(conn, join_ref, ref, topic, req, fn,
-                                                           resume(coro, pending)))
-                    return
-        conn.send(ser.answer(join_ref, ref, topic, self.event, resp, OK, req.request_type))
+    cpdef start(self, Reply reply, object request, Entry entry):
+        """Takes a slot on the connection and runs the request: inline, or the general path."""
+        cdef Connection conn = reply._conn
+        conn.in_flight += 1
+        if not entry.inline:
+            conn.spawn(reply.topic, self.general(reply, request, entry))
+            return
+        if self.limiter is not None:
+            refusal = self.limit(request, entry)
+            if refusal is not None:
+                reply.finish(refusal)
+                return
+        if not permitted_by_mode(entry, request):
+            reply.finish(Response.fail(request.request_id, PERMISSION_DENIED))
+            return
+        try:
+            args = entry.validator.convert(request.args) if entry.plain_args else arguments(entry, request)
+        except ArgumentError as exc:
+            reply.finish(Response.fail(request.request_id, invalid_argument(exc)))
+            return
+        try:
+            entry.callee.start(reply, request, args)
+        except Exception as exc:  # a callee bug: the client still gets an answer, the slot comes back
+            log.error("callee_start_crashed", exc_info=True, request_id=request.request_id)
+            reply.finish(entry.callee.failure(request, exc))
+
+    cpdef object limit(self, object request, Entry entry):
+        """The rate-limit step: a refusal Response, or None to go on. Filled by the limiter
+        (`limiter(request, entry)`) when rate limits are configured."""
+        if self.limiter is None:
+            return None
+        return self.limiter(request, entry)

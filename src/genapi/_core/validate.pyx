@@ -40,6 +40,8 @@ from cpython.ref cimport Py_INCREF, PyObject
 import json as _json
 from datetime import datetime as _datetime
 
+from genapi.errors import ArgumentError
+
 cdef extern from "Python.h":
     ctypedef unsigned char Py_UCS1
     ctypedef unsigned short Py_UCS2
@@ -134,8 +136,6 @@ del _t, _opts, _o
 _fromisoformat = _datetime.fromisoformat
 
 
-class ArgumentError(ValueError):
-    """A request's arguments are invalid; ``str(exc)`` is the client-facing message."""
 
 
 # --------------------------------------------------------------------------- rendering

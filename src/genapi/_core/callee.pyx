@@ -1,0 +1,186 @@
+# cython: language_level=3
+"""The call step's one interface, and the local implementation behind it.
+
+A `Callee` calls one function with the function's deadline, streams from it, and is cancelled
+by cancelling the Task awaiting it. The pipeline only talks to this interface, so remote service
+nodes add a callee beside `LocalCallee` without touching the pipeline. Timeout and error texts
+come from the callee (`local execution timed out after Nms` is the local one's).
+
+- `start(reply, request, args)`: a sync-response call answered straight to `reply` (the fast
+  path): no Task where the callee can avoid one. The request's slot passes to the callee, which
+  releases it once answered.
+- `await call(args)`: the result, or `CallError` (timeout, unavailable), or the function's exception.
+- `await stream(args, handle)`: pushes chunks through the `StreamHandle`.
+"""
+import asyncio
+import inspect
+
+from genapi import log
+from genapi.calls import resume
+from genapi.errors import CallError, CallTimeout, internal, local_timeout
+from genapi.loader import ASYNC, ASYNCGEN, GEN, SYNC, kind_of
+from genapi.structs import Response
+
+from genapi._core.handoff cimport ThreadPool
+from genapi._core.reply cimport Reply
+
+cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
+cdef object _END = object()
+
+
+cdef class Callee:
+    """Base of every callee: the default `start` runs `call` in a Task owned by the request's topic."""
+
+    def __init__(self, timeout_ms, bint detail_error=False):
+        self.timeout_ms = timeout_ms
+        self.timeout = None if timeout_ms is None else timeout_ms / 1000
+        self.detail_error = detail_error
+
+    cpdef start(self, Reply reply, object request, list args):
+        reply.conn.spawn(reply.topic, self._answer(reply, request, args))
+
+    async def _answer(self, Reply reply, request, list args):
+        try:
+            resp = Response(request.request_id, await self.call(args))
+        except CallError as exc:
+            resp = Response.fail(request.request_id, exc.text, exc.can_retry)
+        except Exception as exc:
+            resp = self.failure(request, exc)
+        reply.answer(resp)
+
+    async def call(self, list args):
+        raise NotImplementedError
+
+    async def stream(self, list args, handle):
+        raise NotImplementedError
+
+    cpdef failure(self, object request, object exc):
+        """The Response for a call that raised (logged with what was called)."""
+        log.warning("call_raised", request_id=request.request_id, service=request.service,
+                    request_type=request.request_type, error=f"{type(exc).__name__}: {exc}")
+        return Response.fail(request.request_id, internal(exc, self.detail_error))
+
+    cpdef timed_out(self, object request):
+        return Response.fail(request.request_id, self.timeout_error())
+
+    def timeout_error(self):
+        return f"execution timed out after {self.timeout_ms}ms"
+
+
+def _collect(gen_fn, args):
+    return list(gen_fn(*args))
+
+
+cdef class LocalCallee(Callee):
+    """A Python function inside the gateway: `async def` on the loop (inline when it finishes
+    without suspending), plain `def` through the thread handoff, generators for streams."""
+
+    def __init__(self, fn, timeout_ms, ThreadPool pool, bint detail_error=False):
+        Callee.__init__(self, timeout_ms, detail_error)
+        self.fn = fn
+        self.kind = kind_of(fn)
+        self.pool = pool
+
+    def timeout_error(self):
+        return local_timeout(self.timeout_ms)
+
+    cpdef timed_out(self, object request):
+        return Response.fail(request.request_id, local_timeout(self.timeout_ms))
+
+    cpdef start(self, Reply reply, object request, list args):
+        if self.kind == _ASYNC:
+            try:
+                coro = self.fn(*args)
+                pending = coro.send(None)
+            except StopIteration as stop:
+                reply.finish(Response(request.request_id, stop.value))
+            except Exception as exc:
+                reply.finish(self.failure(request, exc))
+            else:  # it suspended: finish it in a Task
+                reply.conn.spawn(reply.topic, self._finish(reply, request, resume(coro, pending)))
+        elif self.kind == _SYNC:
+            try:
+                self.pool.submit(reply, request, self.fn, tuple(args), self.timeout, self)
+            except CallError as exc:
+                reply.finish(Response.fail(request.request_id, exc.text, exc.can_retry))
+        else:
+            Callee.start(self, reply, request, args)
+
+    async def _finish(self, Reply reply, request, rest):
+        cm = asyncio.timeout(self.timeout)
+        try:
+            async with cm:
+                result = await rest
+            resp = Response(request.request_id, result)
+        except TimeoutError as exc:
+            resp = self.timed_out(request) if cm.expired() else self.failure(request, exc)
+        except Exception as exc:
+            resp = self.failure(request, exc)
+        reply.answer(resp)
+
+    async def call(self, list args):
+        cm = asyncio.timeout(self.timeout)
+        try:
+            async with cm:
+                if self.kind == _SYNC:
+                    return await self.pool.run(self.fn, *args)
+                if self.kind == _ASYNC:
+                    return await self.fn(*args)
+                if self.kind == _ASYNCGEN:  # a generator called for a one-shot answer: collect it
+                    out = []
+                    async for item in self.fn(*args):
+                        out.append(item)
+                    return out
+                return await self.pool.run(_collect, self.fn, args)
+        except TimeoutError:
+            if cm.expired():
+                raise CallTimeout(local_timeout(self.timeout_ms)) from None
+            raise
+
+    async def stream(self, list args, handle):
+        cm = asyncio.timeout(self.timeout)
+        try:
+            async with cm:
+                await self._stream(args, handle)
+        except TimeoutError:
+            if cm.expired():
+                raise CallTimeout(local_timeout(self.timeout_ms)) from None
+            raise
+
+    async def _stream(self, list args, handle):
+        if self.kind == _ASYNCGEN:
+            agen = self.fn(*args)
+            try:
+                async for item in agen:
+                    if handle.closed:
+                        break
+                    handle.send(item)
+            finally:
+                await agen.aclose()
+        elif self.kind == _GEN:
+            gen = self.fn(*args)
+            try:
+                while not handle.closed:
+                    item = await self.pool.run(next, gen, _END)
+                    if item is _END:
+                        break
+                    handle.send(item)
+            finally:
+                try:  # in a thread: the generator may still be inside `next` there
+                    await self.pool.run(gen.close)
+                except Exception:
+                    log.debug("stream_generator_close_skipped")
+        else:
+            out = self.fn(*args) if self.kind == _ASYNC else self.pool.run(self.fn, *args)
+            result = await out
+            if inspect.isasyncgen(result) or inspect.isgenerator(result):
+                raise TypeError("a stream function must be a generator, not return one")
+            if not handle.push_style and not handle.closed:
+                handle.send_last(result)
+            elif result is not None and not handle.closed:
+                handle.send(result)
+        if not handle.closed:
+            if self.kind in (_GEN, _ASYNCGEN) or not handle.push_style:
+                handle.complete()
+            else:
+                await handle.done  # push-style: the function closes the stream

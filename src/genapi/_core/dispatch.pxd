@@ -1,0 +1,42 @@
+# Declarations of the request entry, so other compiled modules can read an Entry at C level.
+from genapi._core.callee cimport Callee
+from genapi._core.connection cimport Connection
+from genapi._core.reply cimport Reply
+
+
+cdef class Entry:
+    cdef readonly object config
+    cdef readonly Callee callee
+    cdef readonly object validator
+    cdef readonly list predefined
+    cdef readonly bint request_info
+    cdef readonly object before
+    cdef readonly object after
+    cdef readonly object permission
+    cdef readonly object mode
+    cdef readonly int retries
+    cdef readonly str response_type
+    cdef readonly bint inline
+    cdef readonly bint plain_args
+
+
+cdef class Dispatcher:
+    cdef object registry
+    cdef object general
+    cdef str event
+    cdef bint require_verified
+    cdef Py_ssize_t max_payload
+    cdef int max_in_flight
+    cdef int max_queued
+    cdef dict cache
+    cdef object seen_generation
+    cdef public object limiter
+
+    cdef object _lookup(self, str service, str request_type, object version)
+    cpdef handle(self, Connection conn, join_ref, ref, str topic, payload, Py_ssize_t size)
+    cpdef start(self, Reply reply, object request, Entry entry)
+    cpdef object limit(self, object request, Entry entry)
+
+
+cpdef list arguments(Entry entry, object request, object stream=*)
+cpdef bint permitted_by_mode(Entry entry, object request)

@@ -1,0 +1,35 @@
+# Declarations of the thread handoff, so callees submit calls at C level.
+from genapi._core.reply cimport Reply
+
+
+cdef class Job:
+    cdef object fn
+    cdef tuple args
+    cdef Reply reply
+    cdef object request
+    cdef object owner
+    cdef object future
+    cdef double deadline
+    cdef object value
+    cdef bint ok
+    cdef bint skipped
+    cdef bint settled
+
+
+cdef class ThreadPool:
+    cdef readonly int size
+    cdef readonly Py_ssize_t limit
+    cdef readonly str name
+    cdef object q
+    cdef list done
+    cdef object lock
+    cdef bint scheduled
+    cdef object loop
+    cdef object _wake
+    cdef readonly set pending
+    cdef object sweeper
+    cdef list threads
+    cdef bint closed
+
+    cdef _ready(self)
+    cpdef submit(self, Reply reply, object request, object fn, tuple args, object timeout, object owner)

@@ -1,0 +1,206 @@
+# cython: language_level=3
+"""The batched thread handoff for plain (possibly blocking) functions.
+
+A plain `def` may block, so it never runs on the event loop. Calls go to a fixed set of threads
+through one queue; finished calls are collected and the loop is woken once for every batch of
+them (not once per call), and the answers of that batch leave corked, one write per connection.
+Calls that answer a client directly (`submit`) need no Future and no Task; `run` gives a Future
+for the general path (hooks, retries, generator streams).
+
+Bounded: at most `size` running and `queue_limit` waiting; beyond that `Unavailable`. A call
+past its deadline is answered with the callee's timeout error by a sweep; the thread finishes it
+anyway (threads cannot be interrupted) and its late result is dropped.
+"""
+import asyncio
+import threading
+from queue import SimpleQueue
+
+from genapi import log
+from genapi.errors import Unavailable
+
+from genapi._core.connection cimport Connection
+from genapi._core.reply cimport Reply
+
+from genapi.structs import Response
+
+cdef double INF = float("inf")
+cdef double SWEEP_S = 0.02
+
+
+cdef class Job:
+    """One call for the threads: either answered through `reply` or settled into `future`."""
+
+
+cdef inline Job _job(object fn, tuple args):
+    cdef Job job = Job.__new__(Job)
+    job.fn = fn
+    job.args = args
+    job.deadline = INF
+    return job
+
+
+cdef class ThreadPool:
+    """`size` threads and a queue of `queue_limit` calls, shared by every connection of a worker."""
+
+    def __init__(self, int size, int queue_limit, str name="genapi-call"):
+        self.size = size
+        self.limit = size + queue_limit
+        self.name = name
+        self.q = SimpleQueue()
+        self.done = []
+        self.lock = threading.Lock()
+        self.scheduled = False
+        self.pending = set()
+        self.threads = []
+        self.closed = False
+
+    cdef _ready(self):
+        """Binds to the running loop and starts the threads on first use (not at config check)."""
+        if self.loop is None:
+            if self.closed:
+                raise Unavailable()
+            self.loop = asyncio.get_running_loop()
+            self._wake = self.loop.call_soon_threadsafe
+            for i in range(self.size):
+                t = threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True)
+                t.start()
+                self.threads.append(t)
+        if len(self.pending) >= self.limit:
+            raise Unavailable()
+
+    cpdef submit(self, Reply reply, object request, object fn, tuple args, object timeout, object owner):
+        """Runs `fn(*args)` in a thread and answers `reply` with the result; the reply's slot is
+        released once answered. `owner` words failures: `owner.failure(request, exc)` and
+        `owner.timed_out(request)`. Raises Unavailable when the pool is full."""
+        self._ready()
+        cdef Job job = _job(fn, args)
+        job.reply = reply
+        job.request = request
+        job.owner = owner
+        if timeout is not None:
+            job.deadline = self.loop.time() + <double>timeout
+            if self.sweeper is None:
+                self.sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+        self.pending.add(job)
+        self.q.put(job)
+
+    def run(self, fn, *args):
+        """Runs `fn(*args)` in a thread; a Future of its result. Raises Unavailable when full."""
+        self._ready()
+        cdef Job job = _job(fn, args)
+        job.future = self.loop.create_future()
+        self.pending.add(job)
+        self.q.put(job)
+        return job.future
+
+    def _work(self):
+        cdef Job job
+        cdef bint wake
+        get = self.q.get
+        lock = self.lock
+        while True:
+            job = get()
+            if job is None:
+                return
+            if job.settled or (job.future is not None and job.future.done()) or \
+                    (job.reply is not None and not job.reply.live()):
+                job.skipped = True  # timed out, cancelled or its client left before it started
+            else:
+                try:
+                    job.value = job.fn(*job.args)
+                    job.ok = True
+                except StopIteration as exc:  # cannot travel through a Future
+                    job.value = RuntimeError(f"StopIteration: {exc}")
+                except BaseException as exc:
+                    job.value = exc
+            with lock:
+                self.done.append(job)
+                wake = not self.scheduled
+                self.scheduled = True
+            if wake:
+                try:
+                    self._wake(self._drain)
+                except RuntimeError:  # the loop is closed: the worker is exiting
+                    return
+
+    def _drain(self):
+        """On the loop: settles every call finished since the last wake-up, answers corked."""
+        cdef Job job
+        cdef list items
+        cdef list corked = []
+        cdef Connection conn
+        with self.lock:
+            items = self.done
+            self.done = []
+            self.scheduled = False
+        for job in items:
+            self.pending.discard(job)
+            if job.settled:
+                continue
+            job.settled = True
+            try:
+                if job.future is not None:
+                    if not job.future.done():
+                        if job.ok:
+                            job.future.set_result(job.value)
+                        elif job.skipped:
+                            job.future.cancel()
+                        else:
+                            job.future.set_exception(job.value)
+                    continue
+                conn = job.reply._conn
+                if conn is not None and conn.cork():
+                    corked.append(conn)
+                if not job.skipped and job.reply.live():
+                    job.reply.answer(Response(job.request.request_id, job.value) if job.ok
+                                     else job.owner.failure(job.request, job.value))
+            except Exception:
+                log.error("handoff_answer_crashed", exc_info=True)
+            finally:
+                if job.reply is not None:
+                    job.reply.release()
+            job.value = None
+        for conn in corked:
+            conn.uncork()
+
+    def _sweep(self):
+        """Answers calls that ran past their deadline with the callee's timeout error."""
+        cdef Job job
+        cdef list corked = []
+        cdef Connection conn
+        self.sweeper = None
+        if not self.pending:
+            return
+        now = self.loop.time()
+        for job in list(self.pending):
+            if job.settled or job.deadline > now:
+                continue
+            job.settled = True
+            try:
+                conn = job.reply._conn
+                if conn is not None and conn.cork():
+                    corked.append(conn)
+                if job.reply.live():
+                    job.reply.answer(job.owner.timed_out(job.request))
+            except Exception:
+                log.error("handoff_timeout_crashed", exc_info=True)
+            finally:
+                job.reply.release()
+        for conn in corked:
+            conn.uncork()
+        if self.pending and not self.closed:
+            self.sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+
+    @property
+    def in_use(self):
+        """Calls running or waiting for a thread (including timed-out ones still running)."""
+        return len(self.pending)
+
+    def shutdown(self):
+        """Lets the threads exit after their current call (they are daemons: exit never waits)."""
+        self.closed = True
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
+        for _ in self.threads:
+            self.q.put(None)

@@ -1,0 +1,25 @@
+# Declarations of the reply object, so the dispatcher, callees and the thread handoff answer at C level.
+from genapi._core.connection cimport Connection
+
+
+cdef class Reply:
+    cdef readonly object conn
+    cdef readonly object ser
+    cdef readonly object join_ref
+    cdef readonly object ref
+    cdef readonly str topic
+    cdef readonly str event
+    cdef public str request_type
+    cdef Connection _conn
+
+    cdef _send(self, bytes data)
+
+    cpdef answer(self, object response, str status=*, object reply=*)
+    cpdef push(self, object response)
+    cpdef reply(self, str status, object response)
+    cpdef finish(self, object response)
+    cpdef release(self)
+    cpdef bint live(self)
+
+
+cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, str request_type)

@@ -1,0 +1,75 @@
+# cython: language_level=3
+"""Where an answer goes: the connection, its serializer, the channel's join_ref, the request's
+ref, topic and event. The pipeline, callees and the thread handoff answer through it, so a
+request can be driven without a socket (any object with `send(bytes)` stands in for the
+connection) and a call's slot on its connection is released exactly once.
+"""
+from genapi._core.connection cimport Connection
+
+cdef str OK = "ok"
+
+
+cdef class Reply:
+    """The destination of one request's answers."""
+
+    def __init__(self, conn, ser, join_ref, ref, str topic, str event, str request_type=None):
+        self.conn = conn
+        self.ser = ser
+        self.join_ref = join_ref
+        self.ref = ref
+        self.topic = topic
+        self.event = event
+        self.request_type = request_type
+        self._conn = conn if isinstance(conn, Connection) else None
+
+    cdef _send(self, bytes data):
+        if self._conn is not None:
+            self._conn.send(data)
+        else:
+            self.conn.send(data)
+
+    cpdef answer(self, object response, str status="ok", object reply=None):
+        """The Response push, then the phx_reply (`reply` defaults to the request_type)."""
+        self._send(self.ser.answer(self.join_ref, self.ref, self.topic, self.event, response, status,
+                                   self.request_type if reply is None else reply))
+
+    cpdef push(self, object response):
+        """A later push for the same request (async results, stream chunks)."""
+        self._send(self.ser.push(self.join_ref, self.topic, self.event, response))
+
+    cpdef reply(self, str status, object response):
+        """The phx_reply alone (fire-and-forget)."""
+        self._send(self.ser.reply(self.join_ref, self.ref, self.topic, status, response))
+
+    cpdef finish(self, object response):
+        """Answers and gives the request's in-flight slot back to its connection."""
+        self.answer(response)
+        self.release()
+
+    cpdef release(self):
+        if self._conn is not None:
+            self._conn.release()
+
+    cpdef bint live(self):
+        """Whether the channel this request came on is still joined (answers to a left channel are dropped)."""
+        if self._conn is None:
+            return True
+        return self._conn.transport is not None and not self._conn.transport.is_disconnected and \
+            self._conn.channels.get(self.topic) is self.join_ref
+
+    def __repr__(self):
+        return f"<Reply {self.topic} ref={self.ref!r} {self.request_type}>"
+
+
+cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, str request_type):
+    """The fast constructor, for the dispatcher."""
+    cdef Reply r = Reply.__new__(Reply)
+    r.conn = conn
+    r._conn = conn
+    r.ser = conn.ser
+    r.join_ref = join_ref
+    r.ref = ref
+    r.topic = topic
+    r.event = conn.event
+    r.request_type = request_type
+    return r
