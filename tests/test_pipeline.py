@@ -83,6 +83,14 @@ timeout = 5000
 
 [[functions]]
 service = "t"
+request_type = "block_short"
+nodes = "local"
+mfa = "testapi:block"
+arg_types = {{ ms = "num" }}
+timeout = 300
+
+[[functions]]
+service = "t"
 request_type = "sleep"
 nodes = "local"
 mfa = "testapi:sleep"
@@ -559,6 +567,12 @@ def test_timeouts(gw, run):
         r = await c.call("t", "sleep", {"ms": 1000})
         assert (r.success, r.error, r.can_retry) == (False, "local execution timed out after 300ms", False)
         assert (await c.call("t", "sleep", {"ms": 10})).result == "slept"
+        # a plain function in a thread: answered at its deadline, the thread finishes it anyway
+        t0 = time.monotonic()
+        r = await c.call("t", "block_short", {"ms": 1500})
+        assert (r.success, r.error) == (False, "local execution timed out after 300ms")
+        assert 0.28 < time.monotonic() - t0 < 1.2  # not when the thread ends (1.5 s)
+        assert (await c.call("t", "block_short", {"ms": 1})).result == "blocked"
         r = await c.call("t", "sleep_async", {"ms": 1000})
         assert (r.error, r.async_) == ("local execution timed out after 300ms", False)
         assert (await c.call("t", "sleep_forever", {"ms": 400})).result == "slept"

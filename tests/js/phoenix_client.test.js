@@ -333,3 +333,24 @@ test("disconnect without a code closes cleanly (no invalid close code)", { timeo
   assert.deepEqual(transportErrors, []);
   assert.ok([1000, 1005].includes(code), `close code ${code}`);
 });
+
+test("burst: 10 clients x 200 pipelined calls to a plain function all succeed", { timeout: 20000 }, async (t) => {
+  // 200 at once is twice the default max_in_flight (100): the rest wait in the connection's
+  // queue and run as slots free; none is refused.
+  const clients = await Promise.all(Array.from({ length: 10 }, () => connectAndJoin(t)));
+  const results = await Promise.all(clients.map(async ({ channel }) => {
+    const log = recorder(channel);
+    const ids = Array.from({ length: 200 }, (_, i) => request(channel, log, "blocking_sleep", { ms: 1 },
+      { request_id: uid(`burst${i}`) }));
+    await log.until((l) => l.filter((e) => e.kind === "reply").length === 200, "200 replies", 15000);
+    return { log, ids };
+  }));
+  for (const { log, ids } of results) {
+    const pushes = log.filter((e) => e.kind === "push").map((e) => e.payload);
+    const failed = pushes.filter((p) => !p.success);
+    assert.equal(failed.length, 0, `refused: ${JSON.stringify(failed.slice(0, 3))}`);
+    assert.equal(pushes.length, 200);
+    assert.ok(log.filter((e) => e.kind === "reply").every((r) => r.status === "ok"));
+    assert.deepEqual(new Set(pushes.map((p) => p.request_id)), new Set(ids));
+  }
+});
