@@ -7,7 +7,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway_proc import GatewayProcess  # noqa: E402
+from gateway_proc import GatewayProcess
 
 
 @pytest.fixture(scope="session")

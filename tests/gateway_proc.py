@@ -30,7 +30,7 @@ class GatewayProcess:
             args += ["--config", self.config_path]
         args += extra_args or []
         if cpu is not None:
-            args = ["taskset", "-c", str(cpu)] + args
+            args = ["taskset", "-c", str(cpu), *args]
         pp = [str(HERE)] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(pp)}
         full_env.update(env or {})
@@ -69,7 +69,7 @@ class GatewayProcess:
                 pass
         return self.proc.returncode
 
-    def __enter__(self) -> "GatewayProcess":
+    def __enter__(self) -> GatewayProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 
 class _L(WSListener):
-    def __init__(self, raw: "Raw") -> None:
+    def __init__(self, raw: Raw) -> None:
         self.raw = raw
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -40,7 +40,7 @@ class Raw:
 
     @classmethod
     async def connect(cls, url: str, query: str = "vsn=2.0.0", headers: dict[str, str] | None = None,
-                      **kw: Any) -> "Raw":
+                      **kw: Any) -> Raw:
         self = cls()
         full = url + "/websocket" + (("?" + query) if query else "")
         self.transport, _ = await ws_connect(lambda: _L(self), full, extra_headers=headers, **kw)
@@ -65,7 +65,7 @@ class Raw:
         """True when no frame arrives within `wait` seconds."""
         try:
             extra = await asyncio.wait_for(self.frames.get(), wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         raise AssertionError(f"unexpected frame {extra!r}")
 
@@ -79,7 +79,7 @@ class Raw:
             self.transport.disconnect()
             try:
                 await asyncio.wait_for(asyncio.shield(self.closed), 2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 

@@ -4,9 +4,9 @@ import json
 
 import msgspec
 import pytest
+from genapi._core.validate import ArgumentError, Limits, Validator
 
 from gateway_proc import GatewayProcess
-from genapi._core.validate import ArgumentError, Limits, Validator
 from genapi.client import Client
 
 MISSING = object()
@@ -24,7 +24,8 @@ CASES = [
     ("string-utf8-over", {"type": "string", "max_bytes": 10}, "é" * 5 + "a",
      (ERR, 'invalid argument size for "v", max 10 bytes')),
     ("string-4byte-chars", {"type": "string", "max_bytes": 8}, "😀😀", (OK, "😀😀")),
-    ("string-4byte-over", {"type": "string", "max_bytes": 7}, "😀😀", (ERR, 'invalid argument size for "v", max 7 bytes')),
+    ("string-4byte-over", {"type": "string", "max_bytes": 7}, "😀😀",
+     (ERR, 'invalid argument size for "v", max 7 bytes')),
     ("string-wrong-type", "string", 5, (ERR, 'invalid argument type for "v", expected :string, got 5')),
     ("num-int", "num", 3, (OK, 3)),
     ("num-float", "num", 2.5, (OK, 2.5)),
@@ -163,7 +164,9 @@ service = "lim"
 request_type = "c"
 nodes = "local"
 mfa = "testapi:as_map"
-arg_types = { s = { type = "string", allow_nil = true }, l = { type = "list_string", allow_nil = true }, m = { type = "map", allow_nil = true } }
+arg_types.s = { type = "string", allow_nil = true }
+arg_types.l = { type = "list_string", allow_nil = true }
+arg_types.m = { type = "map", allow_nil = true }
 arg_orders = "map"
 timeout = 1000
 """

@@ -138,7 +138,8 @@ def test_hs256_token_in_params_and_subprotocol(hs_gateway, run):
 
 
 def test_bad_tokens_refuse_the_connect(hs_gateway, run):
-    for bad in (token(key="other-secret-0123456789abcdef0123456789"), token(exp=int(time.time()) - 10), "garbage", token(sub="")):
+    for bad in (token(key="other-secret-0123456789abcdef0123456789"), token(exp=int(time.time()) - 10),
+                "garbage", token(sub="")):
         assert "403" in run(refused(hs_gateway.url, token=bad))
     assert "403" in run(refused(hs_gateway.url, auth_token=token(key="nope-0123456789abcdef0123456789abcdef")))
 
@@ -239,7 +240,8 @@ def test_auth_callback(run):
 
 
 def test_any_authenticated_when_not_required(run):
-    g = GatewayProcess('[auth]\nrequire_verified_user_id = false\njwt_secret = "k-0123456789abcdef0123456789abcdef"\n' + FUNCTIONS)
+    g = GatewayProcess('[auth]\nrequire_verified_user_id = false\n'
+                       'jwt_secret = "k-0123456789abcdef0123456789abcdef"\n' + FUNCTIONS)
     try:
         async def go():
             anon = await Client.connect(g.url)

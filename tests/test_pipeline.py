@@ -546,7 +546,7 @@ def test_requests_over_the_in_flight_cap_queue_in_order(gw, run):
             c.send(["1", f"q{i}", "api:t", EV, request(f"q{i}", "echo", {"text": f"q{i}"}, service="t",
                                                      version="1.0.0")])
         c.send(["1", "over", "api:t", EV, request("over", "echo", {"text": "x"}, service="t", version="1.0.0")])
-        push, reply = await c.recv_n(2)
+        push, _reply = await c.recv_n(2)
         assert push[4]["request_id"] == "over" and push[4]["can_retry"] is True and push[4]["success"] is False
         assert push[4]["error"] == ("Too many requests on this connection: 4 in flight and 2 waiting "
                                     "(max_in_flight, max_queued)")

@@ -1,12 +1,11 @@
 """Tests of genapi._core.validate: argument validation and conversion (ArgumentHandler port)."""
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from genapi._core.validate import ArgumentError, Limits, Validator
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from genapi._core.validate import ArgumentError, Limits, Validator
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 UUID2 = "AF0C1B2E-0000-4ABC-8DEF-0123456789AB"
@@ -223,7 +222,7 @@ def test_default_value_used_as_is():
 
 def test_default_value_datetime_is_converted():
     v = Validator({"a": {"type": "datetime", "default_value": "2024-01-01T00:00:00Z"}})
-    assert v.convert({}) == [datetime(2024, 1, 1, tzinfo=timezone.utc)]
+    assert v.convert({}) == [datetime(2024, 1, 1, tzinfo=UTC)]
 
 
 def test_present_value_ignores_default():
@@ -348,8 +347,8 @@ def test_uuid_wrong_type(value, got):
 # --------------------------------------------------------------------------- datetime
 
 @pytest.mark.parametrize("value,expected", [
-    ("2024-01-02T03:04:05Z", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
-    ("2024-01-02T03:04:05+00:00", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+    ("2024-01-02T03:04:05Z", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+    ("2024-01-02T03:04:05+00:00", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
     ("2024-01-02T03:04:05.123456+07:00",
      datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=timezone(timedelta(hours=7)))),
     ("2024-01-02 03:04:05-05:30", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone(-timedelta(hours=5, minutes=30)))),
@@ -773,7 +772,7 @@ def test_defaults_of_every_type(type_name, default):
 json_scalars = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
     | st.uuids().map(str)
-    | st.datetimes(timezones=st.none() | st.just(timezone.utc)).map(lambda d: d.isoformat())
+    | st.datetimes(timezones=st.none() | st.just(UTC)).map(lambda d: d.isoformat())
 )
 json_values = st.recursive(
     json_scalars,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlencode
 
 import msgspec
@@ -41,7 +42,7 @@ class Push(msgspec.Struct):
 
 
 class _Listener(WSListener):
-    def __init__(self, client: "Client") -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -77,7 +78,7 @@ class Client:
     @classmethod
     async def connect(cls, url: str, *, params: dict[str, str] | None = None, token: str | None = None,
                       auth_token: str | None = None, vsn: str | None = "2.0.0",
-                      event: str = "phoenix_gen_api", timeout: float = 10) -> "Client":
+                      event: str = "phoenix_gen_api", timeout: float = 10) -> Client:
         """Connects to `url` (the socket mount such as ws://host:4000/socket, or the full
         .../socket/websocket URL). `token` goes in the query string; `auth_token` in the
         `Sec-WebSocket-Protocol` header as phoenix.js's `authToken` does."""
@@ -158,7 +159,7 @@ class Client:
     async def _reply(self, fut: asyncio.Future, timeout: float) -> Any:
         try:
             return await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"no reply within {timeout}s") from None
 
     async def join(self, topic: str, params: dict[str, Any] | None = None, timeout: float = 10) -> Any:
@@ -257,10 +258,10 @@ class Client:
             self.transport.disconnect()
             try:
                 await asyncio.wait_for(asyncio.shield(self.closed), 2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -37,7 +37,7 @@ async def run_before(hook: Target, request: Request, config: FunConfig,
                      pool: ThreadPool) -> tuple[Request, FunConfig]:
     try:
         out = await _invoke(hook, (request, config), config.hook_timeout, pool)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("hook_timeout", hook=hook.target, request_id=request.request_id)
         raise HookRejected(hook_timeout(config.hook_timeout)) from None
     except Exception as exc:
@@ -58,7 +58,7 @@ async def run_after(hook: Target, request: Request, config: FunConfig, response:
                     pool: ThreadPool) -> None:
     try:
         await _invoke(hook, (request, config, response), config.hook_timeout, pool)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("hook_timeout", hook=hook.target, request_id=request.request_id)
     except Exception as exc:
         log.warning("hook_failed", hook=hook.target, request_id=request.request_id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from ._core import wire
 from ._core.decode import decode_binary, decode_v1, decode_v2

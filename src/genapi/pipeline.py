@@ -15,12 +15,12 @@ import asyncio
 from typing import Any
 
 from . import errors, hooks, log, permissions
-from ._core import wire
 from ._core.callee import Callee, LocalCallee
 from ._core.dispatch import Dispatcher, Entry, arguments, permitted_by_mode
 from ._core.handoff import ThreadPool
 from ._core.reply import Reply
 from ._core.validate import Limits
+from ._core.wire import on_unencodable
 from .calls import StreamHandle, backoff
 from .config import Settings
 from .errors import ArgumentError, CallError, HookRejected
@@ -45,7 +45,7 @@ class Pipeline:
         self.dispatcher = Dispatcher(self.registry, settings, self.run)
         self.handle = self.dispatcher.handle
         self.start = self.dispatcher.start
-        wire.on_unencodable(self._unencodable)
+        on_unencodable(self._unencodable)
 
     def _unencodable(self, payload: Any, exc: BaseException) -> Any:
         """A result that is not JSON-serializable becomes an Internal Server Error Response."""

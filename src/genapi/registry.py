@@ -5,8 +5,10 @@ Several versions of one (service, request_type) live side by side; a lookup with
 """
 from __future__ import annotations
 
+import builtins
 import re
-from typing import Any, Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
 
 from .structs import RESERVED_VERSION, FunConfig
 
@@ -101,13 +103,13 @@ class Registry(Generic[T]):
         del versions[version]
         self._refresh((service, request_type))
 
-    def list(self) -> list[FunConfig]:
+    def list(self) -> builtins.list[FunConfig]:
         """Every config, all versions, ordered by service, request_type, version."""
         return [cfg for cfg, _ in self]
 
-    def functions(self) -> dict[str, dict[str, list[str | None]]]:
+    def functions(self) -> dict[str, dict[str, builtins.list[str | None]]]:
         """{service: {request_type: [versions]}}, like ConfigDb.get_all_functions."""
-        out: dict[str, dict[str, list[Any]]] = {}
+        out: dict[str, dict[str, builtins.list[Any]]] = {}
         for cfg in self.list():
             out.setdefault(cfg.service, {}).setdefault(cfg.request_type, []).append(cfg.version)
         return out

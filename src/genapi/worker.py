@@ -10,8 +10,7 @@ import socket
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from picows import (WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener,
-                    ws_create_server)
+from picows import WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
 from . import log
 from ._core.connection import Connection

@@ -28,8 +28,14 @@ cdef class ThreadPool:
     cdef object _wake
     cdef readonly set pending
     cdef object sweeper
+    cdef object staller
     cdef list threads
+    cdef list sleepers
+    cdef int awake
+    cdef double progress
     cdef bint closed
 
     cdef _ready(self)
+    cdef _push(self, Job job)
+    cdef _wake_one(self)
     cpdef submit(self, Reply reply, object request, object fn, tuple args, object timeout, object owner)

@@ -13,7 +13,9 @@ anyway (threads cannot be interrupted) and its late result is dropped.
 """
 import asyncio
 import threading
-from queue import SimpleQueue
+from collections import deque
+
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from genapi import log
 from genapi.errors import Unavailable
@@ -24,7 +26,8 @@ from genapi._core.reply cimport Reply
 from genapi.structs import Response
 
 cdef double INF = float("inf")
-cdef double SWEEP_S = 0.02
+cdef double SWEEP_S = 0.02   # how often deadlines of calls in threads are checked
+cdef double STALL_S = 0.005  # waiting calls and none started this long: wake another thread
 
 
 cdef class Job:
@@ -39,34 +42,78 @@ cdef inline Job _job(object fn, tuple args):
     return job
 
 
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
 cdef class ThreadPool:
-    """`size` threads and a queue of `queue_limit` calls, shared by every connection of a worker."""
+    """Up to `size` threads and `queue_limit` waiting calls, shared by every connection of a worker.
+
+    Threads are woken one at a time: one awake thread runs calls back to back while the loop
+    keeps the GIL free for it, so fast functions cost no thread ping-pong. Another thread is
+    woken only when calls wait and no call has started for `STALL_S` (a blocking function holds
+    the awake ones), so one slow function never stalls the calls queued behind it.
+    """
 
     def __init__(self, int size, int queue_limit, str name="genapi-call"):
         self.size = size
         self.limit = size + queue_limit
         self.name = name
-        self.q = SimpleQueue()
+        self.q = deque()
         self.done = []
         self.lock = threading.Lock()
         self.scheduled = False
         self.pending = set()
         self.threads = []
+        self.sleepers = []
+        self.awake = 0
+        self.progress = 0.0
         self.closed = False
 
     cdef _ready(self):
-        """Binds to the running loop and starts the threads on first use (not at config check)."""
+        """Binds to the running loop on first use (threads start only when calls come)."""
         if self.loop is None:
             if self.closed:
                 raise Unavailable()
             self.loop = asyncio.get_running_loop()
             self._wake = self.loop.call_soon_threadsafe
-            for i in range(self.size):
-                t = threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True)
-                t.start()
-                self.threads.append(t)
         if len(self.pending) >= self.limit:
             raise Unavailable()
+
+    cdef _push(self, Job job):
+        self.pending.add(job)
+        if not self.q:
+            self.progress = _now()
+        self.q.append(job)
+        if self.awake == 0:
+            self._wake_one()
+        elif _now() - self.progress > STALL_S:
+            self._wake_one()
+        elif self.staller is None:
+            self.staller = self.loop.call_later(STALL_S, self._unstall)
+
+    cdef _wake_one(self):
+        if self.sleepers:
+            self.awake += 1
+            (<object>self.sleepers.pop()).release()
+        elif len(self.threads) < self.size and not self.closed:
+            self.awake += 1
+            lock = threading.Lock()
+            lock.acquire()
+            t = threading.Thread(target=self._work, args=(lock,), name=f"{self.name}-{len(self.threads)}",
+                                 daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _unstall(self):
+        """Calls are waiting: if none started for STALL_S, the awake threads are blocked; wake one more."""
+        self.staller = None
+        if self.q and not self.closed:
+            if _now() - self.progress > STALL_S:
+                self._wake_one()
+            self.staller = self.loop.call_later(STALL_S, self._unstall)
 
     cpdef submit(self, Reply reply, object request, object fn, tuple args, object timeout, object owner):
         """Runs `fn(*args)` in a thread and answers `reply` with the result; the reply's slot is
@@ -81,27 +128,30 @@ cdef class ThreadPool:
             job.deadline = self.loop.time() + <double>timeout
             if self.sweeper is None:
                 self.sweeper = self.loop.call_later(SWEEP_S, self._sweep)
-        self.pending.add(job)
-        self.q.put(job)
+        self._push(job)
 
     def run(self, fn, *args):
         """Runs `fn(*args)` in a thread; a Future of its result. Raises Unavailable when full."""
         self._ready()
         cdef Job job = _job(fn, args)
         job.future = self.loop.create_future()
-        self.pending.add(job)
-        self.q.put(job)
+        self._push(job)
         return job.future
 
-    def _work(self):
+    def _work(self, lock):
         cdef Job job
         cdef bint wake
-        get = self.q.get
-        lock = self.lock
+        q = self.q
+        done_lock = self.lock
         while True:
-            job = get()
-            if job is None:
-                return
+            while not q:
+                self.awake -= 1
+                self.sleepers.append(lock)
+                lock.acquire()  # until _wake_one releases it (awake was counted there)
+                if self.closed:
+                    return
+            job = q.popleft()
+            self.progress = _now()
             if job.settled or (job.future is not None and job.future.done()) or \
                     (job.reply is not None and not job.reply.live()):
                 job.skipped = True  # timed out, cancelled or its client left before it started
@@ -113,7 +163,7 @@ cdef class ThreadPool:
                     job.value = RuntimeError(f"StopIteration: {exc}")
                 except BaseException as exc:
                     job.value = exc
-            with lock:
+            with done_lock:
                 self.done.append(job)
                 wake = not self.scheduled
                 self.scheduled = True
@@ -199,8 +249,9 @@ cdef class ThreadPool:
     def shutdown(self):
         """Lets the threads exit after their current call (they are daemons: exit never waits)."""
         self.closed = True
-        if self.sweeper is not None:
-            self.sweeper.cancel()
-            self.sweeper = None
-        for _ in self.threads:
-            self.q.put(None)
+        for timer in (self.sweeper, self.staller):
+            if timer is not None:
+                timer.cancel()
+        self.sweeper = self.staller = None
+        while self.sleepers:
+            self.sleepers.pop().release()

@@ -1,0 +1,37 @@
+from collections.abc import Coroutine
+from typing import Any, Callable
+
+from genapi._core.callee import Callee
+from genapi._core.connection import Connection
+from genapi._core.reply import Reply
+from genapi._core.validate import Limits, Validator
+from genapi.loader import Target
+from genapi.registry import Registry
+from genapi.structs import FunConfig, Request, Response
+
+class Entry:
+    config: FunConfig
+    callee: Callee
+    validator: Validator
+    predefined: list[Any]
+    request_info: bool
+    before: Target | None
+    after: Target | None
+    permission: Target | None
+    mode: Any
+    retries: int
+    response_type: str
+    inline: bool
+    plain_args: bool
+    def __init__(self, config: FunConfig, callee: Callee, limits: Limits) -> None: ...
+
+def arguments(entry: Entry, request: Request, stream: Any = None) -> list[Any]: ...
+def permitted_by_mode(entry: Entry, request: Request) -> bool: ...
+
+class Dispatcher:
+    limiter: Callable[[Request, Entry], Response | None] | None
+    def __init__(self, registry: Registry[Entry], settings: Any,
+                 general: Callable[[Reply, Request, Entry], Coroutine[Any, Any, None]]) -> None: ...
+    def handle(self, conn: Connection, join_ref: Any, ref: Any, topic: str, payload: Any, size: int) -> None: ...
+    def start(self, reply: Reply, request: Request, entry: Entry) -> None: ...
+    def limit(self, request: Request, entry: Entry) -> Response | None: ...
