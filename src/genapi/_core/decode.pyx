@@ -31,17 +31,20 @@ cdef str _json_kind(object v):
     return t.__name__
 
 
-cpdef tuple decode_v2(object data):
-    """`[join_ref, ref, topic, event, payload, ...]` → a 5-tuple (extra elements are ignored)."""
-    cdef object msg
+cdef inline object _json(object data):
     try:
-        msg = _json_decode(data)
+        return _json_decode(data)
     except _DecodeErr as exc:
         raise FrameError(f"malformed JSON: {exc}") from None
     except UnicodeDecodeError:
         raise FrameError("text frame is not valid UTF-8") from None
     except RecursionError:
         raise FrameError("JSON is nested too deeply") from None
+
+
+cpdef tuple decode_v2(object data):
+    """`[join_ref, ref, topic, event, payload, ...]` → a 5-tuple (extra elements are ignored)."""
+    cdef object msg = _json(data)
     if type(msg) is not list:
         raise FrameError(f"a V2 frame must be a JSON array [join_ref, ref, topic, event, payload], got {_json_kind(msg)}")
     cdef list lst = <list>msg
@@ -60,15 +63,7 @@ cpdef tuple decode_v2(object data):
 
 cpdef tuple decode_v1(object data):
     """`{"topic", "event", "payload", "ref", "join_ref"?}` → a 5-tuple like `decode_v2`."""
-    cdef object msg
-    try:
-        msg = _json_decode(data)
-    except _DecodeErr as exc:
-        raise FrameError(f"malformed JSON: {exc}") from None
-    except UnicodeDecodeError:
-        raise FrameError("text frame is not valid UTF-8") from None
-    except RecursionError:
-        raise FrameError("JSON is nested too deeply") from None
+    cdef object msg = _json(data)
     if type(msg) is not dict:
         raise FrameError(f"a V1 frame must be a JSON object with topic, event, payload and ref, got {_json_kind(msg)}")
     cdef dict d = <dict>msg
