@@ -24,6 +24,16 @@ from genapi.structs import Response
 from genapi._core.handoff cimport ThreadPool
 from genapi._core.reply cimport Reply
 
+from cpython.ref cimport Py_DECREF, PyObject
+
+cdef extern from "Python.h":
+    # Steps a coroutine; a return comes back as PYGEN_RETURN (0) without a StopIteration.
+    int PyIter_Send(object iter, object arg, PyObject** presult) except? -1
+
+cdef enum:
+    PYGEN_RETURN = 0
+    PYGEN_NEXT = 1
+
 cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
 cdef object _END = object()
 
@@ -88,16 +98,21 @@ cdef class LocalCallee(Callee):
         return Response.fail(request.request_id, local_timeout(self.timeout_ms))
 
     cpdef start(self, Reply reply, object request, list args):
+        cdef PyObject* out = NULL
+        cdef int sent
         if self.kind == _ASYNC:
             try:
                 coro = self.fn(*args)
-                pending = coro.send(None)
-            except StopIteration as stop:
-                reply.finish(Response(request.request_id, stop.value))
+                sent = PyIter_Send(coro, None, &out)  # a return needs no StopIteration
             except Exception as exc:
                 reply.finish(self.failure(request, exc))
+                return
+            value = <object>out
+            Py_DECREF(value)  # PyIter_Send gave a new reference; `value` holds its own
+            if sent == PYGEN_RETURN:
+                reply.finish(Response(request.request_id, value))
             else:  # it suspended: finish it in a Task
-                reply.conn.spawn(reply.topic, self._finish(reply, request, resume(coro, pending)))
+                reply.conn.spawn(reply.topic, self._finish(reply, request, resume(coro, value)))
         elif self.kind == _SYNC:
             try:
                 self.pool.submit(reply, request, self.fn, tuple(args), self.timeout, self)

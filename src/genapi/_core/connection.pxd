@@ -6,6 +6,7 @@ cdef class Connection(WSListener):
 
     cdef readonly object gateway
     cdef readonly object ser
+    cdef readonly bint v2                # the V2 (array) serializer, else V1
     cdef public object identity
     cdef readonly str event
     cdef readonly dict channels          # topic → join_ref

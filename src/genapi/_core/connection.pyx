@@ -28,6 +28,7 @@ cdef class Connection(WSListener):
     def __init__(self, gateway, ser, identity):
         self.gateway = gateway
         self.ser = ser
+        self.v2 = ser.vsn == "2.0.0"
         self.identity = identity
         self.event = gateway.settings.gateway.event
         self.channels = {}

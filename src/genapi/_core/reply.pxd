@@ -11,6 +11,7 @@ cdef class Reply:
     cdef readonly str event
     cdef public str request_type
     cdef Connection _conn
+    cdef bint v2
 
     cdef _send(self, bytes data)
 

@@ -5,6 +5,7 @@ request can be driven without a socket (any object with `send(bytes)` stands in 
 connection) and a call's slot on its connection is released exactly once.
 """
 from genapi._core.connection cimport Connection
+from genapi._core.wire cimport answer_v1, answer_v2, push_v1, push_v2, reply_v1, reply_v2
 
 cdef str OK = "ok"
 
@@ -21,6 +22,7 @@ cdef class Reply:
         self.event = event
         self.request_type = request_type
         self._conn = conn if isinstance(conn, Connection) else None
+        self.v2 = ser.vsn == "2.0.0"
 
     cdef _send(self, bytes data):
         if self._conn is not None:
@@ -30,16 +32,26 @@ cdef class Reply:
 
     cpdef answer(self, object response, str status="ok", object reply=None):
         """The Response push, then the phx_reply (`reply` defaults to the request_type)."""
-        self._send(self.ser.answer(self.join_ref, self.ref, self.topic, self.event, response, status,
-                                   self.request_type if reply is None else reply))
+        if reply is None:
+            reply = self.request_type
+        if self.v2:
+            self._send(answer_v2(self.join_ref, self.ref, self.topic, self.event, response, status, reply))
+        else:
+            self._send(answer_v1(self.join_ref, self.ref, self.topic, self.event, response, status, reply))
 
     cpdef push(self, object response):
         """A later push for the same request (async results, stream chunks)."""
-        self._send(self.ser.push(self.join_ref, self.topic, self.event, response))
+        if self.v2:
+            self._send(push_v2(self.join_ref, self.topic, self.event, response))
+        else:
+            self._send(push_v1(self.join_ref, self.topic, self.event, response))
 
     cpdef reply(self, str status, object response):
         """The phx_reply alone (fire-and-forget)."""
-        self._send(self.ser.reply(self.join_ref, self.ref, self.topic, status, response))
+        if self.v2:
+            self._send(reply_v2(self.join_ref, self.ref, self.topic, status, response))
+        else:
+            self._send(reply_v1(self.join_ref, self.ref, self.topic, status, response))
 
     cpdef finish(self, object response):
         """Answers and gives the request's in-flight slot back to its connection."""
@@ -67,6 +79,7 @@ cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, str
     r.conn = conn
     r._conn = conn
     r.ser = conn.ser
+    r.v2 = conn.v2
     r.join_ref = join_ref
     r.ref = ref
     r.topic = topic
