@@ -4,9 +4,9 @@ import json
 
 import msgspec
 import pytest
-from genapi._core.validate import ArgumentError, Limits, Validator
 
 from gateway_proc import GatewayProcess
+from genapi._core.validate import ArgumentError, Limits, Validator
 from genapi.client import Client
 
 MISSING = object()

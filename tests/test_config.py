@@ -1,17 +1,21 @@
 """The config file and the CLI: bad files are refused naming table, key and problem."""
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from genapi import __version__
 from genapi.config import ConfigError, parse
+from genapi.signatures import callable_problems
 
 FN = """
 [[functions]]
 service = "s"
 request_type = "r"
 nodes = "local"
-mfa = "testapi:echo"
+mfa = "testapi:nothing"
 timeout = 1000
 """
 
@@ -40,26 +44,26 @@ def test_defaults_and_embedded_config():
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("[gateway]\nport = \"x\"", "[gateway] key port: Expected `int`, got `str`"),
+    ("[gateway]\nport = \"x\"", '[gateway] key port: must be between 0 and 65535 (0 = any free port), got "x"'),
     ("[gateway]\nbogus = 1", "[gateway] key bogus: unknown key"),
     ("[gateway]\nport = -1", "[gateway] key port: must be between 0 and 65535 (0 = any free port), got -1"),
     ("[gateway]\nmax_in_flight = 0", "[gateway] key max_in_flight: must be positive, got 0"),
     ("[gateway]\nworkers = \"many\"", '[gateway] key workers: must be a positive integer or "auto"'),
-    ("[auth]\njwt_algorithm = \"none\"", "[auth] key jwt_algorithm: unsupported algorithm none"),
+    ("[auth]\njwt_algorithm = \"none\"", "[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got \"none\""),
     ("[auth]\njwt_secret = \"a\"\njwt_public_key = \"/x\"", "[auth]: set jwt_secret (HS256) or jwt_public_key"),
     ("[auth]\njwt_public_key = \"/no/such.pem\"", "[auth] key jwt_public_key: no such file /no/such.pem"),
     ("[extra]\na = 1", "unknown table(s) extra"),
     ("this is = not toml [", "not valid TOML"),
     (FN.replace("timeout = 1000", "timeout = 50"),
      "[[functions]] #1 (s.r) key timeout: must be between 100 and 300000 ms or \"infinity\", got 50"),
-    (FN.replace("timeout = 1000", "timeout = \"forever\""), "key timeout: must be an integer in ms or \"infinity\""),
+    (FN.replace("timeout = 1000", "timeout = \"forever\""), 'key timeout: must be between 100 and 300000 ms or "infinity", got "forever"'),
     (FN.replace("timeout = 1000", ""), "[[functions]] #1 (s.r): missing required key timeout"),
-    (FN.replace('mfa = "testapi:echo"', 'mfa = "noColon"'), "key mfa: must be \"module:function\""),
+    (FN.replace('mfa = "testapi:nothing"', 'mfa = "noColon"'), "key mfa: must be \"module:function\""),
     (FN + 'response_type = "sometimes"', 'key response_type: must be one of sync, async, stream, none'),
     (FN + 'check_permission = "admins"', "key check_permission: must be false"),
     (FN + 'check_permission = { role = [] }', "key check_permission: must be false"),
     (FN + 'version = "0.0.0"', 'key version: "0.0.0" is reserved'),
-    (FN + 'retry = { sometimes = 2 }', "key retry: a table must be {same_node = N} or {all_nodes = N}"),
+    (FN + 'retry = { sometimes = 2 }', "key retry: must be a non-negative number, {same_node = N} or {all_nodes = N}, got {sometimes = 2}"),
     (FN + 'choose_node_mode = "fastest"', "key choose_node_mode: must be one of random, hash, round_robin"),
     (FN + 'nodes2 = 1', "[[functions]] #1 (s.r) key nodes2: unknown key"),
     (FN + 'hook_timeout = 0', "key hook_timeout: must be a positive number of ms"),
@@ -72,10 +76,10 @@ def test_bad_config_is_refused_naming_table_and_key(text, needle):
 
 
 @pytest.mark.parametrize("text,needle", [
-    (FN.replace("testapi:echo", "testapi:missing_fn"), 'has no function "missing_fn"'),
-    (FN.replace("testapi:echo", "no_such_module:f"), 'cannot import module "no_such_module"'),
-    (FN + 'arg_types = { a = "strin" }', "s.r: arg_types:"),
-    (FN + 'arg_types = { a = "string", b = "num" }', "s.r: arg_types:"),
+    (FN.replace("testapi:nothing", "testapi:missing_fn"), 'has no function "missing_fn"'),
+    (FN.replace("testapi:nothing", "no_such_module:f"), 'cannot import module "no_such_module"'),
+    (FN + 'arg_types = { a = "strin" }', '(s.r) key arg_types: argument "a": unknown type "strin"'),
+    (FN + 'arg_types = { a = "string", b = "num" }', '(s.r) key arg_orders: arg_orders is missing argument(s): ["a", "b"]'),
     (FN.replace('nodes = "local"', 'nodes = ["n1@host"]'), 'only "local" functions'),
 ])
 def test_serve_refuses_functions_it_cannot_bind(tmp_path, text, needle):
@@ -113,3 +117,164 @@ def test_port_taken_by_another_program_is_a_clear_error():
         assert proc.returncode == 2 and "cannot listen on 127.0.0.1:" in proc.stderr
     finally:
         other.close()
+
+
+def function(rt, mfa, extra=""):
+    """One [[functions]] table of service "svc"."""
+    return (f'[[functions]]\nservice = "svc"\nrequest_type = "{rt}"\nnodes = "local"\n'
+            f"mfa = {mfa}\ntimeout = 1000\n{extra}\n")
+
+
+def refused(tmp_path, text):
+    """check's stderr for a bad file, after making sure serve refuses it with the same text."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    check = genapi("check", "--config", str(path))
+    serve = genapi("serve", "--config", str(path), "--port", "0")
+    assert (check.returncode, serve.returncode) == (2, 2), (check.stderr, serve.stderr)
+    assert serve.stderr == check.stderr and check.stdout == serve.stdout == ""
+    assert check.stderr.startswith("genapi: error:") and "Traceback" not in check.stderr
+    return check.stderr
+
+
+def test_bad_log_level_is_refused_by_check_and_serve_alike(tmp_path):
+    err = refused(tmp_path, '[gateway]\nlog_level = "verbose"\n')
+    assert err == 'genapi: error: [gateway] key log_level: must be one of debug, info, warning, error, got "verbose"\n'
+
+
+def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path):
+    """Keys and values first, then the callables of the functions whose keys are right."""
+    text = ('[gateway]\nlog_level = "verbose"\n[auth]\njwt_algorithm = "none"\n'
+            + function("a", '"testapi:nothing"', "timeout2 = 5") + function("b", '"testapi:nothing"', "retry = -1")
+            + function("b", '"testapi:nothing"') + function("c", '"testapi:echo"'))
+    expected = ['[gateway] key log_level: must be one of debug, info, warning, error, got "verbose"',
+                '[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got "none"',
+                "[[functions]] #1 (svc.a) key timeout2: unknown key",
+                "[[functions]] #2 (svc.b) key retry: must be a non-negative number, {same_node = N} or "
+                "{all_nodes = N}, got -1",
+                "[[functions]] #3 (svc.b): duplicate function svc.b version None"]
+    with pytest.raises(ConfigError) as e:
+        parse(text, "bad.toml")
+    assert e.value.problems == expected and str(e.value) == "\n".join(expected)
+    expected.append("[[functions]] #4 (svc.c) key mfa: testapi:echo takes 1 to 2 positional arguments but the "
+                    "config passes 0 (no arg_types)")
+    err = refused(tmp_path, text)
+    assert err.splitlines() == [f"genapi: error: {tmp_path / 'bad.toml'}: 6 problems"] + [f"  {p}" for p in expected]
+
+
+def test_missing_required_keys_are_named_together():
+    with pytest.raises(ConfigError) as e:
+        parse('[[functions]]\nservice = "s"\n')
+    assert e.value.problems == ["[[functions]] #1: missing required keys request_type, nodes, timeout, mfa"]
+
+
+SIGNATURE_PROBLEMS = [
+    (function("few", '"testapi:echo"', 'arg_types = { a = "string", b = "num", c = "num" }\narg_orders = ["a", "b", "c"]'),
+     '[[functions]] #1 (svc.few) key mfa: testapi:echo takes 1 to 2 positional arguments but the config passes 3 '
+     '(arg_orders ["a", "b", "c"])'),
+    (function("nopredef", '"testapi:predefined"', 'arg_types = { text = "string" }'),
+     '[[functions]] #2 (svc.nopredef) key mfa: testapi:predefined takes 3 positional arguments but the config '
+     'passes 1 (arg_types ["text"])'),
+    (function("info", '"testapi:plain_echo"', 'arg_types = { text = "string" }\nrequest_info = true'),
+     '[[functions]] #3 (svc.info) key mfa: testapi:plain_echo takes 1 positional argument but the config passes 2 '
+     '(arg_types ["text"], request_info (one dict))'),
+    (function("noargs", '"testapi:echo"'),
+     "[[functions]] #4 (svc.noargs) key mfa: testapi:echo takes 1 to 2 positional arguments but the config passes 0 "
+     "(no arg_types)"),
+    (function("hooks", '"testapi:nothing"', 'before_execute = "testapi:allow_if_magic"\n'
+              'after_execute = "testapi:after_record"\npermission_callback = ["testapi:allow_async", ["x", "y"]]'),
+     "[[functions]] #5 (svc.hooks) key permission_callback: testapi:allow_async takes 2 positional arguments but "
+     'the gateway passes 3 (request, extra args ["x", "y"])\n'
+     "[[functions]] #5 (svc.hooks) key before_execute: testapi:allow_if_magic takes 1 positional argument but the "
+     "gateway passes 2 (request, fun_config)\n"
+     "[[functions]] #5 (svc.hooks) key after_execute: testapi:after_record takes 4 positional arguments but the "
+     "gateway passes 3 (request, fun_config, response)"),
+    (function("kw", '"testapi:keyword_only"', 'arg_types = { a = "string" }'),
+     "[[functions]] #6 (svc.kw) key mfa: testapi:keyword_only requires keyword-only argument(s) b; the gateway "
+     "passes positional arguments only"),
+    (function("remote", '"testapi:nothing"').replace('nodes = "local"', 'nodes = ["n1@host"]'),
+     '[[functions]] #7 (svc.remote) key nodes: only "local" functions are served by this version of genapi, '
+     'got ["n1@host"]'),
+    (function("gone", '"testapi:no_such_function"', "disabled = true"),
+     '[[functions]] #8 (svc.gone) key mfa: module "testapi" has no function "no_such_function" '
+     '("testapi:no_such_function")'),
+]
+
+
+def test_functions_that_cannot_take_their_arguments_are_refused_all_at_once(tmp_path):
+    text = "".join(t for t, _ in SIGNATURE_PROBLEMS)
+    expected = "\n".join(p for _, p in SIGNATURE_PROBLEMS).splitlines()
+    assert callable_problems(parse(text)) == expected
+    err = refused(tmp_path, text)
+    assert err.splitlines()[1:] == [f"  {p}" for p in expected]
+
+
+def test_functions_that_fit_are_accepted_and_listed(tmp_path):
+    text = (function("predef", '["testapi:predefined", [1, 2]]', 'arg_types = { text = "string" }', )
+            + function("map", '"testapi:as_map"', 'arg_types = { a = "string", b = "num" }\narg_orders = "map"')
+            + function("info", '"testapi:info"', 'arg_types = { a = "string" }\nrequest_info = true\n'
+                       'response_type = "stream"\nversion = "2.0.0"')
+            + function("push", '"testapi:push_style"', 'arg_types = { n = "num" }\nrequest_info = true')
+            + function("ordered", '"testapi:echo"', 'arg_types = { n = "num", text = "string" }\n'
+                       'arg_orders = ["text", "n"]')
+            + function("hooks", '"testapi:nothing"', 'before_execute = ["testapi:before_extra", ["tag"]]\n'
+                       'after_execute = ["testapi:after_record", ["/dev/null"]]\n'
+                       'permission_callback = ["testapi:allow_async", ["x"]]')
+            + function("builtin", '"builtins:max"', 'arg_types = { a = "num", b = "num" }\narg_orders = ["a", "b"]')
+            + function("off", '"testapi:echo"', "disabled = true")
+            + '[auth]\ncallback = "testapi:auth_callback"\n')
+    assert callable_problems(parse(text)) == []
+    path = tmp_path / "ok.toml"
+    path.write_text(text)
+    proc = genapi("check", "--config", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "svc.predef - sync testapi:predefined [1, 2]",
+        "svc.map - sync testapi:as_map",
+        "svc.info 2.0.0 stream testapi:info",
+        "svc.push - sync testapi:push_style",
+        "svc.ordered - sync testapi:echo",
+        "svc.hooks - sync testapi:nothing",
+        "svc.builtin - sync builtins:max",
+        "svc.off - sync testapi:echo (disabled)",
+        f"{path}: ok, 8 function(s)",
+    ]
+
+
+def test_auth_callback_signature_is_checked():
+    settings = parse('[auth]\ncallback = "testapi:allow_if_magic"\n')
+    assert callable_problems(settings) == [
+        "[auth] key callback: testapi:allow_if_magic takes 1 positional argument but the gateway passes 2 "
+        "(params, headers)"]
+
+
+def test_import_problems_say_why(tmp_path):
+    """The `genapi` script does not put the current directory on the import path: a module next
+    to the config is not found, and the message says how to fix it."""
+    (tmp_path / "myapi.py").write_text("def hello():\n    return 'hi'\n")
+    (tmp_path / "broken.py").write_text("raise RuntimeError('no database')\n")
+    (tmp_path / "gw.toml").write_text(function("hello", '"myapi:hello"') + function("broken", '"broken:f"'))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def check(**extra_env):
+        return subprocess.run([str(Path(sys.executable).with_name("genapi")), "check", "--config", "gw.toml"],
+                              capture_output=True, text=True, timeout=30, cwd=tmp_path, env={**env, **extra_env})
+
+    proc = check()
+    assert proc.returncode == 2 and proc.stderr.splitlines()[1] == (
+        '  [[functions]] #1 (svc.hello) key mfa: cannot import module "myapi" of "myapi:hello": No module named '
+        "'myapi'; myapi.py is in the current directory, which is not on the import path: run with PYTHONPATH=.")
+    proc = check(PYTHONPATH=".")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr == ('genapi: error: [[functions]] #2 (svc.broken) key mfa: importing "broken" raised '
+                           "RuntimeError: no database\n")
+    (tmp_path / "broken.py").write_text("def f():\n    pass\n")
+    proc = check(PYTHONPATH=".")
+    assert proc.returncode == 0 and "ok, 2 function(s)" in proc.stdout, proc.stderr
+
+
+def test_version_is_the_package_version():
+    from importlib.metadata import version
+    proc = genapi("--version")
+    assert proc.returncode == 0 and proc.stdout == f"genapi {__version__}\n"
+    assert version("genapi") == __version__

@@ -61,6 +61,11 @@ async def nothing():
     return "nothing"
 
 
+def keyword_only(a, *, b):
+    """Cannot be configured: the gateway passes positional arguments only."""
+    return [a, b]
+
+
 async def watch_cancel(path, ms):
     """Sleeps; writes `cancelled` to path when cancelled (the test observes it)."""
     try:

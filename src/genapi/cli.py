@@ -4,13 +4,17 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import time
 
 import msgspec
 
 from . import __version__, log
-from .config import ConfigError, Settings, load
+from .config import ConfigError, LogLevel, Port, Settings, Workers, load
+from .schema import field_problem, literal_values, render
+from .signatures import callable_problems
+from .structs import FunConfig, split_target
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,33 +33,44 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port to listen on; 0 picks a free port (overrides [gateway] port)")
     s.add_argument("--workers", metavar="N|auto",
                    help='worker processes sharing the port; "auto" = one per CPU (overrides [gateway] workers)')
-    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+    s.add_argument("--log-level", choices=literal_values(LogLevel),
                    help="log verbosity (overrides [gateway] log_level; default warning)")
     c = sub.add_parser("check", help="validate a config file and exit",
-                       description="Load a config file, import every function it names, and report problems.")
+                       description="Load a config file, import every function, hook and callback it names, "
+                                   "check that each can take the arguments its config passes, and report "
+                                   "every problem at once (exit status 2). Prints the functions on success.")
     c.add_argument("--config", metavar="FILE", help="TOML config file; default: the embedded demo config")
     return p
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load(args.config)
+    """The config with the command line's overrides; every problem of the file in one
+    ConfigError: its keys and values, and the callables of the functions that are valid."""
+    try:
+        settings = load(args.config)
+    except ConfigError as exc:
+        if exc.partial is None:
+            raise
+        raise ConfigError(exc.problems + callable_problems(exc.partial, exc.numbers)) from None
     gw = settings.gateway
     changes = {}
     if getattr(args, "host", None):
         changes["host"] = args.host
     if getattr(args, "port", None) is not None:
-        if not 0 <= args.port <= 65535:
-            raise ConfigError(f"--port: must be between 0 and 65535, got {args.port}")
         changes["port"] = args.port
     if getattr(args, "workers", None):
-        w = args.workers
-        if w != "auto" and (not w.isdigit() or int(w) < 1):
-            raise ConfigError(f'--workers: must be a positive integer or "auto", got "{w}"')
-        changes["workers"] = w if w == "auto" else int(w)
+        changes["workers"] = int(args.workers) if args.workers.isdigit() else args.workers
+    problems = [problem for key, typ in (("port", Port), ("workers", Workers))
+                if key in changes and (problem := field_problem(f"--{key}", typ, changes[key]))]
+    if problems:  # the file's own rules, so the command line cannot set what the file may not
+        raise ConfigError(problems)
     if getattr(args, "log_level", None):
         changes["log_level"] = args.log_level
     if changes:
         settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, **changes))
+    problems = callable_problems(settings)
+    if problems:
+        raise ConfigError(problems)
     return settings
 
 
@@ -72,7 +87,8 @@ def _check_functions(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     import uvloop
 
-    from .worker import listening_socket, serve as serve_worker
+    from .worker import listening_socket
+    from .worker import serve as serve_worker
 
     gw = settings.gateway
     log.setup(gw.log_level)
@@ -92,7 +108,7 @@ def serve(settings: Settings) -> int:
     return _supervise(settings, sock, workers, banner)
 
 
-def _supervise(settings: Settings, sock, workers: int, banner: str) -> int:
+def _supervise(settings: Settings, sock: socket.socket, workers: int, banner: str) -> int:
     """Forks `workers` processes sharing the listening socket; restarts any that dies; on
     SIGINT/SIGTERM stops them all and exits 0."""
     import uvloop
@@ -115,7 +131,7 @@ def _supervise(settings: Settings, sock, workers: int, banner: str) -> int:
 
     stopping = False
 
-    def on_signal(_sig, _frame) -> None:
+    def on_signal(_sig: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
@@ -149,6 +165,24 @@ def _supervise(settings: Settings, sock, workers: int, banner: str) -> int:
     return 0
 
 
+def _describe(cfg: FunConfig) -> str:
+    """One loaded function as `genapi check` lists it: service.request_type version type mfa."""
+    target, predefined = split_target(cfg.mfa)
+    mfa = f"{target} {render(predefined)}" if predefined else target
+    return (f"{cfg.service}.{cfg.request_type} {cfg.version or '-'} {cfg.response_type} {mfa}"
+            f"{' (disabled)' if cfg.disabled else ''}")
+
+
+def _report(exc: ConfigError, source: str) -> None:
+    """One problem on one line; several under a line that counts them, so none is missed."""
+    if len(exc.problems) == 1:
+        print(f"genapi: error: {exc.problems[0]}", file=sys.stderr)
+        return
+    print(f"genapi: error: {source}: {len(exc.problems)} problems", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -159,11 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         if args.command == "check":
             _check_functions(settings)
+            for cfg in settings.functions:
+                print(_describe(cfg))
             print(f"{settings.source}: ok, {len(settings.functions)} function(s)")
             return 0
         return serve(settings)
     except ConfigError as exc:
-        print(f"genapi: error: {exc}", file=sys.stderr)
+        _report(exc, getattr(args, "config", None) or "<embedded default>")
         return 2
     except KeyboardInterrupt:
         return 0

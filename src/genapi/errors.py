@@ -12,6 +12,21 @@ class GenapiError(Exception):
     """Base of every error genapi raises on purpose."""
 
 
+# --------------------------------------------------------------------------- config
+class ConfigError(GenapiError, ValueError):
+    """A config file that cannot be served. `problems` lists every problem found, each naming
+    the table, the key and what is wrong; str(exc) is them one per line. From parse(), `partial`
+    is what of the file was valid (its functions numbered by `numbers`, their place in the
+    file), so the callables of the valid functions can be checked in the same run."""
+
+    def __init__(self, problems: str | list[str], partial: Any = None,
+                 numbers: list[int] | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.partial = partial
+        self.numbers = numbers
+        super().__init__("\n".join(self.problems))
+
+
 # --------------------------------------------------------------------------- inbound
 class FrameError(GenapiError, ValueError):
     """A frame that is not a Phoenix message. `ref`/`topic` are set when they could be read."""

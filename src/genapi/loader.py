@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .structs import split_target
 
@@ -36,15 +37,17 @@ def kind_of(fn: Callable[..., Any]) -> int:
         return ASYNCGEN
     if inspect.isgeneratorfunction(target):
         return GEN
-    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None)):
+    if inspect.iscoroutinefunction(target):
         return ASYNC
+    if not inspect.isroutine(target) and inspect.iscoroutinefunction(type(target).__call__):
+        return ASYNC  # an instance whose __call__ is async def
     return SYNC
 
 
 class Target:
     """A loaded `"module:function"` or `["module:function", [extra args]]` (hooks, callbacks)."""
 
-    __slots__ = ("fn", "extra", "is_async", "target")
+    __slots__ = ("extra", "fn", "is_async", "target")
 
     def __init__(self, value: str | list[Any]) -> None:
         self.target, self.extra = split_target(value)

@@ -5,12 +5,12 @@ encoded by one schema, as PhoenixGenApi's FunConfig/Request/Response are.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-RESPONSE_TYPES = ("sync", "async", "stream", "none")
-NODE_MODES = ("random", "hash", "round_robin")
+from .schema import literal_values, render, table_problems
+
 TIMEOUT_MIN_MS = 100
 TIMEOUT_MAX_MS = 300_000
 RESERVED_VERSION = "0.0.0"
@@ -42,50 +42,85 @@ class Response(msgspec.Struct, rename={"async_": "async"}):
     can_retry: bool = False
 
     @classmethod
-    def sync(cls, request_id: str, result: Any) -> "Response":
+    def sync(cls, request_id: str, result: Any) -> Response:
         return cls(request_id, result)
 
     @classmethod
-    def ack(cls, request_id: str) -> "Response":
+    def ack(cls, request_id: str) -> Response:
         return cls(request_id, None, True, None, True)
 
     @classmethod
-    def chunk(cls, request_id: str, result: Any, has_more: bool = True) -> "Response":
+    def chunk(cls, request_id: str, result: Any, has_more: bool = True) -> Response:
         return cls(request_id, result, True, None, True, has_more)
 
     @classmethod
-    def stream_end(cls, request_id: str) -> "Response":
+    def stream_end(cls, request_id: str) -> Response:
         return cls(request_id, None, True, None, True, False)
 
     @classmethod
-    def fail(cls, request_id: str, error: str, can_retry: bool = False) -> "Response":
+    def fail(cls, request_id: str, error: str, can_retry: bool = False) -> Response:
         return cls(request_id, None, False, error, False, False, can_retry)
+
+
+# The rules of a function config, in its types; schema.py words what fails. No Meta(pattern=...):
+# msgspec 0.22.0 segfaults converting a non-matching str against `Annotated[str, Meta(pattern=...)] | list`,
+# so "module:function" is checked by _target_rule below.
+ResponseType = Literal["sync", "async", "stream", "none"]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+Nodes = Annotated[Literal["local"] | Annotated[list[NonEmpty], msgspec.Meta(min_length=1)],
+                  msgspec.Meta(description='must be "local" or a non-empty list of node addresses')]
+Timeout = Annotated[Annotated[int, msgspec.Meta(ge=TIMEOUT_MIN_MS, le=TIMEOUT_MAX_MS)] | Literal["infinity"],
+                    msgspec.Meta(description=f'must be between {TIMEOUT_MIN_MS} and {TIMEOUT_MAX_MS} ms '
+                                             'or "infinity"')]
+_ONE = msgspec.Meta(min_length=1, max_length=1)  # a one-key table such as {hash = ARG}
+_TARGET = 'must be "module:function" or ["module:function", [extra args]]'
+Target = Annotated[str | Annotated[list[Any], msgspec.Meta(min_length=2, max_length=2)],
+                   msgspec.Meta(description=_TARGET)]
+NodeMode = Annotated[Literal["random", "hash", "round_robin"]
+                     | Annotated[dict[Literal["hash", "sticky"], NonEmpty], _ONE],
+                     msgspec.Meta(description="must be one of random, hash, round_robin, "
+                                              "{hash = ARG} or {sticky = ARG}")]
+ArgOrders = Annotated[list[str] | Literal["map"],
+                      msgspec.Meta(description='must be a list of argument names or "map"')]
+_PERMISSION = 'must be false, "any_authenticated", {arg = NAME} or {role = [ROLES]}'
+_Roles = Annotated[list[str], msgspec.Meta(min_length=1)]
+Permission = Annotated[bool | Literal["any_authenticated"]
+                       | Annotated[dict[Literal["arg", "role"], NonEmpty | _Roles], _ONE],
+                       msgspec.Meta(description=_PERMISSION)]
+_NonNegative = msgspec.Meta(ge=0)
+Retry = Annotated[Annotated[int, _NonNegative] | Annotated[float, _NonNegative]
+                  | Annotated[dict[Literal["same_node", "all_nodes"], Annotated[int, _NonNegative]], _ONE] | None,
+                  msgspec.Meta(description="must be a non-negative number, {same_node = N} or {all_nodes = N}")]
+HookTimeout = Annotated[int, msgspec.Meta(gt=0, description="must be a positive number of ms")]
+
+RESPONSE_TYPES = literal_values(ResponseType)
+NODE_MODES = literal_values(NodeMode)
 
 
 class FunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How the gateway calls one function: PhoenixGenApi's FunConfig, field for field.
 
     `nodes = "local"` with `mfa = "module:function"` (or `["module:function", [predefined args]]`)
-    runs the function inside the gateway worker.
+    runs the function inside the gateway worker. The rules of each field are in its type.
     """
 
-    service: str
-    request_type: str
-    nodes: str | list[str]
-    timeout: int | str
-    mfa: str | list[Any]
-    choose_node_mode: str | dict[str, str] = "random"
+    service: NonEmpty
+    request_type: NonEmpty
+    nodes: Nodes
+    timeout: Timeout
+    mfa: Target
+    choose_node_mode: NodeMode = "random"
     arg_types: dict[str, Any] | None = None
-    arg_orders: list[str] | str = []
-    response_type: str = "sync"
-    check_permission: bool | str | dict[str, Any] = False
-    permission_callback: str | list[Any] | None = None
-    version: str | None = None
+    arg_orders: ArgOrders = []
+    response_type: ResponseType = "sync"
+    check_permission: Permission = False
+    permission_callback: Target | None = None
+    version: NonEmpty | None = None
     disabled: bool = False
-    retry: int | float | dict[str, int] | None = None
-    before_execute: str | list[Any] | None = None
-    after_execute: str | list[Any] | None = None
-    hook_timeout: int = 5000
+    retry: Retry = None
+    before_execute: Target | None = None
+    after_execute: Target | None = None
+    hook_timeout: HookTimeout = 5000
     request_info: bool = False
 
     @property
@@ -97,79 +132,48 @@ class FunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return None if self.timeout == "infinity" else int(self.timeout)
 
     def errors(self) -> list[str]:
-        """Every problem with this config, each naming the field (empty when valid)."""
-        errs: list[str] = []
-        if not self.request_type:
-            errs.append("request_type: must be a non-empty string")
-        if not self.service:
-            errs.append("service: must be a non-empty string")
-        if isinstance(self.nodes, str):
-            if self.nodes != "local":
-                errs.append(f'nodes: must be "local" or a list of node addresses, got "{self.nodes}"')
-        elif not self.nodes or not all(isinstance(n, str) and n for n in self.nodes):
-            errs.append("nodes: must be a non-empty list of node addresses")
-        if isinstance(self.timeout, str):
-            if self.timeout != "infinity":
-                errs.append(f'timeout: must be an integer in ms or "infinity", got "{self.timeout}"')
-        elif isinstance(self.timeout, bool) or not TIMEOUT_MIN_MS <= self.timeout <= TIMEOUT_MAX_MS:
-            errs.append(f"timeout: must be between {TIMEOUT_MIN_MS} and {TIMEOUT_MAX_MS} ms "
-                        f'or "infinity", got {self.timeout}')
-        errs.extend(_callable_errors("mfa", self.mfa, required=True))
-        errs.extend(_callable_errors("permission_callback", self.permission_callback))
-        errs.extend(_callable_errors("before_execute", self.before_execute))
-        errs.extend(_callable_errors("after_execute", self.after_execute))
-        mode = self.choose_node_mode
-        if isinstance(mode, str):
-            if mode not in NODE_MODES:
-                errs.append(f"choose_node_mode: must be one of {', '.join(NODE_MODES)}, "
-                            f'{{hash = ARG}} or {{sticky = ARG}}, got "{mode}"')
-        elif len(mode) != 1 or next(iter(mode)) not in ("hash", "sticky"):
-            errs.append("choose_node_mode: a table must be {hash = ARG} or {sticky = ARG}")
-        if self.response_type not in RESPONSE_TYPES:
-            errs.append(f"response_type: must be one of {', '.join(RESPONSE_TYPES)}, "
-                        f'got "{self.response_type}"')
-        errs.extend(_permission_errors(self.check_permission))
-        if isinstance(self.arg_orders, str) and self.arg_orders != "map":
-            errs.append(f'arg_orders: must be a list of argument names or "map", got "{self.arg_orders}"')
-        if self.version is not None and (not self.version or self.version == RESERVED_VERSION):
-            errs.append(f'version: "{self.version}" is reserved; use a real version such as "1.0.0"')
-        r = self.retry
-        if r is not None:
-            if isinstance(r, bool) or (isinstance(r, (int, float)) and r < 0):
-                errs.append(f"retry: must be a non-negative number, {{same_node = N}} or {{all_nodes = N}}, got {r}")
-            elif isinstance(r, dict) and (len(r) != 1 or next(iter(r)) not in ("same_node", "all_nodes")
-                                          or not isinstance(next(iter(r.values())), int)
-                                          or next(iter(r.values())) < 0):
-                errs.append("retry: a table must be {same_node = N} or {all_nodes = N} with N >= 0")
-        if isinstance(self.hook_timeout, bool) or self.hook_timeout <= 0:
-            errs.append(f"hook_timeout: must be a positive number of ms, got {self.hook_timeout}")
-        return errs
+        """Every problem with this config, each `"field: ..."` (empty when valid). Checks the
+        values against the field types, so a config built in code (or pushed) is held to the
+        same rules as one read from a file; then the few rules a type cannot say."""
+        problems = dict(table_problems(FunConfig, msgspec.structs.asdict(self), FUN_CONFIG_RULES)[0])
+        return [problems[name] for name in _REPORT_ORDER if name in problems]
 
 
-def _callable_errors(field: str, value: Any, required: bool = False) -> list[str]:
+def _target_rule(value: Any) -> str | None:
+    """A target is `"module:function"`, alone or first in `[target, [extra args]]`."""
     if value is None:
-        return [f'{field}: is required ("module:function")'] if required else []
-    target = value
-    if isinstance(value, list):
-        if len(value) != 2 or not isinstance(value[1], list):
-            return [f'{field}: the list form is ["module:function", [extra args]]']
-        target = value[0]
-    if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")):
-        return [f'{field}: must be "module:function", got {target!r}']
-    return []
+        return None
+    target, extra = (value[0], value[1]) if isinstance(value, list) else (value, [])
+    if (isinstance(target, str) and target.count(":") == 1 and all(target.split(":"))
+            and isinstance(extra, list)):
+        return None
+    return f"{_TARGET}, got {render(value)}"
 
 
-def _permission_errors(mode: Any) -> list[str]:
+def _permission_rule(mode: Any) -> str | None:
+    """true is no mode; {arg = NAME} names one argument, {role = [..]} lists roles."""
     if mode is False or mode == "any_authenticated":
-        return []
-    if isinstance(mode, dict) and len(mode) == 1:
+        return None
+    if isinstance(mode, dict):
         (kind, val), = mode.items()
-        if kind == "arg" and isinstance(val, str) and val:
-            return []
-        if kind == "role" and isinstance(val, list) and val and all(isinstance(x, str) for x in val):
-            return []
-    return ['check_permission: must be false, "any_authenticated", {arg = NAME} or '
-            f"{{role = [ROLES]}}, got {mode!r}"]
+        if (kind == "arg") == isinstance(val, str):
+            return None
+    return f"{_PERMISSION}, got {render(mode)}"
+
+
+def _version_rule(version: str | None) -> str | None:
+    if version == RESERVED_VERSION:
+        return f'"{version}" is reserved; use a real version such as "1.0.0"'
+    return None
+
+
+FUN_CONFIG_RULES = (("mfa", _target_rule), ("permission_callback", _target_rule),
+                    ("before_execute", _target_rule), ("after_execute", _target_rule),
+                    ("check_permission", _permission_rule), ("version", _version_rule))
+# the order errors() has always reported in
+_REPORT_ORDER = ("request_type", "service", "nodes", "timeout", "mfa", "permission_callback", "before_execute",
+                 "after_execute", "choose_node_mode", "response_type", "check_permission", "arg_orders",
+                 "version", "retry", "hook_timeout", "arg_types", "disabled", "request_info")
 
 
 def split_target(value: str | list[Any]) -> tuple[str, list[Any]]:

@@ -1,4 +1,5 @@
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from genapi._core.handoff import ThreadPool
 from genapi._core.reply import Reply

@@ -1,5 +1,5 @@
-from collections.abc import Coroutine
-from typing import Any, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from genapi._core.callee import Callee
 from genapi._core.connection import Connection

@@ -1,5 +1,6 @@
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from genapi._core.reply import Reply
 from genapi.structs import Request

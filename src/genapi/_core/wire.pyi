@@ -1,4 +1,5 @@
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 def on_unencodable(handler: Callable[[Any, BaseException], Any]) -> None: ...
 def ws_text(payload: bytes) -> bytes: ...
