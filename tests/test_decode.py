@@ -4,10 +4,10 @@ import json
 
 import msgspec
 import pytest
-from genapi._core.decode import DecodeError, FrameError, decode_binary, decode_request, decode_v1, decode_v2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from genapi._core.decode import DecodeError, FrameError, decode_binary, decode_request, decode_v1, decode_v2
 from genapi.structs import Request
 
 json_values = st.recursive(

@@ -6,8 +6,8 @@ import asyncio
 import json
 
 import pytest
-from genapi._core.reply import Reply
 
+from genapi._core.reply import Reply
 from genapi.config import parse
 from genapi.phoenix import V1, V2
 from genapi.pipeline import Pipeline

@@ -3,9 +3,10 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from genapi._core.validate import ArgumentError, Limits, Validator
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from genapi._core.validate import ArgumentError, Limits, Validator
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 UUID2 = "AF0C1B2E-0000-4ABC-8DEF-0123456789AB"
