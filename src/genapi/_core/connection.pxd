@@ -2,6 +2,12 @@
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSTransport
 
 
+cdef class Handler:
+    """What the connection hands request events to (the dispatcher), called at C level."""
+    cpdef handle(self, Connection conn, object join_ref, object ref, str topic, object payload,
+                 Py_ssize_t size)
+
+
 cdef class Connection(WSListener):
 
     cdef readonly object gateway
@@ -19,8 +25,7 @@ cdef class Connection(WSListener):
     cdef list out
     cdef bint batching
     cdef object _write
-    cdef object _decode
-    cdef object _handle
+    cdef Handler _handler
     cdef object _topic_allowed
     cdef int _max_channels
     cdef int _max_in_flight

@@ -14,12 +14,22 @@ from picows.picows cimport WSCloseCode, WSFrame, WSMsgType, WSTransport
 from genapi import log
 from genapi.errors import UNMATCHED_TOPIC, FrameError, unsupported_event
 
+from genapi._core.decode cimport decode_v1, decode_v2
+
 cdef str JOIN = "phx_join"
 cdef str LEAVE = "phx_leave"
 cdef str HEARTBEAT = "heartbeat"
 cdef str CLOSE = "phx_close"
 cdef str PHOENIX = "phoenix"
 cdef object _MISSING = object()
+
+
+cdef class Handler:
+    """Base of the dispatcher: the connection calls `handle` for every request event."""
+
+    cpdef handle(self, Connection conn, object join_ref, object ref, str topic, object payload,
+                 Py_ssize_t size):
+        raise NotImplementedError
 
 
 cdef class Connection(WSListener):
@@ -41,8 +51,7 @@ cdef class Connection(WSListener):
         self.out = []
         self.batching = False
         self._write = None
-        self._decode = ser.decode
-        self._handle = gateway.pipeline.handle
+        self._handler = gateway.pipeline.dispatcher
         self._start = gateway.pipeline.start
         self._topic_allowed = gateway.topic_allowed
         gw = gateway.settings.gateway
@@ -72,7 +81,8 @@ cdef class Connection(WSListener):
         try:
             if mt == WSMsgType.TEXT:
                 try:
-                    msg = self._decode(frame.get_payload_as_memoryview())
+                    data = frame.get_payload_as_memoryview()
+                    msg = decode_v2(data) if self.v2 else decode_v1(data)
                 except FrameError as exc:
                     self._frame_error(exc)
                 else:
@@ -167,7 +177,7 @@ cdef class Connection(WSListener):
             if current is _MISSING:
                 self.send(ser.reply(None, ref, topic, "error", {"reason": UNMATCHED_TOPIC}))
             elif join_ref is None or join_ref == current:
-                self._handle(self, current, ref, topic, payload, size)
+                self._handler.handle(self, current, ref, topic, payload, size)
             return
         if event == HEARTBEAT and topic == PHOENIX:
             self.send(ser.reply(None, ref, PHOENIX, "ok", {}))

@@ -1,13 +1,14 @@
 # Declarations of the request entry, so other compiled modules can read an Entry at C level.
 from genapi._core.callee cimport Callee
-from genapi._core.connection cimport Connection
+from genapi._core.connection cimport Connection, Handler
+from genapi._core.validate cimport Validator
 from genapi._core.reply cimport Reply
 
 
 cdef class Entry:
     cdef readonly object config
     cdef readonly Callee callee
-    cdef readonly object validator
+    cdef readonly Validator validator
     cdef readonly list predefined
     cdef readonly bint request_info
     cdef readonly object before
@@ -20,7 +21,7 @@ cdef class Entry:
     cdef readonly bint plain_args
 
 
-cdef class Dispatcher:
+cdef class Dispatcher(Handler):
     cdef object registry
     cdef object general
     cdef str event

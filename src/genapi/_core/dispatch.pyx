@@ -19,10 +19,10 @@ from genapi.registry import Disabled, NotFound
 from genapi.structs import RESERVED_VERSION, Response, split_target
 
 from genapi._core.callee cimport Callee
-from genapi._core.connection cimport Connection
+from genapi._core.connection cimport Connection, Handler
+from genapi._core.decode cimport decode_request
+from genapi._core.validate cimport Validator
 from genapi._core.reply cimport Reply, reply_to
-
-from genapi._core.decode import decode_request
 
 cdef str OK = "ok"
 cdef str ERROR = "error"
@@ -34,8 +34,6 @@ cdef class Entry:
     """A FunConfig compiled for calling: its callee, validator, predefined args and hooks."""
 
     def __init__(self, config, Callee callee, limits):
-        from genapi._core.validate import Validator
-
         self.config = config
         self.callee = callee
         self.predefined = split_target(config.mfa)[1]
@@ -99,7 +97,7 @@ cpdef bint permitted_by_mode(Entry entry, object request):
     return False
 
 
-cdef class Dispatcher:
+cdef class Dispatcher(Handler):
     """The request entry of one worker. `general(reply, request, entry)` is the coroutine of the
     general path, run in a Task; the dispatcher knows nothing else of it."""
 

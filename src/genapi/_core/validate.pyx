@@ -507,9 +507,6 @@ cdef class Limits:
     * ``list_max_items`` -- default ``max_items`` of the list types;
     * ``map_max_items`` -- default ``max_items`` of map, and the cap on each list_map item.
     """
-    cdef readonly Py_ssize_t string_max_bytes
-    cdef readonly Py_ssize_t list_max_items
-    cdef readonly Py_ssize_t map_max_items
 
     def __init__(self, string_max_bytes=3000, list_max_items=1000, map_max_items=1000):
         self.string_max_bytes = _positive_int(string_max_bytes, "string_max_bytes")
@@ -676,12 +673,6 @@ cdef class Validator:
     ``convert(args: dict | None) -> list`` validates a request's args and returns the
     positional arguments; it raises :class:`ArgumentError` on the first problem.
     """
-    cdef tuple _specs                 # _Spec objects, declaration order
-    cdef tuple _names
-    cdef frozenset _declared
-    cdef str _qrequest_type
-    cdef Py_ssize_t _n
-    cdef int _mode
 
     def __init__(self, arg_types, arg_orders=None, request_type="", limits=None):
         cdef Limits lim
