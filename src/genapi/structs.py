@@ -16,9 +16,10 @@ TIMEOUT_MAX_MS = 300_000
 RESERVED_VERSION = "0.0.0"
 
 
-class Request(msgspec.Struct, array_like=False):
+class Request(msgspec.Struct, gc=False):
     """A decoded client call. `user_id`, `device_id` and `user_roles` come from the connection's
-    identity (never the payload) wherever the identity has them."""
+    identity (never the payload) wherever the identity has them. One per call and never part of
+    a cycle, so it is kept out of the garbage collector (gc=False), as is Response."""
 
     request_id: str
     service: str
@@ -30,7 +31,7 @@ class Request(msgspec.Struct, array_like=False):
     user_roles: list[str] | None = None
 
 
-class Response(msgspec.Struct, rename={"async_": "async"}):
+class Response(msgspec.Struct, rename={"async_": "async"}, gc=False):
     """What the client receives; all seven keys are always on the wire."""
 
     request_id: str

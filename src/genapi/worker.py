@@ -4,6 +4,7 @@ compiled `Connection` (`_core/connection.pyx`)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -113,6 +114,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
     """Runs one worker until SIGINT/SIGTERM."""
     gateway = Gateway(settings)
     await gateway.start(sock)
+    gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,6 +2,10 @@
 from genapi._core.reply cimport Reply
 
 
+cimport cython
+
+
+@cython.no_gc
 cdef class Job:
     cdef object fn
     cdef tuple args

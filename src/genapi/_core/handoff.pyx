@@ -11,6 +11,8 @@ Bounded: at most `size` running and `queue_limit` waiting; beyond that `Unavaila
 past its deadline is answered with the callee's timeout error by a sweep; the thread finishes it
 anyway (threads cannot be interrupted) and its late result is dropped.
 """
+cimport cython
+
 import asyncio
 import threading
 from collections import deque
@@ -30,6 +32,7 @@ cdef double SWEEP_S = 0.02   # how often deadlines of calls in threads are check
 cdef double STALL_S = 0.005  # waiting calls and none started this long: wake another thread
 
 
+@cython.no_gc  # one per call: not worth the collector's time, and it forms no cycles
 cdef class Job:
     """One call for the threads: either answered through `reply` or settled into `future`."""
 

@@ -2,6 +2,10 @@
 from genapi._core.connection cimport Connection
 
 
+cimport cython
+
+
+@cython.no_gc  # one per request; it forms no cycles that outlive the request
 cdef class Reply:
     cdef readonly object conn
     cdef readonly object ser
