@@ -20,6 +20,7 @@ CONFIG = f"""
 detail_error = true
 max_in_flight = 4
 max_queued = 2
+max_queued_bytes = 2000
 thread_pool_size = 2
 thread_queue_limit = 2
 
@@ -542,6 +543,10 @@ def test_requests_over_the_in_flight_cap_queue_in_order(gw, run):
         # 4 slots (max_in_flight) taken by slow calls, 2 more wait (max_queued), the 7th is refused
         for i in range(4):
             c.send(["1", f"s{i}", "api:t", EV, request(f"s{i}", "sleep_forever", {"ms": 300}, service="t")])
+        # a request bigger than the queue's byte budget (max_queued_bytes) is refused at once
+        c.send(["1", "big", "api:t", EV, request("big", "echo", {"text": "x" * 2500}, service="t", version="1.0.0")])
+        push, _reply = await c.recv_n(2)
+        assert push[4]["request_id"] == "big" and push[4]["can_retry"] is True
         for i in range(2):
             c.send(["1", f"q{i}", "api:t", EV, request(f"q{i}", "echo", {"text": f"q{i}"}, service="t",
                                                      version="1.0.0")])
