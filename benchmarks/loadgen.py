@@ -19,9 +19,11 @@ Modes:
   frame is checked byte for byte.
 * ``phoenix`` -- each connection joins ``--topic`` with ``["1","1",TOPIC,"phx_join",{}]``, then
   sends ``["1","<ref>",TOPIC,"phoenix_gen_api",{"request_id":"<ref>",...}]`` requests. A call
-  completes at its ``phx_reply`` frame, which must have ``"status":"ok"``, carry the expected
-  ref, and come after a push with ``"success":true`` (the Response). Replies are told from
-  pushes by finding ``"phx_reply"`` in the frame's head; no JSON is parsed.
+  completes at the ``phx_reply`` frame carrying its ref, in any order (replies of one
+  connection may come out of order, e.g. from a thread pool); the reply must have
+  ``"status":"ok"`` and come after a push with ``"success":true`` whose ``request_id`` is the
+  ref (the Response). Replies are told from pushes by finding ``"phx_reply"`` in the frame's
+  head; no JSON is parsed beyond the ref and the request_id.
 
 Why it is fast enough to measure a server on one core with a client on the other:
 
@@ -37,6 +39,7 @@ import argparse
 import asyncio
 import gc
 import json
+import re
 import sys
 import time
 from collections import deque
@@ -46,6 +49,7 @@ perf_counter_ns = time.perf_counter_ns
 MASK_KEY = b"\x5a\xc3\x1e\x97"
 RING = 4096          # refs 2 .. RING+1 cycle per connection (far more than ever in flight)
 HEAD_LIM = 96        # the event sits in a frame's first bytes: ["1","<ref>","TOPIC","phx_reply" (set per topic)
+REF_RE = re.compile(rb'\[\s*(?:"[^"]*"|null)\s*,\s*"([^"]*)"')  # a frame's ref, any JSON spacing
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 # ----------------------------------------------------------------------------- run state
@@ -262,28 +266,54 @@ class EchoConn(Base):
 
 
 class PhoenixConn(Base):
-    """Sends requests from the pre-built ring, matches phx_replies in order."""
+    """Sends requests from the pre-built ring; matches each phx_reply to its request by ref and
+    each push to its request by request_id, in whatever order they come (a server may answer
+    requests of one connection out of order, e.g. from a thread pool)."""
 
-    def __init__(self, transport, rest, frames: list[bytes], refpats: list[bytes],
-                 reply_heads: list[bytes], push_head: bytes) -> None:
+    def __init__(self, transport, rest, frames: list[bytes], refs: list[bytes], reply_prefix: bytes,
+                 push_head: bytes) -> None:
         super().__init__(transport, rest)
         self.frames = frames
-        self.refpats = refpats
-        self.reply_heads = reply_heads
+        self.refs = refs
+        self.reply_prefix = reply_prefix  # b'["1","': the compact head of a reply, before the ref
         self.push_head = push_head
+        self.sent: dict[bytes, int] = {}  # ref -> send time, the requests in flight
+        self.pushed: dict[bytes, int] = {}  # ref -> pushes received for a request in flight
         self.si = 0           # ring index of the next request to send
-        self.ai = 0           # ring index of the next expected reply
-        self.pushes = 0       # pushes not yet matched to a reply
         self.replies = 0
 
     def start(self, p: int) -> None:
         t = perf_counter_ns()
-        self.sent.extend([t] * p)
-        self.write(b"".join(self.frames[:p]))
-        self.si = p
+        self.send(p, t)
         if self.rest:
             rest, self.rest = self.rest, b""
             self.data_received(rest)
+
+    def send(self, k: int, t: int) -> None:
+        si = self.si
+        nxt = si + k
+        sent = self.sent
+        refs = self.refs
+        for i in range(si, nxt):
+            ref = refs[i if i < RING else i - RING]
+            if ref in sent:
+                self.error(f"ref {ref!r} still in flight {RING} requests later")
+            sent[ref] = t
+        if k == 1:
+            self.write(self.frames[si])
+        elif nxt <= RING:
+            self.write(b"".join(self.frames[si:nxt]))
+        else:
+            self.write(b"".join(self.frames[si:] + self.frames[:nxt - RING]))
+        self.si = nxt if nxt < RING else nxt - RING
+
+    def reply_ref(self, data: bytes, h: int, lim: int) -> bytes | None:
+        """The ref of the reply frame at data[h:]: its second element."""
+        if data.startswith(self.reply_prefix, h):
+            q = data.find(b'"', h + 6, lim)
+            return data[h + 6:q] if q > 0 else None
+        m = REF_RE.match(data, h, lim)
+        return m.group(1) if m else None
 
     def data_received(self, data: bytes) -> None:
         t = perf_counter_ns()
@@ -294,10 +324,10 @@ class PhoenixConn(Base):
         find = data.find
         pos = 0
         k = 0
-        pushes = self.pushes
-        ai = self.ai
-        reply_heads = self.reply_heads
+        sent = self.sent
+        pushed = self.pushed
         push_head = self.push_head
+        rec = REC
         while n - pos >= 2:
             b1 = data[pos + 1]
             if b1 < 126:
@@ -319,73 +349,45 @@ class PhoenixConn(Base):
                 self.odd_frame(data, pos, h, end)
                 pos = end
                 continue
-            # Fast paths: the exact heads a compact V2 encoder writes. Anything else takes the
-            # lenient path below, which accepts any JSON spacing.
-            if data.startswith(reply_heads[ai], h):  # reply, expected ref, status ok
-                if pushes:
-                    pushes -= 1
+            lim = h + HEAD_LIM
+            if lim > end:
+                lim = end
+            if not data.startswith(push_head, h) and find(b'"phx_reply"', h, lim) >= 0:
+                ref = self.reply_ref(data, h, lim)
+                t0 = sent.pop(ref, None)  # type: ignore[arg-type]
+                if t0 is None:
+                    self.error(f"reply to no request in flight: {data[h:end][:300]!r}")
                 else:
-                    self.error(f"reply without a push before it: {data[h:end][:300]!r}")
-                ai += 1
-                if ai == RING:
-                    ai = 0
-                k += 1
-            elif data.startswith(push_head, h):
-                if find(b'"success":true', h, end) < 0:
-                    self.error(f"push without success: {data[h:end][:300]!r}")
-                pushes += 1
-            else:
-                lim = h + HEAD_LIM
-                if lim > end:
-                    lim = end
-                if find(b'"phx_reply"', h, lim) < 0:
-                    if find(b'"success":true', h, end) < 0 and find(b'"success": true', h, end) < 0:
-                        self.error(f"push without success: {data[h:end][:300]!r}")
-                    pushes += 1
-                else:
-                    if find(self.refpats[ai], h, lim) < 0:
-                        self.error(f"reply out of order, expected ref {self.refpats[ai]!r}: {data[h:end][:300]!r}")
+                    if not pushed.pop(ref, 0):  # type: ignore[arg-type]
+                        self.error(f"reply without a push before it: {data[h:end][:300]!r}")
                     if find(b'"status":"ok"', h, end) < 0 and find(b'"status": "ok"', h, end) < 0:
                         self.error(f"reply not ok: {data[h:end][:300]!r}")
-                    if pushes:
-                        pushes -= 1
-                    else:
-                        self.error(f"reply without a push before it: {data[h:end][:300]!r}")
-                    ai += 1
-                    if ai == RING:
-                        ai = 0
+                    rec(t - t0)
                     k += 1
+            else:
+                i = find(b'"request_id":', h, end)
+                rid = None
+                if i >= 0:
+                    i += 13
+                    while i < end and data[i] == 0x20:
+                        i += 1
+                    if i < end and data[i] == 0x22:
+                        q = find(b'"', i + 1, end)
+                        if q > 0:
+                            rid = data[i + 1:q]
+                if rid is None or rid not in sent:
+                    self.error(f"push for no request in flight: {data[h:end][:300]!r}")
+                else:
+                    pushed[rid] = pushed.get(rid, 0) + 1
+                if find(b'"success":true', h, end) < 0 and find(b'"success": true', h, end) < 0:
+                    self.error(f"push without success: {data[h:end][:300]!r}")
             pos = end
         if pos < n:
             self.rest = data[pos:]
-        self.pushes = pushes
         if k:
-            self.ai = ai
-            sent = self.sent
-            if len(sent) < k:
-                self.error("reply without a request in flight")
-                k = len(sent)
-            if k == 1:
-                REC(t - sent.popleft())
-            else:
-                rec = REC
-                popleft = sent.popleft
-                for _ in range(k):
-                    rec(t - popleft())
             self.replies += k
             if SENDING:
-                si = self.si
-                nxt = si + k
-                if k == 1:
-                    sent.append(t)
-                    self.write(self.frames[si])
-                else:
-                    sent.extend([t] * k)
-                    if nxt <= RING:
-                        self.write(b"".join(self.frames[si:nxt]))
-                    else:
-                        self.write(b"".join(self.frames[si:] + self.frames[:nxt - RING]))
-                self.si = nxt if nxt < RING else nxt - RING
+                self.send(k, t)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -409,7 +411,7 @@ async def run(a: argparse.Namespace) -> dict:
         HEAD_LIM = 64 + len(json.dumps(topic).encode())
         join = ws_client_frame(json.dumps(["1", "1", topic, "phx_join", {}], separators=(",", ":")).encode())
         args = json.loads(a.args)
-        frames, refpats, reply_heads = [], [], []
+        frames, refs = [], []
         push_head = ('["1",null,' + json.dumps(topic) + ',"phoenix_gen_api",{').encode()
         for i in range(RING):
             ref = str(i + 2)
@@ -417,8 +419,7 @@ async def run(a: argparse.Namespace) -> dict:
                    {"request_id": ref, "service": a.service, "request_type": a.request_type,
                     "version": a.version, "args": args}]
             frames.append(ws_client_frame(json.dumps(msg, separators=(",", ":")).encode()))
-            refpats.append(f'"{ref}"'.encode())
-            reply_heads.append(('["1","' + ref + '",' + json.dumps(topic) + ',"phx_reply",{"status":"ok"').encode())
+            refs.append(ref.encode())
     else:
         payload = a.payload.encode()
         echo_frame = ws_client_frame(payload)
@@ -442,7 +443,7 @@ async def run(a: argparse.Namespace) -> dict:
     for tr, pr in setups:
         rest = pr.ready.result()
         if a.mode == "phoenix":
-            c: Base = PhoenixConn(tr, rest, frames, refpats, reply_heads, push_head)
+            c: Base = PhoenixConn(tr, rest, frames, refs, b'["1","', push_head)
         else:
             c = EchoConn(tr, rest, echo_frame, echo_expect)
         tr.set_protocol(c)
@@ -503,7 +504,7 @@ async def run(a: argparse.Namespace) -> dict:
         "unanswered": in_flight,
     }
     if a.mode == "phoenix":
-        result["pushes_unmatched"] = sum(c.pushes for c in conns)
+        result["pushes_unmatched"] = sum(len(c.pushed) for c in conns)  # of unanswered requests
     first = next((c.first_error for c in conns if c.first_error), None)
     if first:
         result["first_error"] = first[:500]

@@ -1,52 +1,70 @@
-"""End-to-end throughput: the raw picows echo ceiling and the gateway's demo echo function.
+"""End-to-end throughput: the ceilings (raw picows echo, the minimal Phoenix server) and the
+gateway's demo functions, `async def` and plain `def`, at 1 and 16 calls in flight per connection.
 
 Each test runs a closed-loop loadgen window (BENCH_ROUNDS of them, the best kept); the figure is
 calls/s, kept in `benchmark.extra_info`; pytest-benchmark's timing stats are just the run's length.
+Tests run in file order: the per-test servers first, then the session-wide gateway.
 """
 from __future__ import annotations
 
 import pytest
 
-from .conftest import ROUNDS, run_loadgen
-
+from .conftest import ROUNDS
 
 REGISTER_ARGS = ('{"name":"Ada Lovelace","age":36,"active":true,'
                  '"id":"550e8400-e29b-41d4-a716-446655440000","tags":["math","engines","poetry"]}')
 
+EXTRA_KEYS = ("calls_per_s", "p50_us", "p99_us", "errors", "replies", "connections", "pipeline",
+              "client_cpu_pct", "server_cpu_pct", "other_load_pct", "loadgen", "spin")
 
-def _measure(benchmark, results, name, port, mode, pipeline, extra=None):
+
+def _measure(benchmark, loadgen, results, name, server, mode, pipeline, **kw):
     out: dict = {}
 
     def run_once():
-        r = run_loadgen(port, mode, pipeline=pipeline, extra=extra)  # fails the test on any error
+        r = loadgen.run(server.port, mode, pipeline=pipeline, server_pid=server.pid, **kw)  # fails on any error
         if r["calls_per_s"] > out.get("calls_per_s", -1):
+            out.clear()
             out.update(r)
 
     benchmark.pedantic(run_once, rounds=ROUNDS, iterations=1)
-    for key in ("calls_per_s", "p50_us", "p99_us", "errors", "replies", "connections", "pipeline",
-                "client_cpu_pct"):
-        benchmark.extra_info[key] = out[key]
+    for key in EXTRA_KEYS:
+        benchmark.extra_info[key] = out.get(key)
     results[name] = out
     assert out["errors"] == 0 and out["replies"] > 0
 
 
 @pytest.mark.benchmark(group="throughput")
-def test_raw_echo_p1(benchmark, echo_server, throughput_results):
-    _measure(benchmark, throughput_results, "raw echo P=1", echo_server.port, "echo", 1)
+def test_raw_echo_p1(benchmark, loadgen, echo_server, throughput_results):
+    _measure(benchmark, loadgen, throughput_results, "raw echo P=1", echo_server, "echo", 1)
 
 
 @pytest.mark.benchmark(group="throughput")
-def test_gateway_demo_echo_p1(benchmark, bench_gateway, throughput_results):
-    _measure(benchmark, throughput_results, "gateway demo.echo P=1", bench_gateway.port, "phoenix", 1)
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_phx_min(benchmark, loadgen, phx_min_server, throughput_results, pipeline):
+    """The minimal Phoenix server: the ceiling every gateway figure is divided by."""
+    _measure(benchmark, loadgen, throughput_results, f"phx-min P={pipeline}", phx_min_server,
+             "phoenix", pipeline)
 
 
 @pytest.mark.benchmark(group="throughput")
-def test_gateway_demo_echo_p16(benchmark, bench_gateway, throughput_results):
-    _measure(benchmark, throughput_results, "gateway demo.echo P=16", bench_gateway.port, "phoenix", 16)
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_gateway_demo_echo(benchmark, loadgen, bench_gateway, throughput_results, pipeline):
+    """demo.echo: an `async def`, the gateway's fast path."""
+    _measure(benchmark, loadgen, throughput_results, f"gateway demo.echo P={pipeline}", bench_gateway,
+             "phoenix", pipeline)
 
 
 @pytest.mark.benchmark(group="throughput")
-def test_gateway_validated_5_args_p1(benchmark, bench_gateway, throughput_results):
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_gateway_demo_echo_plain(benchmark, loadgen, bench_gateway, throughput_results, pipeline):
+    """demo.echo_plain: the same echo as a plain `def`, which runs off the event loop."""
+    _measure(benchmark, loadgen, throughput_results, f"gateway demo.echo_plain P={pipeline}", bench_gateway,
+             "phoenix", pipeline, request_type="echo_plain")
+
+
+@pytest.mark.benchmark(group="throughput")
+def test_gateway_validated_5_args_p1(benchmark, loadgen, bench_gateway, throughput_results):
     """demo.register: five arguments (string, num, boolean, uuid, list_string) validated per call."""
-    _measure(benchmark, throughput_results, "gateway demo.register P=1", bench_gateway.port, "phoenix", 1,
-             extra=["--request-type", "register", "--args", REGISTER_ARGS])
+    _measure(benchmark, loadgen, throughput_results, "gateway demo.register P=1", bench_gateway,
+             "phoenix", 1, request_type="register", args=REGISTER_ARGS)

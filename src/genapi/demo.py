@@ -19,6 +19,11 @@ async def echo(text: str, n: float = 1) -> dict[str, Any]:
     return {"text": text, "n": n}
 
 
+def echo_plain(text: str, n: float = 1) -> dict[str, Any]:
+    """sync: `echo` as a plain `def` (runs in the thread pool); measures the plain-function path."""
+    return {"text": text, "n": n}
+
+
 async def register(name: str, age: float, active: bool, id: str, tags: list[str]) -> dict[str, Any]:
     """sync, five validated arguments (the end-to-end validation benchmark)."""
     return {"name": name, "age": age, "active": active, "id": id, "tags": tags}
