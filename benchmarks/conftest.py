@@ -319,8 +319,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if not any(cells):
             continue
         goal = f"   >= {g1:.2f} / >= {g16:.2f}" if g1 is not None else ""
-        tr.write_line(f"{label:<36}" + "".join(f"{_cell(c, ceilings[p]):>20}" for c, p in zip(cells, depths))
-                      + goal)
+        row = "".join(f"{_cell(c, ceilings[p]):>20}" for c, p in zip(cells, depths, strict=True))
+        tr.write_line(f"{label:<36}{row}{goal}")
 
     busy = {name: r["other_load_pct"] for name, r in RESULTS.items()
             if (r.get("other_load_pct") or 0) > OTHER_LOAD_WARN}

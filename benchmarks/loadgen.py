@@ -394,7 +394,7 @@ class PhoenixConn(Base):
 def percentile(sorted_ns: list[int], p: float) -> float:
     if not sorted_ns:
         return 0.0
-    i = min(len(sorted_ns) - 1, max(0, int(round(p / 100.0 * len(sorted_ns))) - 1))
+    i = min(len(sorted_ns) - 1, max(0, round(p / 100.0 * len(sorted_ns)) - 1))
     return sorted_ns[i] / 1000.0
 
 
@@ -431,7 +431,7 @@ async def run(a: argparse.Namespace) -> dict:
         for _ in range(a.connections):
             setups.append(await loop.create_connection(lambda: Setup(request, join), a.host, a.port))
         await asyncio.wait_for(asyncio.gather(*(pr.ready for _, pr in setups)), a.timeout)
-    except (OSError, Failure, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, Failure) as exc:
         for tr, _ in setups:
             tr.abort()
         failed = sum(1 for _, pr in setups if not pr.ready.done() or pr.ready.exception())
@@ -479,7 +479,7 @@ async def run(a: argparse.Namespace) -> dict:
         gc.enable()
     for c in conns:
         c.close()
-    done, _ = await asyncio.wait([c.closed for c in conns], timeout=2.0)
+    _done, _ = await asyncio.wait([c.closed for c in conns], timeout=2.0)
     for c in conns:
         if not c.closed.done():
             c.transport.close()
