@@ -28,6 +28,11 @@ def _fmt(event: str, fields: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def enabled(level: str) -> bool:
+    """Whether records at `level` are written (so costly fields are only built when they are)."""
+    return _logger.isEnabledFor(getattr(logging, level.upper()))
+
+
 def debug(event: str, **fields: Any) -> None:
     if _logger.isEnabledFor(logging.DEBUG):
         _logger.debug(_fmt(event, fields))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from picows import WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeRe
 
 from . import log
 from ._core.connection import Connection
+from ._core.reply import log_calls
 from .auth import Authenticator, Refused, token_from_subprotocols
 from .config import Settings
 from .phoenix import serializer_for, topic_matcher
@@ -32,8 +34,14 @@ class Gateway:
         self.topic_allowed = topic_matcher(gw.topics)
         self.ws_path = gw.path.rstrip("/") + "/websocket"
         self.connections: set[Connection] = set()
+        self._connection_ids = itertools.count(1)
+        log_calls(log.enabled("info"))
         self.server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
+
+    def next_connection_id(self) -> str:
+        """`<pid>.<n>`: unique on the host, so log lines of one connection can be told apart."""
+        return f"{os.getpid()}.{next(self._connection_ids)}"
 
     def upgrade(self, request: WSUpgradeRequest) -> Any:
         """Routes and authenticates an upgrade: 404 for other paths, 403 for a bad vsn or a
