@@ -93,6 +93,10 @@ timeout = 1000
 
 
 def token(sub="u1", key=SECRET, alg="HS256", **claims):
+    """A signed token; `exp` one hour ahead unless given (exp=None leaves it out)."""
+    claims.setdefault("exp", int(time.time()) + 3600)
+    if claims["exp"] is None:
+        del claims["exp"]
     return jwt.encode({"sub": sub, **claims}, key, algorithm=alg)
 
 
