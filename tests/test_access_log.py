@@ -66,3 +66,66 @@ def test_quiet_at_the_default_level(run) -> None:
         assert gw.stop() == 0
     err = gw.read_stderr()
     assert " call " not in err and " connect " not in err and " join " not in err
+
+
+JSON_CONFIG = """
+[gateway]
+detail_error = {detail}
+
+[auth]
+require_verified_user_id = false
+
+[[functions]]
+service = "t"
+request_type = "boom"
+nodes = "local"
+mfa = "testapi:boom"
+arg_types = {{ text = "string" }}
+timeout = 1000
+"""
+
+
+def _boom(gw: GatewayProcess, run) -> None:
+    async def go() -> None:
+        c = await Raw.connect(gw.url)
+        await c.join("api:j")
+        c.send(["1", "2", "api:j", EV, request("b1", "boom", {"text": "x\nforged"}, service="t")])
+        await c.recv_n(2)
+        await c.close()
+    run(go())
+
+
+def test_json_lines_and_tracebacks_of_raised_functions(run) -> None:
+    import json
+
+    gw = GatewayProcess(JSON_CONFIG.format(detail="true"), extra_args=["--log-level", "info", "--log-format", "json"])
+    try:
+        _boom(gw, run)
+    finally:
+        assert gw.stop() == 0
+    records = [json.loads(ln) for ln in gw.read_stderr().splitlines() if ln.strip()]  # every line is JSON
+    by_event = {r["event"]: r for r in records}
+    raised = by_event["call_raised"]
+    assert raised["level"] == "WARNING" and raised["service"] == "t" and raised["request_type"] == "boom"
+    assert "RuntimeError: exploded on x\nforged" in raised["traceback"]  # with detail_error: at warning
+    call = by_event["call"]
+    assert (call["fn"], call["request_id"], call["outcome"]) == ("t.boom", "b1", "error")
+    assert call["error"] == "Internal Server Error: RuntimeError: exploded on x\nforged"
+
+
+def test_tracebacks_only_at_debug_without_detail_error(run) -> None:
+    gw = GatewayProcess(JSON_CONFIG.format(detail="false"), extra_args=["--log-level", "warning"])
+    try:
+        _boom(gw, run)
+    finally:
+        assert gw.stop() == 0
+    err = gw.read_stderr()
+    assert "call_raised" in err and "Traceback" not in err
+    gw = GatewayProcess(JSON_CONFIG.format(detail="false"), extra_args=["--log-level", "debug"])
+    try:
+        _boom(gw, run)
+    finally:
+        assert gw.stop() == 0
+    err = gw.read_stderr()
+    assert "call_raised_traceback" in err and "RuntimeError: exploded on x" in err
+    assert "\nforged" not in err  # the client's newline stays escaped in text lines

@@ -42,6 +42,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     list_max_items: Positive = 1000
     map_max_items: Positive = 1000
     log_level: LogLevel = "warning"
+    log_format: Literal["text", "json"] = "text"
 
 
 class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

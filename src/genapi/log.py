@@ -15,6 +15,7 @@ make the worker write more than BURST lines of a kind per window.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sys
@@ -183,9 +184,10 @@ class _Handler(logging.StreamHandler):
             self._schedule(pending)
 
     def _summarize(self, entry: list[Any], now: float) -> None:
-        text = _fmt("log_suppressed", {"event": entry[4], "suppressed": entry[2],
-                                       "seconds": round(now - entry[0], 1)})
-        record = _logger.makeRecord("genapi", entry[3] or logging.WARNING, __file__, 0, text, (), None)
+        fields = {"event": entry[4], "suppressed": entry[2], "seconds": round(now - entry[0], 1)}
+        record = _logger.makeRecord("genapi", entry[3] or logging.WARNING, __file__, 0,
+                                    _fmt("log_suppressed", fields), (), None,
+                                    extra={"genapi_event": "log_suppressed", "genapi_fields": fields})
         entry[2] = 0
         logging.StreamHandler.handle(self, record)
 
@@ -199,13 +201,37 @@ def _foreign_event(name: str) -> str:
 _handler: _Handler | None = None
 
 
-def setup(level: str = "warning") -> None:
-    """Configures the genapi logger once per process (stderr, logfmt-style lines), and sends
-    the libraries' loggers through the same handler."""
-    global _handler
+class _JsonFormatter(_Formatter):
+    """One JSON object per line: time, level, event and the record's fields (or a library's
+    name and msg); a traceback goes in `traceback`. JSON escapes whatever a client sent."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = getattr(record, "genapi_event", None)
+        out: dict[str, Any] = {"time": self.formatTime(record), "level": record.levelname}
+        if event is not None:
+            out["event"] = event
+            out.update(record.genapi_fields)  # type: ignore[attr-defined]
+        else:
+            out["event"] = _foreign_event(record.name) if record.name != "genapi" else record.getMessage()
+            if record.name != "genapi":
+                out["msg"] = record.getMessage()
+        if record.exc_info:
+            out["traceback"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+_json = False
+
+
+def setup(level: str = "warning", fmt: str = "text") -> None:
+    """Configures the genapi logger once per process (stderr; `text`: logfmt-style lines,
+    `json`: one object per line), and sends the libraries' loggers through the same handler."""
+    global _handler, _json
+    _json = fmt == "json"
     if _handler is None:
         _handler = _Handler()
-        _handler.setFormatter(_Formatter())
+    _handler.setFormatter(_JsonFormatter() if _json else _Formatter())
+    if not _logger.handlers:
         for name in ("genapi", *FOREIGN):
             lg = logging.getLogger(name)
             lg.addHandler(_handler)
@@ -223,24 +249,29 @@ def loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> 
     fields: dict[str, Any] = {"message": context.get("message", "")}
     if exc is not None:
         fields["error"] = f"{type(exc).__name__}: {exc}"
-    _logger.error(_fmt("loop_exception", fields),
-                  exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None)
+    _log(logging.ERROR, "loop_exception", fields,
+         (type(exc), exc, exc.__traceback__) if exc is not None else None)
 
 
-def debug(event: str, **fields: Any) -> None:
+def _log(level: int, event: str, fields: dict[str, Any], exc_info: Any) -> None:
+    extra = {"genapi_event": event, "genapi_fields": fields} if _json else None
+    _logger.log(level, _fmt(event, fields), exc_info=exc_info, extra=extra)
+
+
+def debug(event: str, exc_info: Any = None, **fields: Any) -> None:
     if _logger.isEnabledFor(logging.DEBUG):
-        _logger.debug(_fmt(event, fields))
+        _log(logging.DEBUG, event, fields, exc_info)
 
 
 def info(event: str, **fields: Any) -> None:
     if _logger.isEnabledFor(logging.INFO):
-        _logger.info(_fmt(event, fields))
+        _log(logging.INFO, event, fields, None)
 
 
-def warning(event: str, **fields: Any) -> None:
+def warning(event: str, exc_info: Any = None, **fields: Any) -> None:
     if _logger.isEnabledFor(logging.WARNING):
-        _logger.warning(_fmt(event, fields))
+        _log(logging.WARNING, event, fields, exc_info)
 
 
-def error(event: str, exc_info: bool = False, **fields: Any) -> None:
-    _logger.error(_fmt(event, fields), exc_info=exc_info)
+def error(event: str, exc_info: Any = False, **fields: Any) -> None:
+    _log(logging.ERROR, event, fields, exc_info)

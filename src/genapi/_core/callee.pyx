@@ -66,8 +66,12 @@ cdef class Callee:
 
     cpdef failure(self, object request, object exc):
         """The Response for a call that raised (logged with what was called)."""
-        log.warning("call_raised", request_id=request.request_id, service=request.service,
-                    request_type=request.request_type, error=f"{type(exc).__name__}: {exc}")
+        # the traceback with the warning when details are shown anyway, else only at debug
+        log.warning("call_raised", exc_info=exc if self.detail_error else None, request_id=request.request_id,
+                    service=request.service, request_type=request.request_type,
+                    error=f"{type(exc).__name__}: {exc}")
+        if not self.detail_error:
+            log.debug("call_raised_traceback", exc_info=exc, request_id=request.request_id)
         return Response.fail(request.request_id, internal(exc, self.detail_error))
 
     cpdef timed_out(self, object request):
