@@ -65,8 +65,9 @@ class Gateway:
     async def start(self, sock: socket.socket | None = None) -> None:
         gw = self.settings.gateway
         kwargs: dict[str, Any] = dict(
-            disconnect_on_exception=False, enable_auto_ping=False, websocket_handshake_timeout=10,
-            max_frame_size=2 * gw.max_payload_bytes + 65536, logger_name="genapi.picows")
+            disconnect_on_exception=False, enable_auto_ping=False, enable_auto_pong=False,
+            websocket_handshake_timeout=10,
+            max_frame_size=gw.max_message_bytes, logger_name="genapi.picows")
         if sock is not None:
             self.server = await ws_create_server(self.upgrade, sock=sock, **kwargs)
         else:
