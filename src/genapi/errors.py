@@ -89,6 +89,36 @@ SERVICE_UNAVAILABLE = "Service temporarily unavailable"
 INTERNAL = "Internal Server Error"
 REQUEST_FAILED = "Request processing failed"
 UNMATCHED_TOPIC = "unmatched topic"
+TOO_MANY_CHANNELS = "too many channels joined"
+JOIN_REF_MAX_CHARS = 64
+
+
+def topic_too_long(max_topic_bytes: int) -> str:
+    return f"topic is longer than {max_topic_bytes} bytes (max_topic_bytes)"
+
+
+def join_ref_invalid() -> str:
+    return f"join_ref must be null, a number or a string of at most {JOIN_REF_MAX_CHARS} characters"
+
+
+def unencodable_answer(fields: list[str], exc: BaseException) -> str:
+    """The reason sent when an answer could not be encoded (a client's ref nested too deeply)."""
+    return (f"the answer's {', '.join(fields)} could not be encoded as JSON ({type(exc).__name__}: {exc}) "
+            "and was sent as null")
+
+
+# WebSocket close reasons (RFC 6455; at most 123 bytes each)
+WS_RSV_BITS = "RSV bits set without a negotiated extension"
+WS_STRAY_CONTINUATION = "continuation frame without a fragmented message to continue"
+WS_INTERLEAVED = "new data frame before the fragmented message finished"
+
+
+def ws_invalid_close_code(code: int) -> str:
+    return f"invalid close code {code}"
+
+
+def ws_message_too_big(max_bytes: int) -> str:
+    return f"message exceeds {max_bytes} bytes (2 * max_payload_bytes + 65536)"
 
 
 def unsupported(request_type: str, version: str) -> str:
