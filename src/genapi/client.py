@@ -114,7 +114,8 @@ class Client:
         self._joined: dict[str, str] = {}
         self._join_params: dict[str, dict[str, Any]] = {}
         self._closing = False
-        self._lost_reason: str | None = None
+        self._lost_reason: str | None = None  # why the socket is being closed (heartbeat timeout)
+        self._last_reason: str | None = None  # why the last socket went
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
 
@@ -153,9 +154,12 @@ class Client:
         """Opens the socket (no joins) and starts its heartbeats."""
         self._lost_reason = None
         self.close_code = None
-        transport, _ = await asyncio.wait_for(
-            ws_connect(lambda: _Listener(self), self.url, extra_headers=self._headers or None,
-                       max_frame_size=64 * 1024 * 1024), self.connect_timeout)
+        try:
+            transport, _ = await asyncio.wait_for(
+                ws_connect(lambda: _Listener(self), self.url, extra_headers=self._headers or None,
+                           max_frame_size=64 * 1024 * 1024), self.connect_timeout)
+        except TimeoutError:
+            raise ReplyTimeout(f"the connect to {self._shown_url}", self.connect_timeout) from None
         self.transport = transport
         if self.heartbeat_interval is not None:
             self._heartbeat_task = asyncio.get_running_loop().create_task(
@@ -206,6 +210,7 @@ class Client:
         else:
             reason = self._lost_reason or connection_closed(self._shown_url, self.close_code)
             log.info("client_disconnected", url=self._shown_url, reason=reason)
+        self._last_reason = reason
         self._fail_pending(reason)
         if self._closing or not self.reconnect:
             self._finish()
@@ -299,9 +304,12 @@ class Client:
     def _transport(self) -> WSTransport:
         t = self.transport
         if t is None or t.is_disconnected or self.closed.done():
-            raise ConnectionLost(CLIENT_CLOSED if self._closing or self.closed.done() else
-                                 f"not connected to {self._shown_url}" +
-                                 (" (reconnecting)" if self.reconnect else ""))
+            if self._closing:
+                raise ConnectionLost(CLIENT_CLOSED)
+            if self.closed.done():
+                raise ConnectionLost(self._last_reason or CLIENT_CLOSED)
+            raise ConnectionLost(f"not connected ({self._last_reason}); reconnecting" if self.reconnect
+                                 else self._last_reason or f"not connected to {self._shown_url}")
         return t
 
     def _send(self, topic: str, event: str, payload: Any, join_ref: Any,
