@@ -237,6 +237,9 @@ def test_call_raises_typed_errors(run, demo_gateway):
                                                r"\(waiting for the next chunk\)$"):
             async for _ in c.stream("demo", "count", {"n": 2, "delay_ms": 500}, timeout=0.2, request_id="s-2"):
                 pass
+        # a sync call that times out before its push and its reply: both are dropped when they come
+        with pytest.raises(ReplyTimeout, match=r"^no reply to demo.blocking_sleep \(request b-1\) within 0.1 s$"):
+            await c.call("demo", "blocking_sleep", {"ms": 300}, timeout=0.1, request_id="b-1")
         await asyncio.sleep(0.6)
         assert c.pushes.empty()
         assert (await c.call("demo", "echo", {"text": "fine"})).result == {"text": "fine", "n": 1}

@@ -111,6 +111,7 @@ class Client:
         self._replies: dict[str, asyncio.Future[Any]] = {}
         self._calls: dict[str, asyncio.Queue[_Item]] = {}
         self._dropped: dict[str, None] = {}
+        self._late_refs: dict[str, None] = {}  # refs whose waiter gave up: their reply is dropped
         self._joined: dict[str, str] = {}
         self._join_params: dict[str, dict[str, Any]] = {}
         self._closing = False
@@ -177,10 +178,14 @@ class Client:
         except (msgspec.DecodeError, ValueError, AttributeError, TypeError):
             self.pushes.put_nowait(Push("", "undecodable", data))
             return
-        if event == "phx_reply":
-            fut = self._replies.pop(str(ref), None) if ref is not None else None
-            if fut is not None and not fut.done():
-                fut.set_result(payload)
+        if event == "phx_reply" and ref is not None:
+            sref = str(ref)
+            fut = self._replies.pop(sref, None)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result(payload)
+                return
+            if self._late_refs.pop(sref, 0) is None:  # the reply to a call that timed out
                 return
         if event == self.event and isinstance(payload, dict):
             rid = payload.get("request_id")
@@ -233,6 +238,13 @@ class Client:
         if not self.closed.done():
             self.closed.set_result(self.close_code)
 
+    def _abandon(self, ref: str | None) -> None:
+        """No one waits for this ref's reply any more: it is dropped when it comes."""
+        if ref is not None and self._replies.pop(ref, None) is not None:
+            self._late_refs[ref] = None
+            if len(self._late_refs) > _MAX_DROPPED:
+                del self._late_refs[next(iter(self._late_refs))]
+
     def _drop(self, rid: str | None) -> None:
         """Forgets a call: its late pushes are dropped rather than landing in `pushes`."""
         if rid is None or self._calls.pop(rid, None) is None:
@@ -252,7 +264,7 @@ class Client:
                 ref, fut = self._send("phoenix", "heartbeat", {}, None)
                 await asyncio.wait_for(fut, interval)
             except TimeoutError:
-                self._replies.pop(ref, None)
+                self._abandon(ref)
                 self._lost_reason = reason = heartbeat_timeout(self._shown_url, interval)
                 log.warning("client_heartbeat_timeout", url=self._shown_url, interval_s=interval)
                 self._fail_pending(reason)  # at once: the close below may take a while to be seen
@@ -333,13 +345,13 @@ class Client:
             join_ref = self._joined.get(topic)
         return self._send(topic, event, payload, join_ref)[1]
 
-    async def _wait_reply(self, ref: str, fut: asyncio.Future[Any], what: str, timeout: float,
-                          request_id: str | None = None) -> Any:
+    async def _wait_reply(self, ref: str, fut: asyncio.Future[Any], what: str, timeout: float) -> Any:
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            self._replies.pop(ref, None)
-            raise ReplyTimeout(what, timeout, request_id) from None
+            raise ReplyTimeout(what, timeout) from None
+        finally:
+            self._abandon(ref)
 
     async def _ready(self) -> None:
         """Waits for a reconnection in progress (reconnect=True); else raises when not connected."""
@@ -396,24 +408,32 @@ class Client:
         caller reads the queue (an item that is a ClientError ends the call) and must `forget`
         the request id when done."""
         rid = request_id or f"py-{next(self._refs)}"
-        name = f"{service}.{request_type}"
+        async with self._deadline(timeout, f"{service}.{request_type}", rid):
+            return await self._start(rid, service, request_type, args, version, topic, extra)
+
+    async def _start(self, rid: str, service: str, request_type: str, args: dict[str, Any] | None,
+                     version: str | None, topic: str | None, extra: dict[str, Any] | None = None,
+                     ) -> tuple[Any, asyncio.Queue[_Item]]:
+        """Sends a request and waits for its phx_reply; the caller bounds the wait."""
+        if not self.connected.is_set():
+            await self._ready()
+        tp = self._topic(topic)
         payload: dict[str, Any] = {"request_id": rid, "service": service, "request_type": request_type,
                                    "args": args if args is not None else {}}
         if version is not None:
             payload["version"] = version
-        payload.update(extra)
+        if extra:
+            payload.update(extra)
         q: asyncio.Queue[_Item] = asyncio.Queue()
-        async with self._deadline(timeout, name, rid):
-            await self._ready()
-            tp = self._topic(topic)
-            self._calls[rid] = q
-            try:
-                ref, fut = self._send(tp, self.event, payload, self._joined.get(tp))
-                reply = await self._wait_reply(ref, fut, name, timeout, rid)
-            except BaseException:
-                self._drop(rid)
-                raise
-        return reply, q
+        self._calls[rid] = q
+        ref = None
+        try:
+            ref, fut = self._send(tp, self.event, payload, self._joined.get(tp))
+            return await fut, q
+        except BaseException:
+            self._abandon(ref)
+            self._drop(rid)
+            raise
 
     def forget(self, request_id: str) -> None:
         """Stops routing a request's Responses (later ones are dropped). For `request` users."""
@@ -433,8 +453,7 @@ class Client:
         name = f"{service}.{request_type}"
         try:
             async with self._deadline(timeout, name, rid):
-                reply, q = await self.request(service, request_type, args, version=version, topic=topic,
-                                              request_id=rid, timeout=timeout)
+                reply, q = await self._start(rid, service, request_type, args, version, topic)
                 if q.empty():
                     self._drop(rid)
                     if reply.get("status") != "ok":
@@ -460,8 +479,8 @@ class Client:
         one Response."""
         rid = request_id or f"py-{next(self._refs)}"
         name = f"{service}.{request_type}"
-        reply, q = await self.request(service, request_type, args, version=version, topic=topic,
-                                      request_id=rid, timeout=timeout)
+        async with self._deadline(timeout, name, rid):
+            reply, q = await self._start(rid, service, request_type, args, version, topic)
         try:
             if q.empty() and reply.get("status") != "ok":
                 raise PhoenixError(reply.get("response"))
@@ -513,23 +532,25 @@ def _item(item: _Item) -> Response:
 
 
 class _Deadline:
-    """`async with`: the body's TimeoutError after `timeout` s becomes a ReplyTimeout naming the call."""
+    """`async with`: the body's TimeoutError after `timeout` s becomes a ReplyTimeout naming the call.
+    (asyncio.Timeout is final: wrapped, not subclassed.)"""
+
+    __slots__ = ("_cm", "client", "detail", "request_id", "timeout", "what")
 
     def __init__(self, client: Client, timeout: float, what: str, request_id: str | None, detail: str = "") -> None:
+        self._cm = asyncio.timeout(timeout)
         self.client = client
         self.timeout = timeout
         self.what = what
         self.request_id = request_id
         self.detail = detail
-        self._cm = asyncio.timeout(timeout)
 
     async def __aenter__(self) -> None:
         await self._cm.__aenter__()
 
-    async def __aexit__(self, et: Any, exc: Any, tb: Any) -> bool | None:
+    async def __aexit__(self, et: Any, exc: Any, tb: Any) -> None:
         try:
             await self._cm.__aexit__(et, exc, tb)
-            return None
         except TimeoutError:
             detail = self.detail
             if not detail and not self.client.connected.is_set():
