@@ -187,9 +187,8 @@ class Client:
                 return
             if self._late_refs.pop(sref, 0) is None:  # the reply to a call that timed out
                 return
-        if event == self.event and isinstance(payload, dict):
-            rid = payload.get("request_id")
-            q = self._calls.get(rid)  # type: ignore[arg-type]
+        if event == self.event and isinstance(payload, dict) and isinstance(rid := payload.get("request_id"), str):
+            q = self._calls.get(rid)
             if q is not None:
                 try:
                     q.put_nowait(msgspec.convert(payload, Response))
@@ -356,7 +355,11 @@ class Client:
     async def _ready(self) -> None:
         """Waits for a reconnection in progress (reconnect=True); else raises when not connected."""
         if not self.connected.is_set() and self.reconnect and not self._closing and not self.closed.done():
-            await self.connected.wait()
+            waiter = asyncio.ensure_future(self.connected.wait())
+            try:  # close() ends the wait too
+                await asyncio.wait((waiter, self.closed), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
         self._transport()
 
     async def _join(self, topic: str, params: dict[str, Any], timeout: float) -> Any:
