@@ -82,6 +82,77 @@ class HookRejected(GenapiError):
         self.reason = reason
 
 
+# --------------------------------------------------------------------------- client
+# What genapi.client raises. Each carries what a caller needs to decide (the Response, the
+# request id, whether a retry is worth it) besides a message that names the call.
+class ClientError(GenapiError):
+    """Base of every error genapi.client raises on purpose."""
+
+
+class PhoenixError(ClientError):
+    """An error phx_reply: a join refused, a push on a topic not joined ("unmatched topic"), a
+    request payload the gateway could not decode. `response` is the reply's response."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__(response)
+        self.response = response
+
+
+class CallFailed(ClientError):
+    """The function answered with a failed Response (success false). `response` is that Response;
+    `error` its error text, `can_retry` whether the gateway says a retry may succeed."""
+
+    def __init__(self, name: str, response: Any) -> None:
+        self.response = response
+        self.request_id: str = response.request_id
+        self.error: str | None = response.error
+        self.can_retry: bool = response.can_retry
+        retry = " (can_retry)" if response.can_retry else ""
+        super().__init__(f"{name} (request {response.request_id}) failed: {response.error}{retry}")
+
+
+class StreamRequired(ClientError, TypeError):
+    """call() reached a stream function (its first push was "init" with has_more): streams are
+    read with stream(). The stream the gateway started is left to run; its pushes are dropped."""
+
+    def __init__(self, service: str, request_type: str, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__(f"{service}.{request_type} is a stream function (request {request_id} answered "
+                         f'"init" with has_more): read it with client.stream("{service}", '
+                         f'"{request_type}", ...) instead of call()')
+
+
+class ReplyTimeout(ClientError, TimeoutError):
+    """No (final) answer within the caller's timeout. `request_id` is None for joins, leaves
+    and heartbeats."""
+
+    def __init__(self, what: str, timeout: float, request_id: str | None = None, detail: str = "") -> None:
+        self.request_id = request_id
+        self.timeout = timeout
+        req = f" (request {request_id})" if request_id is not None else ""
+        super().__init__(f"no reply to {what}{req} within {float(timeout)} s{detail}")
+
+
+class ConnectionLost(ClientError, ConnectionError):
+    """The connection is gone (closed by either side, or the server stopped answering
+    heartbeats). Raised to every call waiting on it; whether the server ran a pending call is
+    unknown."""
+
+
+def connection_closed(url: str, code: Any) -> str:
+    shown = getattr(code, "value", code)
+    how = f"closed by the server with code {shown}" if code is not None else "lost"
+    return f"connection to {url} {how}"
+
+
+def heartbeat_timeout(url: str, interval: float) -> str:
+    return (f"connection to {url} closed: no heartbeat reply within {float(interval)} s "
+            "(heartbeat_interval); the server is unreachable or stopped")
+
+
+CLIENT_CLOSED = "the client was closed"
+
+
 # --------------------------------------------------------------------------- texts
 AUTH_REQUIRED = "Authentication required"
 PERMISSION_DENIED = "Permission denied"
