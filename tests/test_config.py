@@ -52,12 +52,17 @@ def test_defaults_and_embedded_config():
     ("[auth]\njwt_algorithm = \"none\"", "[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got \"none\""),
     ("[auth]\njwt_secret = \"a\"\njwt_public_key = \"/x\"", "[auth]: set jwt_secret (HS256) or jwt_public_key"),
     ("[auth]\njwt_public_key = \"/no/such.pem\"", "[auth] key jwt_public_key: no such file /no/such.pem"),
-    ("[extra]\na = 1", "unknown table(s) extra"),
+    ("[extra]\na = 1", "unknown table extra; expected [gateway], [auth] and [[functions]]"),
+    ("[gatway]\nport = 1", "test.toml: unknown table gatway; did you mean [gateway]?"),
+    ("port = 1", "test.toml: key port is outside any table; it belongs under [gateway]"),
+    ("[gateway]\nprot = 1", "[gateway] key prot: unknown key; did you mean port?"),
+    ("[auth]\njwt_secert = \"k\"", "[auth] key jwt_secert: unknown key; did you mean jwt_secret?"),
+    (FN.replace("timeout", "timout"), "[[functions]] #1 (s.r) key timout: unknown key; did you mean timeout?"),
     ("this is = not toml [", "not valid TOML"),
     (FN.replace("timeout = 1000", "timeout = 50"),
      "[[functions]] #1 (s.r) key timeout: must be between 100 and 300000 ms or \"infinity\", got 50"),
     (FN.replace("timeout = 1000", "timeout = \"forever\""), 'key timeout: must be between 100 and 300000 ms or "infinity", got "forever"'),
-    (FN.replace("timeout = 1000", ""), "[[functions]] #1 (s.r): missing required key timeout"),
+    (FN.replace('mfa = "testapi:nothing"', ""), "[[functions]] #1 (s.r): missing required key mfa"),
     (FN.replace('mfa = "testapi:nothing"', 'mfa = "noColon"'), "key mfa: must be \"module:function\""),
     (FN + 'response_type = "sometimes"', 'key response_type: must be one of sync, async, stream, none'),
     (FN + 'check_permission = "admins"', "key check_permission: must be false"),
@@ -65,7 +70,7 @@ def test_defaults_and_embedded_config():
     (FN + 'version = "0.0.0"', 'key version: "0.0.0" is reserved'),
     (FN + 'retry = { sometimes = 2 }', "key retry: must be a non-negative number, {same_node = N} or {all_nodes = N}, got {sometimes = 2}"),
     (FN + 'choose_node_mode = "fastest"', "key choose_node_mode: must be one of random, hash, round_robin"),
-    (FN + 'nodes2 = 1', "[[functions]] #1 (s.r) key nodes2: unknown key"),
+    (FN + 'nodes2 = 1', "[[functions]] #1 (s.r) key nodes2: unknown key; did you mean nodes?"),
     (FN + 'hook_timeout = 0', "key hook_timeout: must be a positive number of ms"),
     (FN + FN, "[[functions]] #2 (s.r): duplicate function s.r version None"),
 ])
@@ -149,7 +154,7 @@ def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path):
             + function("b", '"testapi:nothing"') + function("c", '"testapi:echo"'))
     expected = ['[gateway] key log_level: must be one of debug, info, warning, error, got "verbose"',
                 '[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got "none"',
-                "[[functions]] #1 (svc.a) key timeout2: unknown key",
+                "[[functions]] #1 (svc.a) key timeout2: unknown key; did you mean timeout?",
                 "[[functions]] #2 (svc.b) key retry: must be a non-negative number, {same_node = N} or "
                 "{all_nodes = N}, got -1",
                 "[[functions]] #3 (svc.b): duplicate function svc.b version None"]
@@ -162,10 +167,21 @@ def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path):
     assert err.splitlines() == [f"genapi: error: {tmp_path / 'bad.toml'}: 6 problems"] + [f"  {p}" for p in expected]
 
 
+def test_unknown_key_without_a_close_match_gets_no_guess():
+    with pytest.raises(ConfigError) as e:
+        parse(FN + "colour = 1")
+    assert e.value.problems == ["[[functions]] #1 (s.r) key colour: unknown key"]
+
+
+def test_nodes_and_timeout_have_defaults():
+    cfg = parse('[[functions]]\nservice = "s"\nrequest_type = "r"\nmfa = "testapi:nothing"\n').functions[0]
+    assert (cfg.nodes, cfg.timeout, cfg.timeout_ms()) == ("local", 5000, 5000)
+
+
 def test_missing_required_keys_are_named_together():
     with pytest.raises(ConfigError) as e:
         parse('[[functions]]\nservice = "s"\n')
-    assert e.value.problems == ["[[functions]] #1: missing required keys request_type, nodes, timeout, mfa"]
+    assert e.value.problems == ["[[functions]] #1: missing required keys request_type, mfa"]
 
 
 SIGNATURE_PROBLEMS = [

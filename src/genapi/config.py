@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from .errors import ConfigError
-from .schema import render, table_problems
+from .schema import did_you_mean, render, table_problems
 from .structs import FUN_CONFIG_RULES, FunConfig, NonEmpty
 
 # The rules of [gateway] and [auth], in their types (see schema.py for how they are worded).
@@ -59,6 +59,19 @@ class Settings(msgspec.Struct, kw_only=True):
     source: str = "<embedded default>"
 
 
+_TABLES = {"gateway": "[gateway]", "auth": "[auth]", "functions": "[[functions]]"}
+
+
+def _unknown_top_level(name: str) -> str:
+    """Words a top-level name that is none of the three tables: a misspelled table, or a key
+    written above its table's header."""
+    for table, struct in (("gateway", GatewaySettings), ("auth", AuthSettings), ("functions", FunConfig)):
+        if name in struct.__struct_fields__:
+            return f"key {name} is outside any table; it belongs under {_TABLES[table]}"
+    hint = did_you_mean(name, _TABLES, "[{}]").replace("[functions]", "[[functions]]")
+    return f"unknown table {name}{hint or '; expected [gateway], [auth] and [[functions]]'}"
+
+
 def _path_rule(path: str) -> str | None:
     return None if path.startswith("/") else f'must start with "/", got {render(path)}'
 
@@ -90,10 +103,8 @@ def parse(text: str, source: str = "<string>") -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     problems: list[str] = []
-    unknown = sorted(set(doc) - {"gateway", "auth", "functions"})
-    if unknown:
-        problems.append(f"{source}: unknown table(s) {', '.join(unknown)}; "
-                        "expected [gateway], [auth] and [[functions]]")
+    for name in sorted(set(doc) - set(_TABLES)):
+        problems.append(f"{source}: {_unknown_top_level(name)}")
     gw, found = _table("[gateway]", GatewaySettings, doc.get("gateway", {}), (("path", _path_rule),))
     problems += found
     auth, found = _table("[auth]", AuthSettings, doc.get("auth", {}), (("callback", _callback_rule),))
