@@ -18,6 +18,7 @@ nodes = "local"
 mfa = "testapi:nothing"
 timeout = 1000
 """
+ANON = "[auth]\nrequire_verified_user_id = false\n"  # a file check and serve accept needs a way to answer
 
 
 def genapi(*args, timeout=30):
@@ -98,7 +99,7 @@ def test_serve_refuses_functions_it_cannot_bind(tmp_path, text, needle):
 
 def test_check_ok_and_missing_file(tmp_path):
     path = tmp_path / "ok.toml"
-    path.write_text(FN)
+    path.write_text(ANON + FN)
     proc = genapi("check", "--config", str(path))
     assert proc.returncode == 0 and "ok, 1 function(s)" in proc.stdout
     proc = genapi("check", "--config", str(tmp_path / "none.toml"))
@@ -143,7 +144,7 @@ def refused(tmp_path, text):
 
 
 def test_bad_log_level_is_refused_by_check_and_serve_alike(tmp_path):
-    err = refused(tmp_path, '[gateway]\nlog_level = "verbose"\n')
+    err = refused(tmp_path, '[gateway]\nlog_level = "verbose"\n' + ANON)
     assert err == 'genapi: error: [gateway] key log_level: must be one of debug, info, warning, error, got "verbose"\n'
 
 
@@ -221,7 +222,7 @@ def test_functions_that_cannot_take_their_arguments_are_refused_all_at_once(tmp_
     text = "".join(t for t, _ in SIGNATURE_PROBLEMS)
     expected = "\n".join(p for _, p in SIGNATURE_PROBLEMS).splitlines()
     assert callable_problems(parse(text)) == expected
-    err = refused(tmp_path, text)
+    err = refused(tmp_path, ANON + text)
     assert err.splitlines()[1:] == [f"  {p}" for p in expected]
 
 
@@ -265,28 +266,38 @@ def test_auth_callback_signature_is_checked():
 
 
 def test_import_problems_say_why(tmp_path):
-    """The `genapi` script does not put the current directory on the import path: a module next
-    to the config is not found, and the message says how to fix it."""
+    """The current directory is on the import path (as with uvicorn; --app-dir DIR changes it):
+    a module next to the config imports with the `genapi` script and no PYTHONPATH. A module
+    that is not found is named with every directory searched; a module that fails while
+    importing is named with its exception."""
     (tmp_path / "myapi.py").write_text("def hello():\n    return 'hi'\n")
     (tmp_path / "broken.py").write_text("raise RuntimeError('no database')\n")
-    (tmp_path / "gw.toml").write_text(function("hello", '"myapi:hello"') + function("broken", '"broken:f"'))
+    (tmp_path / "gw.toml").write_text(ANON + function("hello", '"myapi:hello"') + function("broken", '"broken:f"'))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
-    def check(**extra_env):
-        return subprocess.run([str(Path(sys.executable).with_name("genapi")), "check", "--config", "gw.toml"],
-                              capture_output=True, text=True, timeout=30, cwd=tmp_path, env={**env, **extra_env})
+    def check(*args):
+        return subprocess.run([str(Path(sys.executable).with_name("genapi")), "check", "--config", "gw.toml", *args],
+                              capture_output=True, text=True, timeout=30, cwd=tmp_path, env=env)
 
     proc = check()
-    assert proc.returncode == 2 and proc.stderr.splitlines()[1] == (
-        '  [[functions]] #1 (svc.hello) key mfa: cannot import module "myapi" of "myapi:hello": No module named '
-        "'myapi'; myapi.py is in the current directory, which is not on the import path: run with PYTHONPATH=.")
-    proc = check(PYTHONPATH=".")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr == ('genapi: error: [[functions]] #2 (svc.broken) key mfa: importing "broken" raised '
                            "RuntimeError: no database\n")
     (tmp_path / "broken.py").write_text("def f():\n    pass\n")
-    proc = check(PYTHONPATH=".")
+    proc = check()
     assert proc.returncode == 0 and "ok, 2 function(s)" in proc.stdout, proc.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = check("--app-dir", str(elsewhere))
+    first = proc.stderr.splitlines()[1]
+    assert proc.returncode == 2 and first.startswith(
+        '  [[functions]] #1 (svc.hello) key mfa: cannot import module "myapi" of "myapi:hello": No module named '
+        f"'myapi' (searched {elsewhere}, ")
+    assert first.endswith("; myapi.py is in the current directory, which is not on the import path: "
+                          "pass --app-dir . (or the directory that holds it)")
+    (elsewhere / "myapi.py").write_text("def hello():\n    return 'there'\n")
+    (elsewhere / "broken.py").write_text("def f():\n    pass\n")
+    assert check("--app-dir", "elsewhere").returncode == 0
 
 
 def test_version_is_the_package_version():

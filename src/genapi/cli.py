@@ -11,7 +11,7 @@ import time
 import msgspec
 
 from . import __version__, log
-from .config import ConfigError, LogLevel, Port, Settings, Workers, load
+from .config import ConfigError, LogLevel, Port, Settings, Workers, auth_problems, load
 from .schema import field_problem, literal_values, render
 from .signatures import callable_problems
 from .structs import FunConfig, split_target
@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
                                    "check that each can take the arguments its config passes, and report "
                                    "every problem at once (exit status 2). Prints the functions on success.")
     c.add_argument("--config", metavar="FILE", help="TOML config file; default: the embedded demo config")
+    for cmd in (s, c):
+        cmd.add_argument("--app-dir", metavar="DIR", default=".",
+                         help="directory put first on the import path for the config's modules "
+                              "(default: the current directory)")
     return p
 
 
@@ -51,7 +55,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     except ConfigError as exc:
         if exc.partial is None:
             raise
-        raise ConfigError(exc.problems + callable_problems(exc.partial, exc.numbers)) from None
+        auth = [] if any(p.startswith("[auth]") for p in exc.problems) else auth_problems(exc.partial.auth)
+        raise ConfigError(exc.problems + auth + callable_problems(exc.partial, exc.numbers)) from None
     gw = settings.gateway
     changes = {}
     if getattr(args, "host", None):
@@ -68,7 +73,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         changes["log_level"] = args.log_level
     if changes:
         settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, **changes))
-    problems = callable_problems(settings)
+    problems = auth_problems(settings.auth) + callable_problems(settings)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -183,12 +188,24 @@ def _report(exc: ConfigError, source: str) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
+def _import_path(app_dir: str) -> None:
+    """Puts `app_dir` first on the import path, as uvicorn's --app-dir does, so a `myapp.py` next
+    to the config imports without PYTHONPATH. With the `genapi` script sys.path[0] is the
+    script's own directory; with `python -m genapi` it is the current directory."""
+    path = os.path.abspath(app_dir)
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if getattr(args, "app_dir", None) is not None:
+        _import_path(args.app_dir)
     try:
         settings = _settings(args)
         if args.command == "check":

@@ -140,6 +140,17 @@ def parse(text: str, source: str = "<string>") -> Settings:
     return Settings(gateway=gw, auth=auth, functions=functions, source=source)
 
 
+def auth_problems(auth: AuthSettings) -> list[str]:
+    """A config that can never answer a request: every request needs a verified user and nothing
+    can verify one (no jwt_secret, jwt_public_key or callback)."""
+    if not auth.require_verified_user_id or auth.jwt_secret or auth.jwt_public_key or auth.callback:
+        return []
+    return ["[auth]: require_verified_user_id = true (the default) but no jwt_secret, jwt_public_key or "
+            'callback can verify a user, so every request would get "Authentication required"; set '
+            "[auth] jwt_secret (HS256 tokens), jwt_public_key (RS256) or callback, or "
+            "require_verified_user_id = false to serve anonymous clients"]
+
+
 def function_label(i: int, raw: Any) -> str:
     """`[[functions]] #i (service.request_type)`: how every problem of one entry is named."""
     if isinstance(raw, FunConfig):
