@@ -4,6 +4,7 @@ compiled `Connection` (`_core/connection.pyx`)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import signal
@@ -98,9 +99,33 @@ class Gateway:
         self.pipeline.pool.shutdown()
 
 
+class PortInUse(OSError):
+    """The port is held by another process (another genapi included): refused at start."""
+
+
+_held_locks: list[Any] = []  # the port locks of this process, held until it exits
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound, listening SO_REUSEPORT socket that several workers can share."""
+    """A bound, listening SO_REUSEPORT socket that this gateway's workers share. Refused with
+    PortInUse when another process holds the port: SO_REUSEPORT alone would let a second
+    gateway (same user) bind beside the first and silently take half of its connections. So a
+    fixed port is first locked (a lock file per host:port, against another genapi starting at
+    the same moment) and probe-bound without SO_REUSEPORT (against any listener)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        _lock_port(host, port)
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(exc.errno, "address already in use (another process listens on it: stop "
+                                           "it or choose another --port)") from None
+            raise
+        finally:
+            probe.close()
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -108,6 +133,29 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def _lock_port(host: str, port: int) -> None:
+    """An exclusive lock on `<tmp>/genapi-<uid>/<host>-<port>.lock` for this process's life (its
+    forked workers share it); the file holds the owner's pid for the message."""
+    import fcntl
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"genapi-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    f = open(os.path.join(folder, f"{host.replace(':', '_')}-{port}.lock"), "a+")  # noqa: SIM115 - held for life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip()
+        f.close()
+        raise PortInUse(errno.EADDRINUSE, f"address already in use (by another genapi, pid {owner or '?'}: stop it or choose another --port)") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _held_locks.append(f)
 
 
 async def serve(settings: Settings, sock: socket.socket | None = None, ready: Any = None) -> None:
