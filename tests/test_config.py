@@ -246,14 +246,14 @@ def test_functions_that_fit_are_accepted_and_listed(tmp_path):
     proc = genapi("check", "--config", str(path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "svc.predef - sync testapi:predefined [1, 2]",
-        "svc.map - sync testapi:as_map",
-        "svc.info 2.0.0 stream testapi:info",
-        "svc.push - sync testapi:push_style",
-        "svc.ordered - sync testapi:echo",
-        "svc.hooks - sync testapi:nothing",
-        "svc.builtin - sync builtins:max",
-        "svc.off - sync testapi:echo (disabled)",
+        "svc.predef - sync testapi:predefined [1, 2] (text: string)",
+        "svc.map - sync testapi:as_map ({a: string, b: num})",
+        "svc.info 2.0.0 stream testapi:info (a: string, request_info)",
+        "svc.push - sync testapi:push_style (n: num, request_info)",
+        "svc.ordered - sync testapi:echo (text: string, n: num)",
+        "svc.hooks - sync testapi:nothing ()",
+        "svc.builtin - sync builtins:max (a: num, b: num)",
+        "svc.off - sync testapi:echo () (disabled)",
         f"{path}: ok, 8 function(s)",
     ]
 

@@ -171,11 +171,32 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int, banner: st
 
 
 def _describe(cfg: FunConfig) -> str:
-    """One loaded function as `genapi check` lists it: service.request_type version type mfa."""
+    """One loaded function as `genapi check` lists it: service.request_type version
+    response_type mfa (arguments), e.g. `demo.echo 1.0.0 sync genapi.demo:echo (text: string,
+    n: num = 1)`; `{...}` for arg_orders = "map" (one dict)."""
     target, predefined = split_target(cfg.mfa)
     mfa = f"{target} {render(predefined)}" if predefined else target
-    return (f"{cfg.service}.{cfg.request_type} {cfg.version or '-'} {cfg.response_type} {mfa}"
-            f"{' (disabled)' if cfg.disabled else ''}")
+    return (f"{cfg.service}.{cfg.request_type} {cfg.version or '-'} {cfg.response_type} {mfa} "
+            f"{_arguments(cfg)}{' (disabled)' if cfg.disabled else ''}")
+
+
+def _arguments(cfg: FunConfig) -> str:
+    specs = cfg.arg_types or {}
+    names = list(cfg.arg_orders) if isinstance(cfg.arg_orders, list) and cfg.arg_orders else list(specs)
+    parts = []
+    for name in names:
+        spec = specs.get(name)
+        if isinstance(spec, dict):
+            text = f"{name}: {spec.get('type')}"
+            if "default_value" in spec:
+                text += f" = {render(spec['default_value'])}"
+        else:
+            text = f"{name}: {spec[0] if isinstance(spec, list) else spec}"
+        parts.append(text)
+    args = "{" + ", ".join(parts) + "}" if cfg.arg_orders == "map" else ", ".join(parts)
+    if cfg.request_info:
+        args = f"{args}, request_info" if args else "request_info"
+    return f"({args})"
 
 
 def _report(exc: ConfigError, source: str) -> None:
