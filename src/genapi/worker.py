@@ -158,8 +158,17 @@ def _lock_port(host: str, port: int) -> None:
     _held_locks.append(f)
 
 
-async def serve(settings: Settings, sock: socket.socket | None = None, ready: Any = None) -> None:
-    """Runs one worker until SIGINT/SIGTERM."""
+def sighup_ignored(*_args: object) -> None:
+    """SIGHUP (a closed terminal, a reload by habit) never ends the gateway; reload is not
+    supported yet, so it is logged and ignored."""
+    log.warning("sighup_ignored", pid=os.getpid(),
+                note="config reload is not supported yet: restart genapi to apply changes")
+
+
+async def serve(settings: Settings, sock: socket.socket | None = None, ready: Any = None,
+                handle_sighup: bool = True) -> None:
+    """Runs one worker until SIGINT/SIGTERM. SIGHUP is logged and ignored (`handle_sighup`
+    False: left as the caller set it, e.g. ignored in a supervisor's workers)."""
     gateway = Gateway(settings)
     await gateway.start(sock)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
@@ -167,6 +176,8 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if handle_sighup:
+        loop.add_signal_handler(signal.SIGHUP, sighup_ignored)
     gw = settings.gateway
     if ready is not None:
         ready(gateway)
