@@ -22,6 +22,11 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535, description="must be between 
 Workers = Annotated[Positive | Literal["auto"], msgspec.Meta(description='must be a positive integer or "auto"')]
 
 
+CheckOrigin = Annotated[bool | list[str], msgspec.Meta(
+    description='must be true, false or a list of origins such as ["https://example.com", "//example.com", '
+                '"https://*.example.com"]')]
+
+
 class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Port = 4000
@@ -42,6 +47,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     list_max_items: Positive = 1000
     map_max_items: Positive = 1000
     log_level: LogLevel = "warning"
+    check_origin: CheckOrigin = True
 
 
 class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -76,6 +82,17 @@ def _path_rule(path: str) -> str | None:
     return None if path.startswith("/") else f'must start with "/", got {render(path)}'
 
 
+def _check_origin_rule(value: bool | list[str]) -> str | None:
+    """Every listed origin names a host (Phoenix refuses one it cannot parse a host from)."""
+    from .phoenix import parse_origin
+
+    for entry in value if isinstance(value, list) else []:
+        if parse_origin(entry)[1] is None:
+            return (f'origin {render(entry)} has no host: write "https://{entry}" (that scheme only) or '
+                    f'"//{entry}" (any scheme)')
+    return None
+
+
 def _callback_rule(callback: str | None) -> str | None:
     if callback is None or (callback.count(":") == 1 and all(callback.split(":"))):
         return None
@@ -105,7 +122,8 @@ def parse(text: str, source: str = "<string>") -> Settings:
     problems: list[str] = []
     for name in sorted(set(doc) - set(_TABLES)):
         problems.append(f"{source}: {_unknown_top_level(name)}")
-    gw, found = _table("[gateway]", GatewaySettings, doc.get("gateway", {}), (("path", _path_rule),))
+    gw, found = _table("[gateway]", GatewaySettings, doc.get("gateway", {}),
+                       (("path", _path_rule), ("check_origin", _check_origin_rule)))
     problems += found
     auth, found = _table("[auth]", AuthSettings, doc.get("auth", {}), (("callback", _callback_rule),))
     problems += found

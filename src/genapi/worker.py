@@ -18,7 +18,7 @@ from . import log
 from ._core.connection import Connection
 from .auth import Authenticator, Refused, token_from_subprotocols
 from .config import Settings
-from .phoenix import serializer_for, topic_matcher
+from .phoenix import origin_checker, serializer_for, topic_matcher
 from .pipeline import Pipeline
 
 
@@ -31,23 +31,33 @@ class Gateway:
         self.pipeline = Pipeline(settings)
         self.auth = Authenticator(settings.auth)
         self.topic_allowed = topic_matcher(gw.topics)
+        self.origin_allowed = origin_checker(gw.check_origin)
         self.ws_path = gw.path.rstrip("/") + "/websocket"
         self.connections: set[Connection] = set()
         self.server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task | None = None
 
     def upgrade(self, request: WSUpgradeRequest) -> Any:
-        """Routes and authenticates an upgrade: 404 for other paths, 403 for a bad vsn or a
-        refused connect, else the connection (echoing `Sec-WebSocket-Protocol: phoenix`)."""
+        """Routes and authenticates an upgrade: 404 for other paths, 403 for an Origin that
+        check_origin refuses, a bad vsn or a refused connect, else the connection (echoing
+        `Sec-WebSocket-Protocol: phoenix`)."""
         target = urlsplit(request.path.decode("latin-1"))
         if target.path != self.ws_path:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(404, b"not found"), None)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        origin = headers.get("origin")
+        if origin is not None and self.origin_allowed is not None and not self.origin_allowed(
+                origin, headers.get("host")):
+            check = self.settings.gateway.check_origin
+            log.warning("connect_refused", reason="origin not allowed", origin=origin,
+                        check_origin=check if check is not True else f"true (host {headers.get('host')})",
+                        hint="list the origin in [gateway] check_origin")
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(403), None)
         params = dict(parse_qsl(target.query, keep_blank_values=True))
         ser = serializer_for(params.get("vsn"))
         if ser is None:
             log.warning("connect_refused", reason="unsupported vsn", vsn=params.get("vsn"))
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(403), None)
-        headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             token, offered = token_from_subprotocols(headers.get("sec-websocket-protocol"))
             identity = self.auth.authenticate(params, headers, token or params.get("token"))
@@ -143,14 +153,15 @@ def _lock_port(host: str, port: int) -> None:
 
     folder = os.path.join(tempfile.gettempdir(), f"genapi-{os.getuid()}")
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    f = open(os.path.join(folder, f"{host.replace(':', '_')}-{port}.lock"), "a+")  # noqa: SIM115 - held for life
+    f = open(os.path.join(folder, f"{host.replace(':', '_')}-{port}.lock"), "a+")  # held for life
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
         owner = f.read().strip()
         f.close()
-        raise PortInUse(errno.EADDRINUSE, f"address already in use (by another genapi, pid {owner or '?'}: stop it or choose another --port)") from None
+        raise PortInUse(errno.EADDRINUSE, f"address already in use (by another genapi, pid {owner or '?'}: "
+                                          "stop it or choose another --port)") from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
