@@ -47,7 +47,7 @@ cdef class Callee:
         self.detail_error = detail_error
 
     cpdef start(self, Reply reply, object request, list args):
-        reply.conn.spawn(reply.topic, self._answer(reply, request, args))
+        reply.conn.spawn(reply, self._answer(reply, request, args))
 
     async def _answer(self, Reply reply, request, list args):
         try:
@@ -112,7 +112,7 @@ cdef class LocalCallee(Callee):
             if sent == PYGEN_RETURN:
                 reply.finish(Response(request.request_id, value))
             else:  # it suspended: finish it in a Task
-                reply.conn.spawn(reply.topic, self._finish(reply, request, resume(coro, value)))
+                reply.conn.spawn(reply, self._finish(reply, request, resume(coro, value)))
         elif self.kind == _SYNC:
             try:
                 self.pool.submit(reply, request, self.fn, tuple(args), self.timeout, self)
