@@ -18,6 +18,7 @@ nodes = "local"
 mfa = "testapi:nothing"
 timeout = 1000
 """
+ANON = "[auth]\nrequire_verified_user_id = false\n"  # a file check and serve accept needs a way to answer
 
 
 def genapi(*args, timeout=30):
@@ -52,12 +53,17 @@ def test_defaults_and_embedded_config():
     ("[auth]\njwt_algorithm = \"none\"", "[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got \"none\""),
     ("[auth]\njwt_secret = \"a\"\njwt_public_key = \"/x\"", "[auth]: set jwt_secret (HS256) or jwt_public_key"),
     ("[auth]\njwt_public_key = \"/no/such.pem\"", "[auth] key jwt_public_key: no such file /no/such.pem"),
-    ("[extra]\na = 1", "unknown table(s) extra"),
+    ("[extra]\na = 1", "unknown table extra; expected [gateway], [auth] and [[functions]]"),
+    ("[gatway]\nport = 1", "test.toml: unknown table gatway; did you mean [gateway]?"),
+    ("port = 1", "test.toml: key port is outside any table; it belongs under [gateway]"),
+    ("[gateway]\nprot = 1", "[gateway] key prot: unknown key; did you mean port?"),
+    ("[auth]\njwt_secert = \"k\"", "[auth] key jwt_secert: unknown key; did you mean jwt_secret?"),
+    (FN.replace("timeout", "timout"), "[[functions]] #1 (s.r) key timout: unknown key; did you mean timeout?"),
     ("this is = not toml [", "not valid TOML"),
     (FN.replace("timeout = 1000", "timeout = 50"),
      "[[functions]] #1 (s.r) key timeout: must be between 100 and 300000 ms or \"infinity\", got 50"),
     (FN.replace("timeout = 1000", "timeout = \"forever\""), 'key timeout: must be between 100 and 300000 ms or "infinity", got "forever"'),
-    (FN.replace("timeout = 1000", ""), "[[functions]] #1 (s.r): missing required key timeout"),
+    (FN.replace('mfa = "testapi:nothing"', ""), "[[functions]] #1 (s.r): missing required key mfa"),
     (FN.replace('mfa = "testapi:nothing"', 'mfa = "noColon"'), "key mfa: must be \"module:function\""),
     (FN + 'response_type = "sometimes"', 'key response_type: must be one of sync, async, stream, none'),
     (FN + 'check_permission = "admins"', "key check_permission: must be false"),
@@ -65,7 +71,7 @@ def test_defaults_and_embedded_config():
     (FN + 'version = "0.0.0"', 'key version: "0.0.0" is reserved'),
     (FN + 'retry = { sometimes = 2 }', "key retry: must be a non-negative number, {same_node = N} or {all_nodes = N}, got {sometimes = 2}"),
     (FN + 'choose_node_mode = "fastest"', "key choose_node_mode: must be one of random, hash, round_robin"),
-    (FN + 'nodes2 = 1', "[[functions]] #1 (s.r) key nodes2: unknown key"),
+    (FN + 'nodes2 = 1', "[[functions]] #1 (s.r) key nodes2: unknown key; did you mean nodes?"),
     (FN + 'hook_timeout = 0', "key hook_timeout: must be a positive number of ms"),
     (FN + FN, "[[functions]] #2 (s.r): duplicate function s.r version None"),
 ])
@@ -93,7 +99,7 @@ def test_serve_refuses_functions_it_cannot_bind(tmp_path, text, needle):
 
 def test_check_ok_and_missing_file(tmp_path):
     path = tmp_path / "ok.toml"
-    path.write_text(FN)
+    path.write_text(ANON + FN)
     proc = genapi("check", "--config", str(path))
     assert proc.returncode == 0 and "ok, 1 function(s)" in proc.stdout
     proc = genapi("check", "--config", str(tmp_path / "none.toml"))
@@ -138,7 +144,7 @@ def refused(tmp_path, text):
 
 
 def test_bad_log_level_is_refused_by_check_and_serve_alike(tmp_path):
-    err = refused(tmp_path, '[gateway]\nlog_level = "verbose"\n')
+    err = refused(tmp_path, '[gateway]\nlog_level = "verbose"\n' + ANON)
     assert err == 'genapi: error: [gateway] key log_level: must be one of debug, info, warning, error, got "verbose"\n'
 
 
@@ -149,7 +155,7 @@ def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path):
             + function("b", '"testapi:nothing"') + function("c", '"testapi:echo"'))
     expected = ['[gateway] key log_level: must be one of debug, info, warning, error, got "verbose"',
                 '[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got "none"',
-                "[[functions]] #1 (svc.a) key timeout2: unknown key",
+                "[[functions]] #1 (svc.a) key timeout2: unknown key; did you mean timeout?",
                 "[[functions]] #2 (svc.b) key retry: must be a non-negative number, {same_node = N} or "
                 "{all_nodes = N}, got -1",
                 "[[functions]] #3 (svc.b): duplicate function svc.b version None"]
@@ -162,10 +168,21 @@ def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path):
     assert err.splitlines() == [f"genapi: error: {tmp_path / 'bad.toml'}: 6 problems"] + [f"  {p}" for p in expected]
 
 
+def test_unknown_key_without_a_close_match_gets_no_guess():
+    with pytest.raises(ConfigError) as e:
+        parse(FN + "colour = 1")
+    assert e.value.problems == ["[[functions]] #1 (s.r) key colour: unknown key"]
+
+
+def test_nodes_and_timeout_have_defaults():
+    cfg = parse('[[functions]]\nservice = "s"\nrequest_type = "r"\nmfa = "testapi:nothing"\n').functions[0]
+    assert (cfg.nodes, cfg.timeout, cfg.timeout_ms()) == ("local", 5000, 5000)
+
+
 def test_missing_required_keys_are_named_together():
     with pytest.raises(ConfigError) as e:
         parse('[[functions]]\nservice = "s"\n')
-    assert e.value.problems == ["[[functions]] #1: missing required keys request_type, nodes, timeout, mfa"]
+    assert e.value.problems == ["[[functions]] #1: missing required keys request_type, mfa"]
 
 
 SIGNATURE_PROBLEMS = [
@@ -205,7 +222,7 @@ def test_functions_that_cannot_take_their_arguments_are_refused_all_at_once(tmp_
     text = "".join(t for t, _ in SIGNATURE_PROBLEMS)
     expected = "\n".join(p for _, p in SIGNATURE_PROBLEMS).splitlines()
     assert callable_problems(parse(text)) == expected
-    err = refused(tmp_path, text)
+    err = refused(tmp_path, ANON + text)
     assert err.splitlines()[1:] == [f"  {p}" for p in expected]
 
 
@@ -229,14 +246,14 @@ def test_functions_that_fit_are_accepted_and_listed(tmp_path):
     proc = genapi("check", "--config", str(path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
-        "svc.predef - sync testapi:predefined [1, 2]",
-        "svc.map - sync testapi:as_map",
-        "svc.info 2.0.0 stream testapi:info",
-        "svc.push - sync testapi:push_style",
-        "svc.ordered - sync testapi:echo",
-        "svc.hooks - sync testapi:nothing",
-        "svc.builtin - sync builtins:max",
-        "svc.off - sync testapi:echo (disabled)",
+        "svc.predef - sync testapi:predefined [1, 2] (text: string)",
+        "svc.map - sync testapi:as_map ({a: string, b: num})",
+        "svc.info 2.0.0 stream testapi:info (a: string, request_info)",
+        "svc.push - sync testapi:push_style (n: num, request_info)",
+        "svc.ordered - sync testapi:echo (text: string, n: num)",
+        "svc.hooks - sync testapi:nothing ()",
+        "svc.builtin - sync builtins:max (a: num, b: num)",
+        "svc.off - sync testapi:echo () (disabled)",
         f"{path}: ok, 8 function(s)",
     ]
 
@@ -249,28 +266,38 @@ def test_auth_callback_signature_is_checked():
 
 
 def test_import_problems_say_why(tmp_path):
-    """The `genapi` script does not put the current directory on the import path: a module next
-    to the config is not found, and the message says how to fix it."""
+    """The current directory is on the import path (as with uvicorn; --app-dir DIR changes it):
+    a module next to the config imports with the `genapi` script and no PYTHONPATH. A module
+    that is not found is named with every directory searched; a module that fails while
+    importing is named with its exception."""
     (tmp_path / "myapi.py").write_text("def hello():\n    return 'hi'\n")
     (tmp_path / "broken.py").write_text("raise RuntimeError('no database')\n")
-    (tmp_path / "gw.toml").write_text(function("hello", '"myapi:hello"') + function("broken", '"broken:f"'))
+    (tmp_path / "gw.toml").write_text(ANON + function("hello", '"myapi:hello"') + function("broken", '"broken:f"'))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
-    def check(**extra_env):
-        return subprocess.run([str(Path(sys.executable).with_name("genapi")), "check", "--config", "gw.toml"],
-                              capture_output=True, text=True, timeout=30, cwd=tmp_path, env={**env, **extra_env})
+    def check(*args):
+        return subprocess.run([str(Path(sys.executable).with_name("genapi")), "check", "--config", "gw.toml", *args],
+                              capture_output=True, text=True, timeout=30, cwd=tmp_path, env=env)
 
     proc = check()
-    assert proc.returncode == 2 and proc.stderr.splitlines()[1] == (
-        '  [[functions]] #1 (svc.hello) key mfa: cannot import module "myapi" of "myapi:hello": No module named '
-        "'myapi'; myapi.py is in the current directory, which is not on the import path: run with PYTHONPATH=.")
-    proc = check(PYTHONPATH=".")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr == ('genapi: error: [[functions]] #2 (svc.broken) key mfa: importing "broken" raised '
                            "RuntimeError: no database\n")
     (tmp_path / "broken.py").write_text("def f():\n    pass\n")
-    proc = check(PYTHONPATH=".")
+    proc = check()
     assert proc.returncode == 0 and "ok, 2 function(s)" in proc.stdout, proc.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = check("--app-dir", str(elsewhere))
+    first = proc.stderr.splitlines()[1]
+    assert proc.returncode == 2 and first.startswith(
+        '  [[functions]] #1 (svc.hello) key mfa: cannot import module "myapi" of "myapi:hello": No module named '
+        f"'myapi' (searched {elsewhere}, ")
+    assert first.endswith("; myapi.py is in the current directory, which is not on the import path: "
+                          "pass --app-dir . (or the directory that holds it)")
+    (elsewhere / "myapi.py").write_text("def hello():\n    return 'there'\n")
+    (elsewhere / "broken.py").write_text("def f():\n    pass\n")
+    assert check("--app-dir", "elsewhere").returncode == 0
 
 
 def test_version_is_the_package_version():

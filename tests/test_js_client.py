@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,9 @@ def test_phoenix_js_client_against_demo_gateway() -> None:
 
     gw = GatewayProcess(env={"PYTHONPATH": _absolute_pythonpath()})
     try:
-        env = {**os.environ, "GENAPI_URL": gw.url}
+        token = subprocess.run([sys.executable, "-m", "genapi", "token", "--sub", "js-user"], capture_output=True,
+                               text=True, timeout=30, check=True).stdout.strip()
+        env = {**os.environ, "GENAPI_URL": gw.url, "GENAPI_TOKEN": token}
         try:
             proc = subprocess.run([node, "--test", "--test-reporter=spec", "tests/js/"], cwd=REPO, env=env,
                                   capture_output=True, text=True, timeout=90)

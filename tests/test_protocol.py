@@ -2,6 +2,7 @@
 import asyncio
 import json
 import signal
+import time
 import urllib.error
 import urllib.request
 
@@ -105,9 +106,17 @@ def test_wrong_path_is_404(demo_gateway):
 
 
 def test_subprotocol_phoenix_echoed_with_auth_token(demo_gateway, run):
+    import base64
+
+    import jwt
+
+    from genapi.config import load
+    token = jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, load(None).auth.jwt_secret, algorithm="HS256")
+    b64 = base64.b64encode(token.encode()).decode().rstrip("=")
+
     async def go():
         c = await Raw.connect(demo_gateway.url, headers={
-            "Sec-WebSocket-Protocol": "phoenix, base64url.bearer.phx.c29tZS10b2tlbg"})
+            "Sec-WebSocket-Protocol": f"phoenix, base64url.bearer.phx.{b64}"})
         assert c.response.headers.get("Sec-WebSocket-Protocol") == "phoenix"
         await c.close()
         plain = await Raw.connect(demo_gateway.url)

@@ -95,6 +95,9 @@ class Authenticator:
             return self._from_callback(params, headers, token)
         if self._key is not None and token:
             return self._from_jwt(token)
+        if token and self._key is None:
+            raise Refused("a token was presented but [auth] sets no jwt_secret, jwt_public_key or callback "
+                          "to verify it")
         return ANONYMOUS
 
     def _from_jwt(self, token: str) -> Identity:

@@ -11,7 +11,7 @@ import time
 import msgspec
 
 from . import __version__, log
-from .config import ConfigError, LogLevel, Port, Settings, Workers, load
+from .config import ConfigError, LogLevel, Port, Settings, Workers, auth_problems, load
 from .schema import field_problem, literal_values, render
 from .signatures import callable_problems
 from .structs import FunConfig, split_target
@@ -43,6 +43,24 @@ def _parser() -> argparse.ArgumentParser:
                                    "check that each can take the arguments its config passes, and report "
                                    "every problem at once (exit status 2). Prints the functions on success.")
     c.add_argument("--config", metavar="FILE", help="TOML config file; default: the embedded demo config")
+    t = sub.add_parser("token", help="print a signed JWT for a user (for development and tests)",
+                       description="Print a JWT signed as the config's [auth] verifies it: with jwt_secret "
+                                   "(HS256/384/512), or with jwt_public_key given the matching --private-key "
+                                   "(RS256/384/512). Claims: sub, roles, device_id, iat, exp.")
+    t.add_argument("--sub", required=True, metavar="USER", help="the user id (the sub claim)")
+    t.add_argument("--role", action="append", default=[], metavar="ROLE",
+                   help="a role in the roles claim; repeat for several")
+    t.add_argument("--device", metavar="DEVICE", help="the device_id claim")
+    t.add_argument("--ttl", type=int, default=3600, metavar="SECONDS",
+                   help="seconds until the token expires (exp claim; default 3600)")
+    t.add_argument("--config", metavar="FILE", help="TOML config file whose [auth] verifies the token; "
+                                                    "default: the embedded demo config")
+    t.add_argument("--private-key", metavar="FILE",
+                   help="PEM private key matching [auth] jwt_public_key (RS* algorithms)")
+    for cmd in (s, c):
+        cmd.add_argument("--app-dir", metavar="DIR", default=".",
+                         help="directory put first on the import path for the config's modules "
+                              "(default: the current directory)")
     return p
 
 
@@ -54,7 +72,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     except ConfigError as exc:
         if exc.partial is None:
             raise
-        raise ConfigError(exc.problems + callable_problems(exc.partial, exc.numbers)) from None
+        auth = [] if any(p.startswith("[auth]") for p in exc.problems) else auth_problems(exc.partial.auth)
+        raise ConfigError(exc.problems + auth + callable_problems(exc.partial, exc.numbers)) from None
     gw = settings.gateway
     changes = {}
     if getattr(args, "host", None):
@@ -73,7 +92,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         changes["log_format"] = args.log_format
     if changes:
         settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, **changes))
-    problems = callable_problems(settings)
+    problems = auth_problems(settings.auth) + callable_problems(settings)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -96,7 +115,12 @@ def serve(settings: Settings) -> int:
     from .worker import serve as serve_worker
 
     gw = settings.gateway
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler logs it: never a crash
     log.setup(gw.log_level, gw.log_format)
+    if settings.source == "<embedded default>" and gw.host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("demo_config_exposed", host=gw.host,
+                    note="the embedded demo's jwt_secret is public: anyone can sign tokens for it; "
+                         "serve your own --config beyond loopback")
     _check_functions(settings)
     workers = (os.cpu_count() or 1) if gw.workers == "auto" else int(gw.workers)
     try:
@@ -119,14 +143,16 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int, banner: st
     import uvloop
 
     from .worker import serve as serve_worker
+    from .worker import sighup_ignored
 
     def spawn() -> int:
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor logs it once
             try:
-                uvloop.run(serve_worker(settings, sock))
+                uvloop.run(serve_worker(settings, sock, handle_sighup=False))
                 code = 0
             except BaseException:
                 log.error("worker_crashed", exc_info=True)
@@ -142,6 +168,7 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int, banner: st
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, sighup_ignored)
     children = {spawn() for _ in range(workers)}
     print(banner, flush=True)
     while not stopping:
@@ -171,11 +198,83 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int, banner: st
 
 
 def _describe(cfg: FunConfig) -> str:
-    """One loaded function as `genapi check` lists it: service.request_type version type mfa."""
+    """One loaded function as `genapi check` lists it: service.request_type version
+    response_type mfa (arguments), e.g. `demo.echo 1.0.0 sync genapi.demo:echo (text: string,
+    n: num = 1)`; `{...}` for arg_orders = "map" (one dict)."""
     target, predefined = split_target(cfg.mfa)
     mfa = f"{target} {render(predefined)}" if predefined else target
-    return (f"{cfg.service}.{cfg.request_type} {cfg.version or '-'} {cfg.response_type} {mfa}"
-            f"{' (disabled)' if cfg.disabled else ''}")
+    return (f"{cfg.service}.{cfg.request_type} {cfg.version or '-'} {cfg.response_type} {mfa} "
+            f"{_arguments(cfg)}{' (disabled)' if cfg.disabled else ''}")
+
+
+def _arguments(cfg: FunConfig) -> str:
+    specs = cfg.arg_types or {}
+    names = list(cfg.arg_orders) if isinstance(cfg.arg_orders, list) and cfg.arg_orders else list(specs)
+    parts = []
+    for name in names:
+        spec = specs.get(name)
+        if isinstance(spec, dict):
+            text = f"{name}: {spec.get('type')}"
+            if "default_value" in spec:
+                text += f" = {render(spec['default_value'])}"
+        else:
+            text = f"{name}: {spec[0] if isinstance(spec, list) else spec}"
+        parts.append(text)
+    args = "{" + ", ".join(parts) + "}" if cfg.arg_orders == "map" else ", ".join(parts)
+    if cfg.request_info:
+        args = f"{args}, request_info" if args else "request_info"
+    return f"({args})"
+
+
+def token(args: argparse.Namespace) -> str:
+    """A JWT the config's [auth] accepts for `args.sub`; ConfigError naming the key when the
+    config cannot verify tokens or the key given does not fit."""
+    import jwt
+
+    settings = load(args.config)
+    auth = settings.auth
+    if args.ttl <= 0:
+        raise ConfigError(f"--ttl: must be a positive number of seconds, got {args.ttl}")
+    if not args.sub:
+        raise ConfigError("--sub: must be a non-empty user id")
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": args.sub, "iat": now, "exp": now + args.ttl}
+    if args.role:
+        claims["roles"] = list(args.role)
+    if args.device:
+        claims["device_id"] = args.device
+    where = settings.source
+    if auth.jwt_secret is not None:
+        algorithm = auth.jwt_algorithm or "HS256"
+        if not algorithm.startswith("HS"):
+            raise ConfigError(f"{where}: [auth] jwt_algorithm {algorithm} needs jwt_public_key, not jwt_secret")
+        if args.private_key:
+            raise ConfigError(f"{where}: [auth] verifies {algorithm} tokens with jwt_secret; --private-key is "
+                              "for configs with jwt_public_key")
+        return jwt.encode(claims, auth.jwt_secret, algorithm=algorithm)
+    if auth.jwt_public_key is not None:
+        algorithm = auth.jwt_algorithm or "RS256"
+        if not args.private_key:
+            raise ConfigError(f"{where}: [auth] verifies {algorithm} tokens with jwt_public_key "
+                              f"{auth.jwt_public_key}; pass the matching private key: --private-key FILE")
+        try:
+            with open(args.private_key, encoding="utf-8") as f:
+                private = f.read()
+            with open(auth.jwt_public_key, encoding="utf-8") as f:
+                public = f.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read key file {exc.filename}: {exc.strerror}") from None
+        try:
+            encoded = jwt.encode(claims, private, algorithm=algorithm)
+            jwt.decode(encoded, public, algorithms=[algorithm])
+        except (ValueError, TypeError, jwt.InvalidTokenError) as exc:
+            raise ConfigError(f"--private-key {args.private_key}: cannot sign {algorithm} tokens that "
+                              f"[auth] jwt_public_key {auth.jwt_public_key} verifies: {exc}") from None
+        return encoded
+    via = (f"tokens are checked by [auth] callback {auth.callback}, which genapi token cannot sign for"
+           if auth.callback else "nothing verifies tokens")
+    raise ConfigError(f"{where}: [auth] sets no jwt_secret (HS256) or jwt_public_key (RS256): {via}; set "
+                      "[auth] jwt_secret to sign and verify tokens")
 
 
 def _report(exc: ConfigError, source: str) -> None:
@@ -188,12 +287,31 @@ def _report(exc: ConfigError, source: str) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
+def _import_path(app_dir: str) -> None:
+    """Puts `app_dir` first on the import path, as uvicorn's --app-dir does, so a `myapp.py` next
+    to the config imports without PYTHONPATH. With the `genapi` script sys.path[0] is the
+    script's own directory; with `python -m genapi` it is the current directory."""
+    path = os.path.abspath(app_dir)
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if getattr(args, "app_dir", None) is not None:
+        _import_path(args.app_dir)
+    if args.command == "token":
+        try:
+            print(token(args))
+        except ConfigError as exc:
+            _report(exc, args.config or "<embedded default>")
+            return 2
+        return 0
     try:
         settings = _settings(args)
         if args.command == "check":

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from .errors import ConfigError
-from .schema import render, table_problems
+from .schema import did_you_mean, render, table_problems
 from .structs import FUN_CONFIG_RULES, FunConfig, NonEmpty
 
 # The rules of [gateway] and [auth], in their types (see schema.py for how they are worded).
@@ -21,6 +21,11 @@ Positive = Annotated[int, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535, description="must be between 0 and 65535 (0 = any free port)")]
 TopicBytes = Annotated[int, msgspec.Meta(ge=1, le=65536, description="must be between 1 and 65536 (bytes)")]
 Workers = Annotated[Positive | Literal["auto"], msgspec.Meta(description='must be a positive integer or "auto"')]
+
+
+CheckOrigin = Annotated[bool | list[str], msgspec.Meta(
+    description='must be true, false or a list of origins such as ["https://example.com", "//example.com", '
+                '"https://*.example.com"]')]
 
 
 class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -45,6 +50,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     map_max_items: Positive = 1000
     log_level: LogLevel = "warning"
     log_format: Literal["text", "json"] = "text"
+    check_origin: CheckOrigin = True
 
     @property
     def max_message_bytes(self) -> int:
@@ -69,8 +75,32 @@ class Settings(msgspec.Struct, kw_only=True):
     source: str = "<embedded default>"
 
 
+_TABLES = {"gateway": "[gateway]", "auth": "[auth]", "functions": "[[functions]]"}
+
+
+def _unknown_top_level(name: str) -> str:
+    """Words a top-level name that is none of the three tables: a misspelled table, or a key
+    written above its table's header."""
+    for table, struct in (("gateway", GatewaySettings), ("auth", AuthSettings), ("functions", FunConfig)):
+        if name in struct.__struct_fields__:
+            return f"key {name} is outside any table; it belongs under {_TABLES[table]}"
+    hint = did_you_mean(name, _TABLES, "[{}]").replace("[functions]", "[[functions]]")
+    return f"unknown table {name}{hint or '; expected [gateway], [auth] and [[functions]]'}"
+
+
 def _path_rule(path: str) -> str | None:
     return None if path.startswith("/") else f'must start with "/", got {render(path)}'
+
+
+def _check_origin_rule(value: bool | list[str]) -> str | None:
+    """Every listed origin names a host (Phoenix refuses one it cannot parse a host from)."""
+    from .phoenix import parse_origin
+
+    for entry in value if isinstance(value, list) else []:
+        if parse_origin(entry)[1] is None:
+            return (f'origin {render(entry)} has no host: write "https://{entry}" (that scheme only) or '
+                    f'"//{entry}" (any scheme)')
+    return None
 
 
 def _callback_rule(callback: str | None) -> str | None:
@@ -137,11 +167,10 @@ def parse(text: str, source: str = "<string>") -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     problems: list[str] = []
-    unknown = sorted(set(doc) - {"gateway", "auth", "functions"})
-    if unknown:
-        problems.append(f"{source}: unknown table(s) {', '.join(unknown)}; "
-                        "expected [gateway], [auth] and [[functions]]")
-    gw, found = _table("[gateway]", GatewaySettings, doc.get("gateway", {}), (("path", _path_rule),))
+    for name in sorted(set(doc) - set(_TABLES)):
+        problems.append(f"{source}: {_unknown_top_level(name)}")
+    gw, found = _table("[gateway]", GatewaySettings, doc.get("gateway", {}),
+                       (("path", _path_rule), ("check_origin", _check_origin_rule)))
     problems += found
     auth, found = _table("[auth]", AuthSettings, doc.get("auth", {}), (("callback", _callback_rule),))
     problems += found
@@ -175,6 +204,17 @@ def parse(text: str, source: str = "<string>") -> Settings:
                            functions=functions, source=source)
         raise ConfigError(problems, partial, numbers)
     return Settings(gateway=gw, auth=auth, functions=functions, source=source)
+
+
+def auth_problems(auth: AuthSettings) -> list[str]:
+    """A config that can never answer a request: every request needs a verified user and nothing
+    can verify one (no jwt_secret, jwt_public_key or callback)."""
+    if not auth.require_verified_user_id or auth.jwt_secret or auth.jwt_public_key or auth.callback:
+        return []
+    return ["[auth]: require_verified_user_id = true (the default) but no jwt_secret, jwt_public_key or "
+            'callback can verify a user, so every request would get "Authentication required"; set '
+            "[auth] jwt_secret (HS256 tokens), jwt_public_key (RS256) or callback, or "
+            "require_verified_user_id = false to serve anonymous clients"]
 
 
 def function_label(i: int, raw: Any) -> str:

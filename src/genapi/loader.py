@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,9 @@ def load_callable(target: str) -> Callable[..., Any]:
     module_name, _, attr = target.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f'cannot import module "{module_name}" of "{target}": {exc} '
+                         f"(searched {searched()})") from None
     except ImportError as exc:
         raise ValueError(f'cannot import module "{module_name}" of "{target}": {exc}') from None
     for part in attr.split("."):
@@ -24,6 +29,11 @@ def load_callable(target: str) -> Callable[..., Any]:
     if not callable(obj):
         raise ValueError(f'"{target}" is not callable')
     return obj
+
+
+def searched() -> str:
+    """The import path as a person reads it: every sys.path entry, made absolute."""
+    return ", ".join(os.path.abspath(p or ".") for p in sys.path) or "nothing: sys.path is empty"
 
 
 # How a callable runs: on the loop (async def), in a thread (plain def), or as a stream.

@@ -1,12 +1,13 @@
 """Phoenix Channels wire codec (V1 JSON objects, V2 JSON arrays): the serializer a connection
-negotiates by `vsn`, and the topic patterns clients may join. Frames are built (compiled, `_core/wire.pyx`) as
-ready-to-write WebSocket text frames, so a connection can gather every frame answering one read
-batch and write them at once."""
+negotiates by `vsn`, the topic patterns clients may join and the origins they may connect from.
+Frames are built (compiled, `_core/wire.pyx`) as ready-to-write WebSocket text frames, so a
+connection can gather every frame answering one read batch and write them at once."""
 from __future__ import annotations
 
 import fnmatch
 import re
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from ._core import wire
 from ._core.decode import decode_binary, decode_v1, decode_v2
@@ -60,3 +61,50 @@ def topic_matcher(patterns: list[str]) -> Callable[[str], bool]:
         return lambda topic: False
     match = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
     return lambda topic: match(topic) is not None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+Origin = tuple["str | None", "str | None", "int | None"]
+
+
+def parse_origin(origin: str) -> Origin:
+    """`scheme://host:port` → (scheme, host, port), as Phoenix reads an origin (Elixir's
+    URI.parse): None for a part not given; the port defaults from the scheme."""
+    try:
+        u = urlsplit(origin.strip())
+        port = u.port
+    except ValueError:
+        return None, None, None
+    scheme = u.scheme.lower() or None
+    if port is None and scheme is not None:
+        port = _DEFAULT_PORTS.get(scheme)
+    return scheme, u.hostname, port
+
+
+def origin_checker(check_origin: bool | list[str]) -> Callable[[str, str | None], bool] | None:
+    """Phoenix's `check_origin` for the Origin header of an upgrade: None when every origin is
+    allowed (false), else `allowed(origin, host_header)`. A request without Origin (not a
+    browser) is not checked. `true`: the Origin's host must be the host the client connected to
+    (the Host header; Phoenix compares with the endpoint's url host). A list: an origin passes
+    when some entry's scheme, host and port match, a part the entry leaves out matching anything
+    (`"//example.com"`: any scheme and port); `*.example.com` matches every subdomain of
+    example.com (not example.com itself)."""
+    if check_origin is False:
+        return None
+    if check_origin is True:
+        def same_host(origin: str, host: str | None) -> bool:
+            origin_host = parse_origin(origin)[1]
+            return origin_host is not None and host is not None and origin_host == parse_origin("//" + host)[1]
+        return same_host
+    allowed = [parse_origin(entry) for entry in check_origin]
+
+    def listed(origin: str, _host: str | None) -> bool:
+        scheme, host, port = parse_origin(origin)
+        if host is None:
+            return False
+        for a_scheme, a_host, a_port in allowed:
+            if (a_scheme is None or a_scheme == scheme) and (a_port is None or a_port == port) and (
+                    a_host == host or (a_host is not None and a_host.startswith("*.") and host.endswith(a_host[1:]))):
+                return True
+        return False
+    return listed

@@ -8,6 +8,7 @@ every bad value of that field is then reported as "<description>, got <value>".
 """
 from __future__ import annotations
 
+import difflib
 import re
 import types
 from collections.abc import Callable, Iterable
@@ -15,7 +16,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
 
-__all__ = ["field_problem", "literal_values", "render", "table_problems"]
+__all__ = ["did_you_mean", "field_problem", "literal_values", "render", "table_problems"]
 
 _UNION = (Union, types.UnionType)
 _MSGSPEC_NAMES = {int: "int", float: "float", str: "str", bool: "bool", list: "array",
@@ -131,7 +132,7 @@ def table_problems(struct: type[msgspec.Struct], data: dict[str, Any],
         f = fields.get(key)
         if f is None:
             if forbid:
-                problems[key] = f"{key}: unknown key"
+                problems[key] = f"{key}: unknown key{did_you_mean(key, fields)}"
             continue
         problem = field_problem(key, f.type, value)
         if problem:
@@ -144,6 +145,14 @@ def table_problems(struct: type[msgspec.Struct], data: dict[str, Any],
     ordered = [(key, problems[key]) for key in data if key in problems]
     missing = [key for key, f in fields.items() if f.required and key not in data]
     return ordered, missing
+
+
+def did_you_mean(word: str, choices: Iterable[str], template: str = "{}") -> str:
+    """`"; did you mean X?"` for the closest of `choices` to a misspelled `word`, else ""."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {template.format(close[0])}?" if close else ""
 
 
 def literal_values(alias: Any) -> tuple[Any, ...]:

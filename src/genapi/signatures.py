@@ -133,7 +133,7 @@ def _fits(where: str, target: str, parts: list[tuple[int, str]] | None, who: str
 
 def _path_hint(target: str) -> str:
     """Points at the usual cause of a module that is not found although its file is right here:
-    the `genapi` script does not put the current directory on the import path."""
+    `--app-dir` put another directory on the import path."""
     top = target.partition(":")[0].split(".")[0]
     try:
         if importlib.util.find_spec(top) is not None:
@@ -145,4 +145,4 @@ def _path_hint(target: str) -> str:
     if os.getcwd() in [os.path.abspath(p or ".") for p in sys.path]:
         return ""
     return (f"; {top}{'.py' if os.path.isfile(f'{top}.py') else '/'} is in the current directory, "
-            "which is not on the import path: run with PYTHONPATH=.")
+            "which is not on the import path: pass --app-dir . (or the directory that holds it)")

@@ -13,6 +13,7 @@ from .schema import literal_values, render, table_problems
 
 TIMEOUT_MIN_MS = 100
 TIMEOUT_MAX_MS = 300_000
+DEFAULT_TIMEOUT_MS = 5000
 RESERVED_VERSION = "0.0.0"
 
 
@@ -101,15 +102,16 @@ NODE_MODES = literal_values(NodeMode)
 class FunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How the gateway calls one function: PhoenixGenApi's FunConfig, field for field.
 
-    `nodes = "local"` with `mfa = "module:function"` (or `["module:function", [predefined args]]`)
-    runs the function inside the gateway worker. The rules of each field are in its type.
+    `nodes = "local"` (the default) with `mfa = "module:function"` (or `["module:function",
+    [predefined args]]`) runs the function inside the gateway worker, with `timeout` ms (default
+    5000) to answer. The rules of each field are in its type.
     """
 
     service: NonEmpty
     request_type: NonEmpty
-    nodes: Nodes
-    timeout: Timeout
     mfa: Target
+    nodes: Nodes = "local"
+    timeout: Timeout = DEFAULT_TIMEOUT_MS
     choose_node_mode: NodeMode = "random"
     arg_types: dict[str, Any] | None = None
     arg_orders: ArgOrders = []

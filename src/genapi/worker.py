@@ -26,7 +26,7 @@ from ._core.reply import log_calls
 from .auth import Authenticator, Refused, choose_token, token_from_subprotocols
 from .config import Settings
 from .errors import AT_CONNECTION_LIMIT, headers_too_large
-from .phoenix import serializer_for, topic_matcher
+from .phoenix import origin_checker, serializer_for, topic_matcher
 from .pipeline import Pipeline
 
 
@@ -39,6 +39,7 @@ class Gateway:
         self.pipeline = Pipeline(settings)
         self.auth = Authenticator(settings.auth)
         self.topic_allowed = topic_matcher(gw.topics)
+        self.origin_allowed = origin_checker(gw.check_origin)
         self.ws_path = gw.path.rstrip("/") + "/websocket"
         self.connections: set[Connection] = set()
         self._connection_ids = itertools.count(1)
@@ -51,17 +52,26 @@ class Gateway:
         return f"{os.getpid()}.{next(self._connection_ids)}"
 
     def upgrade(self, request: WSUpgradeRequest) -> Any:
-        """Routes and authenticates an upgrade: 404 for other paths, 403 for a bad vsn or a
-        refused connect, else the connection (echoing `Sec-WebSocket-Protocol: phoenix`)."""
+        """Routes and authenticates an upgrade: 404 for other paths, 403 for an Origin that
+        check_origin refuses, a bad vsn or a refused connect, else the connection (echoing
+        `Sec-WebSocket-Protocol: phoenix`)."""
         target = urlsplit(request.path.decode("latin-1"))
         if target.path != self.ws_path:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(404, b"not found"), None)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        origin = headers.get("origin")
+        if origin is not None and self.origin_allowed is not None and not self.origin_allowed(
+                origin, headers.get("host")):
+            check = self.settings.gateway.check_origin
+            log.warning("connect_refused", reason="origin not allowed", origin=origin,
+                        check_origin=check if check is not True else f"true (host {headers.get('host')})",
+                        hint="list the origin in [gateway] check_origin")
+            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(403), None)
         params = dict(parse_qsl(target.query, keep_blank_values=True))
         ser = serializer_for(params.get("vsn"))
         if ser is None:
             log.warning("connect_refused", reason="unsupported vsn", vsn=params.get("vsn"))
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(403), None)
-        headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             token, offered = token_from_subprotocols(headers.get("sec-websocket-protocol"))
             identity = self.auth.authenticate(params, headers, choose_token(token, params.get("token")))
@@ -330,9 +340,33 @@ def _refuse(conn: socket.socket) -> None:
         conn.close()
 
 
+class PortInUse(OSError):
+    """The port is held by another process (another genapi included): refused at start."""
+
+
+_held_locks: list[Any] = []  # the port locks of this process, held until it exits
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A bound, listening SO_REUSEPORT socket that several workers can share."""
+    """A bound, listening SO_REUSEPORT socket that this gateway's workers share. Refused with
+    PortInUse when another process holds the port: SO_REUSEPORT alone would let a second
+    gateway (same user) bind beside the first and silently take half of its connections. So a
+    fixed port is first locked (a lock file per host:port, against another genapi starting at
+    the same moment) and probe-bound without SO_REUSEPORT (against any listener)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        _lock_port(host, port)
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(exc.errno, "address already in use (another process listens on it: stop "
+                                           "it or choose another --port)") from None
+            raise
+        finally:
+            probe.close()
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -342,8 +376,41 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(settings: Settings, sock: socket.socket | None = None, ready: Any = None) -> None:
-    """Runs one worker until SIGINT/SIGTERM."""
+def _lock_port(host: str, port: int) -> None:
+    """An exclusive lock on `<tmp>/genapi-<uid>/<host>-<port>.lock` for this process's life (its
+    forked workers share it); the file holds the owner's pid for the message."""
+    import fcntl
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"genapi-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    f = open(os.path.join(folder, f"{host.replace(':', '_')}-{port}.lock"), "a+")  # held for life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip()
+        f.close()
+        raise PortInUse(errno.EADDRINUSE, f"address already in use (by another genapi, pid {owner or '?'}: "
+                                          "stop it or choose another --port)") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _held_locks.append(f)
+
+
+def sighup_ignored(*_args: object) -> None:
+    """SIGHUP (a closed terminal, a reload by habit) never ends the gateway; reload is not
+    supported yet, so it is logged and ignored."""
+    log.warning("sighup_ignored", pid=os.getpid(),
+                note="config reload is not supported yet: restart genapi to apply changes")
+
+
+async def serve(settings: Settings, sock: socket.socket | None = None, ready: Any = None,
+                handle_sighup: bool = True) -> None:
+    """Runs one worker until SIGINT/SIGTERM. SIGHUP is logged and ignored (`handle_sighup`
+    False: left as the caller set it, e.g. ignored in a supervisor's workers)."""
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(log.loop_exception)
     raise_fd_limit()
@@ -353,6 +420,8 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if handle_sighup:
+        loop.add_signal_handler(signal.SIGHUP, sighup_ignored)
     gw = settings.gateway
     if ready is not None:
         ready(gateway)

@@ -1,6 +1,6 @@
 "use strict";
 // phoenix.js (npm `phoenix`, 1.8.x) against a running genapi gateway serving the embedded demo.
-// Run: GENAPI_URL=ws://127.0.0.1:PORT/socket node --test tests/js/
+// Run: GENAPI_URL=ws://127.0.0.1:PORT/socket GENAPI_TOKEN=$(genapi token --sub js-user) node --test tests/js/
 // (tests/test_js_client.py starts the gateway and runs this for you.)
 //
 // Node 20 has no global WebSocket, so every Socket gets `transport: require("ws")`; without it
@@ -12,6 +12,7 @@ const { Socket } = require("phoenix");
 const WebSocket = require("ws");
 
 const URL = process.env.GENAPI_URL;
+const TOKEN = process.env.GENAPI_TOKEN; // signed with the demo's jwt_secret
 const EVENT = "phoenix_gen_api";
 const SERVICE = "demo";
 const T = 5000; // per-test timeout (ms); the whole file runs in ~2 s
@@ -272,9 +273,10 @@ test("missing request_id: error push, then error reply", { timeout: T }, async (
 
 // Every topic is joinable in the demo (topics = ["*"]), so "unmatched topic" is not tested here.
 
-test("authToken: connects (Sec-WebSocket-Protocol: phoenix) and works anonymously", { timeout: T }, async (t) => {
+test("authToken: a token from `genapi token` connects (Sec-WebSocket-Protocol: phoenix) and names the user", { timeout: T }, async (t) => {
   const errors = [];
-  const socket = await openSocket(t, { authToken: "whatever" });
+  assert.ok(TOKEN, "GENAPI_TOKEN is not set (tests/test_js_client.py sets it with `genapi token`)");
+  const socket = await openSocket(t, { authToken: TOKEN });
   socket.onError((e) => errors.push(e));
   assert.equal(socket.conn.protocol, "phoenix", "server must select the 'phoenix' subprotocol");
   const { channel } = await join(socket);
@@ -284,6 +286,9 @@ test("authToken: connects (Sec-WebSocket-Protocol: phoenix) and works anonymousl
   const [push] = log.forRequest(id);
   assert.equal(push.payload.success, true);
   assert.deepEqual(push.payload.result, { text: "with token", n: 1 });
+  const who = request(channel, log, "whoami", {});
+  await log.until(replyFor(who), "whoami reply");
+  assert.equal(log.forRequest(who)[0].payload.result.user_id, "js-user");
   assert.deepEqual(errors, []);
 });
 

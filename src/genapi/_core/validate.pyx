@@ -117,6 +117,15 @@ _TYPE_OPTIONS = {
     "map": frozenset(("max_items", "required", "accept")),
 }
 _ALL_OPTIONS = _COMMON_OPTIONS.union(*_TYPE_OPTIONS.values())
+
+
+def _guess(word, choices):
+    """`; did you mean "X"?` for a misspelled type or option (spec compile time only)."""
+    from difflib import get_close_matches
+    if not PyUnicode_Check(word):
+        return ""
+    close = get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {_quote(close[0])}?" if close else ""
 # Which limit the number of the tuple form ["type", n] sets.
 _TUPLE_OPTION = {
     "string": "max_bytes",
@@ -584,7 +593,7 @@ cdef _Spec _compile_spec(object name, object raw, Limits limits):
             raise ValueError(f"{where}: tuple form must be [type, limit], got {_render(raw)}")
         type_name = raw[0]
         if type_name not in _TYPE_CODES:
-            raise ValueError(f"{where}: unknown type {_quote(type_name)}")
+            raise ValueError(f"{where}: unknown type {_quote(type_name)}{_guess(type_name, _TYPE_CODES)}")
         if type_name not in _TUPLE_OPTION:
             raise ValueError(f"{where}: type {_quote(type_name)} takes no limit (tuple form)")
         opts = {_TUPLE_OPTION[type_name]: raw[1]}
@@ -601,11 +610,11 @@ cdef _Spec _compile_spec(object name, object raw, Limits limits):
             f"{where}: spec must be a type name, a [type, limit] pair or a dict, got {_render(raw)}")
 
     if type_name not in _TYPE_CODES:
-        raise ValueError(f"{where}: unknown type {_quote(type_name)}")
+        raise ValueError(f"{where}: unknown type {_quote(type_name)}{_guess(type_name, _TYPE_CODES)}")
     allowed = _TYPE_OPTIONS.get(type_name, frozenset())
     for opt in opts:
         if opt not in _ALL_OPTIONS:
-            raise ValueError(f"{where}: unknown option {_quote(opt)}")
+            raise ValueError(f"{where}: unknown option {_quote(opt)}{_guess(opt, _ALL_OPTIONS)}")
         if opt not in _COMMON_OPTIONS and opt not in allowed:
             owners = ", ".join(_OPTION_OWNERS[opt])
             raise ValueError(
