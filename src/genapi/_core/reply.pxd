@@ -25,6 +25,9 @@ cdef class Reply:
     cpdef finish(self, object response)
     cpdef release(self)
     cpdef bint live(self)
+    cpdef object drained(self)
+    cpdef bint cork(self)
+    cpdef uncork(self)
 
 
 cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, str request_type)
