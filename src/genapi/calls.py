@@ -121,10 +121,20 @@ class StreamHandle:
             self.done.set_result(resp)
             self._go.set()
 
+    def offer(self, chunk: Any) -> bool:
+        """From a thread: sends `chunk` without waiting; False when the sender should stop and
+        hand back (the client is not keeping up, or the stream is over)."""
+        if self.done.done():
+            return False
+        self._enqueue(Response.chunk(self._rid, chunk, True), False)
+        return self._go.is_set() and not self.done.done()
+
     def _from_thread(self, resp: Response, final: bool) -> None:
         self._go.wait()
-        if self.done.done():
-            return
+        if not self.done.done():
+            self._enqueue(resp, final)
+
+    def _enqueue(self, resp: Response, final: bool) -> None:
         with self._lock:
             self._backlog += 1
             if self._backlog >= THREAD_WINDOW:

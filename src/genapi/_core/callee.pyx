@@ -14,6 +14,7 @@ come from the callee (`local execution timed out after Nms` is the local one's).
 """
 import asyncio
 import inspect
+from time import monotonic
 
 from genapi import log
 from genapi.calls import pass_turn, resume
@@ -35,7 +36,6 @@ cdef enum:
     PYGEN_NEXT = 1
 
 cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
-cdef object _END = object()
 
 
 cdef class Callee:
@@ -125,6 +125,21 @@ async def _agen_stream(agen, handle):
     finally:
         if corked:
             handle.uncork()
+
+
+cdef double BURST_S = 0.005  # how long one thread job of a plain generator stream may run
+
+
+def _gen_burst(gen, handle):
+    """In a thread: sends what `gen` yields, each item as it comes, until the generator ends
+    (True), or the client is not keeping up, the stream is over, or BURST_S has passed (False:
+    the loop waits for the client, then hands the generator to a thread again). So a stream
+    holds a thread only while it produces, never while its client is not reading."""
+    deadline = monotonic() + BURST_S
+    for item in gen:
+        if not handle.offer(item) or monotonic() > deadline:
+            return False
+    return True
 
 
 def _collect(gen_fn, args):
@@ -228,10 +243,8 @@ cdef class LocalCallee(Callee):
             gen = self.fn(*args)
             try:
                 while not handle.closed:
-                    item = await self.pool.run(next, gen, _END)
-                    if item is _END:
+                    if await self.pool.run(_gen_burst, gen, handle):
                         break
-                    handle.send(item)
                     waiter = handle.drained()
                     if waiter is not None:
                         await waiter

@@ -180,8 +180,9 @@ cdef class Connection(WSListener):
         unsent = self._unsent()
         paused_ms = round((self._loop.time() - self._paused_at) * 1000) if self.writing_paused else 0
         self.gateway.aborted += 1
+        peer = t.underlying_transport.get_extra_info("peername")
         log.warning("connection_aborted", reason=reason, unsent_bytes=unsent, paused_ms=paused_ms,
-                    peer=t.underlying_transport.get_extra_info("peername"), total=self.gateway.aborted)
+                    peer=f"{peer[0]}:{peer[1]}" if peer else "?", total=self.gateway.aborted)
         self._write = None
         self.out.clear()
         self.out_bytes = 0
