@@ -69,20 +69,30 @@ class SockClient:
         self.buf += chunk
         return True
 
+    @staticmethod
+    def _bounds(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+        """(payload start, frame end) of the server frame at `pos`, if it is all there."""
+        if len(buf) - pos < 2:
+            return None
+        n, at = buf[pos + 1] & 0x7F, pos + 2
+        if n == 126:
+            if len(buf) - pos < 4:
+                return None
+            n, at = struct.unpack_from("!H", buf, pos + 2)[0], pos + 4
+        elif n == 127:
+            if len(buf) - pos < 10:
+                return None
+            n, at = struct.unpack_from("!Q", buf, pos + 2)[0], pos + 10
+        return (at, at + n) if len(buf) >= at + n else None
+
     def recv_frame(self) -> tuple[int, bytes] | None:
         """(opcode, payload) of the next server frame, or None at end of stream."""
         while True:
-            if len(self.buf) >= 2:
-                b0, b1 = self.buf[0], self.buf[1]
-                n, at = b1 & 0x7F, 2
-                if n == 126 and len(self.buf) >= 4:
-                    n, at = struct.unpack_from("!H", self.buf, 2)[0], 4
-                elif n == 127 and len(self.buf) >= 10:
-                    n, at = struct.unpack_from("!Q", self.buf, 2)[0], 10
-                if (b1 & 0x7F) < 126 or at > 2:
-                    if len(self.buf) >= at + n:
-                        payload, self.buf = self.buf[at:at + n], self.buf[at + n:]
-                        return b0 & 0x0F, payload
+            bounds = self._bounds(self.buf, 0)
+            if bounds is not None:
+                at, end = bounds
+                opcode, payload, self.buf = self.buf[0] & 0x0F, self.buf[at:end], self.buf[end:]
+                return opcode, payload
             if not self._fill():
                 return None
 
@@ -96,19 +106,27 @@ class SockClient:
                 return json.loads(got[1])
 
     def drain_until(self, needle: bytes, limit: int = 1 << 30) -> bool:
-        """Reads raw bytes until `needle` shows up (True) or the stream ends (False)."""
-        seen = 0
-        tail = self.buf
-        self.buf = b""
-        while needle not in tail:
+        """Reads frames without decoding them until one holds `needle` (True; the frames after
+        it stay to be read) or the stream ends (False)."""
+        buf = bytearray(self.buf)
+        seen = pos = 0
+        while True:
+            while (bounds := self._bounds(buf, pos)) is not None:
+                at, end = bounds
+                if buf.find(needle, at, end) != -1:
+                    self.buf = bytes(buf[end:])
+                    return True
+                pos = end
+            del buf[:pos]
+            pos = 0
             chunk = self.sock.recv(1 << 20)
             if not chunk:
+                self.buf = b""
                 return False
             seen += len(chunk)
             if seen > limit:
                 raise AssertionError(f"read {seen} bytes without seeing {needle!r}")
-            tail = tail[-len(needle):] + chunk
-        return True
+            buf += chunk
 
     def read_to_end(self) -> int:
         """Reads until the server closes the socket; the bytes read (a reset counts as the end)."""
