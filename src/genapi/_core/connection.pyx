@@ -85,6 +85,7 @@ cdef class Connection(WSListener):
         self._write = None
         self.out.clear()
         self.out_bytes = 0
+        self.writing_paused = False
         self._stop_timer()
         self._wake_writers()
 
