@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -19,7 +20,9 @@ class GatewayProcess:
     """A `genapi serve` child process on a free loopback port, stopped by its pid."""
 
     def __init__(self, config: str | None = None, *, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None, cpu: int | None = None) -> None:
+                 env: dict[str, str] | None = None, cpu: int | None = None,
+                 nofile: int | None = None) -> None:
+        """`nofile`: the process's open-files limit (soft and hard, as `ulimit -n`)."""
         self.config_path: str | None = None
         if config is not None:
             fd, self.config_path = tempfile.mkstemp(suffix=".toml", prefix="genapi-test-")
@@ -35,8 +38,10 @@ class GatewayProcess:
         full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(pp)}
         full_env.update(env or {})
         self.stderr = tempfile.TemporaryFile()
+        limit = None if nofile is None else (
+            lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, env=full_env,
-                                     cwd=str(HERE), text=True)
+                                     cwd=str(HERE), text=True, preexec_fn=limit)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         m = BANNER.search(line)
         if not m:

@@ -93,6 +93,10 @@ timeout = 1000
 
 
 def token(sub="u1", key=SECRET, alg="HS256", **claims):
+    """A signed token; `exp` one hour ahead unless given (exp=None leaves it out)."""
+    claims.setdefault("exp", int(time.time()) + 3600)
+    if claims["exp"] is None:
+        del claims["exp"]
     return jwt.encode({"sub": sub, **claims}, key, algorithm=alg)
 
 
@@ -256,3 +260,124 @@ def test_any_authenticated_when_not_required(run):
         run(go())
     finally:
         assert g.stop() == 0
+
+
+# --------------------------------------------------------------------------- hostile tokens
+def raw_upgrade(port: int, target: str, extra: str = "") -> bytes:
+    """Sends one upgrade request by hand and returns the whole answer (until the server closes)."""
+    import base64
+    import socket
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode())
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def test_exp_is_required_and_time_claims_must_be_numbers(hs_gateway, run):
+    async def go():
+        assert "403" in await refused(hs_gateway.url, token=token("ann", exp=None))  # no exp
+        assert "403" in await refused(hs_gateway.url, auth_token=token("ann", exp=None))
+        assert "403" in await refused(hs_gateway.url, token=token("ann", exp="9999999999"))
+        assert "403" in await refused(hs_gateway.url, token=token("ann", exp=True))
+        assert "403" in await refused(hs_gateway.url, token=token("ann", nbf="0"))
+        assert "403" in await refused(hs_gateway.url, token=token("ann", iat="0"))
+        assert "403" in await refused(hs_gateway.url, token=token("ann", nbf=int(time.time()) + 600))
+        c = await Client.connect(hs_gateway.url, token=token("ann", exp=time.time() + 60.5, nbf=0,
+                                                              iat=int(time.time())))
+        await c.close()
+    run(go())
+    log = hs_gateway.read_stderr()
+    assert 'reason="token has no exp claim ([auth] require_exp = true)"' in log
+    assert "reason=\"token claim exp must be a number (NumericDate), got '9999999999'\"" in log
+    assert "reason=\"token claim nbf must be a number (NumericDate), got '0'\"" in log
+    assert 'reason="token not valid yet (nbf)"' in log
+
+
+def test_require_exp_false_accepts_tokens_without_exp(run):
+    g = GatewayProcess(f'[auth]\njwt_secret = "{SECRET}"\nrequire_exp = false\n' + FUNCTIONS)
+    try:
+        async def go():
+            c = await Client.connect(g.url, token=token("gus", exp=None))
+            await c.join("api:x")
+            assert (await c.call("t", "who")).result["info"]["user_id"] == "gus"
+            await c.close()
+            # still refused: an expired exp, and an exp that is not a number
+            assert "403" in await refused(g.url, token=token("gus", exp=int(time.time()) - 5))
+            assert "403" in await refused(g.url, token=token("gus", exp="9999999999"))
+        run(go())
+    finally:
+        assert g.stop() == 0
+
+
+def test_two_different_tokens_refuse_the_connect(hs_gateway, run):
+    good = token("hal")
+
+    async def go():
+        # a bad ?token= is not ignored because the subprotocol token is good, nor the reverse
+        assert "403" in await refused(hs_gateway.url, token="garbage", auth_token=good)
+        assert "403" in await refused(hs_gateway.url, token=good, auth_token="garbage")
+        assert "403" in await refused(hs_gateway.url, token=good, auth_token=token("mallory"))
+        c = await Client.connect(hs_gateway.url, token=good, auth_token=good)  # the same one twice is fine
+        await c.join("api:x")
+        assert (await c.call("t", "who")).result["info"]["user_id"] == "hal"
+        await c.close()
+    run(go())
+    assert 'reason="two different tokens: ?token= and the authToken subprotocol entry"' in hs_gateway.read_stderr()
+
+
+def test_oversized_tokens_get_431(hs_gateway, run):
+    huge = token("ivy", pad="x" * 100_000)
+    path = "/socket/websocket?vsn=2.0.0&token="
+    answer = raw_upgrade(hs_gateway.port, path + huge)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert answer.endswith(b"request headers must be under 16384 bytes (a token that long cannot be sent)")
+    b64 = __import__("base64").b64encode(huge.encode()).decode().rstrip("=")
+    answer = raw_upgrade(hs_gateway.port, "/socket/websocket?vsn=2.0.0",
+                         f"Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx.{b64}\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    # the same through a WebSocket client
+    assert "431" in run(refused(hs_gateway.url, token=huge))
+    # a head just under the limit is still served: an 8 KB token works
+    big = token("ivy", pad="x" * 8000)
+
+    async def go():
+        c = await Client.connect(hs_gateway.url, token=big)
+        await c.join("api:x")
+        assert (await c.call("t", "who")).result["info"]["user_id"] == "ivy"
+        await c.close()
+    run(go())
+    assert "connect_refused reason=\"request headers too large\" limit=16384" in hs_gateway.read_stderr()
+
+
+@pytest.mark.parametrize("auth, needle", [
+    ('jwt_secret = "{secret}"\njwt_algorithm = "RS256"',
+     '[auth] key jwt_algorithm: "RS256" needs jwt_public_key (a PEM file), but jwt_secret is set'),
+    ('jwt_public_key = "{pem}"\njwt_algorithm = "HS256"',
+     '[auth] key jwt_algorithm: "HS256" needs jwt_secret (a shared secret), but jwt_public_key is set'),
+    ('jwt_algorithm = "HS512"', '[auth] key jwt_algorithm: "HS512" is set but there is no key'),
+    ('jwt_secret = """{pem_text}"""', "[auth] key jwt_secret is not a key for HS256: The specified key is an "
+                                      "asymmetric key"),
+    ('jwt_public_key = "{junk}"', "[auth] key jwt_public_key: {junk} is not a key for RS256"),
+])
+def test_check_refuses_an_algorithm_that_does_not_fit_the_key(rsa_keys, tmp_path, auth, needle):
+    import subprocess
+    import sys
+
+    _key, pem = rsa_keys
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    fill = {"secret": SECRET, "pem": pem, "pem_text": open(pem).read(), "junk": str(junk)}
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text("[auth]\n" + auth.format(**fill) + "\n")
+    for extra in (["check"], ["serve", "--port", "0"]):  # both refuse before anything listens
+        out = subprocess.run([sys.executable, "-m", "genapi", *extra, "--config", str(cfg)],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2, out
+        assert needle.format(**fill) in out.stderr

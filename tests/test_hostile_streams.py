@@ -3,6 +3,7 @@ worker (other clients' heartbeats get through, its timeout fires), stops produci
 client is not reading (the worker's memory stays bounded), and a client that does not drain its
 output is aborted, not closed gracefully (which would wait for it to read)."""
 import os
+import re
 import threading
 import time
 
@@ -83,6 +84,11 @@ def gw_long():
     """Streams run for a minute; nothing is aborted for a minute."""
     with gateway(60_000, idle_timeout_ms=60_000, drain_timeout_ms=60_000) as gw:
         yield gw
+
+
+def aborted(gw: GatewayProcess, reason: str) -> bool:
+    """Whether the gateway logged a connection aborted for `reason`."""
+    return re.search(rf"connection_aborted .*reason={reason}\b", gw.read_stderr()) is not None
 
 
 def rss(pid: int) -> int:
@@ -219,7 +225,7 @@ def test_a_client_that_does_not_drain_is_aborted_after_drain_timeout():
     with gateway(60_000, idle_timeout_ms=60_000, drain_timeout_ms=500) as gw:
         base = sockets(gw.pid)
         c = non_reader(gw, "spin")
-        assert wait_until(lambda: "connection_aborted reason=drain_timeout" in gw.read_stderr(), 10)
+        assert wait_until(lambda: aborted(gw, "drain_timeout"), 10)
         assert wait_until(lambda: sockets(gw.pid) == base, 5)  # the server let go of it
         assert c.read_to_end() >= 0  # and the client sees the end
         other = joined(gw, timeout=3)
@@ -232,7 +238,7 @@ def test_answers_piling_up_past_max_unsent_bytes_abort_the_client():
         base = sockets(gw.pid)
         c = joined(gw, rcvbuf=4096)
         c.send_many([req(f"b{i}", "big", {"n": 400_000}) for i in range(20)])  # 8 MB of answers
-        assert wait_until(lambda: "connection_aborted reason=max_unsent_bytes" in gw.read_stderr(), 10)
+        assert wait_until(lambda: aborted(gw, "max_unsent_bytes"), 10)
         assert wait_until(lambda: sockets(gw.pid) == base, 5)
         c.close()
 
@@ -246,7 +252,7 @@ def test_an_idle_client_that_does_not_read_is_aborted_not_closed():
         base = sockets(gw.pid)
         before = rss(gw.pid)
         c = non_reader(gw, "spin", size=10_000)
-        assert wait_until(lambda: "connection_aborted reason=not_draining_at_close" in gw.read_stderr(), 10)
+        assert wait_until(lambda: aborted(gw, "not_draining_at_close"), 10)
         assert wait_until(lambda: sockets(gw.pid) == base - 1, 5)  # `other` went idle too: closed
         assert rss(gw.pid) - before < 32 * MiB
         assert c.read_to_end() >= 0
@@ -260,5 +266,5 @@ def test_shutdown_aborts_a_client_that_does_not_read():
         t0 = time.monotonic()
         assert gw.stop() == 0
         assert time.monotonic() - t0 < 8
-        assert "connection_aborted reason=not_draining_at_close" in gw.read_stderr()
+        assert aborted(gw, "not_draining_at_close")
         c.close()

@@ -1,9 +1,14 @@
 """Connect authentication: a JWT (HS256 secret or RS256 public key), a user callback, or
-anonymous. The result is the connection's Identity, the only source of user_id and roles."""
+anonymous. The result is the connection's Identity, the only source of user_id and roles.
+
+A JWT must carry `exp` (unless `[auth] require_exp = false`); `exp`, `nbf` and `iat` must be
+numbers (RFC 7519 NumericDate: a string such as "9999999999" is refused). A token in `?token=`
+and a different one in the authToken subprotocol refuse the connect."""
 from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +60,18 @@ def token_from_subprotocols(header: str | None) -> tuple[str | None, bool]:
     return token, offered
 
 
+def choose_token(subprotocol: str | None, query: str | None) -> str | None:
+    """The connect's token: from the authToken subprotocol or `?token=`; both present and
+    different refuses the connect (neither may be silently ignored)."""
+    if subprotocol and query and subprotocol != query:
+        raise Refused("two different tokens: ?token= and the authToken subprotocol entry")
+    return subprotocol or query
+
+
+NUMERIC_DATES = ("exp", "nbf", "iat")
+_DECODE_OPTIONS: Any = {"verify_aud": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False}
+
+
 class Authenticator:
     """Turns connect params, headers and token into an Identity, or raises Refused."""
 
@@ -83,13 +100,25 @@ class Authenticator:
     def _from_jwt(self, token: str) -> Identity:
         import jwt
 
-        try:
-            claims = jwt.decode(token, self._key, algorithms=self._algorithms,
-                                options={"verify_aud": False})
-        except jwt.ExpiredSignatureError:
-            raise Refused("token expired") from None
-        except jwt.InvalidTokenError as exc:
-            raise Refused(f"invalid token: {exc}") from None
+        try:  # the time claims are checked below, after their types
+            claims = jwt.decode(token, self._key, algorithms=self._algorithms, options=_DECODE_OPTIONS)
+        except jwt.PyJWTError as exc:  # every token problem (and key problem) refuses; none crashes
+            raise Refused(f"invalid token: {type(exc).__name__}: {exc}") from None
+        for claim in NUMERIC_DATES:
+            value = claims.get(claim)
+            if claim in claims and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                    or value != value):
+                raise Refused(f"token claim {claim} must be a number (NumericDate), got {value!r:.40}")
+        exp = claims.get("exp")
+        now = time.time()
+        if exp is None:
+            if self.settings.require_exp:
+                raise Refused("token has no exp claim ([auth] require_exp = true)")
+        elif exp <= now:
+            raise Refused("token expired")
+        nbf = claims.get("nbf")
+        if nbf is not None and nbf > now:
+            raise Refused("token not valid yet (nbf)")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise Refused("token has no sub claim (the user id)")

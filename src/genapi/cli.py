@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                    help='worker processes sharing the port; "auto" = one per CPU (overrides [gateway] workers)')
     s.add_argument("--log-level", choices=literal_values(LogLevel),
                    help="log verbosity (overrides [gateway] log_level; default warning)")
+    s.add_argument("--log-format", choices=["text", "json"],
+                   help="text: `time LEVEL event key=value ...` lines; json: one object per line "
+                        "(overrides [gateway] log_format; default text)")
     c = sub.add_parser("check", help="validate a config file and exit",
                        description="Load a config file, import every function, hook and callback it names, "
                                    "check that each can take the arguments its config passes, and report "
@@ -66,6 +69,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise ConfigError(problems)
     if getattr(args, "log_level", None):
         changes["log_level"] = args.log_level
+    if getattr(args, "log_format", None):
+        changes["log_format"] = args.log_format
     if changes:
         settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, **changes))
     problems = callable_problems(settings)
@@ -91,7 +96,7 @@ def serve(settings: Settings) -> int:
     from .worker import serve as serve_worker
 
     gw = settings.gateway
-    log.setup(gw.log_level)
+    log.setup(gw.log_level, gw.log_format)
     _check_functions(settings)
     workers = (os.cpu_count() or 1) if gw.workers == "auto" else int(gw.workers)
     try:

@@ -46,6 +46,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     list_max_items: Positive = 1000
     map_max_items: Positive = 1000
     log_level: LogLevel = "warning"
+    log_format: Literal["text", "json"] = "text"
 
 
 class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -54,6 +55,7 @@ class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     jwt_algorithm: JwtAlgorithm | None = None
     callback: str | None = None
     require_verified_user_id: bool = True
+    require_exp: bool = True
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -71,6 +73,43 @@ def _callback_rule(callback: str | None) -> str | None:
     if callback is None or (callback.count(":") == 1 and all(callback.split(":"))):
         return None
     return f'must be "module:function", got {render(callback)}'
+
+
+def _key_problems(auth: AuthSettings) -> list[str]:
+    """jwt_algorithm must fit the key, and the key must be one: HS* signs with jwt_secret,
+    RS* verifies with the PEM public key in jwt_public_key (else every connect is refused)."""
+    alg = auth.jwt_algorithm
+    secret, public = auth.jwt_secret, auth.jwt_public_key
+    if secret is not None and public is not None:
+        return []  # reported: not both
+    if alg is None:
+        if secret is None and public is None:
+            return []
+        alg = "HS256" if secret is not None else "RS256"
+    elif secret is None and public is None:
+        return [f"[auth] key jwt_algorithm: {render(alg)} is set but there is no key; set jwt_secret "
+                "(for HS256/HS384/HS512) or jwt_public_key (for RS256/RS384/RS512)"]
+    if alg.startswith("HS") and secret is None:
+        return [f"[auth] key jwt_algorithm: {render(alg)} needs jwt_secret (a shared secret), but "
+                "jwt_public_key is set; use RS256/RS384/RS512 with a public key"]
+    if alg.startswith("RS") and public is None:
+        return [f"[auth] key jwt_algorithm: {render(alg)} needs jwt_public_key (a PEM file), but "
+                "jwt_secret is set; use HS256/HS384/HS512 with a secret"]
+    if public is not None and not os.path.isfile(public):
+        return []  # reported: no such file
+    import jwt
+
+    try:
+        if secret is not None:
+            key: str = secret
+        else:
+            with open(public, encoding="utf-8") as f:  # type: ignore[arg-type]
+                key = f.read()
+        jwt.get_algorithm_by_name(alg).prepare_key(key)
+    except (OSError, UnicodeDecodeError, ValueError, jwt.PyJWTError) as exc:
+        which = "jwt_secret" if secret is not None else f"jwt_public_key: {public}"
+        return [f"[auth] key {which} is not a key for {alg}: {exc}"]
+    return []
 
 
 def _table(label: str, struct: type, data: Any, rules: tuple = ()) -> tuple[Any, list[str]]:
@@ -107,6 +146,7 @@ def parse(text: str, source: str = "<string>") -> Settings:
             problems.append("[auth]: set jwt_secret (HS256) or jwt_public_key (RS256), not both")
         if auth.jwt_public_key is not None and not os.path.isfile(auth.jwt_public_key):
             problems.append(f"[auth] key jwt_public_key: no such file {auth.jwt_public_key}")
+        problems += _key_problems(auth)
     raw_functions = doc.get("functions", [])
     if not isinstance(raw_functions, list):
         problems.append("functions: must be an array of tables ([[functions]])")

@@ -137,3 +137,12 @@ def unsupported_response_type(response_type: str) -> str:
 
 def unsupported_event(event: str, request_event: str) -> str:
     return f'unsupported event "{event}"; requests use the event "{request_event}"'
+
+
+# --------------------------------------------------------------------------- connect (HTTP)
+def headers_too_large(limit: int) -> str:
+    """The body of the 431 answering an upgrade request whose head is over picows' limit."""
+    return f"request headers must be under {limit} bytes (a token that long cannot be sent)"
+
+
+AT_CONNECTION_LIMIT = "server at its open-connection limit, retry later"

@@ -109,6 +109,7 @@ class Pipeline:
         elif rtype == "none":
             reply.reply("ok", req.request_type)
             resp = await self.call(entry, req)
+            reply.outcome = resp  # never sent: the access log still tells how it went
             if not resp.success:
                 log.warning("call_failed", request_id=req.request_id, service=req.service,
                             request_type=req.request_type, error=resp.error)

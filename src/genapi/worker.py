@@ -1,22 +1,31 @@
-"""One worker process: the listening socket, the upgrade (routing, vsn, authentication), the
-idle sweeper and shutdown, on the uvloop event loop. Each accepted socket is served by the
-compiled `Connection` (`_core/connection.pyx`)."""
+"""One worker process: the listening socket (accepting, and refusing cleanly at the open-files
+limit), the upgrade (routing, vsn, authentication), the idle sweeper and shutdown, on the uvloop
+event loop. Each accepted socket is served by the compiled `Connection` (`_core/connection.pyx`)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
+import itertools
+import logging
 import os
+import resource
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from picows import WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+import aiofastnet
+from picows import WSAutoPingStrategy, WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows.pyi
 
 from . import log
 from ._core.connection import Connection
-from .auth import Authenticator, Refused, token_from_subprotocols
+from ._core.reply import log_calls
+from .auth import Authenticator, Refused, choose_token, token_from_subprotocols
 from .config import Settings
+from .errors import AT_CONNECTION_LIMIT, headers_too_large
 from .phoenix import serializer_for, topic_matcher
 from .pipeline import Pipeline
 
@@ -33,8 +42,14 @@ class Gateway:
         self.ws_path = gw.path.rstrip("/") + "/websocket"
         self.connections: set[Connection] = set()
         self.aborted = 0  # connections dropped for not reading their output (Connection.abort)
-        self.server: asyncio.base_events.Server | None = None
+        self._connection_ids = itertools.count(1)
+        log_calls(log.enabled("info"))
+        self.server: Listener | None = None
         self._sweeper: asyncio.Task | None = None
+
+    def next_connection_id(self) -> str:
+        """`<pid>.<n>`: unique on the host, so log lines of one connection can be told apart."""
+        return f"{os.getpid()}.{next(self._connection_ids)}"
 
     def upgrade(self, request: WSUpgradeRequest) -> Any:
         """Routes and authenticates an upgrade: 404 for other paths, 403 for a bad vsn or a
@@ -50,7 +65,7 @@ class Gateway:
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             token, offered = token_from_subprotocols(headers.get("sec-websocket-protocol"))
-            identity = self.auth.authenticate(params, headers, token or params.get("token"))
+            identity = self.auth.authenticate(params, headers, choose_token(token, params.get("token")))
         except Refused as exc:
             log.warning("connect_refused", reason=str(exc))
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(403), None)
@@ -63,15 +78,25 @@ class Gateway:
                 WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": "phoenix"}), conn)
         return conn
 
+    def protocol(self) -> WSProtocol:
+        """A new socket's picows protocol, as picows's `ws_create_server` builds it (picows is
+        pinned: this is its 2.3.1 constructor); picows logs to genapi.picows (log.py formats it)."""
+        gw = self.settings.gateway
+        return WSProtocol(None, None, False, self.upgrade, _PICOWS_LOGGER,
+                          False,   # disconnect_on_exception
+                          10,      # websocket_handshake_timeout (s)
+                          False, 20, 20, WSAutoPingStrategy.PING_WHEN_IDLE,  # no auto ping
+                          True,    # enable_auto_pong
+                          2 * gw.max_payload_bytes + 65536,  # max_frame_size
+                          None,    # extra_headers
+                          16 * 1024)  # read_buffer_init_size
+
     async def start(self, sock: socket.socket | None = None) -> None:
         gw = self.settings.gateway
-        kwargs: dict[str, Any] = dict(
-            disconnect_on_exception=False, enable_auto_ping=False, websocket_handshake_timeout=10,
-            max_frame_size=2 * gw.max_payload_bytes + 65536, logger_name="genapi.picows")
-        if sock is not None:
-            self.server = await ws_create_server(self.upgrade, sock=sock, **kwargs)
-        else:
-            self.server = await ws_create_server(self.upgrade, gw.host, gw.port, reuse_port=True, **kwargs)
+        if sock is None:
+            sock = listening_socket(gw.host, gw.port)
+        self.server = Listener(sock, self.protocol)
+        self.server.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._idle_sweeper())  # keep a reference
 
     async def _idle_sweeper(self) -> None:
@@ -108,6 +133,213 @@ class Gateway:
         self.pipeline.pool.shutdown()
 
 
+_PICOWS_LOGGER = logging.getLogger("genapi.picows")
+HEAD_LIMIT = 16 * 1024  # picows drops (without an answer) an upgrade request whose head reaches this
+
+
+class Handshake(asyncio.Protocol):
+    """Reads a new socket's HTTP upgrade request ahead of picows, only to answer 431 when its
+    head reaches picows's 16 KB limit (picows would drop the socket without a word, e.g. on a
+    100 KB token); a head under it is handed to picows, with the socket, after one look."""
+
+    __slots__ = ("buf", "draining", "transport", "ws")
+
+    def __init__(self, ws: WSProtocol) -> None:
+        self.ws = ws
+        self.buf = b""
+        self.draining = False
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.ws.connection_made(transport)  # picows's handshake timeout runs from here
+
+    def data_received(self, data: bytes) -> None:
+        if self.draining:
+            return
+        buf = self.buf + data if self.buf else data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0 and len(buf) < HEAD_LIMIT:
+            self.buf = buf
+            return
+        self.buf = b""
+        if end < 0 or end >= HEAD_LIMIT:
+            self._refuse()
+            return
+        ws = self.ws
+        self.transport.set_protocol(ws)
+        view = memoryview(buf)
+        while view:  # picows is a buffered protocol: copy into its read buffer
+            into = ws.get_buffer(len(view))
+            n = min(len(into), len(view))
+            into[:n] = view[:n]
+            ws.buffer_updated(n)
+            view = view[n:]
+
+    def _refuse(self) -> None:
+        log.warning("connect_refused", reason="request headers too large", limit=HEAD_LIMIT)
+        body = headers_too_large(HEAD_LIMIT).encode()
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+                             b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        # read and drop what the client still sends, so closing does not reset the answer away
+        self.draining = True
+        self.transport.write_eof()
+        asyncio.get_running_loop().call_later(2.0, self.transport.close)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ws.connection_lost(exc)
+
+
+def raise_fd_limit() -> int:
+    """Raises this process's soft RLIMIT_NOFILE to the hard limit (each connection holds one
+    descriptor) and logs the figure; returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("fd_limit_not_raised", soft=soft, hard=hard, error=str(exc))
+    log.info("fd_limit", open_files=soft, hard=hard)
+    if soft < 4096:
+        log.warning("fd_limit_low", open_files=soft,
+                    hint="each connection holds one descriptor; raise the hard limit (ulimit -Hn)")
+    return soft
+
+
+_AT_LIMIT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(AT_CONNECTION_LIMIT), AT_CONNECTION_LIMIT.encode()))
+
+
+class Listener:
+    """Accepts connections on the listening socket and serves each with picows.
+
+    At the open-files limit (accept fails with EMFILE) it never spins: one descriptor is kept in
+    reserve; it is freed to accept each waiting connection, answer it 503 and close it, then
+    taken again, so excess clients are refused at once instead of waiting in the backlog. Should
+    even that fail, accepting pauses for PAUSE seconds. When connections leave, accepting just
+    works again."""
+
+    PAUSE = 0.5
+    BATCH = 256  # accepts per readiness event, so one burst cannot hold up the loop
+
+    def __init__(self, sock: socket.socket, protocol: Callable[[], WSProtocol]) -> None:
+        self.sock = sock
+        self.protocol = protocol
+        self.loop = asyncio.get_running_loop()
+        self.reserve: int | None = _reserve()
+        self.paused: asyncio.TimerHandle | None = None
+        self.serving = False
+        self.refused = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        self.serving = True
+        self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                conn, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in _AT_LIMIT:
+                    self._at_limit(exc)
+                else:
+                    log.error("accept_failed", error=f"{type(exc).__name__}: {exc}")
+                    self._pause()
+                return
+            task = self.loop.create_task(self._serve(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            await aiofastnet.connect_accepted_socket(self.loop, lambda: Handshake(self.protocol()), conn)
+        except Exception as exc:
+            conn.close()
+            log.warning("accept_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _at_limit(self, exc: OSError) -> None:
+        """Refuses every waiting connection with the reserve descriptor, or pauses."""
+        refused = 0
+        while self.reserve is not None:
+            os.close(self.reserve)
+            self.reserve = None
+            try:
+                conn, _addr = self.sock.accept()
+            except OSError:
+                conn = None
+            if conn is not None:
+                _refuse(conn)
+                refused += 1
+            self.reserve = _reserve()
+            if conn is None:
+                break
+        self.refused += refused
+        log.warning("accept_refused", reason=exc.strerror, refused=refused, total_refused=self.refused)
+        if self.reserve is None:
+            self._pause()
+
+    def _pause(self) -> None:
+        if self.paused is None and self.serving:
+            self.loop.remove_reader(self.sock.fileno())
+            self.paused = self.loop.call_later(self.PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        self.paused = None
+        if self.reserve is None:
+            self.reserve = _reserve()
+        if self.serving:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if not self.serving:
+            return
+        self.serving = False
+        if self.paused is not None:
+            self.paused.cancel()
+            self.paused = None
+        else:
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        if self.reserve is not None:
+            os.close(self.reserve)
+            self.reserve = None
+
+
+def _reserve() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _refuse(conn: socket.socket) -> None:
+    """503 and close, at once: read what the client already sent (so the close is not a reset
+    that loses the answer), answer, close."""
+    try:
+        conn.setblocking(False)
+        try:
+            conn.recv(65536)
+        except OSError:
+            pass
+        conn.send(_REFUSAL)
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """A bound, listening SO_REUSEPORT socket that several workers can share."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -122,11 +354,13 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 async def serve(settings: Settings, sock: socket.socket | None = None, ready: Any = None) -> None:
     """Runs one worker until SIGINT/SIGTERM."""
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(log.loop_exception)
+    raise_fd_limit()
     gateway = Gateway(settings)
     await gateway.start(sock)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     gw = settings.gateway

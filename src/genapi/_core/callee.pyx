@@ -47,7 +47,7 @@ cdef class Callee:
         self.detail_error = detail_error
 
     cpdef start(self, Reply reply, object request, list args):
-        reply.conn.spawn(reply.topic, self._answer(reply, request, args))
+        reply.conn.spawn(reply, self._answer(reply, request, args))
 
     async def _answer(self, Reply reply, request, list args):
         try:
@@ -66,8 +66,12 @@ cdef class Callee:
 
     cpdef failure(self, object request, object exc):
         """The Response for a call that raised (logged with what was called)."""
-        log.warning("call_raised", request_id=request.request_id, service=request.service,
-                    request_type=request.request_type, error=f"{type(exc).__name__}: {exc}")
+        # the traceback with the warning when details are shown anyway, else only at debug
+        log.warning("call_raised", exc_info=exc if self.detail_error else None, request_id=request.request_id,
+                    service=request.service, request_type=request.request_type,
+                    error=f"{type(exc).__name__}: {exc}")
+        if not self.detail_error:
+            log.debug("call_raised_traceback", exc_info=exc, request_id=request.request_id)
         return Response.fail(request.request_id, internal(exc, self.detail_error))
 
     cpdef timed_out(self, object request):
@@ -177,7 +181,7 @@ cdef class LocalCallee(Callee):
             if sent == PYGEN_RETURN:
                 reply.finish(Response(request.request_id, value))
             else:  # it suspended: finish it in a Task
-                reply.conn.spawn(reply.topic, self._finish(reply, request, resume(coro, value)))
+                reply.conn.spawn(reply, self._finish(reply, request, resume(coro, value)))
         elif self.kind == _SYNC:
             try:
                 self.pool.submit(reply, request, self.fn, tuple(args), self.timeout, self)

@@ -14,6 +14,7 @@ cdef class Connection(WSListener):
     cdef readonly object ser
     cdef readonly bint v2                # the V2 (array) serializer, else V1
     cdef public object identity
+    cdef readonly object cid             # this worker's id of the connection, for the logs
     cdef readonly str event
     cdef readonly dict channels          # topic → join_ref
     cdef readonly dict tasks             # topic → set of running call Tasks

@@ -41,6 +41,7 @@ cdef class Connection(WSListener):
         self.ser = ser
         self.v2 = ser.vsn == "2.0.0"
         self.identity = identity
+        self.cid = gateway.next_connection_id()
         self.event = gateway.settings.gateway.event
         self.channels = {}
         self.tasks = {}
@@ -75,9 +76,14 @@ cdef class Connection(WSListener):
         self._unsent = transport.underlying_transport.get_write_buffer_size
         self._loop = asyncio.get_running_loop()
         self.gateway.connections.add(self)
+        if log.enabled("info"):
+            peer = transport.underlying_transport.get_extra_info("peername")
+            log.info("connect", conn=self.cid, peer=f"{peer[0]}:{peer[1]}" if type(peer) is tuple else peer,
+                     user=self.identity.user_id, vsn=self.ser.vsn)
 
     cpdef on_ws_disconnected(self, WSTransport transport):
         self.gateway.connections.discard(self)
+        log.info("disconnect", conn=self.cid, channels=len(self.channels), in_flight=self.in_flight)
         self.queue.clear()
         self.queued_bytes = 0
         for topic in list(self.tasks):
@@ -182,8 +188,9 @@ cdef class Connection(WSListener):
         paused_ms = round((self._loop.time() - self._paused_at) * 1000) if self.writing_paused else 0
         self.gateway.aborted += 1
         peer = t.underlying_transport.get_extra_info("peername")
-        log.warning("connection_aborted", reason=reason, unsent_bytes=unsent, paused_ms=paused_ms,
-                    peer=f"{peer[0]}:{peer[1]}" if peer else "?", total=self.gateway.aborted)
+        log.warning("connection_aborted", conn=self.cid, reason=reason, unsent_bytes=unsent,
+                    paused_ms=paused_ms, peer=f"{peer[0]}:{peer[1]}" if type(peer) is tuple else peer,
+                    total=self.gateway.aborted)
         self._write = None
         self.out.clear()
         self.out_bytes = 0
@@ -287,6 +294,7 @@ cdef class Connection(WSListener):
             self.send(ser.reply(join_ref, ref, topic, "error", {"reason": "too many channels joined"}))
             return
         self.channels[topic] = join_ref
+        log.info("join", conn=self.cid, topic=topic)
         self.send(ser.reply(join_ref, ref, topic, "ok", {}))
         if old is not _MISSING:  # duplicate join: close the old one after the new reply
             self._cancel(topic)
@@ -299,6 +307,7 @@ cdef class Connection(WSListener):
             self.send(ser.reply(join_ref, ref, topic, "ok", {}))
         elif join_ref is None or join_ref == current:
             del self.channels[topic]
+            log.info("leave", conn=self.cid, topic=topic)
             self._cancel(topic)
             self.send(ser.reply(current, ref, topic, "ok", {}))
             self.send(ser.message(current, current, topic, CLOSE, {}))
@@ -331,17 +340,19 @@ cdef class Connection(WSListener):
             self.send(self.ser.message(None, exc.ref, PHOENIX, "phx_error", {"reason": reason}))
 
     # ------------------------------------------------------------------ running calls
-    def spawn(self, str topic, object coro):
-        """Runs a call that holds a slot as a Task owned by `topic`: cancelled when the topic is
-        left or closed; the slot is released when the Task ends."""
+    def spawn(self, reply, object coro):
+        """Runs a call that holds a slot as a Task owned by the reply's topic: cancelled when the
+        topic is left or closed; the reply releases the slot when the Task ends."""
+        cdef str topic = reply.topic
         task = asyncio.get_running_loop().create_task(coro)
         bucket = self.tasks.get(topic)
         if bucket is None:
             bucket = self.tasks[topic] = set()
         bucket.add(task)
-        task.add_done_callback(lambda t: self._task_done(topic, t))
+        task.add_done_callback(lambda t: self._task_done(reply, t))
 
-    def _task_done(self, str topic, task):
+    def _task_done(self, reply, task):
+        cdef str topic = reply.topic
         bucket = self.tasks.get(topic)
         if bucket is not None:
             bucket.discard(task)
@@ -349,7 +360,7 @@ cdef class Connection(WSListener):
                 del self.tasks[topic]
         if not task.cancelled() and task.exception() is not None:
             log.error("task_crashed", error=repr(task.exception()))
-        self.release()
+        reply.release()
 
     cpdef _cancel(self, str topic):
         """Cancels the topic's running calls and drops its waiting ones."""

@@ -140,25 +140,31 @@ cdef class Dispatcher(Handler):
         ident = conn.identity
         if self.require_verified and ident.user_id is None:
             rid = payload.get("request_id") if type(payload) is dict else None
-            reply_to(conn, join_ref, ref, topic, None).answer(
-                Response.fail(rid if type(rid) is str and rid else "unknown", AUTH_REQUIRED), ERROR, AUTH_REQUIRED)
+            reply = reply_to(conn, join_ref, ref, topic, None)
+            reply.answer(Response.fail(rid if type(rid) is str and rid else "unknown", AUTH_REQUIRED), ERROR,
+                         AUTH_REQUIRED)
+            reply.done()
             return
         try:
             req = decode_request(payload, ident.user_id, ident.device_id, ident.roles, size, self.max_payload)
         except DecodeError as exc:
             msg = str(exc)
             log.info("request_invalid", request_id=exc.request_id, error=msg)
-            reply_to(conn, join_ref, ref, topic, None).answer(Response.fail(exc.request_id, msg), ERROR, msg)
+            reply = reply_to(conn, join_ref, ref, topic, None)
+            reply.answer(Response.fail(exc.request_id, msg), ERROR, msg)
+            reply.done()
             return
-        reply = reply_to(conn, join_ref, ref, topic, req.request_type)
+        reply = reply_to(conn, join_ref, ref, topic, req)
         found = self._lookup(req.service, req.request_type, req.version)
         if type(found) is str:
             reply.answer(Response.fail(req.request_id, found))
+            reply.done()
             return
         if conn.in_flight >= self.max_in_flight or conn.queue:
             if not conn.enqueue((reply, req, found), size):
                 log.info("request_queue_full", request_id=req.request_id, request_type=req.request_type)
                 reply.answer(Response.fail(req.request_id, queue_full(self.max_in_flight, self.max_queued), True))
+                reply.done()
             return
         self.start(reply, req, <Entry>found)
 
@@ -167,7 +173,7 @@ cdef class Dispatcher(Handler):
         cdef Connection conn = reply._conn
         conn.in_flight += 1
         if not entry.inline:
-            conn.spawn(reply.topic, self.general(reply, request, entry))
+            conn.spawn(reply, self.general(reply, request, entry))
             return
         if self.limiter is not None:
             refusal = self.limit(request, entry)

@@ -14,6 +14,10 @@ cdef class Reply:
     cdef readonly str topic
     cdef readonly str event
     cdef public str request_type
+    cdef public object request           # the decoded Request (None when decoding failed)
+    cdef public object outcome           # the last Response sent (the access log's outcome)
+    cdef double started
+    cdef bint logged
     cdef Connection _conn
     cdef bint v2
 
@@ -25,9 +29,10 @@ cdef class Reply:
     cpdef finish(self, object response)
     cpdef release(self)
     cpdef bint live(self)
+    cpdef done(self)
     cpdef object drained(self)
     cpdef bint cork(self)
     cpdef uncork(self)
 
 
-cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, str request_type)
+cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, object request)

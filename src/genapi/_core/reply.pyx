@@ -4,10 +4,27 @@ ref, topic and event. The pipeline, callees and the thread handoff answer throug
 request can be driven without a socket (any object with `send(bytes)` stands in for the
 connection) and a call's slot on its connection is released exactly once.
 """
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from genapi import log
+
 from genapi._core.connection cimport Connection
 from genapi._core.wire cimport answer_v1, answer_v2, push_v1, push_v2, reply_v1, reply_v2
 
 cdef str OK = "ok"
+cdef bint _access = False
+
+
+def log_calls(bint on):
+    """Turns the access log (one `call` line per request, at info) on or off for this process."""
+    global _access
+    _access = on
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef class Reply:
@@ -21,6 +38,7 @@ cdef class Reply:
         self.topic = topic
         self.event = event
         self.request_type = request_type
+        self.started = _now() if _access else 0.0
         self._conn = conn if isinstance(conn, Connection) else None
         self.v2 = ser.vsn == "2.0.0"
 
@@ -34,6 +52,8 @@ cdef class Reply:
         """The Response push, then the phx_reply (`reply` defaults to the request_type)."""
         if reply is None:
             reply = self.request_type
+        if _access:
+            self.outcome = response
         if self.v2:
             self._send(answer_v2(self.join_ref, self.ref, self.topic, self.event, response, status, reply))
         else:
@@ -41,6 +61,8 @@ cdef class Reply:
 
     cpdef push(self, object response):
         """A later push for the same request (async results, stream chunks)."""
+        if _access:
+            self.outcome = response
         if self.v2:
             self._send(push_v2(self.join_ref, self.topic, self.event, response))
         else:
@@ -59,8 +81,28 @@ cdef class Reply:
         self.release()
 
     cpdef release(self):
+        """Gives the request's slot back (once its last answer is out) and logs the call."""
         if self._conn is not None:
             self._conn.release()
+        if _access:
+            self.done()
+
+    cpdef done(self):
+        """The access line of this request, once: connection, user, function, outcome, duration."""
+        if not _access or self.logged:
+            return
+        self.logged = True
+        req = self.request
+        out = self.outcome
+        ok = out is not None and out.success
+        log.info("call", conn=self._conn.cid if self._conn is not None else None,
+                 user=req.user_id if req is not None else None,
+                 fn=f"{req.service}.{req.request_type}" if req is not None else None,
+                 version=req.version if req is not None else None,
+                 request_id=req.request_id if req is not None else (out.request_id if out is not None else None),
+                 outcome="ok" if ok else "error",
+                 error=None if ok or out is None else out.error,
+                 ms=round((_now() - self.started) * 1000, 3))
 
     cpdef bint live(self):
         """Whether the channel this request came on is still joined (answers to a left channel are dropped)."""
@@ -89,9 +131,14 @@ cdef class Reply:
         return f"<Reply {self.topic} ref={self.ref!r} {self.request_type}>"
 
 
-cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, str request_type):
+cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, object request):
     """The fast constructor, for the dispatcher."""
     cdef Reply r = Reply.__new__(Reply)
+    if request is not None:
+        r.request = request
+        r.request_type = request.request_type
+    if _access:
+        r.started = _now()
     r.conn = conn
     r._conn = conn
     r.ser = conn.ser
@@ -100,5 +147,4 @@ cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, str
     r.ref = ref
     r.topic = topic
     r.event = conn.event
-    r.request_type = request_type
     return r
