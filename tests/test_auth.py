@@ -192,11 +192,11 @@ def test_permission_callbacks(hs_gateway, run):
         await c.join("api:x")
         # the callback overrides the mode (role nobody)
         assert (await c.call("t", "cb", {"text": "magic"})).success
-        assert (await c.call("t", "cb", {"text": "plain"})).error == "Permission denied"
+        assert (await c.call("t", "cb", {"text": "plain"}, raise_on_error=False)).error == "Permission denied"
         assert (await c.call("t", "cb_async", {"text": "open"})).success
-        assert (await c.call("t", "cb_async", {"text": "shut"})).error == "Permission denied"
-        assert (await c.call("t", "cb_raise", {"text": "x"})).error == "Permission denied"
-        assert (await c.call("t", "admin", {"text": "x"})).error == "Permission denied"
+        assert (await c.call("t", "cb_async", {"text": "shut"}, raise_on_error=False)).error == "Permission denied"
+        assert (await c.call("t", "cb_raise", {"text": "x"}, raise_on_error=False)).error == "Permission denied"
+        assert (await c.call("t", "admin", {"text": "x"}, raise_on_error=False)).error == "Permission denied"
         await c.close()
     run(go())
 
@@ -226,7 +226,7 @@ def test_auth_callback(run):
             await c.join("api:x")
             r = await c.call("t", "who")
             assert r.result["info"]["user_id"] == "erin" and r.result["info"]["device_id"] == "dev-1"
-            assert (await c.call("t", "admin", {"text": "x"})).error == "Permission denied"
+            assert (await c.call("t", "admin", {"text": "x"}, raise_on_error=False)).error == "Permission denied"
             await c.close()
             c = await Client.connect(g.url, auth_token="let-me-in")
             await c.join("api:x")
@@ -234,7 +234,7 @@ def test_auth_callback(run):
             await c.close()
             anon = await Client.connect(g.url, token="anon")
             await anon.join("api:x")
-            assert (await anon.call("t", "public", {"text": "x"})).error == "Authentication required"
+            assert (await anon.call("t", "public", {"text": "x"}, raise_on_error=False)).error == "Authentication required"
             await anon.close()
             for bad in ("nope", "boom"):
                 assert "403" in await refused(g.url, token=bad)
@@ -251,7 +251,7 @@ def test_any_authenticated_when_not_required(run):
             anon = await Client.connect(g.url)
             await anon.join("api:x")
             assert (await anon.call("t", "public", {"text": "x"})).success
-            assert (await anon.call("t", "any", {"text": "x"})).error == "Permission denied"
+            assert (await anon.call("t", "any", {"text": "x"}, raise_on_error=False)).error == "Permission denied"
             await anon.close()
             c = await Client.connect(g.url, token=token("frank", key="k-0123456789abcdef0123456789abcdef"))
             await c.join("api:x")

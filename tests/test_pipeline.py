@@ -425,13 +425,13 @@ def test_versions_latest_disabled_and_unknown(gw, run):
         # latest enabled is 2.0.0 (10.0.0 is disabled), numeric ordering
         assert (await c.call("t", "echo", {"text": "a", "n": 5})).result == {"text": "a", "n": 5}
         assert (await c.call("t", "echo", {"text": "a", "n": 5}, version="0.0.0")).result == {"text": "a", "n": 5}
-        r = await c.call("t", "echo", {"text": "a", "n": 5}, version="10.0.0")
+        r = await c.call("t", "echo", {"text": "a", "n": 5}, version="10.0.0", raise_on_error=False)
         assert (r.success, r.error) == (False, "disabled function: echo version 10.0.0")
-        r = await c.call("t", "echo", {"text": "a"}, version="3.0.0")
+        r = await c.call("t", "echo", {"text": "a"}, version="3.0.0", raise_on_error=False)
         assert r.error == "unsupported function: echo version 3.0.0"
-        r = await c.call("t", "gone")
+        r = await c.call("t", "gone", raise_on_error=False)
         assert r.error == "disabled function: gone version 0.0.0"
-        r = await c.call("nope", "echo", {"text": "a"})
+        r = await c.call("nope", "echo", {"text": "a"}, raise_on_error=False)
         assert r.error == "unsupported function: echo version 0.0.0"
         await c.close()
     run(go())
@@ -474,15 +474,15 @@ def test_decode_errors_reply_error_with_push(gw, run):
 def test_argument_errors_are_invalid_argument(gw, run):
     async def go():
         c = await connect(gw)
-        r = await c.call("t", "echo", {"text": 1}, version="1.0.0")
+        r = await c.call("t", "echo", {"text": 1}, version="1.0.0", raise_on_error=False)
         assert r.error == 'Invalid argument: invalid argument type for "text", expected :string, got 1'
-        r = await c.call("t", "echo", {"text": "a", "zzz": 1}, version="1.0.0")
+        r = await c.call("t", "echo", {"text": "a", "zzz": 1}, version="1.0.0", raise_on_error=False)
         assert r.error == 'Invalid argument: extra arguments for "echo", extra: ["zzz"]'
-        r = await c.call("t", "echo", {}, version="1.0.0")
+        r = await c.call("t", "echo", {}, version="1.0.0", raise_on_error=False)
         assert r.error == 'Invalid argument: missing argument "text" in "echo"'
-        r = await c.call("t", "echo", {"text": None}, version="1.0.0")
+        r = await c.call("t", "echo", {"text": None}, version="1.0.0", raise_on_error=False)
         assert r.error == 'Invalid argument: nil value not accepted for argument "text"'
-        r = await c.call("t", "echo", {"text": "é" * 1501}, version="1.0.0")
+        r = await c.call("t", "echo", {"text": "é" * 1501}, version="1.0.0", raise_on_error=False)
         assert r.error == 'Invalid argument: invalid argument size for "text", max 3000 bytes'
         assert (await c.call("t", "echo", {"text": "é" * 1500}, version="1.0.0")).success
         await c.close()
@@ -492,9 +492,9 @@ def test_argument_errors_are_invalid_argument(gw, run):
 def test_errors_with_detail_error(gw, run):
     async def go():
         c = await connect(gw)
-        r = await c.call("t", "boom", {"text": "x"})
+        r = await c.call("t", "boom", {"text": "x"}, raise_on_error=False)
         assert (r.success, r.error, r.can_retry) == (False, "Internal Server Error: RuntimeError: exploded on x", False)
-        r = await c.call("t", "plain_boom")
+        r = await c.call("t", "plain_boom", raise_on_error=False)
         assert r.error == "Internal Server Error: ValueError: plain failure"
         await c.close()
     run(go())
@@ -528,7 +528,7 @@ def test_pool_full_is_service_unavailable(gw, run):
         # pool of 2 threads + queue of 2: the 5th concurrent blocking call is refused
         calls = [asyncio.ensure_future(c.call("t", "block", {"ms": 400})) for _ in range(4)]
         await asyncio.sleep(0.1)
-        r = await d.call("t", "block", {"ms": 1})
+        r = await d.call("t", "block", {"ms": 1}, raise_on_error=False)
         assert (r.success, r.error, r.can_retry) == (False, "Service temporarily unavailable", True)
         assert all(x.result == "blocked" for x in await asyncio.gather(*calls))
         await c.close()
@@ -571,16 +571,16 @@ def test_requests_over_the_in_flight_cap_queue_in_order(gw, run):
 def test_timeouts(gw, run):
     async def go():
         c = await connect(gw)
-        r = await c.call("t", "sleep", {"ms": 1000})
+        r = await c.call("t", "sleep", {"ms": 1000}, raise_on_error=False)
         assert (r.success, r.error, r.can_retry) == (False, "local execution timed out after 300ms", False)
         assert (await c.call("t", "sleep", {"ms": 10})).result == "slept"
         # a plain function in a thread: answered at its deadline, the thread finishes it anyway
         t0 = time.monotonic()
-        r = await c.call("t", "block_short", {"ms": 1500})
+        r = await c.call("t", "block_short", {"ms": 1500}, raise_on_error=False)
         assert (r.success, r.error) == (False, "local execution timed out after 300ms")
         assert 0.28 < time.monotonic() - t0 < 1.2  # not when the thread ends (1.5 s)
         assert (await c.call("t", "block_short", {"ms": 1})).result == "blocked"
-        r = await c.call("t", "sleep_async", {"ms": 1000})
+        r = await c.call("t", "sleep_async", {"ms": 1000}, raise_on_error=False)
         assert (r.error, r.async_) == ("local execution timed out after 300ms", False)
         assert (await c.call("t", "sleep_forever", {"ms": 400})).result == "slept"
         chunks = [x async for x in c.stream("t", "stream_slow", {"path": os.path.join(TMP, "slow"), "n": 100})]
@@ -593,7 +593,7 @@ def test_retry(gw, run):
     async def go():
         c = await connect(gw)
         assert (await c.call("t", "flaky", {"key": "k1"})).result == 3
-        r = await c.call("t", "flaky_no_retry", {"key": "k2"})
+        r = await c.call("t", "flaky_no_retry", {"key": "k2"}, raise_on_error=False)
         assert r.error == "Internal Server Error: RuntimeError: not yet"
         await c.close()
     run(go())
@@ -616,7 +616,7 @@ def test_argument_conversion_shapes(gw, run):
         assert (await c.call("t", "predefined", {"text": "z"})).result == [1, "two", "z"]
         assert (await c.call("t", "as_map", {"a": "q"})).result == {"a": "q", "b": 7}
         assert (await c.call("t", "nothing")).result == "nothing"
-        r = await c.call("t", "nothing", {"x": 1})
+        r = await c.call("t", "nothing", {"x": 1}, raise_on_error=False)
         assert r.error == 'Invalid argument: extra arguments for "nothing", extra: ["x"]'
         await c.close()
     run(go())
@@ -726,17 +726,17 @@ def test_hooks(gw, run):
         c = await connect(gw)
         r = await c.call("t", "hook_upper", {"text": "abc"}, request_id="h1")
         assert r.result == {"text": "ABC", "n": 1}
-        r = await c.call("t", "hook_reject", {"text": "abc"}, request_id="h2")
+        r = await c.call("t", "hook_reject", {"text": "abc"}, request_id="h2", raise_on_error=False)
         assert r.error == "hook rejected: not today"
         assert wait_until(lambda: "h2 False hook rejected: not today" in (_state(AFTER_LOG) or ""))
         assert "h1 True None" in _state(AFTER_LOG)
-        assert (await c.call("t", "hook_tuple", {"text": "a"})).error == "hook rejected: tuple says no"
-        assert (await c.call("t", "hook_raise", {"text": "a"})).error == "hook rejected: hook blew up"
-        assert (await c.call("t", "hook_slow", {"text": "a"})).error == "hook rejected: hook timed out after 200ms"
+        assert (await c.call("t", "hook_tuple", {"text": "a"}, raise_on_error=False)).error == "hook rejected: tuple says no"
+        assert (await c.call("t", "hook_raise", {"text": "a"}, raise_on_error=False)).error == "hook rejected: hook blew up"
+        assert (await c.call("t", "hook_slow", {"text": "a"}, raise_on_error=False)).error == "hook rejected: hook timed out after 200ms"
         assert (await c.call("t", "hook_ignored", {"text": "a"})).result == {"text": "a", "n": 1}
         assert (await c.call("t", "hook_extra", {"text": "a"})).result == {"text": "tag:a", "n": 1}
         # a before hook may change the config: here it demands an authenticated user
-        assert (await c.call("t", "hook_switch", {"text": "a"})).error == "Permission denied"
+        assert (await c.call("t", "hook_switch", {"text": "a"}, raise_on_error=False)).error == "Permission denied"
         assert (await c.call("t", "hook_async_fn", {"text": "a"})).result == {"text": "A", "n": 1}
         await c.close()
     run(go())
@@ -745,9 +745,9 @@ def test_hooks(gw, run):
 def test_unencodable_results_are_errors_not_silence(gw, run):
     async def go():
         c = await connect(gw)
-        r = await c.call("t", "unencodable")
+        r = await c.call("t", "unencodable", raise_on_error=False)
         assert r.error.startswith("Internal Server Error: result is not JSON-serializable")
-        r = await c.call("t", "plain_unencodable")
+        r = await c.call("t", "plain_unencodable", raise_on_error=False)
         assert r.error.startswith("Internal Server Error: result is not JSON-serializable")
         got = [(x.result, x.success) async for x in c.stream("t", "agen_unencodable")]
         assert got[0] == (1, True) and got[1][1] is False

@@ -19,6 +19,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512"]
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535, description="must be between 0 and 65535 (0 = any free port)")]
+TopicBytes = Annotated[int, msgspec.Meta(ge=1, le=65536, description="must be between 1 and 65536 (bytes)")]
 UnsentBytes = Annotated[int, msgspec.Meta(ge=65536, description=(
     "must be at least 65536 (the socket's write buffer high-water mark)"))]
 Workers = Annotated[Positive | Literal["auto"], msgspec.Meta(description='must be a positive integer or "auto"')]
@@ -38,6 +39,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_queued: Positive = 1000
     max_queued_bytes: Positive = 16_000_000
     max_channels: Positive = 100
+    max_topic_bytes: TopicBytes = 256
     max_unsent_bytes: UnsentBytes = 16_000_000
     drain_timeout_ms: Positive = 30_000
     thread_pool_size: Positive = 32
@@ -47,6 +49,12 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     map_max_items: Positive = 1000
     log_level: LogLevel = "warning"
     log_format: Literal["text", "json"] = "text"
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest WebSocket frame or reassembled message read (1009 beyond it): room for a
+        max_payload_bytes payload written with escapes, so its size is measured, not guessed."""
+        return 2 * self.max_payload_bytes + 65536
 
 
 class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

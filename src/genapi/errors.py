@@ -82,6 +82,77 @@ class HookRejected(GenapiError):
         self.reason = reason
 
 
+# --------------------------------------------------------------------------- client
+# What genapi.client raises. Each carries what a caller needs to decide (the Response, the
+# request id, whether a retry is worth it) besides a message that names the call.
+class ClientError(GenapiError):
+    """Base of every error genapi.client raises on purpose."""
+
+
+class PhoenixError(ClientError):
+    """An error phx_reply: a join refused, a push on a topic not joined ("unmatched topic"), a
+    request payload the gateway could not decode. `response` is the reply's response."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__(response)
+        self.response = response
+
+
+class CallFailed(ClientError):
+    """The function answered with a failed Response (success false). `response` is that Response;
+    `error` its error text, `can_retry` whether the gateway says a retry may succeed."""
+
+    def __init__(self, name: str, response: Any) -> None:
+        self.response = response
+        self.request_id: str = response.request_id
+        self.error: str | None = response.error
+        self.can_retry: bool = response.can_retry
+        retry = " (can_retry)" if response.can_retry else ""
+        super().__init__(f"{name} (request {response.request_id}) failed: {response.error}{retry}")
+
+
+class StreamRequired(ClientError, TypeError):
+    """call() reached a stream function (its first push was "init" with has_more): streams are
+    read with stream(). The stream the gateway started is left to run; its pushes are dropped."""
+
+    def __init__(self, service: str, request_type: str, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__(f"{service}.{request_type} is a stream function (request {request_id} answered "
+                         f'"init" with has_more): read it with client.stream("{service}", '
+                         f'"{request_type}", ...) instead of call()')
+
+
+class ReplyTimeout(ClientError, TimeoutError):
+    """No (final) answer within the caller's timeout. `request_id` is None for joins, leaves
+    and heartbeats."""
+
+    def __init__(self, what: str, timeout: float, request_id: str | None = None, detail: str = "") -> None:
+        self.request_id = request_id
+        self.timeout = timeout
+        req = f" (request {request_id})" if request_id is not None else ""
+        super().__init__(f"no reply to {what}{req} within {float(timeout)} s{detail}")
+
+
+class ConnectionLost(ClientError, ConnectionError):
+    """The connection is gone (closed by either side, or the server stopped answering
+    heartbeats). Raised to every call waiting on it; whether the server ran a pending call is
+    unknown."""
+
+
+def connection_closed(url: str, code: Any) -> str:
+    shown = getattr(code, "value", code)
+    how = f"closed by the server with code {shown}" if code is not None else "lost"
+    return f"connection to {url} {how}"
+
+
+def heartbeat_timeout(url: str, interval: float) -> str:
+    return (f"connection to {url} closed: no heartbeat reply within {float(interval)} s "
+            "(heartbeat_interval); the server is unreachable or stopped")
+
+
+CLIENT_CLOSED = "the client was closed"
+
+
 # --------------------------------------------------------------------------- texts
 AUTH_REQUIRED = "Authentication required"
 PERMISSION_DENIED = "Permission denied"
@@ -89,6 +160,36 @@ SERVICE_UNAVAILABLE = "Service temporarily unavailable"
 INTERNAL = "Internal Server Error"
 REQUEST_FAILED = "Request processing failed"
 UNMATCHED_TOPIC = "unmatched topic"
+TOO_MANY_CHANNELS = "too many channels joined"
+JOIN_REF_MAX_CHARS = 64
+
+
+def topic_too_long(max_topic_bytes: int) -> str:
+    return f"topic is longer than {max_topic_bytes} bytes (max_topic_bytes)"
+
+
+def join_ref_invalid() -> str:
+    return f"join_ref must be null, a number or a string of at most {JOIN_REF_MAX_CHARS} characters"
+
+
+def unencodable_answer(fields: list[str], exc: BaseException) -> str:
+    """The reason sent when an answer could not be encoded (a client's ref nested too deeply)."""
+    return (f"the answer's {', '.join(fields)} could not be encoded as JSON ({type(exc).__name__}: {exc}) "
+            "and was sent as null")
+
+
+# WebSocket close reasons (RFC 6455; at most 123 bytes each)
+WS_RSV_BITS = "RSV bits set without a negotiated extension"
+WS_STRAY_CONTINUATION = "continuation frame without a fragmented message to continue"
+WS_INTERLEAVED = "new data frame before the fragmented message finished"
+
+
+def ws_invalid_close_code(code: int) -> str:
+    return f"invalid close code {code}"
+
+
+def ws_message_too_big(max_bytes: int) -> str:
+    return f"message exceeds {max_bytes} bytes (2 * max_payload_bytes + 65536)"
 
 
 def unsupported(request_type: str, version: str) -> str:

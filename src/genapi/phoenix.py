@@ -52,18 +52,11 @@ def serializer_for(vsn: str | None) -> type[V1] | type[V2] | None:
 
 
 def topic_matcher(patterns: list[str]) -> Callable[[str], bool]:
-    """Glob patterns (`api:*`, `room:?`, `*`) → a predicate; results are cached per topic."""
+    """Glob patterns (`api:*`, `room:?`, `*`) → a predicate. Nothing is cached: topics are the
+    clients' choice (a cache would keep what they tried), and a join is rare next to requests."""
     if "*" in patterns:
         return lambda topic: True
-    rx = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)) if patterns else None
-    cache: dict[str, bool] = {}
-
-    def match(topic: str) -> bool:
-        hit = cache.get(topic)
-        if hit is None:
-            hit = bool(rx and rx.match(topic))
-            if len(cache) < 10_000:
-                cache[topic] = hit
-        return hit
-
-    return match
+    if not patterns:
+        return lambda topic: False
+    match = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
+    return lambda topic: match(topic) is not None

@@ -86,8 +86,8 @@ class Gateway:
                           False,   # disconnect_on_exception
                           10,      # websocket_handshake_timeout (s)
                           False, 20, 20, WSAutoPingStrategy.PING_WHEN_IDLE,  # no auto ping
-                          True,    # enable_auto_pong
-                          2 * gw.max_payload_bytes + 65536,  # max_frame_size
+                          False,   # enable_auto_pong: the connection answers pings (checks RSV bits)
+                          gw.max_message_bytes,  # max_frame_size
                           None,    # extra_headers
                           16 * 1024)  # read_buffer_init_size
 

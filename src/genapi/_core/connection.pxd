@@ -1,5 +1,5 @@
 # Declarations of the compiled connection, so the dispatcher can call it at C level.
-from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSTransport
+from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 
 cdef class Handler:
@@ -33,6 +33,10 @@ cdef class Connection(WSListener):
     cdef int _max_in_flight
     cdef Py_ssize_t _max_queued
     cdef Py_ssize_t _max_queued_bytes
+    cdef Py_ssize_t _max_topic_bytes
+    cdef Py_ssize_t _max_message        # largest frame or reassembled message (max_message_bytes)
+    cdef int _rx                        # RX_* in connection.pyx: between messages, in a fragmented one, closed
+    cdef bytearray _frag                # the fragmented message read so far
     cdef object _start
     cdef readonly WSTransport transport
     cdef readonly bint writing_paused   # the transport is over its high-water mark (client not keeping up)
@@ -55,7 +59,10 @@ cdef class Connection(WSListener):
     cdef dispatch(self, tuple msg, Py_ssize_t size)
     cdef _join(self, join_ref, ref, str topic)
     cdef _leave(self, join_ref, ref, str topic)
-    cdef _binary(self, WSFrame frame)
+    cdef _text(self, object data, Py_ssize_t size)
+    cdef _other_frame(self, WSTransport transport, WSFrame frame, WSMsgType mt)
+    cdef _protocol_close(self, WSCloseCode code, str reason)
+    cdef _binary(self, object data)
     cdef _frame_error(self, exc)
     cpdef _cancel(self, str topic)
     cpdef close(self, WSCloseCode code, bytes reason=*)

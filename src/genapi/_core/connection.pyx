@@ -12,7 +12,9 @@ from collections import deque
 from picows.picows cimport WSCloseCode, WSFrame, WSMsgType, WSTransport
 
 from genapi import log
-from genapi.errors import UNMATCHED_TOPIC, FrameError, unsupported_event
+from genapi.errors import (JOIN_REF_MAX_CHARS, TOO_MANY_CHANNELS, UNMATCHED_TOPIC, WS_INTERLEAVED, WS_RSV_BITS,
+                           WS_STRAY_CONTINUATION, FrameError, join_ref_invalid, topic_too_long, unsupported_event,
+                           ws_invalid_close_code, ws_message_too_big)
 
 from genapi._core.decode cimport decode_v1, decode_v2
 
@@ -23,6 +25,30 @@ cdef str CLOSE = "phx_close"
 cdef str PHOENIX = "phoenix"
 cdef object _MISSING = object()
 cdef Py_ssize_t FLUSH_BYTES = 65536  # a batch of answers is written once it holds this much
+
+# what `_rx` says about the frames read so far
+cdef enum:
+    RX_IDLE = 0         # between messages (the common case)
+    RX_TEXT = 1         # inside a fragmented text message
+    RX_BINARY = 2       # inside a fragmented binary message
+    RX_CLOSED = 3       # the connection was closed for a protocol error: ignore the rest
+
+
+cdef inline bint _valid_close_code(int code):
+    """RFC 6455 §7.4: the defined codes a peer may send, and 3000-4999 (registered and private)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+cdef inline bint _keepable_ref(object v):
+    """A join_ref the connection keeps for the channel's life: a scalar of bounded size."""
+    if v is None:
+        return True
+    t = type(v)
+    if t is str:
+        return len(<str>v) <= JOIN_REF_MAX_CHARS
+    if t is int:
+        return -(1 << 63) <= v < (1 << 64)
+    return t is float or t is bool
 
 
 cdef class Handler:
@@ -62,6 +88,10 @@ cdef class Connection(WSListener):
         self._max_in_flight = gw.max_in_flight
         self._max_queued = gw.max_queued
         self._max_queued_bytes = gw.max_queued_bytes
+        self._max_topic_bytes = gw.max_topic_bytes
+        self._max_message = gw.max_message_bytes
+        self._rx = RX_IDLE
+        self._frag = None
         self._max_unsent_bytes = gw.max_unsent_bytes
         self._drain_timeout = gw.drain_timeout_ms / 1000
         self.writing_paused = False
@@ -86,6 +116,7 @@ cdef class Connection(WSListener):
         log.info("disconnect", conn=self.cid, channels=len(self.channels), in_flight=self.in_flight)
         self.queue.clear()
         self.queued_bytes = 0
+        self._frag = None
         for topic in list(self.tasks):
             self._cancel(topic)
         self._write = None
@@ -100,21 +131,11 @@ cdef class Connection(WSListener):
         self.batching = True
         cdef WSMsgType mt = frame.msg_type
         try:
-            if mt == WSMsgType.TEXT:
-                try:
-                    data = frame.get_payload_as_memoryview()
-                    msg = decode_v2(data) if self.v2 else decode_v1(data)
-                except FrameError as exc:
-                    self._frame_error(exc)
-                else:
-                    self.dispatch(<tuple>msg, frame.payload_size)
-            elif mt == WSMsgType.BINARY:
-                self._binary(frame)
-            elif mt == WSMsgType.CLOSE:
-                code = frame.get_close_code()
-                # a close without a status code is answered with 1000, never with "code 0"
-                transport.send_close(WSCloseCode.OK if code == WSCloseCode.NO_INFO else code)
-                transport.disconnect()
+            if mt == WSMsgType.TEXT and frame.fin and self._rx == RX_IDLE and \
+                    not (frame.rsv1 | frame.rsv2 | frame.rsv3):  # one whole text frame: the common case
+                self._text(frame.get_payload_as_memoryview(), frame.payload_size)
+            else:
+                self._other_frame(transport, frame, mt)
         except Exception:  # a client's message never takes the worker down
             log.error("frame_handler_crashed", exc_info=True)
         if frame.last_in_buffer:
@@ -259,6 +280,79 @@ cdef class Connection(WSListener):
             if corked:
                 self.uncork()
 
+    # ------------------------------------------------------------------ WebSocket framing
+    cdef _text(self, object data, Py_ssize_t size):
+        """One whole text message: decoded and dispatched, or answered with the frame error."""
+        try:
+            msg = decode_v2(data) if self.v2 else decode_v1(data)
+        except FrameError as exc:
+            self._frame_error(exc)
+        else:
+            self.dispatch(<tuple>msg, size)
+
+    cdef _other_frame(self, WSTransport transport, WSFrame frame, WSMsgType mt):
+        """Every frame but one whole text frame: fragments (reassembled up to max_message_bytes),
+        binary, close, pong, and the protocol errors (RFC 6455) that close the connection."""
+        if self._rx == RX_CLOSED:
+            return
+        if frame.rsv1 | frame.rsv2 | frame.rsv3:  # no extension is ever negotiated
+            self._protocol_close(WSCloseCode.PROTOCOL_ERROR, WS_RSV_BITS)
+            return
+        if mt == WSMsgType.CLOSE:
+            code = frame.get_close_code()
+            if frame.payload_size >= 2 and not _valid_close_code(code):
+                self._protocol_close(WSCloseCode.PROTOCOL_ERROR, ws_invalid_close_code(code))
+                return
+            # a close without a status code is answered with 1000, never with "code 0"
+            transport.send_close(WSCloseCode.OK if frame.payload_size < 2 else code)
+            transport.disconnect()
+            return
+        if mt == WSMsgType.CONTINUATION:
+            if self._rx == RX_IDLE:
+                self._protocol_close(WSCloseCode.PROTOCOL_ERROR, WS_STRAY_CONTINUATION)
+                return
+            if len(self._frag) + frame.payload_size > self._max_message:
+                self._protocol_close(WSCloseCode.MESSAGE_TOO_BIG, ws_message_too_big(self._max_message))
+                return
+            self._frag += frame.get_payload_as_memoryview()
+            if frame.fin:
+                data = self._frag
+                kind = self._rx
+                self._frag = None
+                self._rx = RX_IDLE
+                if kind == RX_TEXT:
+                    self._text(data, len(data))
+                else:
+                    self._binary(data)
+            return
+        if mt == WSMsgType.PING:  # answered here (not by picows) so its RSV bits are checked too
+            transport.send_pong(frame.get_payload_as_bytes())
+            return
+        if mt != WSMsgType.TEXT and mt != WSMsgType.BINARY:
+            return  # a pong needs nothing
+        if self._rx != RX_IDLE:
+            self._protocol_close(WSCloseCode.PROTOCOL_ERROR, WS_INTERLEAVED)
+            return
+        if not frame.fin:  # the first fragment (its size is within the frame limit picows enforces)
+            self._frag = bytearray(frame.get_payload_as_memoryview())
+            self._rx = RX_TEXT if mt == WSMsgType.TEXT else RX_BINARY
+        elif mt == WSMsgType.TEXT:
+            self._text(frame.get_payload_as_memoryview(), frame.payload_size)
+        else:
+            self._binary(frame.get_payload_as_memoryview())
+
+    cdef _protocol_close(self, WSCloseCode code, str reason):
+        """Closes the connection for a WebSocket protocol error; frames after it are ignored."""
+        log.info("ws_protocol_error", code=<int>code, reason=reason)
+        self._rx = RX_CLOSED
+        self._frag = None
+        if self.out:  # answers to earlier frames of this read go out before the close
+            self.flush()
+        cdef WSTransport t = self.transport
+        if t is not None and not t.is_disconnected:
+            t.send_close(code, reason.encode())
+            t.disconnect()
+
     # ------------------------------------------------------------------ protocol
     cdef dispatch(self, tuple msg, Py_ssize_t size):
         join_ref, ref, topic, event, payload = msg
@@ -285,13 +379,24 @@ cdef class Connection(WSListener):
 
     cdef _join(self, join_ref, ref, str topic):
         ser = self.ser
+        # what a channel keeps (its topic and join_ref) is bounded before anything looks at it
+        cdef Py_ssize_t n = len(topic)
+        if n > self._max_topic_bytes or (n * 4 > self._max_topic_bytes and
+                                         len(topic.encode()) > self._max_topic_bytes):
+            log.info("join_topic_too_long", chars=n, max_topic_bytes=self._max_topic_bytes)
+            self.send(ser.reply(None, ref, topic, "error", {"reason": topic_too_long(self._max_topic_bytes)}))
+            return
+        if not _keepable_ref(join_ref):
+            log.info("join_ref_invalid", topic=topic)
+            self.send(ser.reply(None, ref, topic, "error", {"reason": join_ref_invalid()}))
+            return
         if not self._topic_allowed(topic):
             log.info("join_unmatched_topic", topic=topic)
             self.send(ser.reply(None, ref, topic, "error", {"reason": UNMATCHED_TOPIC}))
             return
         old = self.channels.get(topic, _MISSING)
         if old is _MISSING and len(self.channels) >= self._max_channels:
-            self.send(ser.reply(join_ref, ref, topic, "error", {"reason": "too many channels joined"}))
+            self.send(ser.reply(join_ref, ref, topic, "error", {"reason": TOO_MANY_CHANNELS}))
             return
         self.channels[topic] = join_ref
         log.info("join", conn=self.cid, topic=topic)
@@ -313,14 +418,14 @@ cdef class Connection(WSListener):
             self.send(ser.message(current, current, topic, CLOSE, {}))
         # a stale join_ref gets no answer (the client raced a server close)
 
-    cdef _binary(self, WSFrame frame):
+    cdef _binary(self, object data):
         ser = self.ser
         if ser.decode_binary is None:
             self.send(ser.message(None, None, PHOENIX, "phx_error",
                                   {"reason": "binary frames need the V2 serializer (vsn=2.0.0)"}))
             return
         try:
-            join_ref, ref, topic, event, _data = ser.decode_binary(frame.get_payload_as_memoryview())
+            join_ref, ref, topic, event, _data = ser.decode_binary(data)
         except FrameError as exc:
             self._frame_error(exc)
             return

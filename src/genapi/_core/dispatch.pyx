@@ -115,7 +115,9 @@ cdef class Dispatcher(Handler):
         self.limiter = None
 
     cdef object _lookup(self, str service, str request_type, object version):
-        """The Entry, or the error text; cached until the registry changes."""
+        """The Entry, or the error text; cached until the registry changes. Only names the
+        registry knows are cached (so the cache is bounded by the config, whatever clients
+        send): an unknown name is looked up again each time and never kept."""
         gen = self.registry.generation
         if gen is not self.seen_generation:
             self.cache.clear()
@@ -126,7 +128,7 @@ cdef class Dispatcher(Handler):
             try:
                 hit = self.registry.lookup(service, request_type, version)[1]
             except NotFound:
-                hit = unsupported(request_type, version or RESERVED_VERSION)
+                return unsupported(request_type, version or RESERVED_VERSION)
             except Disabled:
                 hit = disabled(request_type, version or RESERVED_VERSION)
             if len(self.cache) >= CACHE_MAX:
