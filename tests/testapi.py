@@ -126,6 +126,38 @@ async def push_style_error(req):
     req["stream"].error("custom failure")
 
 
+async def spin(size):
+    """A stream that never awaits and never ends."""
+    chunk = "x" * int(size)
+    i = 0
+    while True:
+        i += 1
+        yield [i, chunk]
+
+
+def spin_plain(size):
+    """The same as a plain generator (its items come through the thread pool)."""
+    chunk = "x" * int(size)
+    i = 0
+    while True:
+        i += 1
+        yield [i, chunk]
+
+
+def push_forever(size, req):
+    """Push-style from a thread: sends until the stream is over."""
+    s = req["stream"]
+    chunk = "x" * int(size)
+    i = 0
+    while not s.closed:
+        i += 1
+        s.send([i, chunk])
+
+
+async def big(n):
+    return "x" * int(n)
+
+
 async def stream_value(text):
     return text.upper()
 

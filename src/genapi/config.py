@@ -20,6 +20,8 @@ JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512"]
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535, description="must be between 0 and 65535 (0 = any free port)")]
 TopicBytes = Annotated[int, msgspec.Meta(ge=1, le=65536, description="must be between 1 and 65536 (bytes)")]
+UnsentBytes = Annotated[int, msgspec.Meta(ge=65536, description=(
+    "must be at least 65536 (the socket's write buffer high-water mark)"))]
 Workers = Annotated[Positive | Literal["auto"], msgspec.Meta(description='must be a positive integer or "auto"')]
 
 
@@ -43,6 +45,8 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_queued_bytes: Positive = 16_000_000
     max_channels: Positive = 100
     max_topic_bytes: TopicBytes = 256
+    max_unsent_bytes: UnsentBytes = 16_000_000
+    drain_timeout_ms: Positive = 30_000
     thread_pool_size: Positive = 32
     thread_queue_limit: Positive = 1000
     string_max_bytes: Positive = 3000

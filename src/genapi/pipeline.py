@@ -116,7 +116,7 @@ class Pipeline:
             await self._after(entry, req, resp)
         elif rtype == "stream":
             reply.answer(Response.chunk(req.request_id, "init"))
-            resp = await self.stream(entry, req, reply.push)
+            resp = await self.stream(entry, req, reply.push, reply)
             await self._after(entry, req, resp)
         else:
             log.error("response_type_unsupported", request_id=req.request_id, response_type=rtype)
@@ -163,21 +163,26 @@ class Pipeline:
         assert resp is not None
         return resp
 
-    async def stream(self, entry: Entry, req: Request, emit: Any) -> Response:
-        """Pushes each chunk through `emit`; returns the final Response (end, last chunk or error)."""
-        handle = StreamHandle(emit, req.request_id, asyncio.get_running_loop(), push_style=entry.request_info)
+    async def stream(self, entry: Entry, req: Request, emit: Any, flow: Reply | None = None) -> Response:
+        """Pushes each chunk through `emit`; returns the final Response (end, last chunk or error).
+        `flow` (the request's Reply) tells the stream when the client is not keeping up."""
+        handle = StreamHandle(emit, req.request_id, asyncio.get_running_loop(), push_style=entry.request_info,
+                              flow=flow)
         try:
-            args = arguments(entry, req, handle)
-        except ArgumentError as exc:
-            resp = Response.fail(req.request_id, errors.invalid_argument(exc))
-            emit(resp)
-            return resp
-        try:
-            await entry.callee.stream(args, handle)
-        except CallError as exc:
-            handle.end(Response.fail(req.request_id, exc.text, exc.can_retry))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            handle.end(entry.callee.failure(req, exc))
-        return handle.done.result() if handle.done.done() else Response.stream_end(req.request_id)
+            try:
+                args = arguments(entry, req, handle)
+            except ArgumentError as exc:
+                resp = Response.fail(req.request_id, errors.invalid_argument(exc))
+                emit(resp)
+                return resp
+            try:
+                await entry.callee.stream(args, handle)
+            except CallError as exc:
+                handle.end(Response.fail(req.request_id, exc.text, exc.can_retry))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                handle.end(entry.callee.failure(req, exc))
+            return handle.done.result() if handle.done.done() else Response.stream_end(req.request_id)
+        finally:
+            handle.stop()

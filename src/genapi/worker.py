@@ -42,6 +42,7 @@ class Gateway:
         self.origin_allowed = origin_checker(gw.check_origin)
         self.ws_path = gw.path.rstrip("/") + "/websocket"
         self.connections: set[Connection] = set()
+        self.aborted = 0  # connections dropped for not reading their output (Connection.abort)
         self._connection_ids = itertools.count(1)
         log_calls(log.enabled("info"))
         self.server: Listener | None = None
@@ -109,7 +110,8 @@ class Gateway:
         self._sweeper = asyncio.get_running_loop().create_task(self._idle_sweeper())  # keep a reference
 
     async def _idle_sweeper(self) -> None:
-        """Closes connections that sent no frame for idle_timeout_ms (Phoenix: 60 s)."""
+        """Closes connections that sent no frame for idle_timeout_ms (Phoenix: 60 s); one that
+        is not reading its output is aborted instead (`Connection.close`)."""
         idle_ms = self.settings.gateway.idle_timeout_ms
         tick = max(min(idle_ms / 4000, 5.0), 0.05)
         limit = max(1, round(idle_ms / 1000 / tick))
@@ -118,7 +120,8 @@ class Gateway:
             for conn in list(self.connections):
                 conn.idle_ticks += 1
                 if conn.idle_ticks > limit:
-                    log.info("connection_idle_closed")
+                    if conn.idle_ticks == limit + 1:
+                        log.info("connection_idle_closed")
                     conn.close(WSCloseCode.GOING_AWAY, b"idle timeout")
 
     async def stop(self) -> None:
@@ -129,7 +132,14 @@ class Gateway:
             self._sweeper.cancel()
         for conn in list(self.connections):
             conn.close(WSCloseCode.GOING_AWAY, b"server shutting down")
+        # a close waits for the client to read what is left: a moment for that, then drop the rest
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
         await asyncio.sleep(0.05)
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort("shutdown")
         self.pipeline.pool.shutdown()
 
 

@@ -14,9 +14,10 @@ come from the callee (`local execution timed out after Nms` is the local one's).
 """
 import asyncio
 import inspect
+from time import monotonic
 
 from genapi import log
-from genapi.calls import resume
+from genapi.calls import pass_turn, resume
 from genapi.errors import CallError, CallTimeout, internal, local_timeout
 from genapi.loader import ASYNC, ASYNCGEN, GEN, SYNC, kind_of
 from genapi.structs import Response
@@ -35,7 +36,6 @@ cdef enum:
     PYGEN_NEXT = 1
 
 cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
-cdef object _END = object()
 
 
 cdef class Callee:
@@ -79,6 +79,71 @@ cdef class Callee:
 
     def timeout_error(self):
         return f"execution timed out after {self.timeout_ms}ms"
+
+
+cdef int BATCH = 64  # chunks a stream sends per turn of the event loop, corked into one write
+
+
+async def _agen_stream(agen, handle):
+    """Sends what `agen` yields. Each `__anext__` is stepped by hand: chunks that come without
+    suspending are corked (one write per turn), and after BATCH of them, or when the client is
+    not keeping up, the loop gets its turn (a generator that never awaits cannot hold the worker,
+    and its timeout fires). When the generator suspends, what was corked goes out first."""
+    cdef PyObject* out = NULL
+    cdef int sent
+    cdef int n = 0
+    cdef bint corked = False
+    anext = agen.__anext__
+    try:
+        while not handle.closed:
+            step = anext()
+            try:
+                sent = PyIter_Send(step, None, &out)
+            except StopAsyncIteration:
+                break
+            value = <object>out
+            Py_DECREF(value)
+            if sent != PYGEN_RETURN:  # it awaits something: flush, then wait with it
+                if corked:
+                    corked = False
+                    handle.uncork()
+                try:
+                    value = await resume(step, value)
+                except StopAsyncIteration:
+                    break
+            if not corked:
+                corked = handle.cork()
+            handle.send(value)
+            n += 1
+            waiter = handle.drained()
+            if waiter is not None or n >= BATCH:
+                n = 0
+                if corked:
+                    corked = False
+                    handle.uncork()
+                    waiter = handle.drained()  # the write may have filled the socket
+                if waiter is not None:
+                    await waiter
+                else:
+                    await pass_turn()
+    finally:
+        if corked:
+            handle.uncork()
+
+
+cdef double BURST_S = 0.005  # how long one thread job of a plain generator stream may run
+
+
+def _gen_burst(gen, handle):
+    """In a thread: sends what `gen` yields, each item as it comes, until the generator ends
+    (True), or the client is not keeping up, the stream is over, or BURST_S has passed (False:
+    the loop waits for the client, then hands the generator to a thread again). So a stream
+    holds a thread only while it produces, never while its client is not reading."""
+    deadline = monotonic() + BURST_S
+    for item in gen:
+        if not handle.offer(item) or monotonic() > deadline:
+            return False
+    return True
 
 
 def _collect(gen_fn, args):
@@ -149,6 +214,8 @@ cdef class LocalCallee(Callee):
                     out = []
                     async for item in self.fn(*args):
                         out.append(item)
+                        if not len(out) & 255:
+                            await pass_turn()  # one that never awaits still lets the loop (and its timeout) in
                     return out
                 return await self.pool.run(_collect, self.fn, args)
         except TimeoutError:
@@ -167,29 +234,30 @@ cdef class LocalCallee(Callee):
             raise
 
     async def _stream(self, list args, handle):
+        """Between chunks a stream waits while its client is not reading (`handle.drained()`),
+        and a generator that never awaits still gives the loop a turn, so other clients are
+        served and the timeout fires wherever the stream is."""
         if self.kind == _ASYNCGEN:
             agen = self.fn(*args)
             try:
-                async for item in agen:
-                    if handle.closed:
-                        break
-                    handle.send(item)
+                await _agen_stream(agen, handle)
             finally:
                 await agen.aclose()
         elif self.kind == _GEN:
             gen = self.fn(*args)
             try:
                 while not handle.closed:
-                    item = await self.pool.run(next, gen, _END)
-                    if item is _END:
+                    if await self.pool.run(_gen_burst, gen, handle):
                         break
-                    handle.send(item)
+                    waiter = handle.drained()
+                    if waiter is not None:
+                        await waiter
             finally:
                 try:  # in a thread: the generator may still be inside `next` there
                     await self.pool.run(gen.close)
                 except Exception:
                     log.debug("stream_generator_close_skipped")
-        else:
+        else:  # push-style (the handle gates a function in a thread; one on the loop awaits drain())
             out = self.fn(*args) if self.kind == _ASYNC else self.pool.run(self.fn, *args)
             result = await out
             if inspect.isasyncgen(result) or inspect.isgenerator(result):

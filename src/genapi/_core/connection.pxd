@@ -24,6 +24,7 @@ cdef class Connection(WSListener):
     cdef bint pumping
     cdef public int idle_ticks
     cdef list out
+    cdef Py_ssize_t out_bytes
     cdef bint batching
     cdef object _write
     cdef Handler _handler
@@ -38,6 +39,15 @@ cdef class Connection(WSListener):
     cdef bytearray _frag                # the fragmented message read so far
     cdef object _start
     cdef readonly WSTransport transport
+    cdef readonly bint writing_paused   # the transport is over its high-water mark (client not keeping up)
+    cdef readonly bint aborted
+    cdef double _paused_at
+    cdef list _waiters                  # Futures of streams waiting for the output to drain
+    cdef object _timer                  # drain_timeout_ms while paused, or after a close
+    cdef object _loop
+    cdef object _unsent                 # the transport's get_write_buffer_size
+    cdef Py_ssize_t _max_unsent_bytes
+    cdef double _drain_timeout
 
     cpdef send(self, bytes data)
     cpdef flush(self)
@@ -56,3 +66,7 @@ cdef class Connection(WSListener):
     cdef _frame_error(self, exc)
     cpdef _cancel(self, str topic)
     cpdef close(self, WSCloseCode code, bytes reason=*)
+    cpdef object drained(self)
+    cpdef abort(self, str reason)
+    cdef _wake_writers(self)
+    cdef _stop_timer(self)

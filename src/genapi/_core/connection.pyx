@@ -24,6 +24,7 @@ cdef str HEARTBEAT = "heartbeat"
 cdef str CLOSE = "phx_close"
 cdef str PHOENIX = "phoenix"
 cdef object _MISSING = object()
+cdef Py_ssize_t FLUSH_BYTES = 65536  # a batch of answers is written once it holds this much
 
 # what `_rx` says about the frames read so far
 cdef enum:
@@ -76,6 +77,7 @@ cdef class Connection(WSListener):
         self.pumping = False
         self.idle_ticks = 0
         self.out = []
+        self.out_bytes = 0
         self.batching = False
         self._write = None
         self._handler = gateway.pipeline.dispatcher
@@ -90,11 +92,19 @@ cdef class Connection(WSListener):
         self._max_message = gw.max_message_bytes
         self._rx = RX_IDLE
         self._frag = None
+        self._max_unsent_bytes = gw.max_unsent_bytes
+        self._drain_timeout = gw.drain_timeout_ms / 1000
+        self.writing_paused = False
+        self.aborted = False
+        self._waiters = None
+        self._timer = None
 
     # ------------------------------------------------------------------ picows callbacks
     cpdef on_ws_connected(self, WSTransport transport):
         self.transport = transport
         self._write = transport.underlying_transport.write
+        self._unsent = transport.underlying_transport.get_write_buffer_size
+        self._loop = asyncio.get_running_loop()
         self.gateway.connections.add(self)
         if log.enabled("info"):
             peer = transport.underlying_transport.get_extra_info("peername")
@@ -110,6 +120,11 @@ cdef class Connection(WSListener):
         for topic in list(self.tasks):
             self._cancel(topic)
         self._write = None
+        self.out.clear()
+        self.out_bytes = 0
+        self.writing_paused = False
+        self._stop_timer()
+        self._wake_writers()
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
         self.idle_ticks = 0
@@ -129,27 +144,97 @@ cdef class Connection(WSListener):
                 self.flush()
 
     cpdef pause_writing(self):
-        """The client reads slower than it asks: stop reading its requests until it catches up,
-        so a socket that never reads cannot make the worker buffer without bound."""
-        if self.transport is not None:
-            self.transport.underlying_transport.pause_reading()
+        """The client reads slower than it asks (the transport holds more than its high-water
+        mark): stop reading its requests, make streams wait (`drained`), and give it
+        drain_timeout_ms to catch up before the connection is aborted."""
+        if self.transport is None or self.aborted:
+            return
+        self.writing_paused = True
+        self._paused_at = self._loop.time()
+        self.transport.underlying_transport.pause_reading()
+        self._stop_timer()
+        self._timer = self._loop.call_later(self._drain_timeout, self._drain_expired)
 
     cpdef resume_writing(self):
-        if self.transport is not None and not self.transport.is_disconnected:
+        self.writing_paused = False
+        self._stop_timer()
+        self._wake_writers()
+        if self.transport is not None and not self.transport.is_disconnected and not self.aborted:
             self.transport.underlying_transport.resume_reading()
+
+    # ------------------------------------------------------------------ write-side backpressure
+    cpdef object drained(self):
+        """None while the client keeps up; else a Future done once the output drains (or the
+        connection ends). One Future per waiter, made only while paused: a waiter that is
+        cancelled (a timeout) cancels only its own."""
+        if not self.writing_paused:
+            return None
+        fut = self._loop.create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(fut)
+        return fut
+
+    cdef _wake_writers(self):
+        cdef list waiters = self._waiters
+        if waiters is not None:
+            self._waiters = None
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    cdef _stop_timer(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _drain_expired(self):
+        self._timer = None
+        if self.writing_paused:
+            self.abort("drain_timeout")
+
+    def _close_expired(self):
+        self._timer = None
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.abort("close_not_flushed")
+
+    cpdef abort(self, str reason):
+        """Drops the connection at once, unsent output included (a transport abort, not a
+        close that waits for the client to read): counted and logged once per connection."""
+        cdef WSTransport t = self.transport
+        if self.aborted or t is None or t.is_disconnected:
+            return
+        self.aborted = True
+        unsent = self._unsent()
+        paused_ms = round((self._loop.time() - self._paused_at) * 1000) if self.writing_paused else 0
+        self.gateway.aborted += 1
+        peer = t.underlying_transport.get_extra_info("peername")
+        log.warning("connection_aborted", conn=self.cid, reason=reason, unsent_bytes=unsent,
+                    paused_ms=paused_ms, peer=f"{peer[0]}:{peer[1]}" if type(peer) is tuple else peer,
+                    total=self.gateway.aborted)
+        self._write = None
+        self.out.clear()
+        self.out_bytes = 0
+        self._stop_timer()
+        t.disconnect(False)  # on_ws_disconnected follows: calls cancelled, waiters woken
 
     # ------------------------------------------------------------------ output
     cpdef send(self, bytes data):
-        """Queues one ready frame; written with the rest of the read batch, or at once."""
+        """Queues one ready frame; written with the rest of the read batch (at most
+        FLUSH_BYTES held), or at once."""
         self.out.append(data)
-        if not self.batching:
+        self.out_bytes += len(data)
+        if not self.batching or self.out_bytes > FLUSH_BYTES:
             self.flush()
 
     cpdef flush(self):
         cdef list out = self.out
         if self._write is not None:
             self._write(out[0] if len(out) == 1 else b"".join(out))
+            if self.writing_paused and self._unsent() > self._max_unsent_bytes:
+                self.abort("max_unsent_bytes")
         out.clear()
+        self.out_bytes = 0
 
     cpdef bint cork(self):
         """Holds frames sent from here on until `uncork` (for answers finished outside a read
@@ -396,8 +481,24 @@ cdef class Connection(WSListener):
             self.queue = kept
 
     cpdef close(self, WSCloseCode code, bytes reason=b""):
-        """Closes the socket with `code` (1001 for shutdown and idle: clients come back)."""
+        """Closes the socket with `code` (1001 for shutdown and idle: clients come back). A
+        client that is not reading is aborted instead (a close would wait for it to read), and
+        one that has not read the rest within drain_timeout_ms after the close is aborted then."""
         cdef WSTransport t = self.transport
-        if t is not None and not t.is_disconnected:
-            t.send_close(code, reason)
-            t.disconnect()
+        if t is None or t.is_disconnected or self.aborted:
+            return
+        if self.writing_paused:
+            self.abort("not_draining_at_close")
+            return
+        if t.is_close_frame_sent:  # a close is under way: it gets drain_timeout_ms, not forever
+            if self._timer is None:
+                self._timer = self._loop.call_later(self._drain_timeout, self._close_expired)
+            return
+        if self.out:
+            self.flush()
+        t.send_close(code, reason)
+        t.disconnect()
+        self._write = None  # nothing follows a close frame
+        if self._unsent():
+            self._stop_timer()
+            self._timer = self._loop.call_later(self._drain_timeout, self._close_expired)

@@ -30,6 +30,9 @@ cdef class Reply:
     cpdef release(self)
     cpdef bint live(self)
     cpdef done(self)
+    cpdef object drained(self)
+    cpdef bint cork(self)
+    cpdef uncork(self)
 
 
 cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, object request)

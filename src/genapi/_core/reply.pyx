@@ -109,7 +109,23 @@ cdef class Reply:
         if self._conn is None:
             return True
         return self._conn.transport is not None and not self._conn.transport.is_disconnected and \
-            self._conn.channels.get(self.topic) is self.join_ref
+            not self._conn.aborted and self._conn.channels.get(self.topic) is self.join_ref
+
+    cpdef object drained(self):
+        """None while the client keeps up with its output; else a Future done once the output
+        drains (streams wait on it between chunks). Always None without a real connection."""
+        if self._conn is None:
+            return None
+        return self._conn.drained()
+
+    cpdef bint cork(self):
+        """Holds this connection's output until `uncork` (see Connection.cork); False when
+        nothing was corked (already corked, or no real connection)."""
+        return self._conn is not None and self._conn.cork()
+
+    cpdef uncork(self):
+        if self._conn is not None:
+            self._conn.uncork()
 
     def __repr__(self):
         return f"<Reply {self.topic} ref={self.ref!r} {self.request_type}>"
