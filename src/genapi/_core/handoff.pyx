@@ -17,7 +17,7 @@ import asyncio
 import threading
 from collections import deque
 
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from genapi._core.clock cimport monotonic as _now
 
 from genapi import log
 from genapi.errors import Unavailable
@@ -43,12 +43,6 @@ cdef inline Job _job(object fn, tuple args):
     job.args = args
     job.deadline = INF
     return job
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef class ThreadPool:

@@ -4,7 +4,7 @@ ref, topic and event. The pipeline, callees and the thread handoff answer throug
 request can be driven without a socket (any object with `send(bytes)` stands in for the
 connection) and a call's slot on its connection is released exactly once.
 """
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from genapi._core.clock cimport monotonic as _now
 
 from genapi import log
 
@@ -19,12 +19,6 @@ def log_calls(bint on):
     """Turns the access log (one `call` line per request, at info) on or off for this process."""
     global _access
     _access = on
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef class Reply:
