@@ -152,15 +152,20 @@ def _small(rng: random.Random, hi: int) -> Any:
 class ConnFuzzer:
     """Inputs for one connection, with its channel model."""
 
-    def __init__(self, gen: FuzzGen, v2: bool, max_channels: int, conn_no: int) -> None:
+    def __init__(self, gen: FuzzGen, v2: bool, max_channels: int, conn_no: int, rng: random.Random) -> None:
         self.gen = gen
-        self.rng = gen.rng
+        self.rng = rng
+        self._id = 0
         self.v2 = v2
         self.max_channels = max_channels
         self.channels: dict[str, Any] = {}
         self.stable = [f"{STABLE_PREFIX}{conn_no}:{i}" for i in range(2)]
         self.stable_refs = {t: f"j{conn_no}.{i}" for i, t in enumerate(self.stable)}
         self.volatile: list[str] = []
+
+    def next_id(self) -> int:
+        self._id += 1
+        return self._id
 
     # -------------------------------------------------------------- strings, numbers, values
     def s(self, allow_bad: bool = False) -> str:
@@ -208,7 +213,7 @@ class ConnFuzzer:
 
     # -------------------------------------------------------------- refs
     def ref(self, odd: bool = False) -> Any:
-        c = self.gen.next_id()
+        c = self.next_id()
         if not odd:
             return str(c) if self.rng.random() < 0.8 else c
         r = self.rng
@@ -287,7 +292,7 @@ class ConnFuzzer:
     def payload(self) -> Any:
         r = self.rng
         rt = r.choice(FUNCTIONS) if r.random() < 0.85 else self.s()
-        p: dict[str, Any] = {"request_id": self.s() if r.random() < 0.5 else f"q{self.gen.next_id()}",
+        p: dict[str, Any] = {"request_id": self.s() if r.random() < 0.5 else f"q{self.next_id()}",
                              "service": SERVICE if r.random() < 0.9 else self.s(),
                              "request_type": rt, "args": self.args_for(rt)}
         if r.random() < 0.6:
@@ -447,7 +452,7 @@ class ConnFuzzer:
         if roll < 0.93:
             return self.binary(stable, sjr)
         if roll < 0.96:  # ping / unsolicited pong
-            body = f"p{self.gen.next_id()}".encode() + r.randbytes(r.randint(0, 100))
+            body = f"p{self.next_id()}".encode() + r.randbytes(r.randint(0, 100))
             if r.random() < 0.7:
                 return Input("ping", ws_frame(PING, body), pongs=[body])
             return Input("pong", ws_frame(PONG, body))
@@ -458,7 +463,7 @@ class ConnFuzzer:
         parser's depth limit, so whether the gateway can read it depends on its stack. No reply is
         owed up front; but once the gateway has run the request (its Response push came, matched
         by the unique request_id) it owes the phx_reply too."""
-        c = self.gen.next_id()
+        c = self.next_id()
         depth = self.rng.randint(960, 998)
         ref = "[" * depth + f'"d{c}"' + "]" * depth
         rid = f"deep{c}"
@@ -473,7 +478,7 @@ class ConnFuzzer:
         def b(s: Any) -> bytes:
             return str(s).encode("utf-8", "surrogatepass")[:255]
 
-        jr, ref = b(r.choice([sjr, "", "stale", self.s()])), b(self.gen.next_id())
+        jr, ref = b(r.choice([sjr, "", "stale", self.s()])), b(self.next_id())
         topic, event = b(r.choice([stable, self._topic()])), b(r.choice([EVENT, "x", self.s()]))
         body = r.choice([b"", b"\x00\x01", dumps(self.payload()).encode("utf-8", "surrogatepass")])
         data = bytes([0, len(jr), len(ref), len(topic), len(event)]) + jr + ref + topic + event + body
@@ -500,7 +505,7 @@ class ConnFuzzer:
         for i, part in enumerate(parts):
             frames.append(ws_frame(TEXT if i == 0 else CONT, part, fin=i == len(parts) - 1))
             if i < len(parts) - 1 and r.random() < 0.2:
-                body = f"fp{self.gen.next_id()}".encode()
+                body = f"fp{self.next_id()}".encode()
                 frames.append(ws_frame(PING, body))
                 pongs.append(body)
         judged = self.judge("fragmented", data)
@@ -510,19 +515,22 @@ class ConnFuzzer:
         return judged
 
     # -------------------------------------------------------------- endings
-    def terminal(self, kind: int | None = None) -> Input:
+    def terminal(self, kind: int | None = None, variant: int | None = None) -> Input:
         """An input after which the connection must end, with the close codes allowed. Its
         frames may carry a well-formed request, which may get at most one reply."""
         stable = self.stable[0]
         ref = self.ref()
         req = dumps(self.msg(self.stable_refs[stable], ref, stable, EVENT,
                              {"request_id": "t", "service": SERVICE, "request_type": "echo", "args": {"text": "t"}})).encode()
-        inp = self._terminal(req, kind)
+        inp = self._terminal(req, kind, variant)
         inp.allow.append(canon(ref))
         return inp
 
-    def _terminal(self, req: bytes, kind: int | None) -> Input:
+    def _terminal(self, req: bytes, kind: int | None, variant: int | None) -> Input:
         r = self.rng
+
+        def pick(options: list[int]) -> int:
+            return r.choice(options) if variant is None else options[variant % len(options)]
         protocol = frozenset({1002})
         k = r.randint(0, TERMINAL_KINDS - 1) if kind is None else kind
         if k == 0:  # RSV bits without a negotiated extension: RFC 6455 §5.2 says fail the connection
@@ -545,11 +553,11 @@ class ConnFuzzer:
             return Input("oversize", ws_frame(TEXT, b"[", length=r.choice([10**8, 2**40])), terminal="oversize",
                          close_codes=frozenset({1009}))
         if k == 5:  # a close with a code a client may send: echoed, or answered with 1000
-            code = r.choice([1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999])
+            code = pick(VALID_CLOSE_CODES)
             return Input("close_valid", ws_frame(CLOSE, struct.pack("!H", code) + self.s().encode()[:100]),
                          terminal="close_valid", close_codes=frozenset({code, 1000}))
         if k == 6:  # a close with a code no endpoint may send (RFC 6455 §7.4): a protocol error
-            code = r.choice([0, 1, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535])
+            code = pick(INVALID_CLOSE_CODES)
             return Input("close_invalid", ws_frame(CLOSE, struct.pack("!H", code)), terminal="close_invalid", close_codes=protocol)
         if k == 7:  # an empty close: answered with an empty close or 1000
             return Input("close_empty", ws_frame(CLOSE, b""), terminal="close_empty", close_codes=frozenset({None, 1000}))
@@ -645,6 +653,9 @@ class ConnFuzzer:
 
 
 TERMINAL_KINDS = 10  # ConnFuzzer.terminal(kind) for kind in range(TERMINAL_KINDS)
+VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
+INVALID_CLOSE_CODES = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535]
+TERMINAL_VARIANTS = {5: len(VALID_CLOSE_CODES), 6: len(INVALID_CLOSE_CODES)}
 FUNCTIONS = ["echo", "echo_plain", "register", "slow_echo", "count", "note", "notes", "blocking_sleep",
              "whoami", "admin_stats", "kinds", "shout"]
 
@@ -659,7 +670,7 @@ class FuzzGen:
         self.max_payload = max_payload
         self.terminal_rate = terminal_rate
         self.v1_rate = v1_rate
-        self._id = 0
+        self.seed = seed
         self._conns = 0
         # random code points from every plane (no surrogates), drawn from a pool for speed
         r = self.rng
@@ -667,23 +678,22 @@ class FuzzGen:
                                                      r.randint(0xE000, 0x10FFFF)])) for _ in range(r.randint(1, 30)))
                                for _ in range(2000)]
 
-    def next_id(self) -> int:
-        self._id += 1
-        return self._id
-
     def connection(self) -> tuple[str, ConnFuzzer]:
-        """(query string, fuzzer) for a new connection."""
+        """(query string, fuzzer) for the next connection. Connection k draws everything from
+        its own Random(seed/k), so its inputs are the same on every run, however the
+        connections running at once interleave."""
         self._conns += 1
-        v2 = self.rng.random() >= self.v1_rate
-        query = "vsn=2.0.0" if v2 else self.rng.choice(["vsn=1.0.0", "", "vsn=1.0.0&x=%00%0a"])
-        if v2 and self.rng.random() < 0.1:
-            query = self.rng.choice(["vsn=2.0.0&vsn=2.0.0", "vsn=2.0.0-rc.1", "vsn=2.0.0&token=", "vsn=2.0.0&%ff=%ff"])
+        rng = random.Random(f"{self.seed}/{self._conns}")
+        v2 = rng.random() >= self.v1_rate
+        query = "vsn=2.0.0" if v2 else rng.choice(["vsn=1.0.0", "", "vsn=1.0.0&x=%00%0a"])
+        if v2 and rng.random() < 0.1:
+            query = rng.choice(["vsn=2.0.0&vsn=2.0.0", "vsn=2.0.0-rc.1", "vsn=2.0.0&token=", "vsn=2.0.0&%ff=%ff"])
             v2 = "vsn=2.0.0" in query or "2.0.0-rc" in query
-        return query, ConnFuzzer(self, v2, self.max_channels, self._conns)
+        return query, ConnFuzzer(self, v2, self.max_channels, self._conns, rng)
 
-    def odd_handshake(self) -> tuple[str, dict[str, str]]:
+    @staticmethod
+    def odd_handshake(r: random.Random) -> tuple[str, dict[str, str]]:
         """A query and headers for a connect attempt that may well be refused."""
-        r = self.rng
         query = r.choice(["vsn=3.0.0", "vsn=abc", "vsn=", "vsn=2", "token=garbage&vsn=2.0.0", "vsn=2.0.0&" + "a=b&" * 200,
                           "vsn=%E0%A4%A", "vsn=2.0.0#frag", "vsn=1.0.0&vsn=9.9.9"])
         headers = r.choice([{}, {"Sec-WebSocket-Protocol": "phoenix, base64url.bearer.phx.!!!"},
@@ -951,9 +961,9 @@ class FuzzConn:
                                                   f"{terminal.data[:120]!r}")
 
 
-async def drive_connection(url: str, gen: FuzzGen, stats: Stats, n_inputs: int, *, pace: int = 64,
+async def drive_connection(url: str, plan: tuple[str, ConnFuzzer], stats: Stats, n_inputs: int, *, pace: int = 64,
                            batch: int = 8, answer_timeout: float = 20.0, grace: float = 3.0,
-                           ending: int | None = None) -> int:
+                           ending: int | None = None, variant: int | None = None) -> int:
     """One connection's life: open, join the stable topics, `n_inputs` fuzz inputs, check the
     answers, end (cleanly or with a terminal input). Returns the inputs sent.
 
@@ -962,11 +972,11 @@ async def drive_connection(url: str, gen: FuzzGen, stats: Stats, n_inputs: int, 
     last marker is sent; once it is answered every input has been read, and answers still owed
     get `grace` seconds more (calls running in threads or tasks) before they count as missing.
     """
-    query, fz = gen.connection()
+    query, fz = plan
     if ending is not None:
-        terminal: Input | None = fz.terminal(ending)
+        terminal: Input | None = fz.terminal(ending, variant)
     else:
-        terminal = fz.terminal() if gen.rng.random() < gen.terminal_rate else None
+        terminal = fz.terminal() if fz.rng.random() < fz.gen.terminal_rate else None
     try:
         conn = await FuzzConn.open(url, query, stats, fz.v2)
     except Exception as exc:  # the gateway must accept these
@@ -1017,9 +1027,9 @@ async def _marker(conn: FuzzConn, fut: asyncio.Future[None], timeout: float) -> 
         return False
 
 
-async def odd_handshake(url: str, gen: FuzzGen, stats: Stats) -> None:
+async def odd_handshake(url: str, rng: random.Random, stats: Stats) -> None:
     """A connect attempt with an odd query or headers: accepted or refused, never a hang."""
-    query, headers = gen.odd_handshake()
+    query, headers = FuzzGen.odd_handshake(rng)
     stats.inputs += 1
     stats.kinds["handshake"] += 1
     try:
@@ -1072,13 +1082,15 @@ async def campaign(url: str, *, seed: int, inputs: int, connections: int, max_ch
 
     async def lane() -> None:
         while remaining[0] > 0:
-            if gen.rng.random() < handshake_rate:
+            plan = gen.connection()
+            rng = plan[1].rng
+            if rng.random() < handshake_rate:
                 remaining[0] -= 1
-                await odd_handshake(url, gen, stats)
+                await odd_handshake(url, rng, stats)
                 continue
-            n = min(remaining[0], gen.rng.randint(*per_connection))
+            n = min(remaining[0], rng.randint(*per_connection))
             remaining[0] -= n
-            await drive_connection(url, gen, stats, n, pace=pace, grace=grace)
+            await drive_connection(url, plan, stats, n, pace=pace, grace=grace)
 
     try:
         await asyncio.gather(*(lane() for _ in range(connections)))
@@ -1088,11 +1100,13 @@ async def campaign(url: str, *, seed: int, inputs: int, connections: int, max_ch
     return stats
 
 
-async def terminal_sweep(url: str, gen: FuzzGen, stats: Stats, inputs_each: int = 20, rounds: int = 2) -> None:
-    """Every kind of connection-ending input, `rounds` times each, after a few fuzz inputs."""
-    for _ in range(rounds):
-        await asyncio.gather(*(drive_connection(url, gen, stats, inputs_each, ending=k, grace=1.0)
-                               for k in range(TERMINAL_KINDS)))
+async def terminal_sweep(url: str, gen: FuzzGen, stats: Stats, inputs_each: int = 20) -> None:
+    """Every kind of connection-ending input in each of its variants (every close code on the
+    lists), each on its own connection after a few fuzz inputs, ten connections at a time."""
+    todo = [(k, v) for k in range(TERMINAL_KINDS) for v in range(TERMINAL_VARIANTS.get(k, 2))]
+    for i in range(0, len(todo), 10):
+        await asyncio.gather(*(drive_connection(url, gen.connection(), stats, inputs_each, ending=k, variant=v, grace=1.0)
+                               for k, v in todo[i:i + 10]))
 
 
 def gateway_config(**gateway: Any) -> str:
