@@ -141,7 +141,8 @@ class Input:
     pongs: list[bytes] = field(default_factory=list)  # ping payloads that must come back as pongs
     terminal: str | None = None  # category of a connection-ending input
     close_codes: frozenset[int | None] = frozenset()  # acceptable close codes after it (None = no code)
-    deep: tuple[str, bytes] | None = None  # (request_id, ref key): once pushed, the reply is owed
+    deep_ref: bytes | None = None  # ref key of a request that is answered, or refused as nested too deeply
+    too_deep: bool = False  # certainly refused as nested too deeply (a phx_error without a ref)
 
 
 # ----------------------------------------------------------------------------- demo functions
@@ -448,7 +449,10 @@ class ConnFuzzer:
         if roll < 0.88:  # deep nesting in the payload; too deep for any parser half the time
             depth = r.choice([r.randint(50, 900), r.randint(1100, 5000)])
             p = {"request_id": "deep", "service": SERVICE, "request_type": "kinds", "args": {"anything": self.deep(depth)}}
-            return self.judge("deep", self.encode(self.msg(sjr, self.ref(), stable, EVENT, p)))
+            inp = self.judge("deep", self.encode(self.msg(sjr, self.ref(), stable, EVENT, p)))
+            if inp is not None:
+                inp.too_deep = depth >= 1100
+            return inp
         if roll < 0.93:
             return self.binary(stable, sjr)
         if roll < 0.96:  # ping / unsolicited pong
@@ -460,9 +464,9 @@ class ConnFuzzer:
 
     def deep_ref(self, stable: str, sjr: str) -> Input:
         """A well-formed echo request whose ref is nested 960..998 levels deep: right at the JSON
-        parser's depth limit, so whether the gateway can read it depends on its stack. No reply is
-        owed up front; but once the gateway has run the request (its Response push came, matched
-        by the unique request_id) it owes the phx_reply too."""
+        parser's depth limit, so whether the gateway can read it depends on its stack. Either way
+        it must answer: with the phx_reply, or with a phx_error "nested too deeply" (counted per
+        connection, as that error carries no ref)."""
         c = self.next_id()
         depth = self.rng.randint(960, 998)
         ref = "[" * depth + f'"d{c}"' + "]" * depth
@@ -470,7 +474,7 @@ class ConnFuzzer:
         body = dumps(self.msg(sjr, Raw(ref), stable, EVENT, {"request_id": rid, "service": SERVICE,
                                                                "request_type": "echo", "args": {"text": "deep"}}))
         key = ref.encode()
-        return Input("deep_ref", ws_frame(TEXT, body.encode()), allow=[key], deep=(rid, key))
+        return Input("deep_ref", ws_frame(TEXT, body.encode()), allow=[key], deep_ref=key)
 
     def binary(self, stable: str, sjr: str) -> Input:
         r = self.rng
@@ -749,6 +753,9 @@ class _Listener(WSListener):
             self.conn.closed.set_result(None)
 
 
+NON_UNIQUE = {canon(v) for v in (None, True, False, "", [], {}, 0)}
+
+
 class FuzzConn:
     """One connection's ledger: exact replies owed, replies allowed, pongs owed."""
 
@@ -767,8 +774,10 @@ class FuzzConn:
         self.buf: list[bytes] = []
         self.inputs: dict[bytes, str] = {}  # key -> a short repr of the input owed (for reports)
         self.markers: dict[bytes, asyncio.Future[None]] = {}
-        self.deep: dict[str, bytes] = {}  # request_id -> ref key of deep_ref inputs
-        self.deep_pushed: dict[bytes, str] = {}  # ref key -> request_id, pushed and not yet replied
+        self.deep_refs: set[bytes] = set()  # deep_ref inputs not answered yet
+        self.deep_sent = 0
+        self.too_deep_sent = 0  # inputs certainly refused as too deep
+        self.too_deep_seen = 0  # phx_error "nested too deeply" received
         self.marker_no = 0
 
     @classmethod
@@ -803,14 +812,9 @@ class FuzzConn:
                 self._reply(canon(ref), raw)
             elif event == EVENT:
                 st.pushes += 1
-                if self.deep:
-                    payload = msg[4] if self.v2 else msg.get("payload")
-                    rid = payload.get("request_id") if type(payload) is dict else None
-                    key = self.deep.pop(rid, None) if type(rid) is str else None
-                    if key is not None and self.received[key] == 0:
-                        self.deep_pushed[key] = rid
-                        self.owed_n += 1
-                        st.expected["deep_ref"] += 1
+            elif event == "phx_error" and b"nested too deeply" in raw:
+                self.too_deep_seen += 1
+                st.other_frames += 1
             else:
                 st.other_frames += 1
         elif mt == WSMsgType.PONG:
@@ -835,9 +839,9 @@ class FuzzConn:
         if self.received[key] > self.allowed[key]:
             self.stats.violate("extra_reply", f"phx_reply #{self.received[key]} for ref {key[:200]!r} "
                                               f"(at most {self.allowed[key]} allowed): {raw[:300]!r}")
-        if self.deep_pushed and self.deep_pushed.pop(key, None) is not None:
+        if self.deep_refs and key in self.deep_refs:
+            self.deep_refs.discard(key)
             self.stats.answered["deep_ref"] += 1
-            self.owed_n -= 1
         fut = self.markers.pop(key, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -861,13 +865,19 @@ class FuzzConn:
             self.allowed[key] += 1
         for key, cat in inp.exact:
             self.allowed[key] += 1
+            if key in NON_UNIQUE:  # sent by many inputs: a reply cannot be told apart, at most checked
+                continue
             self.owed.setdefault(key, []).append(cat)
             self.owed_n += 1
             st.expected[cat] += 1
             if key not in self.inputs:
                 self.inputs[key] = f"{inp.kind}: {inp.data[:300]!r}"
-        if inp.deep is not None:
-            self.deep[inp.deep[0]] = inp.deep[1]
+        if inp.deep_ref is not None:
+            self.deep_refs.add(inp.deep_ref)
+            self.deep_sent += 1
+            st.expected["deep_ref"] += 1
+        if inp.too_deep:
+            self.too_deep_sent += 1
         for body in inp.pongs:
             self.pongs[body] += 1
             self.owed_n += 1
@@ -915,11 +925,15 @@ class FuzzConn:
         for key, cats in list(self.owed.items()):
             for cat in cats:
                 self.stats.violate(cat, f"{why}: no phx_reply for ref {key[:200]!r}; input {self.inputs.get(key, '?')}")
-        for key, rid in self.deep_pushed.items():
-            self.stats.violate("deep_ref", f"{why}: request {rid} was run (its Response was pushed) but its phx_reply "
-                                           f"never came; ref nested {key.count(b'[')} levels deep")
-        self.deep_pushed.clear()
-        self.deep.clear()
+        refused = self.too_deep_seen - self.too_deep_sent  # deep_ref frames the gateway could not read
+        self.stats.answered["deep_ref"] += refused
+        missing = len(self.deep_refs) - refused
+        if missing > 0:
+            self.stats.violate("deep_ref", f"{why}: {missing} of {self.deep_sent} requests with refs nested 960-998 "
+                                           f"levels deep got neither a phx_reply nor a 'nested too deeply' error, e.g. "
+                                           f"{sorted(self.deep_refs, key=len)[0][-40:]!r}")
+        self.deep_refs.clear()
+        self.deep_sent = self.too_deep_sent = self.too_deep_seen = 0
         for body, n in self.pongs.items():
             for _ in range(n):
                 self.stats.violate("ping", f"{why}: no pong for ping payload {body[:60]!r}")
@@ -1126,3 +1140,36 @@ def _toml(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v + '"'
     return str(v)
+
+
+async def deep_ref_probe(url: str, gen: FuzzGen, stats: Stats, answer_timeout: float = 10.0) -> None:
+    """Requests with refs nested 960-998 levels deep that wait in the connection's queue (every
+    slot held by a slow_echo first), then plain echo requests: each must be answered or refused
+    (the deep ones), and the plain ones after them exactly once (category "after_deep")."""
+    query, fz = gen.connection()
+    query = "vsn=2.0.0"
+    fz.v2 = True
+    conn = await FuzzConn.open(url, query, stats, True)
+    for inp in fz.opening():
+        conn.add(inp)
+    conn.flush()
+    await conn.wait_owed(0, answer_timeout)
+    stable = fz.stable[0]
+    sjr = fz.stable_refs[stable]
+
+    def req(ref: str, rt: str, args: dict[str, Any], cat: str) -> Input:
+        body = dumps([sjr, ref, stable, EVENT, {"request_id": ref, "service": SERVICE, "request_type": rt, "args": args}])
+        return Input(cat, ws_frame(TEXT, body.encode()), exact=[(canon(ref), cat)])
+
+    for i in range(40):
+        conn.add(req(f"slow{i}", "slow_echo", {"text": "hold", "delay_ms": 50}, "request"))
+    for _ in range(40):
+        conn.add(fz.deep_ref(stable, sjr))
+    for i in range(40):
+        conn.add(req(f"after{i}", "echo", {"text": "after"}, "after_deep"))
+    last = conn.marker()
+    conn.flush()
+    if await _marker(conn, last, answer_timeout):
+        await conn.wait_owed(0, answer_timeout)
+    conn.report_owed("deep-ref probe")
+    await conn.end(None, 5.0)
