@@ -45,6 +45,18 @@ STABLE_PREFIX = "fz:stable:"
 
 _decode = msgspec.json.Decoder().decode
 _canon = msgspec.json.Encoder(order="sorted").encode
+MAX_TOPIC_BYTES = 256     # the gateway's default max_topic_bytes
+JOIN_REF_MAX_CHARS = 64   # the longest string join_ref a channel keeps
+
+
+def _keepable(join_ref: Any) -> bool:
+    """The join_refs a gateway keeps for a channel: null, a bool, a float, a 64-bit int, a short string."""
+    if join_ref is None or type(join_ref) in (bool, float):
+        return True
+    if type(join_ref) is int:
+        return -(1 << 63) <= join_ref < (1 << 64)
+    return type(join_ref) is str and len(join_ref) <= JOIN_REF_MAX_CHARS
+
 _MISSING = object()
 
 # ----------------------------------------------------------------------------- values
@@ -617,6 +629,9 @@ class ConnFuzzer:
         if event == "phx_join":
             if topic in self.stable_refs and (kind != "opening" or cur is not _MISSING):
                 return None  # the stable topics are joined once, by `opening`
+            if len(topic.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES or not _keepable(join_ref):
+                inp.exact.append((key, "control"))  # refused: what a channel keeps is bounded
+                return inp
             if cur is _MISSING and len(self.channels) >= self.max_channels:
                 inp.exact.append((key, "control"))
                 return inp
@@ -778,6 +793,7 @@ class FuzzConn:
         self.deep_sent = 0
         self.too_deep_sent = 0  # inputs certainly refused as too deep
         self.too_deep_seen = 0  # phx_error "nested too deeply" received
+        self.ref_nulled_seen = 0  # replies whose ref could not be encoded (sent as null, with the reason)
         self.marker_no = 0
 
     @classmethod
@@ -807,7 +823,10 @@ class FuzzConn:
             else:
                 st.violate("server_frame", f"the server sent a frame of the wrong shape: {raw[:200]!r}")
                 return
-            if event == "phx_reply":
+            if event == "phx_reply" and ref is None and b"could not be encoded" in raw:
+                st.replies += 1
+                self.ref_nulled_seen += 1  # a deep ref answered with the ref sent as null (unencodable)
+            elif event == "phx_reply":
                 st.replies += 1
                 self._reply(canon(ref), raw)
             elif event == EVENT:
@@ -925,7 +944,9 @@ class FuzzConn:
         for key, cats in list(self.owed.items()):
             for cat in cats:
                 self.stats.violate(cat, f"{why}: no phx_reply for ref {key[:200]!r}; input {self.inputs.get(key, '?')}")
-        refused = self.too_deep_seen - self.too_deep_sent  # deep_ref frames the gateway could not read
+        # deep_ref frames the gateway could not read, or answered with the ref it could not encode as null
+        refused = self.too_deep_seen - self.too_deep_sent + self.ref_nulled_seen
+        self.ref_nulled_seen = 0
         self.stats.answered["deep_ref"] += refused
         missing = len(self.deep_refs) - refused
         if missing > 0:

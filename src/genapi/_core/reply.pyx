@@ -70,9 +70,12 @@ cdef class Reply:
             self._send(reply_v1(self.join_ref, self.ref, self.topic, status, response))
 
     cpdef finish(self, object response):
-        """Answers and gives the request's in-flight slot back to its connection."""
-        self.answer(response)
-        self.release()
+        """Answers and gives the request's in-flight slot back to its connection (even when the
+        answer fails, so a connection never loses a slot)."""
+        try:
+            self.answer(response)
+        finally:
+            self.release()
 
     cpdef release(self):
         """Gives the request's slot back (once its last answer is out) and logs the call."""
