@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import re
 import sys
 import time
@@ -64,7 +65,8 @@ def _client(url: str, seed: int, inputs: int, connections: int, out: Any, progre
         try:
             await fuzzgen.campaign(url, seed=seed, inputs=inputs, connections=connections,
                                    max_channels=LIMITS["max_channels"], max_payload=LIMITS["max_payload_bytes"],
-                                   per_connection=(200, 3000), stats=stats, grace=3.0)
+                                   per_connection=(200, 3000), stats=stats,
+                                   grace=float(os.environ.get("GENAPI_FUZZ_GRACE", "3")))
         finally:
             task.cancel()
 
@@ -182,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     rss_end = rss_kb(pid)
     gw.stop()
     stderr = gw.read_stderr()
+    if os.environ.get("GENAPI_FUZZ_KEEP_LOG"):  # the gateway's whole log, to look into a violation
+        with open(os.environ["GENAPI_FUZZ_KEEP_LOG"], "w") as f:
+            f.write(stderr)
 
     total = _merge(parts + ([final] if final else []))
     violations: dict[str, int] = dict(total.get("violations", {}))
