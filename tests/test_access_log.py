@@ -47,7 +47,8 @@ def test_one_call_line_per_request_at_info(run) -> None:
     assert len(calls) == 7
     conn = re.search(r"conn=(\S+)", by_id["ok1"]).group(1)  # type: ignore[union-attr]
     assert all(f"conn={conn} " in ln for ln in calls)
-    assert "fn=demo.echo " in by_id["ok1"] and "outcome=ok" in by_id["ok1"] and re.search(r"ms=[\d.]+", by_id["ok1"])
+    assert "fn=demo.echo " in by_id["ok1"] and "outcome=ok" in by_id["ok1"] and re.search(r" ms=[\d.]+", by_id["ok1"])
+    assert re.search(r"queued_ms=[\d.]+$", by_id["ok1"])  # the wait for a slot, apart from the run time
     assert "outcome=error" in by_id["bad1"] and 'error="unsupported function: nope version 0.0.0"' in by_id["bad1"]
     assert "outcome=error" in by_id["unknown"] and "Missing required fields" in by_id["unknown"]
     for rid, fn in (("as1", "demo.slow_echo"), ("st1", "demo.count"), ("nt1", "demo.note"),
@@ -129,3 +130,42 @@ def test_tracebacks_only_at_debug_without_detail_error(run) -> None:
     err = gw.read_stderr()
     assert "call_raised_traceback" in err and "RuntimeError: exploded on x" in err
     assert "\nforged" not in err  # the client's newline stays escaped in text lines
+
+
+def test_queue_wait_is_logged_apart_from_run_time(run) -> None:
+    gw = GatewayProcess("""
+[gateway]
+max_in_flight = 1
+
+[auth]
+require_verified_user_id = false
+
+[[functions]]
+service = "t"
+request_type = "sleep"
+mfa = "testapi:sleep"
+arg_types = { ms = "num" }
+
+[[functions]]
+service = "t"
+request_type = "echo"
+mfa = "testapi:echo"
+arg_types = { text = "string" }
+""", extra_args=["--log-level", "info"])
+
+    async def go() -> None:
+        c = await Raw.connect(gw.url)
+        await c.join("api:q")
+        c.send(["1", "2", "api:q", EV, request("slow", "sleep", {"ms": 300}, service="t")])
+        c.send(["1", "3", "api:q", EV, request("waiter", "echo", {"text": "x"}, service="t")])
+        await c.recv_n(4)
+        await c.close()
+
+    try:
+        run(go())
+    finally:
+        assert gw.stop() == 0
+    line = next(ln for ln in gw.read_stderr().splitlines() if " call " in ln and "request_id=waiter" in ln)
+    queued = float(re.search(r"queued_ms=([\d.]+)", line).group(1))  # type: ignore[union-attr]
+    total = float(re.search(r" ms=([\d.]+)", line).group(1))  # type: ignore[union-attr]
+    assert queued >= 250 and total >= queued  # it waited for the slow call's slot, then ran at once

@@ -174,6 +174,7 @@ cdef class Dispatcher(Handler):
         """Takes a slot on the connection and runs the request: inline, or the general path."""
         cdef Connection conn = reply._conn
         conn.in_flight += 1
+        reply.slot_taken()
         if not entry.inline:
             conn.spawn(reply, self.general(reply, request, entry))
             return

@@ -17,6 +17,7 @@ cdef class Reply:
     cdef public object request           # the decoded Request (None when decoding failed)
     cdef public object outcome           # the last Response sent (the access log's outcome)
     cdef double started
+    cdef double running                  # when it took its slot (after waiting in the queue)
     cdef bint logged
     cdef Connection _conn
     cdef bint v2
@@ -30,6 +31,7 @@ cdef class Reply:
     cpdef release(self)
     cpdef bint live(self)
     cpdef done(self)
+    cdef void slot_taken(self) noexcept
     cpdef object drained(self)
     cpdef bint cork(self)
     cpdef uncork(self)

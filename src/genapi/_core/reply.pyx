@@ -84,6 +84,11 @@ cdef class Reply:
         if _access:
             self.done()
 
+    cdef void slot_taken(self) noexcept:
+        """Notes when the request started running, so the access log tells queue wait from run time."""
+        if _access:
+            self.running = _now()
+
     cpdef done(self):
         """The access line of this request, once: connection, user, function, outcome, duration."""
         if not _access or self.logged:
@@ -99,7 +104,8 @@ cdef class Reply:
                  request_id=req.request_id if req is not None else (out.request_id if out is not None else None),
                  outcome="ok" if ok else "error",
                  error=None if ok or out is None else out.error,
-                 ms=round((_now() - self.started) * 1000, 3))
+                 ms=round((_now() - self.started) * 1000, 3),
+                 queued_ms=round((self.running - self.started) * 1000, 3) if self.running else 0)
 
     cpdef bint live(self):
         """Whether the channel this request came on is still joined (answers to a left channel are dropped)."""
