@@ -163,9 +163,6 @@ cdef class LocalCallee(Callee):
     def timeout_error(self):
         return local_timeout(self.timeout_ms)
 
-    cpdef timed_out(self, object request):
-        return Response.fail(request.request_id, local_timeout(self.timeout_ms))
-
     cpdef start(self, Reply reply, object request, list args):
         cdef PyObject* out = NULL
         cdef int sent

@@ -238,11 +238,6 @@ cdef class ThreadPool:
         if self.pending and not self.closed:
             self.sweeper = self.loop.call_later(SWEEP_S, self._sweep)
 
-    @property
-    def in_use(self):
-        """Calls running or waiting for a thread (including timed-out ones still running)."""
-        return len(self.pending)
-
     def shutdown(self):
         """Lets the threads exit after their current call (they are daemons: exit never waits)."""
         self.closed = True
