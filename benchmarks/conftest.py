@@ -78,7 +78,10 @@ MATRIX = [
     ("demo.echo (async def)", "gateway demo.echo", 0.90, 0.85),
     ("demo.echo_plain (plain def)", "gateway demo.echo_plain", 0.50, 0.50),
     ("demo.register (async def, 5 args)", "gateway demo.register", None, None),
+    ("inv.echo on a service node (async def)", "gateway remote inv.echo", None, None),
 ]
+# The remote goal (issue 10): a function on a service node at >= 70% of the same local `async def`.
+REMOTE_GOAL = 0.70
 CEILING = "phx-min"
 
 # name -> normalised loadgen result; filled by the throughput tests, printed at the end
@@ -162,6 +165,21 @@ def phx_min_server():
 
 
 @pytest.fixture(scope="session")
+def bench_node(bench_gateway):
+    """A service node (`tests/nodeapp.py`: service "inv") pushed to the bench gateway. Pinned to
+    the gateway's CPU: the server side of a remote call (gateway + node) gets the same one core
+    a local call gets, and the load generator keeps the other."""
+    from node_proc import NodeProcess, wait_pushed
+
+    node = NodeProcess([bench_gateway.control], name="bench", cpu=SERVER_CPU if _can_pin() else None,
+                       extra_args=["--log-level", "warning"])
+    wait_pushed(bench_gateway.control, "inv", [node.address])
+    yield node
+    code = node.stop()
+    assert code == 0, f"service node exited with {code}: {node.read_stderr()[-2000:]}"
+
+
+@pytest.fixture(scope="session")
 def bench_gateway():
     """`genapi serve` with the embedded default config (demo service), pinned to SERVER_CPU."""
     from gateway_proc import GatewayProcess
@@ -193,13 +211,14 @@ class Loadgen:
         return self.kind == "c" and pipeline > 1
 
     def argv(self, port: int, mode: str, *, connections: int, pipeline: int, warmup: float,
-             window: float, request_type: str, args: str, server_pid: int | None) -> list[str]:
+             window: float, request_type: str, args: str, server_pid: int | None,
+             service: str = SERVICE) -> list[str]:
         spin = self.spin(pipeline)
         if self.binary is not None:
             argv = [str(self.binary), "--port", str(port), "-c", str(connections), "-p", str(pipeline),
                     "-w", str(warmup), "-d", str(window), "-verify"]
             if mode == "phoenix":
-                argv += ["--path", PHX_PATH, "--phoenix", TOPIC, "--service", SERVICE,
+                argv += ["--path", PHX_PATH, "--phoenix", TOPIC, "--service", service,
                          "--request-type", request_type, "--version", VERSION, "--args", args]
             if server_pid:
                 argv += ["--server-pid", str(server_pid)]
@@ -207,7 +226,7 @@ class Loadgen:
             argv = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--mode", mode,
                     "-c", str(connections), "-p", str(pipeline), "-w", str(warmup), "-d", str(window)]
             if mode == "phoenix":
-                argv += ["--path", PHX_PATH, "--topic", TOPIC, "--service", SERVICE,
+                argv += ["--path", PHX_PATH, "--topic", TOPIC, "--service", service,
                          "--request-type", request_type, "--version", VERSION, "--args", args]
         if spin:
             argv.append("-spin" if self.binary is not None else "--spin")
@@ -215,9 +234,10 @@ class Loadgen:
 
     def run(self, port: int, mode: str, *, connections: int = CONNECTIONS, pipeline: int = 1,
             warmup: float = WARMUP_S, window: float = WINDOW_S, request_type: str = "echo",
-            args: str = ECHO_ARGS, server_pid: int | None = None) -> dict:
+            args: str = ECHO_ARGS, server_pid: int | None = None, service: str = SERVICE) -> dict:
         argv = self.argv(port, mode, connections=connections, pipeline=pipeline, warmup=warmup,
-                         window=window, request_type=request_type, args=args, server_pid=server_pid)
+                         window=window, request_type=request_type, args=args, server_pid=server_pid,
+                         service=service)
         proc = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True,
                               timeout=warmup + window + 60)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -333,6 +353,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                       + ", ".join(f"{n} ({v:.0f}% of a core)" for n, v in busy.items())
                       + "; those figures are low and their ratios unreliable. Rerun on a quiet machine.",
                       yellow=True, bold=True)
+
+    remote = [(p, RESULTS.get(f"gateway remote inv.echo P={p}"), RESULTS.get(f"gateway demo.echo P={p}"))
+              for p in depths]
+    remote = [(p, r, loc) for p, r, loc in remote if r and loc and loc["calls_per_s"]]
+    if remote:
+        tr.write_line("")
+        tr.write_line("remote (inv.echo on one service node) / local (demo.echo), both async def: " + ", ".join(
+            f"P={p} {r['calls_per_s'] / loc['calls_per_s']:.2f}" for p, r, loc in remote)
+            + f"   goal >= {REMOTE_GOAL:.2f}")
 
     echo = RESULTS.get("raw echo P=1")
     if echo and echo["calls_per_s"]:

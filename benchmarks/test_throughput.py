@@ -68,3 +68,12 @@ def test_gateway_validated_5_args_p1(benchmark, loadgen, bench_gateway, throughp
     """demo.register: five arguments (string, num, boolean, uuid, list_string) validated per call."""
     _measure(benchmark, loadgen, throughput_results, "gateway demo.register P=1", bench_gateway,
              "phoenix", 1, request_type="register", args=REGISTER_ARGS)
+
+
+@pytest.mark.benchmark(group="throughput")
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_gateway_remote_echo(benchmark, loadgen, bench_gateway, bench_node, throughput_results, pipeline):
+    """inv.echo: an `async def` on a service node, called over genapi RPC (the node shares the
+    gateway's CPU). Compare with demo.echo, the same function local."""
+    _measure(benchmark, loadgen, throughput_results, f"gateway remote inv.echo P={pipeline}", bench_gateway,
+             "phoenix", pipeline, service="inv")

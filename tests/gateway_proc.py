@@ -11,12 +11,46 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BANNER = re.compile(r"genapi listening on ws://([\d.]+):(\d+)(\S*) \(workers=(\d+), pid=(\d+)\)")
+BANNER = re.compile(r"genapi listening on ws://([\d.]+):(\d+)(\S*) \(workers=(\d+), pid=(\d+)\)"
+                    r"(?: control on ([\d.]+:\d+))?")
 
 
-class GatewayProcess:
+class ChildProcess:
+    """A child process of a test (`proc`, `stderr`), stopped by its pid."""
+
+    proc: subprocess.Popen
+    stderr: Any
+    pid: int
+
+    def read_stderr(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        """Signals the process by pid and returns its exit code."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class GatewayProcess(ChildProcess):
     """A `genapi serve` child process on a free loopback port, stopped by its pid."""
 
     def __init__(self, config: str | None = None, *, extra_args: list[str] | None = None,
@@ -28,7 +62,7 @@ class GatewayProcess:
             fd, self.config_path = tempfile.mkstemp(suffix=".toml", prefix="genapi-test-")
             with os.fdopen(fd, "w") as f:
                 f.write(textwrap.dedent(config))
-        args = [sys.executable, "-m", "genapi", "serve", "--port", "0", "--host", "127.0.0.1"]
+        args = [sys.executable, "-m", "genapi", "serve", "--port", "0", "--host", "127.0.0.1", "--control-port", "0"]
         if self.config_path:
             args += ["--config", self.config_path]
         args += extra_args or []
@@ -49,36 +83,28 @@ class GatewayProcess:
             raise RuntimeError(f"gateway did not start: {line!r} {self.read_stderr()}")
         self.host, self.port = m.group(1), int(m.group(2))
         self.url = f"ws://{self.host}:{self.port}/socket"
+        self.control = m.group(6)  # "host:port" of the control port (workers=1)
         self.pid = self.proc.pid
 
-    def read_stderr(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        """Signals the process by pid and returns its exit code."""
-        if self.proc.poll() is None:
-            os.kill(self.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait()
+        code = ChildProcess.stop(self, sig, timeout)
         if self.config_path:
             try:
                 os.unlink(self.config_path)
             except OSError:
                 pass
-        return self.proc.returncode
+        return code
 
-    def __enter__(self) -> GatewayProcess:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server a test starts later, or never)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def wait_until(pred, timeout: float = 5.0, interval: float = 0.02) -> bool:

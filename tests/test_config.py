@@ -56,7 +56,7 @@ def test_defaults_and_embedded_config():
     ("[auth]\njwt_algorithm = \"none\"", "[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got \"none\""),
     ("[auth]\njwt_secret = \"a\"\njwt_public_key = \"/x\"", "[auth]: set jwt_secret (HS256) or jwt_public_key"),
     ("[auth]\njwt_public_key = \"/no/such.pem\"", "[auth] key jwt_public_key: no such file /no/such.pem"),
-    ("[extra]\na = 1", "unknown table extra; expected [gateway], [auth] and [[functions]]"),
+    ("[extra]\na = 1", "unknown table extra; expected [gateway], [auth], [cluster], [[functions]] and [[services]]"),
     ("[gatway]\nport = 1", "test.toml: unknown table gatway; did you mean [gateway]?"),
     ("port = 1", "test.toml: key port is outside any table; it belongs under [gateway]"),
     ("[gateway]\nprot = 1", "[gateway] key prot: unknown key; did you mean port?"),
@@ -89,7 +89,7 @@ def test_bad_config_is_refused_naming_table_and_key(text, needle):
     (FN.replace("testapi:nothing", "no_such_module:f"), 'cannot import module "no_such_module"'),
     (FN + 'arg_types = { a = "strin" }', '(s.r) key arg_types: argument "a": unknown type "strin"'),
     (FN + 'arg_types = { a = "string", b = "num" }', '(s.r) key arg_orders: arg_orders is missing argument(s): ["a", "b"]'),
-    (FN.replace('nodes = "local"', 'nodes = ["n1@host"]'), 'only "local" functions'),
+    (FN.replace('nodes = "local"', 'nodes = ["n1@host"]'), 'key nodes: node address "n1@host" must be "host:port"'),
 ])
 def test_serve_refuses_functions_it_cannot_bind(tmp_path, text, needle):
     path = tmp_path / "bad.toml"
@@ -212,9 +212,9 @@ SIGNATURE_PROBLEMS = [
     (function("kw", '"testapi:keyword_only"', 'arg_types = { a = "string" }'),
      "[[functions]] #6 (svc.kw) key mfa: testapi:keyword_only requires keyword-only argument(s) b; the gateway "
      "passes positional arguments only"),
-    (function("remote", '"testapi:nothing"').replace('nodes = "local"', 'nodes = ["n1@host"]'),
-     '[[functions]] #7 (svc.remote) key nodes: only "local" functions are served by this version of genapi, '
-     'got ["n1@host"]'),
+    (function("remote", '"testapi:nothing"').replace('nodes = "local"', 'nodes = "testapi:no_resolver"'),
+     '[[functions]] #7 (svc.remote) key nodes: module "testapi" has no function "no_resolver" '
+     '("testapi:no_resolver")'),
     (function("gone", '"testapi:no_such_function"', "disabled = true"),
      '[[functions]] #8 (svc.gone) key mfa: module "testapi" has no function "no_such_function" '
      '("testapi:no_such_function")'),

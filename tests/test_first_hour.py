@@ -4,7 +4,6 @@ SIGHUP, a module in the current directory, "did you mean", and the README's own 
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import jwt
 import pytest
 from picows import WSError
 
-from gateway_proc import BANNER, GatewayProcess, wait_until
+from gateway_proc import BANNER, GatewayProcess, free_port, wait_until
 from genapi.client import Client
 from rawclient import Raw, request
 
@@ -34,14 +33,6 @@ arg_types = { text = "string" }
 def genapi(*args, cwd=HERE, env=None, timeout=30):
     return subprocess.run([GENAPI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env=env)
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 async def echo_ok(url, service="demo", text="hi", **kw):

@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="TOML config file ([gateway], [auth], [[functions]]); default: the embedded demo config")
     s.add_argument("--host", help="address to listen on (overrides [gateway] host)")
     s.add_argument("--port", type=int, help="port to listen on; 0 picks a free port (overrides [gateway] port)")
+    s.add_argument("--control-port", type=int, metavar="PORT",
+                   help="the control port service nodes push configs to; 0 picks a free port "
+                        "(overrides [gateway] control_port, default 4001)")
     s.add_argument("--workers", metavar="N|auto",
                    help='worker processes sharing the port; "auto" = one per CPU (overrides [gateway] workers)')
     s.add_argument("--log-level", choices=literal_values(LogLevel),
@@ -57,7 +60,25 @@ def _parser() -> argparse.ArgumentParser:
                                                     "default: the embedded demo config")
     t.add_argument("--private-key", metavar="FILE",
                    help="PEM private key matching [auth] jwt_public_key (RS* algorithms)")
-    for cmd in (s, c):
+    svc = sub.add_parser("service", help="run a service node (the genapi.service SDK)",
+                         description="Service nodes serve functions declared with genapi.service to gateways.")
+    svc_sub = svc.add_subparsers(dest="service_command", metavar="COMMAND", required=True)
+    r = svc_sub.add_parser(
+        "run", help="run a service node: listen for calls and push its configs to the gateways",
+        description="Import MODULE:ATTR (a genapi.service.Service), listen for gateway calls on --listen, "
+                    "and push the service's function configs to each --gateway's control port (again "
+                    "whenever a gateway comes back). The cluster secret comes from GENAPI_CLUSTER_SECRET.")
+    r.add_argument("service", metavar="MODULE:ATTR", help="where the Service object is, e.g. inventory:svc")
+    r.add_argument("--listen", default="127.0.0.1:7001", metavar="HOST:PORT",
+                   help="address to listen on for gateway calls (default 127.0.0.1:7001; port 0 picks one)")
+    r.add_argument("--gateway", action="append", default=[], metavar="HOST:PORT",
+                   help="a gateway's control port to push to; repeat for several (default 127.0.0.1:4001)")
+    r.add_argument("--advertise", metavar="HOST:PORT",
+                   help="the address gateways call this node at (default: the listening address)")
+    r.add_argument("--force", action="store_true", help="push even when the gateway has this config_version")
+    r.add_argument("--log-level", choices=literal_values(LogLevel), default="info", help="log verbosity (default info)")
+    r.add_argument("--log-format", choices=["text", "json"], default="text")
+    for cmd in (s, c, r):
         cmd.add_argument("--app-dir", metavar="DIR", default=".",
                          help="directory put first on the import path for the config's modules "
                               "(default: the current directory)")
@@ -80,9 +101,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         changes["host"] = args.host
     if getattr(args, "port", None) is not None:
         changes["port"] = args.port
+    if getattr(args, "control_port", None) is not None:
+        changes["control_port"] = args.control_port
     if getattr(args, "workers", None):
         changes["workers"] = int(args.workers) if args.workers.isdigit() else args.workers
-    problems = [problem for key, typ in (("port", Port), ("workers", Workers))
+    problems = [problem for key, typ in (("port", Port), ("control_port", Port), ("workers", Workers))
                 if key in changes and (problem := field_problem(f"--{key}", typ, changes[key]))]
     if problems:  # the file's own rules, so the command line cannot set what the file may not
         raise ConfigError(problems)
@@ -132,9 +155,28 @@ def serve(settings: Settings) -> int:
     banner = (f"genapi listening on ws://{gw.host}:{port}{gw.path.rstrip('/')}/websocket "
               f"(workers={workers}, pid={os.getpid()})")
     if workers == 1:
-        uvloop.run(serve_worker(settings, sock, ready=lambda _g: print(banner, flush=True)))
+        control = _control_socket(settings)
+        uvloop.run(serve_worker(settings, sock, control=control,
+                                ready=lambda g: print(f"{banner} control on {g.control.address}", flush=True)))
         return 0
+    log.warning("control_port_not_served", workers=workers,
+                note="with several workers the control port (pushes from service nodes) is not served yet; "
+                     "[[services]] pulls work, or run --workers 1")
     return _supervise(settings, sock, workers, banner)
+
+
+def _control_socket(settings: Settings) -> socket.socket:
+    """The control port's socket, bound now so a busy port is refused before serving; loopback
+    only without a cluster secret."""
+    from .rpc import listening_socket, loopback_only, secret_from
+
+    gw = settings.gateway
+    host = loopback_only(gw.control_host, secret_from(settings.cluster.secret), "control port")
+    try:
+        return listening_socket(host, gw.control_port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on the control port {host}:{gw.control_port}: {exc.strerror} "
+                          "(set [gateway] control_port or --control-port; 0 picks a free port)") from None
 
 
 def _supervise(settings: Settings, sock: socket.socket, workers: int, banner: str) -> int:
@@ -297,6 +339,38 @@ def _import_path(app_dir: str) -> None:
     sys.path.insert(0, path)
 
 
+def _run_service(args: argparse.Namespace) -> int:
+    """`genapi service run MODULE:ATTR`: exit status 2 when the Service cannot be loaded."""
+    log.setup(args.log_level, args.log_format)
+    try:
+        if args.service.count(":") != 1:
+            raise ValueError(f'service must be "module:attribute", got {args.service!r}')
+        module, attr = args.service.split(":")
+        import importlib
+
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        print(f"genapi service run: cannot load {args.service}: {exc}", file=sys.stderr)
+        return 2
+    from .service import Service
+
+    if not isinstance(obj, Service):
+        print(f"genapi service run: {args.service} is a {type(obj).__name__}, not a genapi.service.Service",
+              file=sys.stderr)
+        return 2
+    try:
+        obj.run(listen=args.listen, gateways=args.gateway or ["127.0.0.1:4001"], advertise=args.advertise,
+                force=args.force)
+    except OSError as exc:
+        print(f"genapi service run: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -305,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "app_dir", None) is not None:
         _import_path(args.app_dir)
+    if args.command == "service":
+        return _run_service(args)
     if args.command == "token":
         try:
             print(token(args))

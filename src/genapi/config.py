@@ -55,6 +55,8 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_level: LogLevel = "warning"
     log_format: Literal["text", "json"] = "text"
     check_origin: CheckOrigin = True
+    control_host: str = "127.0.0.1"
+    control_port: Port = 4001
 
     @property
     def max_message_bytes(self) -> int:
@@ -72,24 +74,51 @@ class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     require_exp: bool = True
 
 
+class ClusterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Service nodes: the shared secret, pulls, and what protects each node."""
+
+    secret: str | None = None
+    pull_interval_ms: Positive = 30_000
+    pull_timeout_ms: Positive = 5_000
+    connect_timeout_ms: Positive = 5_000
+    node_max_in_flight: Positive = 1000
+    breaker_threshold: Positive = 10
+    breaker_cooldown_ms: Positive = 60_000
+
+
+NodeList = Annotated[list[NonEmpty], msgspec.Meta(min_length=1, description='must be a non-empty list of "host:port"')]
+
+
+class ServiceSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A service whose configs the gateway pulls from its nodes (`[[services]]`)."""
+
+    service: NonEmpty
+    nodes: NodeList
+
+
 class Settings(msgspec.Struct, kw_only=True):
     gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     functions: list[FunConfig] = []
+    services: list[ServiceSource] = []
     source: str = "<embedded default>"
 
 
-_TABLES = {"gateway": "[gateway]", "auth": "[auth]", "functions": "[[functions]]"}
+_TABLES = {"gateway": "[gateway]", "auth": "[auth]", "cluster": "[cluster]", "functions": "[[functions]]",
+           "services": "[[services]]"}
 
 
 def _unknown_top_level(name: str) -> str:
     """Words a top-level name that is none of the three tables: a misspelled table, or a key
     written above its table's header."""
-    for table, struct in (("gateway", GatewaySettings), ("auth", AuthSettings), ("functions", FunConfig)):
+    for table, struct in (("gateway", GatewaySettings), ("auth", AuthSettings), ("cluster", ClusterSettings),
+                          ("functions", FunConfig), ("services", ServiceSource)):
         if name in struct.__struct_fields__:
             return f"key {name} is outside any table; it belongs under {_TABLES[table]}"
-    hint = did_you_mean(name, _TABLES, "[{}]").replace("[functions]", "[[functions]]")
-    return f"unknown table {name}{hint or '; expected [gateway], [auth] and [[functions]]'}"
+    hint = did_you_mean(name, _TABLES, "[{}]").replace("[functions]", "[[functions]]").replace(
+        "[services]", "[[services]]")
+    return f"unknown table {name}{hint or '; expected [gateway], [auth], [cluster], [[functions]] and [[services]]'}"
 
 
 def _path_rule(path: str) -> str | None:
@@ -104,6 +133,14 @@ def _check_origin_rule(value: bool | list[str]) -> str | None:
         if parse_origin(entry)[1] is None:
             return (f'origin {render(entry)} has no host: write "https://{entry}" (that scheme only) or '
                     f'"//{entry}" (any scheme)')
+    return None
+
+
+def _addresses_rule(nodes: list[str]) -> str | None:
+    for node in nodes:
+        host, sep, port = node.rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            return f'node address {render(node)} must be "host:port" (port 1-65535)'
     return None
 
 
@@ -184,6 +221,18 @@ def parse(text: str, source: str = "<string>") -> Settings:
         if auth.jwt_public_key is not None and not os.path.isfile(auth.jwt_public_key):
             problems.append(f"[auth] key jwt_public_key: no such file {auth.jwt_public_key}")
         problems += _key_problems(auth)
+    cluster, found = _table("[cluster]", ClusterSettings, doc.get("cluster", {}))
+    problems += found
+    services = []
+    raw_services = doc.get("services", [])
+    if not isinstance(raw_services, list):
+        problems.append("services: must be an array of tables ([[services]])")
+        raw_services = []
+    for i, raw in enumerate(raw_services, 1):
+        src, found = _table(f"[[services]] #{i}", ServiceSource, raw, (("nodes", _addresses_rule),))
+        problems += found
+        if src is not None:
+            services.append(src)
     raw_functions = doc.get("functions", [])
     if not isinstance(raw_functions, list):
         problems.append("functions: must be an array of tables ([[functions]])")
@@ -205,9 +254,10 @@ def parse(text: str, source: str = "<string>") -> Settings:
             seen.add(ident)
     if problems:
         partial = Settings(gateway=gw or GatewaySettings(), auth=auth or AuthSettings(),
-                           functions=functions, source=source)
+                           cluster=cluster or ClusterSettings(), functions=functions, services=services,
+                           source=source)
         raise ConfigError(problems, partial, numbers)
-    return Settings(gateway=gw, auth=auth, functions=functions, source=source)
+    return Settings(gateway=gw, auth=auth, cluster=cluster, functions=functions, services=services, source=source)
 
 
 def auth_problems(auth: AuthSettings) -> list[str]:

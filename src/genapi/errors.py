@@ -74,6 +74,15 @@ class Unavailable(CallError):
         super().__init__(text or SERVICE_UNAVAILABLE)
 
 
+class RemoteFailure(GenapiError):
+    """A service node could not answer (connection lost, no such function there) or its function
+    raised; `text` is what happened, shown to the client only with detail_error."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
 class HookRejected(GenapiError):
     """A before hook aborted the request."""
 
@@ -206,6 +215,18 @@ def invalid_argument(exc: BaseException) -> str:
 
 def local_timeout(timeout_ms: int | None) -> str:
     return f"local execution timed out after {timeout_ms}ms"
+
+
+def remote_timeout(timeout_ms: int | None) -> str:
+    return f"remote execution timed out after {timeout_ms}ms"
+
+
+NO_TARGET_NODES = "no target nodes available"
+
+
+def remote_failed(text: str, detail: bool) -> str:
+    """A node's failure (or its function's exception) as the client sees it."""
+    return f"{INTERNAL}: {text}" if detail else INTERNAL
 
 
 def hook_rejected(reason: str) -> str:

@@ -12,9 +12,10 @@ stream and fire-and-forget responses, and retries. Calls go through the function
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
-from . import errors, hooks, log, permissions
+from . import errors, hooks, log, permissions, rpc
 from ._core.callee import Callee, LocalCallee
 from ._core.dispatch import Dispatcher, Entry, arguments, permitted_by_mode
 from ._core.handoff import ThreadPool
@@ -25,7 +26,8 @@ from .calls import StreamHandle, backoff
 from .config import Settings
 from .errors import ArgumentError, CallError, HookRejected
 from .loader import load_callable
-from .registry import Registry
+from .registry import NotFound, Registry
+from .remote import Nodes, RemoteCallee
 from .structs import FunConfig, Request, Response, split_target
 
 
@@ -40,6 +42,7 @@ class Pipeline:
         self.limits = Limits(gw.string_max_bytes, gw.list_max_items, gw.map_max_items)
         self.pool = ThreadPool(gw.thread_pool_size, gw.thread_queue_limit)
         self.registry: Registry[Entry] = Registry()
+        self.nodes = Nodes(settings.cluster, rpc.secret_from(settings.cluster.secret), f"gateway@{os.getpid()}")
         for cfg in settings.functions:
             self.add(cfg)
         self.dispatcher = Dispatcher(self.registry, settings, self.run)
@@ -57,8 +60,10 @@ class Pipeline:
     def callee(self, config: FunConfig) -> Callee:
         """The callee that runs `config`'s function (raises ValueError naming what is wrong)."""
         if config.nodes != "local":
-            raise ValueError(f"{config.service}.{config.request_type}: nodes: only \"local\" "
-                             "functions are served by this version of genapi")
+            try:
+                return RemoteCallee(config, self.nodes, self.detail_error)
+            except ValueError as exc:
+                raise ValueError(f"{config.service}.{config.request_type}: {exc}") from None
         fn = load_callable(split_target(config.mfa)[0])
         return LocalCallee(fn, config.timeout_ms(), self.pool, self.detail_error)
 
@@ -68,6 +73,19 @@ class Pipeline:
     def add(self, config: FunConfig) -> None:
         """Binds and registers one config (raises ValueError naming the function and field)."""
         self.registry.add(config, self.bind(config))
+
+    def replace(self, old: list[tuple[str, str, str | None]], configs: list[FunConfig]) -> None:
+        """Swaps a service's functions in one step: every new config is bound first (a
+        ValueError naming the function leaves the registry as it was), then the old keys go and
+        the new ones come, with no await between, so no request sees half of it."""
+        bound = [(cfg, self.bind(cfg)) for cfg in configs]
+        for service, request_type, version in old:
+            try:
+                self.registry.delete(service, request_type, version)
+            except NotFound:
+                pass
+        for cfg, entry in bound:
+            self.registry.add(cfg, entry)
 
     # ------------------------------------------------------------------ general path
     async def run(self, reply: Reply, req: Request, entry: Entry) -> None:
@@ -147,13 +165,14 @@ class Pipeline:
         except ArgumentError as exc:
             return Response.fail(req.request_id, errors.invalid_argument(exc))
         callee = entry.callee
+        plan = callee.plan(req)
         resp: Response | None = None
         for attempt in range(1 + entry.retries):
             if attempt:
                 await asyncio.sleep(backoff(attempt))
                 log.info("call_retry", request_id=req.request_id, attempt=attempt)
             try:
-                return Response(req.request_id, await callee.call(args))
+                return Response(req.request_id, await callee.call(args, req, plan))
             except CallError as exc:
                 resp = Response.fail(req.request_id, exc.text, exc.can_retry)
                 if exc.can_retry:  # no capacity now: the client retries, not us
@@ -176,7 +195,7 @@ class Pipeline:
                 emit(resp)
                 return resp
             try:
-                await entry.callee.stream(args, handle)
+                await entry.callee.stream(args, handle, req)
             except CallError as exc:
                 handle.end(Response.fail(req.request_id, exc.text, exc.can_retry))
             except asyncio.CancelledError:

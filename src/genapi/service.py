@@ -183,10 +183,25 @@ class Service:
         return {"service": self.name, "config_version": self.config_version, "nodes": list(nodes),
                 "fun_configs": [msgspec.to_builtins(cfg) for cfg in self.configs(nodes)]}
 
-    # ----------------------------------------------------------------------- network half: run
-    # TODO(service nodes, network half): `run(listen=..., gateways=[...])` goes here. It serves
-    # the genapi RPC for `self.functions` only and pushes `self.push_config([listen])` to each
-    # gateway. Import uvloop and the RPC inside it, so declaring stays a light import.
+    # ----------------------------------------------------------------------- running the node
+    def run(self, listen: str = "127.0.0.1:7001", gateways: list[str] | tuple[str, ...] = ("127.0.0.1:4001",), *,
+            advertise: str | None = None, secret: str | None = None, force: bool = False) -> None:
+        """Serves this node until SIGINT/SIGTERM: listens for gateway calls on `listen` (port 0
+        picks one) and pushes the configs to each gateway's control port, again whenever one
+        comes back. `secret` defaults to GENAPI_CLUSTER_SECRET; `advertise` is the address
+        gateways call (default: the listening one). Prints one line once serving."""
+        import os
+
+        import uvloop
+
+        from . import node
+
+        def ready(address: str) -> None:
+            print(f"genapi service {self.name} listening on {address} (pid={os.getpid()}, "
+                  f"functions={len(self._functions)})", flush=True)
+
+        uvloop.run(node.serve(self, listen, list(gateways), advertise=advertise, secret=secret, force=force,
+                              ready=ready))
 
     # ----------------------------------------------------------------------- declaration
     def _declare(self, fn: Callable[..., Any], fields: dict[str, Any]) -> None:

@@ -39,9 +39,8 @@ def callable_problems(settings: Settings, numbers: Sequence[int] | None = None) 
         problems += _fits("[auth] key callback", settings.auth.callback, [(2, ", ".join(_AUTH_CALLBACK_ARGS))])
     for i, cfg in zip(numbers or itertools.count(1), settings.functions, strict=False):
         label = function_label(i, cfg)
-        if cfg.nodes != "local":
-            problems.append(f'{label} key nodes: only "local" functions are served by this version '
-                            f"of genapi, got {render(cfg.nodes)}")
+        if cfg.nodes != "local":  # its mfa lives on the nodes; what runs here must import
+            problems += _remote_problems(label, cfg, limits)
         else:
             problems += _function_problems(label, cfg, limits)
         for key, passed in _HOOK_ARGS.items():
@@ -52,6 +51,25 @@ def callable_problems(settings: Settings, numbers: Sequence[int] | None = None) 
                 if extra:
                     parts.append((len(extra), f"extra args {render(extra)}"))
                 problems += _fits(f"{label} key {key}", target, None if cfg.disabled else parts)
+    return problems
+
+
+def _remote_problems(label: str, cfg: FunConfig, limits: Any) -> list[str]:
+    """A function on service nodes: its arguments compile, and a node resolver or custom node
+    selector (which run in the gateway) can be called."""
+    from ._core.validate import Validator
+
+    try:
+        Validator(cfg.arg_types, cfg.arg_orders, cfg.request_type, limits)
+    except ValueError as exc:
+        key = "arg_orders" if str(exc).startswith("arg_orders") else "arg_types"
+        return [f"{label} key {key}: {exc}"]
+    problems = []
+    if isinstance(cfg.nodes, str):
+        problems += _fits(f"{label} key nodes", cfg.nodes, [(0, "no arguments")])
+    mode = cfg.choose_node_mode
+    if isinstance(mode, str) and ":" in mode:
+        problems += _fits(f"{label} key choose_node_mode", mode, [(2, "nodes, request")])
     return problems
 
 

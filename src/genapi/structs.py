@@ -69,8 +69,9 @@ class Response(msgspec.Struct, rename={"async_": "async"}, gc=False):
 # so "module:function" is checked by _target_rule below.
 ResponseType = Literal["sync", "async", "stream", "none"]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-Nodes = Annotated[Literal["local"] | Annotated[list[NonEmpty], msgspec.Meta(min_length=1)],
-                  msgspec.Meta(description='must be "local" or a non-empty list of node addresses')]
+_NODES = 'must be "local", a non-empty list of "host:port" node addresses, or a resolver "module:function"'
+Nodes = Annotated[NonEmpty | Annotated[list[NonEmpty], msgspec.Meta(min_length=1)],
+                  msgspec.Meta(description=_NODES)]
 Timeout = Annotated[Annotated[int, msgspec.Meta(ge=TIMEOUT_MIN_MS, le=TIMEOUT_MAX_MS)] | Literal["infinity"],
                     msgspec.Meta(description=f'must be between {TIMEOUT_MIN_MS} and {TIMEOUT_MAX_MS} ms '
                                              'or "infinity"')]
@@ -78,10 +79,10 @@ _ONE = msgspec.Meta(min_length=1, max_length=1)  # a one-key table such as {hash
 _TARGET = 'must be "module:function" or ["module:function", [extra args]]'
 Target = Annotated[str | Annotated[list[Any], msgspec.Meta(min_length=2, max_length=2)],
                    msgspec.Meta(description=_TARGET)]
-NodeMode = Annotated[Literal["random", "hash", "round_robin"]
-                     | Annotated[dict[Literal["hash", "sticky"], NonEmpty], _ONE],
-                     msgspec.Meta(description="must be one of random, hash, round_robin, "
-                                              "{hash = ARG} or {sticky = ARG}")]
+_NODE_MODE = 'must be one of random, hash, round_robin, {hash = ARG}, {sticky = ARG} or a custom "module:function"'
+NodeMode = Annotated[NonEmpty | Annotated[dict[Literal["hash", "sticky"], NonEmpty], _ONE],
+                     msgspec.Meta(description=_NODE_MODE)]
+NODE_MODE_NAMES = ("random", "hash", "round_robin")
 ArgOrders = Annotated[list[str] | Literal["map"],
                       msgspec.Meta(description='must be a list of argument names or "map"')]
 _PERMISSION = 'must be false, "any_authenticated", {arg = NAME} or {role = [ROLES]}'
@@ -96,7 +97,6 @@ Retry = Annotated[Annotated[int, _NonNegative] | Annotated[float, _NonNegative]
 HookTimeout = Annotated[int, msgspec.Meta(gt=0, description="must be a positive number of ms")]
 
 RESPONSE_TYPES = literal_values(ResponseType)
-NODE_MODES = literal_values(NodeMode)
 
 
 class FunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -153,6 +153,33 @@ def _target_rule(value: Any) -> str | None:
     return f"{_TARGET}, got {render(value)}"
 
 
+def _is_target(value: Any) -> bool:
+    return isinstance(value, str) and value.count(":") == 1 and all(value.split(":"))
+
+
+def _nodes_rule(nodes: Any) -> str | None:
+    """"local", a resolver "module:function", or "host:port" addresses."""
+    if nodes == "local" or (isinstance(nodes, str) and _is_target(nodes) and not nodes.split(":")[1].isdigit()):
+        return None
+    if isinstance(nodes, list):
+        bad = [n for n in nodes if not _is_address(n)]
+        if not bad:
+            return None
+        return f'node address {render(bad[0])} must be "host:port" (port 1-65535)'
+    return f"{_NODES}, got {render(nodes)}"
+
+
+def _is_address(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+
+
+def _node_mode_rule(mode: Any) -> str | None:
+    if isinstance(mode, dict) or mode in NODE_MODE_NAMES or _is_target(mode):
+        return None
+    return f"{_NODE_MODE}, got {render(mode)}"
+
+
 def _permission_rule(mode: Any) -> str | None:
     """true is no mode; {arg = NAME} names one argument, {role = [..]} lists roles."""
     if mode is False or mode == "any_authenticated":
@@ -172,7 +199,8 @@ def _version_rule(version: str | None) -> str | None:
 
 FUN_CONFIG_RULES = (("mfa", _target_rule), ("permission_callback", _target_rule),
                     ("before_execute", _target_rule), ("after_execute", _target_rule),
-                    ("check_permission", _permission_rule), ("version", _version_rule))
+                    ("check_permission", _permission_rule), ("version", _version_rule),
+                    ("nodes", _nodes_rule), ("choose_node_mode", _node_mode_rule))
 # the order errors() has always reported in
 _REPORT_ORDER = ("request_type", "service", "nodes", "timeout", "mfa", "permission_callback", "before_execute",
                  "after_execute", "choose_node_mode", "response_type", "check_permission", "arg_orders",

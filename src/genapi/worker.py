@@ -46,6 +46,7 @@ class Gateway:
         self._connection_ids = itertools.count(1)
         log_calls(log.enabled("info"))
         self.server: Listener | None = None
+        self.control: Any = None  # the ControlPlane (control.py), once serving
         self._sweeper: asyncio.Task | None = None
 
     def next_connection_id(self) -> str:
@@ -140,6 +141,7 @@ class Gateway:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort("shutdown")
+        self.pipeline.nodes.close()
         self.pipeline.pool.shutdown()
 
 
@@ -418,14 +420,19 @@ def sighup_ignored(*_args: object) -> None:
 
 
 async def serve(settings: Settings, sock: socket.socket | None = None, ready: Any = None,
-                handle_sighup: bool = True) -> None:
+                handle_sighup: bool = True, control: socket.socket | None = None) -> None:
     """Runs one worker until SIGINT/SIGTERM. SIGHUP is logged and ignored (`handle_sighup`
-    False: left as the caller set it, e.g. ignored in a supervisor's workers)."""
+    False: left as the caller set it, e.g. ignored in a supervisor's workers). `control` is the
+    control port's socket (pushes from service nodes), when this worker serves it."""
+    from .control import ControlPlane
+
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(log.loop_exception)
     raise_fd_limit()
     gateway = Gateway(settings)
     await gateway.start(sock)
+    gateway.control = ControlPlane(gateway.pipeline, settings)
+    await gateway.control.start(control)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -437,4 +444,5 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
         ready(gateway)
     log.info("worker_ready", pid=os.getpid(), host=gw.host, port=gw.port)
     await stop.wait()
+    await gateway.control.stop()
     await gateway.stop()

@@ -9,6 +9,7 @@ cdef class Callee:
     cdef readonly bint detail_error
 
     cpdef start(self, Reply reply, object request, list args)
+    cpdef plan(self, object request)
     cpdef failure(self, object request, object exc)
     cpdef timed_out(self, object request)
 

@@ -9,8 +9,11 @@ come from the callee (`local execution timed out after Nms` is the local one's).
 - `start(reply, request, args)`: a sync-response call answered straight to `reply` (the fast
   path): no Task where the callee can avoid one. The request's slot passes to the callee, which
   releases it once answered.
-- `await call(args)`: the result, or `CallError` (timeout, unavailable), or the function's exception.
-- `await stream(args, handle)`: pushes chunks through the `StreamHandle`.
+- `plan(request)`: what the retries of one request share (a remote callee's node order), made
+  once per request; None for callees that need nothing.
+- `await call(args, request, plan)`: the result, or `CallError` (timeout, unavailable), or the
+  function's exception.
+- `await stream(args, handle, request)`: pushes chunks through the `StreamHandle`.
 """
 import asyncio
 import inspect
@@ -51,17 +54,20 @@ cdef class Callee:
 
     async def _answer(self, Reply reply, request, list args):
         try:
-            resp = Response(request.request_id, await self.call(args))
+            resp = Response(request.request_id, await self.call(args, request, self.plan(request)))
         except CallError as exc:
             resp = Response.fail(request.request_id, exc.text, exc.can_retry)
         except Exception as exc:
             resp = self.failure(request, exc)
         reply.answer(resp)
 
-    async def call(self, list args):
+    cpdef plan(self, object request):
+        return None
+
+    async def call(self, list args, request=None, plan=None):
         raise NotImplementedError
 
-    async def stream(self, list args, handle):
+    async def stream(self, list args, handle, request=None):
         raise NotImplementedError
 
     cpdef failure(self, object request, object exc):
@@ -199,7 +205,7 @@ cdef class LocalCallee(Callee):
             resp = self.failure(request, exc)
         reply.answer(resp)
 
-    async def call(self, list args):
+    async def call(self, list args, request=None, plan=None):
         cm = asyncio.timeout(self.timeout)
         try:
             async with cm:
@@ -220,7 +226,7 @@ cdef class LocalCallee(Callee):
                 raise CallTimeout(local_timeout(self.timeout_ms)) from None
             raise
 
-    async def stream(self, list args, handle):
+    async def stream(self, list args, handle, request=None):
         cm = asyncio.timeout(self.timeout)
         try:
             async with cm:

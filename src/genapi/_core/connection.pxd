@@ -17,7 +17,7 @@ cdef class Connection(WSListener):
     cdef readonly object cid             # this worker's id of the connection, for the logs
     cdef readonly str event
     cdef readonly dict channels          # topic → join_ref
-    cdef readonly dict tasks             # topic → set of running call Tasks
+    cdef readonly dict tasks             # topic → set of running calls (Tasks, or tracked remote calls)
     cdef public int in_flight            # requests holding a slot (running or answering)
     cdef readonly object queue           # requests waiting for a slot, in arrival order
     cdef Py_ssize_t queued_bytes
@@ -64,6 +64,8 @@ cdef class Connection(WSListener):
     cdef _protocol_close(self, WSCloseCode code, str reason)
     cdef _binary(self, object data)
     cdef _frame_error(self, exc)
+    cpdef track(self, reply, object call)
+    cpdef untrack(self, reply, object call)
     cpdef _cancel(self, str topic)
     cpdef close(self, WSCloseCode code, bytes reason=*)
     cpdef object drained(self)

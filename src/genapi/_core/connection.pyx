@@ -448,24 +448,33 @@ cdef class Connection(WSListener):
     def spawn(self, reply, object coro):
         """Runs a call that holds a slot as a Task owned by the reply's topic: cancelled when the
         topic is left or closed; the reply releases the slot when the Task ends."""
-        cdef str topic = reply.topic
         task = asyncio.get_running_loop().create_task(coro)
-        bucket = self.tasks.get(topic)
-        if bucket is None:
-            bucket = self.tasks[topic] = set()
-        bucket.add(task)
+        self.track(reply, task)
         task.add_done_callback(lambda t: self._task_done(reply, t))
 
     def _task_done(self, reply, task):
-        cdef str topic = reply.topic
-        bucket = self.tasks.get(topic)
-        if bucket is not None:
-            bucket.discard(task)
-            if not bucket:
-                del self.tasks[topic]
+        self.untrack(reply, task)
         if not task.cancelled() and task.exception() is not None:
             log.error("task_crashed", error=repr(task.exception()))
         reply.release()
+
+    cpdef track(self, reply, object call):
+        """A running call without a Task of its own (a remote call answered by callbacks):
+        `call.cancel()` runs when the topic is left or closed, as a Task's would. The call
+        itself answers and releases the slot, and `untrack`s itself when it ends."""
+        cdef str topic = reply.topic
+        bucket = self.tasks.get(topic)
+        if bucket is None:
+            bucket = self.tasks[topic] = set()
+        bucket.add(call)
+
+    cpdef untrack(self, reply, object call):
+        cdef str topic = reply.topic
+        bucket = self.tasks.get(topic)
+        if bucket is not None:
+            bucket.discard(call)
+            if not bucket:
+                del self.tasks[topic]
 
     cpdef _cancel(self, str topic):
         """Cancels the topic's running calls and drops its waiting ones."""

@@ -1,0 +1,266 @@
+"""The gateway's control plane: configs pushed by service nodes to the control port, configs
+pulled from the nodes of `[[services]]`, and the status of both.
+
+PhoenixGenApi's semantics (ConfigReceiver / ConfigPuller): a push is idempotent by
+`config_version` (the same version again is skipped unless `force`), `verify` answers matched /
+mismatch / not_found, a pushed service is then refreshed by pulls from its nodes, and a pull
+first asks the node's config version and fetches the configs only when it changed. Failed
+pulls are recorded and retried with exponential backoff (up to PULL_BACKOFF_MAX_S).
+
+genapi differs: several nodes pushing the same service and version are merged (the service is
+served by all of them), where the original keeps the first; a newer version replaces the node
+list with its pusher's. A pushed config may not be `nodes = "local"` (that would run code of the
+gateway's choosing named by a remote peer).
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import msgspec
+
+from . import log, rpc
+from .config import NonEmpty, Settings
+from .pipeline import Pipeline
+from .structs import FunConfig
+
+PULL_BACKOFF_MAX_S = 300.0
+
+
+class PushMessage(msgspec.Struct, forbid_unknown_fields=True):
+    """What a service node pushes (PhoenixGenApi's PushConfig)."""
+
+    service: NonEmpty
+    config_version: NonEmpty
+    nodes: list[NonEmpty]
+    fun_configs: list[dict[str, Any]]
+
+
+class ServiceState:
+    """One pushed or pulled service as the gateway holds it."""
+
+    def __init__(self, message: PushMessage, keys: list[tuple[str, str, str | None]], source: str) -> None:
+        self.service = message.service
+        self.config_version = message.config_version
+        self.nodes = list(message.nodes)
+        self.fun_configs = message.fun_configs
+        self.keys = keys
+        self.source = source
+        self.updated_at = time.time()
+        self.pulled_at: float | None = None
+        self.pull_failures = 0
+        self.last_error: str | None = None
+
+    def status(self) -> dict[str, Any]:
+        return {"service": self.service, "config_version": self.config_version, "nodes": self.nodes,
+                "functions": [f"{rt}@{v}" if v else rt for _s, rt, v in self.keys], "source": self.source,
+                "updated_at": self.updated_at, "pulled_at": self.pulled_at, "pull_failures": self.pull_failures,
+                "last_error": self.last_error}
+
+
+class Refused(Exception):
+    """A push that cannot be applied; the text names every problem."""
+
+
+class ControlPlane:
+    """Receives pushes on the control port and runs the pull loops, for one gateway process."""
+
+    def __init__(self, pipeline: Pipeline, settings: Settings) -> None:
+        self.pipeline = pipeline
+        self.cluster = settings.cluster
+        self.secret = rpc.secret_from(settings.cluster.secret)
+        self.services: dict[str, ServiceState] = {}
+        self.pullers: dict[str, asyncio.Task[None]] = {}
+        self.configured = {src.service: list(src.nodes) for src in settings.services}
+        self.server: asyncio.Server | None = None
+        self.address = ""
+
+    async def start(self, sock: socket.socket | None) -> None:
+        """Serves the control port's socket (None: no control port) and starts the configured pulls."""
+        if sock is not None:
+            self.server = await rpc.listen(sock, self.secret, "genapi-control", self)
+            bound = sock.getsockname()
+            self.address = f"{bound[0]}:{bound[1]}"
+            log.info("control_port_ready", address=self.address, secured=self.secret is not None)
+        for service, nodes in self.configured.items():
+            self._pull_from(service, nodes, first_delay=0.0)
+
+    async def stop(self) -> None:
+        for task in self.pullers.values():
+            task.cancel()
+        if self.server is not None:
+            self.server.close()
+
+    # ----------------------------------------------------------------- rpc handler
+    def call(self, peer: rpc.ServerPeer, cid: int, target: str, args: Any, timeout_ms: Any, stream: bool) -> None:
+        try:
+            if type(args) is not list:
+                raise Refused("args must be a list")
+            if target == "$push":
+                message, force = [*args, False][:2]
+                peer.result(cid, self.push(message, bool(force), "push"))
+            elif target == "$verify":
+                peer.result(cid, self.verify(*args[:2]))
+            elif target == "$pushed":
+                peer.result(cid, self.status())
+            elif target == "$functions":
+                peer.result(cid, [msgspec.to_builtins(cfg) for cfg in self.pipeline.registry.list()])
+            elif target == "$nodes":
+                peer.result(cid, self.pipeline.nodes.status())
+            elif target == "$ping":
+                peer.result(cid, "pong")
+            else:
+                peer.error(cid, rpc.UNKNOWN, f"no control request {target!r}")
+        except Refused as exc:
+            log.warning("config_push_refused", peer=peer.peername, error=str(exc))
+            peer.error(cid, rpc.REFUSED, str(exc))
+        except TypeError as exc:
+            peer.error(cid, rpc.REFUSED, f"bad arguments for {target}: {exc}")
+
+    def cancel(self, peer: rpc.ServerPeer, cid: int) -> None:
+        pass
+
+    def credit(self, peer: rpc.ServerPeer, cid: int, n: int) -> None:
+        pass
+
+    def lost(self, peer: rpc.ServerPeer) -> None:
+        pass
+
+    # ----------------------------------------------------------------- push, verify, status
+    def push(self, raw: Any, force: bool = False, source: str = "push") -> dict[str, Any]:
+        """Applies a pushed (or pulled) service config; raises Refused naming every problem."""
+        try:
+            message = msgspec.convert(raw, PushMessage)
+        except msgspec.ValidationError as exc:
+            raise Refused(f"push: {exc}") from None
+        state = self.services.get(message.service)
+        if state is not None and state.config_version == message.config_version and not force:
+            new_nodes = [n for n in message.nodes if n not in state.nodes]
+            if not new_nodes:
+                return {"status": "skipped", "reason": "version_matches"}
+            message.nodes = state.nodes + new_nodes  # another node of the same version: serve from all
+        configs = self._configs(message)
+        old = state.keys if state is not None else []
+        try:
+            self.pipeline.replace(old, configs)
+        except ValueError as exc:
+            raise Refused(f"push of {message.service}: {exc}") from None
+        keys = [(c.service, c.request_type, c.version) for c in configs]
+        fresh = ServiceState(message, keys, source)
+        if state is not None:
+            fresh.pulled_at, fresh.pull_failures = state.pulled_at, state.pull_failures
+        self.services[message.service] = fresh
+        log.info("config_applied", service=message.service, config_version=message.config_version,
+                 functions=len(configs), nodes=message.nodes, source=source, forced=force)
+        if message.service not in self.configured:  # refreshed by pulls from its nodes from now on
+            self._pull_from(message.service, fresh.nodes, first_delay=self.cluster.pull_interval_ms / 1000)
+        return {"status": "accepted", "functions": len(configs)}
+
+    def _configs(self, message: PushMessage) -> list[FunConfig]:
+        problems: list[str] = []
+        configs: list[FunConfig] = []
+        seen: set[tuple[str, Any]] = set()
+        for i, raw in enumerate(message.fun_configs, 1):
+            label = f"fun_configs #{i}" + (f" ({raw.get('request_type')})" if isinstance(raw, dict) else "")
+            if not isinstance(raw, dict):
+                problems.append(f"{label}: must be a map")
+                continue
+            raw = dict(raw)
+            if raw.setdefault("service", message.service) != message.service:
+                problems.append(f"{label}: service {raw['service']!r} is not the pushed service {message.service!r}")
+                continue
+            if raw.get("nodes") == "local":
+                problems.append(f'{label}: nodes: a pushed function runs on its nodes, never "local"')
+                continue
+            if raw.get("nodes") is None or isinstance(raw.get("nodes"), list):
+                raw["nodes"] = list(message.nodes)  # the push's nodes serve its functions (merged per version)
+            try:
+                cfg = msgspec.convert(raw, FunConfig)
+            except msgspec.ValidationError as exc:
+                problems.append(f"{label}: {exc}")
+                continue
+            problems += [f"{label}: {p}" for p in cfg.errors()]
+            ident = (cfg.request_type, cfg.version)
+            if ident in seen:
+                problems.append(f"{label}: duplicate function {cfg.request_type} version {cfg.version}")
+            seen.add(ident)
+            configs.append(cfg)
+        if problems:
+            raise Refused(f"push of {message.service} refused: " + "; ".join(problems))
+        return configs
+
+    def verify(self, service: str, config_version: str) -> dict[str, Any]:
+        state = self.services.get(service)
+        if state is None:
+            return {"status": "not_found"}
+        if state.config_version == config_version:
+            return {"status": "matched"}
+        return {"status": "mismatch", "version": state.config_version}
+
+    def status(self) -> dict[str, Any]:
+        """Pushed-services status: per service its version, nodes, functions and pull record."""
+        return {name: state.status() for name, state in sorted(self.services.items())}
+
+    # ----------------------------------------------------------------- pulls
+    def _pull_from(self, service: str, nodes: list[str], first_delay: float) -> None:
+        if service in self.pullers:
+            return
+        self.pullers[service] = asyncio.ensure_future(self._pull_loop(service, nodes, first_delay))
+
+    async def _pull_loop(self, service: str, nodes: list[str], delay: float) -> None:
+        interval = self.cluster.pull_interval_ms / 1000
+        failures = 0
+        while True:
+            await asyncio.sleep(delay)
+            state = self.services.get(service)
+            current = state.nodes if state is not None and service not in self.configured else nodes
+            try:
+                outcome = await self.pull(service, current)
+                failures = 0
+                log.debug("config_pulled", service=service, outcome=outcome)
+            except (rpc.RpcError, Refused) as exc:
+                failures += 1
+                text = exc.text if isinstance(exc, rpc.RpcError) else str(exc)
+                log.warning("config_pull_failed", service=service, failures=failures, error=text)
+                state = self.services.get(service)
+                if state is not None:
+                    state.pull_failures += 1
+                    state.last_error = text
+            delay = min(interval * 2 ** failures, max(PULL_BACKOFF_MAX_S, interval))
+
+    async def pull(self, service: str, nodes: list[str]) -> str:
+        """One pull: asks each node in turn for its config version, and for the configs only when
+        the version differs from the one held. "unchanged", "accepted" or "skipped"."""
+        timeout = self.cluster.pull_timeout_ms / 1000
+        last: rpc.RpcError | None = None
+        for address in nodes:
+            try:
+                peer = await rpc.connect(address, self.secret, "genapi-puller", timeout)
+            except rpc.RpcError as exc:
+                last = exc
+                continue
+            try:
+                version = await peer.request("$config_version", [], timeout)
+                state = self.services.get(service)
+                if state is not None and state.config_version == version:
+                    state.pulled_at = time.time()
+                    state.pull_failures = 0
+                    state.last_error = None
+                    return "unchanged"
+                message = await peer.request("$config", [], timeout)
+                if not isinstance(message, dict) or message.get("service") != service:
+                    got = message.get("service") if isinstance(message, dict) else message
+                    raise Refused(f"node {address} answered a config for {got!r}, not {service!r}")
+                outcome = self.push(message, False, "pull")["status"]
+                state = self.services[service]
+                state.pulled_at = time.time()
+                state.pull_failures = 0
+                state.last_error = None
+                return str(outcome)
+            except rpc.RpcError as exc:
+                last = exc
+            finally:
+                peer.close()
+        raise last or rpc.RpcError(rpc.LOST, f"no nodes to pull {service} from")

@@ -1,0 +1,324 @@
+"""Service nodes end to end: real gateways, real `genapi service run` nodes, real sockets."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from gateway_proc import GatewayProcess, free_port
+from genapi import rpc
+from genapi.client import Client
+from node_proc import NodeProcess, control, wait_pushed
+
+ANON = """
+[gateway]
+detail_error = {detail}
+
+[auth]
+require_verified_user_id = false
+
+[cluster]
+pull_interval_ms = {pull}
+breaker_threshold = 2
+breaker_cooldown_ms = 400
+{secret}
+{extra}
+"""
+
+
+def gateway(detail: bool = False, pull: int = 30000, extra: str = "", secret: str | None = None,
+            **kw: Any) -> GatewayProcess:
+    line = f'secret = "{secret}"' if secret else ""
+    return GatewayProcess(ANON.format(detail=str(detail).lower(), pull=pull, extra=extra, secret=line), **kw)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def client(gw: GatewayProcess) -> Client:
+    c = await Client.connect(gw.url)
+    await c.join("api:t")
+    return c
+
+
+def wait_for(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not met within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def one_node():
+    with gateway(detail=True) as gw, NodeProcess([gw.control], name="a") as node:
+        wait_pushed(gw.control, "inv", [node.address])
+        yield gw, node
+
+
+def test_every_response_type_through_a_node(one_node: Any) -> None:
+    gw, _node = one_node
+
+    async def go() -> None:
+        c = await client(gw)
+        try:
+            r = await c.call("inv", "echo", {"text": "hi", "n": 2}, topic="api:t")
+            assert r.result == {"text": "hi", "n": 2, "node": "a"}
+            r = await c.call("inv", "echo", {"text": "d"}, topic="api:t")
+            assert r.result["n"] == 1  # the default the SDK declared
+            r = await c.call("inv", "slow", {"ms": 10}, topic="api:t")  # async: ack, then the result
+            assert r.result == {"slept": 10, "node": "a"} and not r.async_
+            chunks = [x async for x in c.stream("inv", "count", {"n": 5}, topic="api:t")]
+            assert [x.result for x in chunks[:-1]] == [1, 2, 3, 4, 5] and chunks[-1].has_more is False
+            chunks = [x async for x in c.stream("inv", "count_plain", {"n": 200}, topic="api:t")]
+            assert [x.result for x in chunks if x.result is not None] == list(range(1, 201))
+            assert await c.call("inv", "note", {"text": "n1"}, topic="api:t") is None
+            wait = time.monotonic() + 5
+            while (await c.call("inv", "notes", topic="api:t")).result != ["n1"]:
+                assert time.monotonic() < wait
+                await asyncio.sleep(0.05)
+            r = await c.call("inv", "boom", {"reason": "bad"}, topic="api:t", raise_on_error=False)
+            assert not r.success and r.error == "Internal Server Error: ValueError: bad"
+            r = await c.call("inv", "echo", {"text": 5}, topic="api:t", raise_on_error=False)
+            assert not r.success and r.error.startswith("Invalid argument")  # checked by the gateway
+            r = await c.call("inv", "whoami", topic="api:t", raise_on_error=False)
+            assert r.error == "Permission denied"
+        finally:
+            await c.close()
+    run(go())
+
+
+def test_cancel_reaches_the_node(tmp_path: Any) -> None:
+    """The deadline, the client leaving the topic, and the client disconnecting each cancel
+    the function on the node."""
+    marks = tmp_path
+    with gateway(detail=True) as gw2, NodeProcess([gw2.control], name="m", env={"NODE_MARKS": str(marks)}) as node:
+        wait_pushed(gw2.control, "inv", [node.address])
+
+        async def go() -> None:
+            c = await client(gw2)
+            try:
+                t0 = time.monotonic()
+                r = await c.call("inv", "too_slow", topic="api:t", raise_on_error=False)
+                assert r.error == "remote execution timed out after 300ms"
+                assert time.monotonic() - t0 < 2
+                # async call, then the client leaves the topic: the node's function is cancelled
+                await c.request("inv", "slow", {"ms": 1500}, topic="api:t")
+                await asyncio.sleep(0.2)
+                await c.leave("api:t")
+                await c.join("api:t")
+                # a stream, then the client disconnects
+                await c.request("inv", "count", {"n": 1000, "delay_ms": 20}, topic="api:t")
+                await asyncio.sleep(0.2)
+            finally:
+                await c.close()
+        run(go())
+        for mark in ("too_slow-cancelled", "slow-cancelled", "count-cancelled"):
+            wait_for(lambda m=mark: (marks / f"m-{m}").exists(), what=mark)
+        assert node.alive()
+
+
+def test_push_skip_force_verify_and_status(one_node: Any) -> None:
+    gw, node = one_node
+    message = control(node.address, "$config")
+    assert message["service"] == "inv" and message["config_version"] == "1.0.0"
+    assert message["nodes"] == [node.address]
+    assert control(gw.control, "$push", [message, False]) == {"status": "skipped", "reason": "version_matches"}
+    assert control(gw.control, "$push", [message, True])["status"] == "accepted"
+    assert control(gw.control, "$verify", ["inv", "1.0.0"]) == {"status": "matched"}
+    assert control(gw.control, "$verify", ["inv", "0.9.0"]) == {"status": "mismatch", "version": "1.0.0"}
+    assert control(gw.control, "$verify", ["nope", "1.0.0"]) == {"status": "not_found"}
+    status = control(gw.control, "$pushed")["inv"]
+    assert status["config_version"] == "1.0.0" and "echo" in status["functions"]
+    bad = dict(message, fun_configs=[dict(message["fun_configs"][0], nodes="local"),
+                                     dict(message["fun_configs"][1], timeout=5)])
+    with pytest.raises(rpc.RpcError) as err:
+        control(gw.control, "$push", [bad, True])
+    assert err.value.code == rpc.REFUSED
+    assert 'never "local"' in err.value.text and "timeout" in err.value.text
+    assert control(gw.control, "$verify", ["inv", "1.0.0"]) == {"status": "matched"}  # nothing half-applied
+
+
+def test_pull_with_version_check(tmp_path: Any) -> None:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    nowhere = f"127.0.0.1:{free_port()}"  # the node's pushes go nowhere: only pulls reach the gateway
+    extra = f'[[services]]\nservice = "inv"\nnodes = ["{address}"]\n'
+    with NodeProcess([nowhere], name="p1", listen=address) as node:
+        with gateway(pull=200, extra=extra) as gw:
+            status = wait_pushed(gw.control, "inv", [address])
+            assert status["source"] == "pull" and status["config_version"] == "1.0.0"
+            updated = status["updated_at"]
+            wait_for(lambda: (control(gw.control, "$pushed")["inv"]["pulled_at"] or 0) > updated + 0.3,
+                     what="a later pull")
+            assert control(gw.control, "$pushed")["inv"]["updated_at"] == updated  # same version: not re-applied
+
+            async def call() -> Any:
+                c = await client(gw)
+                try:
+                    return (await c.call("inv", "echo", {"text": "x"}, topic="api:t")).result
+                finally:
+                    await c.close()
+            assert run(call())["node"] == "p1"
+            node.stop()
+            wait_for(lambda: control(gw.control, "$pushed")["inv"]["pull_failures"] > 0, what="a failed pull")
+            with NodeProcess([nowhere], name="p2", listen=address, env={"NODE_CONFIG_VERSION": "2.0.0"}):
+                wait_for(lambda: control(gw.control, "$pushed")["inv"]["config_version"] == "2.0.0",
+                         what="the new version pulled")
+                assert control(gw.control, "$pushed")["inv"]["pull_failures"] == 0
+                assert run(call())["node"] == "p2"
+
+
+@pytest.fixture(scope="module")
+def three_nodes():
+    with gateway() as gw, NodeProcess([gw.control], name="n1") as a, \
+            NodeProcess([gw.control], name="n2") as b, NodeProcess([gw.control], name="n3") as c:
+        wait_pushed(gw.control, "inv", [a.address, b.address, c.address])
+        yield gw, [a, b, c]
+
+
+def test_selection_modes(three_nodes: Any) -> None:
+    gw, _nodes = three_nodes
+
+    async def go() -> dict[str, Any]:
+        c = await client(gw)
+        out: dict[str, Any] = {}
+        try:
+            async def who(rt: str, args: dict[str, Any] | None = None) -> str:
+                return (await c.call("inv", rt, args, topic="api:t")).result
+            out["rr"] = Counter([await who("where_rr") for _ in range(30)])
+            out["random"] = Counter([await who("where") for _ in range(90)])
+            out["hash"] = {k: {await who("where_hash", {"key": k}) for _ in range(5)} for k in map(str, range(30))}
+            out["sticky"] = {k: {await who("where_sticky", {"key": k}) for _ in range(5)} for k in map(str, range(30))}
+        finally:
+            await c.close()
+        return out
+    out = run(go())
+    assert out["rr"] == {"n1": 10, "n2": 10, "n3": 10}
+    assert set(out["random"]) == {"n1", "n2", "n3"} and min(out["random"].values()) >= 10
+    assert all(len(v) == 1 for v in out["hash"].values())  # stable per key
+    assert len({next(iter(v)) for v in out["hash"].values()}) == 3  # and spread over the nodes
+    assert all(len(v) == 1 for v in out["sticky"].values())
+    assert len({next(iter(v)) for v in out["sticky"].values()}) >= 2
+
+
+def test_another_node_answers_after_a_kill(three_nodes: Any) -> None:
+    gw, nodes = three_nodes
+    nodes[0].stop(signal.SIGKILL)
+
+    async def go() -> list[str]:
+        c = await client(gw)
+        try:
+            got = []
+            for _ in range(30):
+                got.append((await c.call("inv", "where_retry", topic="api:t")).result)
+                got.append((await c.call("inv", "where_rr", topic="api:t")).result)
+            return got
+        finally:
+            await c.close()
+    got = run(go())
+    assert set(got) == {"n2", "n3"}  # every call answered, none by the dead node
+    nodes_status = control(gw.control, "$nodes")
+    dead = next(n for n in nodes_status if n["address"] == nodes[0].address)
+    assert dead["state"] == "open"  # its breaker opened after breaker_threshold failures
+
+
+def test_breaker_opens_and_recovers() -> None:
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    extra = f"""
+[[functions]]
+service = "fixed"
+request_type = "where"
+mfa = "nodeapp:where"
+nodes = ["{address}"]
+arg_types = {{ key = "string" }}
+"""
+    with gateway(extra=extra) as gw:
+        async def calls(n: int) -> list[Any]:
+            c = await client(gw)
+            try:
+                return [await c.call("fixed", "where", {"key": ""}, topic="api:t", raise_on_error=False)
+                        for _ in range(n)]
+            finally:
+                await c.close()
+        first = run(calls(3))
+        assert [r.error for r in first[:2]] == ["no target nodes available"] * 2
+        assert first[2].error == "Service temporarily unavailable" and first[2].can_retry
+        with NodeProcess([], name="late", listen=address):
+            time.sleep(0.5)  # the cooldown (400 ms) passes: the next call is the half-open probe
+            later = run(calls(3))
+            assert [r.result for r in later] == ["late"] * 3
+            state = next(n for n in control(gw.control, "$nodes") if n["address"] == address)
+            assert state["state"] == "closed"
+
+
+def test_node_killed_mid_stream() -> None:
+    with gateway(detail=True) as gw, NodeProcess([gw.control], name="k") as node:
+        wait_pushed(gw.control, "inv", [node.address])
+
+        async def go() -> list[Any]:
+            c = await client(gw)
+            got = []
+            try:
+                async for item in c.stream("inv", "count", {"n": 10000, "delay_ms": 5}, topic="api:t", timeout=5):
+                    got.append(item)
+                    if len(got) == 20:
+                        node.stop(signal.SIGKILL)
+                r = await c.call("inv", "echo", {"text": "after"}, topic="api:t", raise_on_error=False)
+                got.append(r)
+            finally:
+                await c.close()
+            return got
+        got = run(go())
+        end = got[-2]
+        assert not end.success and end.error.startswith("Internal Server Error: node ") and "lost" in end.error
+        assert got[-1].error == "no target nodes available"
+        assert gw.alive()
+
+
+def test_cluster_secret() -> None:
+    with gateway(secret="s3cret") as gw:
+        # no secret: refused at the handshake, both ways of asking
+        with pytest.raises(rpc.RpcError) as err:
+            control(gw.control, "$pushed")
+        assert err.value.code == rpc.AUTH_FAILED
+        with pytest.raises(rpc.RpcError):
+            control(gw.control, "$pushed", secret="wrong")
+        assert control(gw.control, "$pushed", secret="s3cret") == {}
+        with NodeProcess([gw.control], name="nosecret", env={"GENAPI_CLUSTER_SECRET": ""}) as stranger:
+            with NodeProcess([gw.control], name="ok", env={"GENAPI_CLUSTER_SECRET": "s3cret"}) as friend:
+                status = wait_pushed(gw.control, "inv", [friend.address], secret="s3cret")
+                assert stranger.address not in status["nodes"]
+                assert "config_push_failed" in stranger.read_stderr()
+                # the node's listener wants the secret too
+                with pytest.raises(rpc.RpcError):
+                    control(friend.address, "$config_version")
+                assert control(friend.address, "$config_version", secret="s3cret") == "1.0.0"
+        assert "rpc_connection_refused" in gw.read_stderr()
+
+
+def test_listeners_without_a_secret_stay_on_loopback() -> None:
+    cfg = ANON.format(detail="false", pull=30000, extra="", secret="").replace(
+        "[gateway]\n", '[gateway]\ncontrol_host = "0.0.0.0"\n')
+    with GatewayProcess(cfg) as gw:
+        assert gw.control.startswith("127.0.0.1:")
+        assert "listener_loopback_only" in gw.read_stderr()
+
+
+def test_service_run_refuses_what_is_not_a_service() -> None:
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    for target, words in (("nodeapp:nope", "cannot load nodeapp:nope"), ("nodeapp:NODE", "not a genapi.service.Service"),
+                          ("nomodule:svc", "cannot load")):
+        p = subprocess.run([sys.executable, "-m", "genapi", "service", "run", target], env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and words in p.stderr, p.stderr
