@@ -11,7 +11,7 @@ from genapi.service import Service
 
 NODE = os.environ.get("NODE_NAME", "node")
 MARKS = os.environ.get("NODE_MARKS")  # a directory where cancelled calls leave a file
-svc = Service("inv", config_version=os.environ.get("NODE_CONFIG_VERSION", "1.0.0"))
+svc = Service("inv", config_version=os.environ.get("NODE_CONFIG_VERSION", "1.0.0"), version="1.0.0")
 
 
 def _mark(name: str) -> None:

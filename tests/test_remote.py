@@ -136,7 +136,7 @@ def test_push_skip_force_verify_and_status(one_node: Any) -> None:
     assert control(gw.control, "$verify", ["inv", "0.9.0"]) == {"status": "mismatch", "version": "1.0.0"}
     assert control(gw.control, "$verify", ["nope", "1.0.0"]) == {"status": "not_found"}
     status = control(gw.control, "$pushed")["inv"]
-    assert status["config_version"] == "1.0.0" and "echo" in status["functions"]
+    assert status["config_version"] == "1.0.0" and "echo@1.0.0" in status["functions"]
     bad = dict(message, fun_configs=[dict(message["fun_configs"][0], nodes="local"),
                                      dict(message["fun_configs"][1], timeout=5)])
     with pytest.raises(rpc.RpcError) as err:

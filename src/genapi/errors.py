@@ -83,6 +83,16 @@ class RemoteFailure(GenapiError):
         self.text = text
 
 
+class RpcError(GenapiError):
+    """A genapi RPC call or control request that failed: `code` (one of the ERROR frame codes in
+    rpc.py: raised, unknown, timeout, lost, refused, auth, protocol) and `text`."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code = code
+        self.text = text
+
+
 class HookRejected(GenapiError):
     """A before hook aborted the request."""
 

@@ -1,0 +1,442 @@
+# cython: language_level=3
+"""The genapi RPC connection, both sides, compiled: every call and every answer between a
+gateway and its service nodes crosses `data_received` and `send`. The frames and the handshake
+are described in `genapi/rpc.py` (the Python face: connect, listen, secrets, addresses).
+
+Writes are batched: what one turn of the event loop sends leaves in one write. A gateway's
+`ClientPeer` corks the client connections it answers while it handles one read, so a batch of
+results is one write per client connection too.
+"""
+import asyncio
+import hashlib
+import hmac
+import os
+import socket
+from time import monotonic
+
+import msgspec
+
+from genapi import log
+from genapi.errors import RpcError
+
+from libc.string cimport memcpy
+
+cdef object _ENCODER = msgspec.msgpack.Encoder()
+cdef object _encode_into = _ENCODER.encode_into
+cdef object _decode = msgspec.msgpack.Decoder().decode
+cdef object _DecodeError = msgspec.DecodeError
+cdef double INF = float("inf")
+
+HELLO_, AUTH_, WELCOME_, CALL_, RESULT_, ERROR_, CHUNK_, END_, CANCEL_, CREDIT_ = range(10)
+
+cdef str RAISED = "raised"
+cdef str UNKNOWN = "unknown"
+cdef str TIMEOUT = "timeout"
+cdef str LOST = "lost"
+cdef str AUTH_FAILED = "auth"
+cdef str PROTOCOL = "protocol"
+
+cdef Py_ssize_t MAX_FRAME_BYTES = 64 * 1024 * 1024
+cdef double HANDSHAKE_TIMEOUT = 5.0
+cdef double SWEEP_S = 0.01
+
+
+cdef bytes _proof(object secret, bytes side, bytes nonce, bytes cnonce):
+    if secret is None:
+        return b""
+    return hmac.new(secret, side + nonce + cnonce, hashlib.sha256).digest()
+
+
+cdef inline unsigned int _be32(const unsigned char* p) noexcept:
+    return (<unsigned int>p[0] << 24) | (<unsigned int>p[1] << 16) | (<unsigned int>p[2] << 8) | p[3]
+
+
+cdef class Sink:
+    """Where one call's answer goes, by callbacks run on the loop from the connection. The
+    deadline (monotonic seconds, inf for none) is checked by the connection's sweep."""
+
+    def __init__(self, double deadline=INF):
+        self.deadline = deadline
+
+    cpdef result(self, object value):
+        raise NotImplementedError
+
+    cpdef error(self, str code, str text):
+        raise NotImplementedError
+
+    cpdef chunk(self, object value):
+        raise NotImplementedError
+
+    cpdef end(self):
+        raise NotImplementedError
+
+
+cdef class Waiter(Sink):
+    """A Sink that fills a Future (control requests)."""
+
+    def __init__(self, future, double deadline):
+        Sink.__init__(self, deadline)
+        self.future = future
+
+    cpdef result(self, object value):
+        if not self.future.done():
+            self.future.set_result(value)
+
+    cpdef error(self, str code, str text):
+        if not self.future.done():
+            self.future.set_exception(RpcError(code, text))
+
+    cpdef chunk(self, object value):
+        self.error(PROTOCOL, "a stream chunk for a plain request")
+
+    cpdef end(self):
+        self.error(PROTOCOL, "a stream end for a plain request")
+
+
+cdef class Peer:
+    """One RPC connection: framing, the handshake, and writes batched per loop iteration.
+    Subclasses say what a frame means (`frame`) and what a lost connection means (`lost`).
+    An asyncio protocol by its methods."""
+
+    def __init__(self, secret, str name):
+        self.secret = secret
+        self.name = name
+        self.transport = None
+        self.ready = False
+        self.closed = False
+        self.peername = "?"
+        self._rbuf = bytearray()
+        self._wbuf = bytearray()
+        self._flushing = False
+        self._nonce = b""
+        self._loop = asyncio.get_running_loop()
+        self.paused = None
+        self.gone = self._loop.create_future()  # done when the connection closes
+        self.server_side = False
+
+    # ----------------------------------------------------------------- transport
+    def connection_made(self, transport):
+        self.transport = transport
+        self._write = transport.write
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername")
+        self.peername = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+    def data_received(self, data):
+        self._received(data)
+
+    cdef _received(self, object data):
+        cdef bytearray buf = self._rbuf
+        cdef const unsigned char[::1] view
+        cdef Py_ssize_t pos = 0, n, size, end
+        if len(buf):
+            buf += data
+            data = buf
+        n = len(data)
+        view = data
+        try:
+            while n - pos >= 4:
+                size = _be32(&view[pos])
+                if size > MAX_FRAME_BYTES:
+                    raise ValueError(f"frame of {size} bytes is over the limit of {MAX_FRAME_BYTES}")
+                end = pos + 4 + size
+                if end > n:
+                    break
+                frame = _decode(view[pos + 4:end])
+                pos = end
+                if type(frame) is not list or not frame:
+                    raise ValueError("a frame must be a non-empty msgpack array")
+                if self.ready:
+                    self.frame(<list>frame)
+                else:
+                    self._handshake(<list>frame)
+                if self.closed:
+                    return
+        except (ValueError, TypeError, IndexError, _DecodeError) as exc:
+            view = None
+            self.fail(PROTOCOL, f"malformed frame from {self.peername}: {exc}")
+            return
+        view = None
+        if len(buf):
+            del buf[:pos]
+        elif pos < n:
+            self._rbuf = bytearray(data[pos:])
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.ready = False
+        if not self.gone.done():
+            self.gone.set_result(None)
+        if self.paused is not None and not self.paused.done():
+            self.paused.set_result(None)
+        self.lost(f"connection to {self.peername} lost" + (f": {exc}" if exc else ""))
+
+    def pause_writing(self):
+        if self.paused is None or self.paused.done():
+            self.paused = self._loop.create_future()
+
+    def resume_writing(self):
+        if self.paused is not None and not self.paused.done():
+            self.paused.set_result(None)
+        self.paused = None
+
+    # ----------------------------------------------------------------- writing
+    cpdef send(self, object frame):
+        """Queues one frame; what one loop iteration queues leaves in one write."""
+        cdef bytearray buf = self._wbuf
+        cdef Py_ssize_t start, size
+        cdef unsigned char header[4]
+        if self.closed:
+            return
+        start = len(buf)
+        buf += b"\0\0\0\0"
+        _encode_into(frame, buf, start + 4)
+        size = len(buf) - start - 4
+        header[0] = (size >> 24) & 0xff
+        header[1] = (size >> 16) & 0xff
+        header[2] = (size >> 8) & 0xff
+        header[3] = size & 0xff
+        memcpy(<char*>buf + start, header, 4)
+        if not self._flushing:
+            self._flushing = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self):
+        self._flushing = False
+        buf = self._wbuf
+        if len(buf) and not self.closed and self.transport is not None:
+            self._wbuf = bytearray()
+            self._write(buf)
+
+    def close(self):
+        if self.transport is not None and not self.closed:
+            self.flush()
+            self.transport.close()
+        self.closed = True
+
+    cpdef fail(self, str code, str text):
+        """Tells the peer why, logs it, and closes."""
+        log.warning("rpc_connection_refused" if code == AUTH_FAILED else "rpc_connection_failed",
+                    peer=self.peername, side="server" if self.server_side else "client", code=code, error=text)
+        self.send([ERROR_, 0, code, text])
+        self.close()
+
+    cdef _handshake(self, list frame):
+        raise NotImplementedError
+
+    cdef frame(self, list frame):
+        raise NotImplementedError
+
+    cpdef lost(self, str reason):
+        pass
+
+
+cdef class ServerPeer(Peer):
+    """The listening side: sends HELLO, checks the client's proof, then hands every CALL,
+    CANCEL and CREDIT to its `handler`."""
+
+    def __init__(self, secret, str name, handler):
+        Peer.__init__(self, secret, name)
+        self.server_side = True
+        self.handler = handler
+        self._timer = None
+
+    def connection_made(self, transport):
+        Peer.connection_made(self, transport)
+        self._nonce = os.urandom(32)
+        self.send([HELLO_, self._nonce, self.secret is not None, self.name])
+        self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._too_slow)
+
+    def _too_slow(self):
+        if not self.ready:
+            self.fail(AUTH_FAILED, f"no authentication within {HANDSHAKE_TIMEOUT:g} s")
+
+    cdef _handshake(self, list frame):
+        if frame[0] != AUTH_ or len(frame) < 3:
+            return self.fail(AUTH_FAILED, "expected AUTH as the first frame")
+        proof, cnonce = frame[1], frame[2]
+        if type(proof) is not bytes or type(cnonce) is not bytes or len(cnonce) != 32:
+            return self.fail(AUTH_FAILED, "malformed AUTH frame")
+        if self.secret is None:
+            if proof:
+                return self.fail(AUTH_FAILED, "the peer sent a cluster-secret proof, but this side has no "
+                                              "cluster secret; configure the same secret on both sides")
+        elif not hmac.compare_digest(proof, _proof(self.secret, b"client", self._nonce, cnonce)):
+            return self.fail(AUTH_FAILED, "wrong cluster secret (or none) from the peer")
+        if self._timer is not None:
+            self._timer.cancel()
+        self.ready = True
+        self.send([WELCOME_, _proof(self.secret, b"server", self._nonce, cnonce)])
+        log.debug("rpc_peer_accepted", peer=self.peername, listener=self.name)
+
+    cdef frame(self, list frame):
+        kind = frame[0]
+        if kind == CALL_:
+            self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5])
+        elif kind == CANCEL_:
+            self.handler.cancel(self, frame[1])
+        elif kind == CREDIT_:
+            self.handler.credit(self, frame[1], frame[2])
+        else:
+            raise ValueError(f"unexpected frame kind {kind!r} from a client")
+
+    cpdef lost(self, str reason):
+        if self._timer is not None:
+            self._timer.cancel()
+        self.handler.lost(self)
+
+    # replies
+    cpdef result(self, object call_id, object value):
+        self.send([RESULT_, call_id, value])
+
+    cpdef error(self, object call_id, str code, str text):
+        self.send([ERROR_, call_id, code, text])
+
+    cpdef chunk(self, object call_id, object value):
+        self.send([CHUNK_, call_id, value])
+
+    cpdef end(self, object call_id):
+        self.send([END_, call_id])
+
+
+cdef class ClientPeer(Peer):
+    """The calling side: proves the secret, then multiplexes calls by id. Each pending call's
+    Sink gets its answer; a deadline that passes cancels the call on the server and tells the
+    Sink `error(TIMEOUT)`; a lost connection tells every pending Sink `error(LOST)`."""
+
+    def __init__(self, secret, str name, str address):
+        Peer.__init__(self, secret, name)
+        self.address = address
+        self.pending = {}
+        self.welcome = self._loop.create_future()
+        self._ids = 0
+        self._sweeping = False
+        self._cnonce = b""
+        self.server_name = ""
+        self.corked = None
+
+    def data_received(self, data):
+        """Answers what one read brought; the client connections answered leave corked, one
+        write each (a batch of 800 results would otherwise be 800 writes)."""
+        cdef list corked = []
+        self.corked = corked
+        try:
+            self._received(data)
+        finally:
+            self.corked = None
+            for conn in corked:
+                conn.uncork()
+
+    cdef _handshake(self, list frame):
+        kind = frame[0]
+        if kind == ERROR_:
+            return self._refused(frame[3])
+        if kind == HELLO_ and not self._nonce:
+            nonce, secured = frame[1], frame[2]
+            self.server_name = str(frame[3]) if len(frame) > 3 else ""
+            if type(nonce) is not bytes or len(nonce) != 32:
+                return self.fail(PROTOCOL, "malformed HELLO frame")
+            if secured and self.secret is None:
+                return self._refused("the peer requires the cluster secret, and none is configured here "
+                                     "([cluster] secret or GENAPI_CLUSTER_SECRET)")
+            if not secured and self.secret is not None:
+                return self._refused("the peer has no cluster secret configured; it cannot prove it is ours")
+            self._nonce = nonce
+            self._cnonce = os.urandom(32)
+            self.send([AUTH_, _proof(self.secret, b"client", nonce, self._cnonce), self._cnonce])
+        elif kind == WELCOME_ and self._nonce:
+            if not hmac.compare_digest(frame[1], _proof(self.secret, b"server", self._nonce, self._cnonce)):
+                return self._refused("the peer's proof of the cluster secret is wrong")
+            self.ready = True
+            if not self.welcome.done():
+                self.welcome.set_result(self)
+        else:
+            self.fail(PROTOCOL, f"unexpected frame kind {kind!r} during the handshake")
+
+    cdef _refused(self, str text):
+        self.fail(AUTH_FAILED, text)
+        if not self.welcome.done():
+            self.welcome.set_exception(RpcError(AUTH_FAILED, text))
+
+    cdef frame(self, list frame):
+        cdef Sink sink
+        kind = frame[0]
+        call_id = frame[1]
+        if kind == RESULT_:
+            sink = self.pending.pop(call_id, None)
+            if sink is not None:
+                sink.result(frame[2])
+        elif kind == CHUNK_:
+            sink = self.pending.get(call_id)
+            if sink is not None:
+                sink.chunk(frame[2])
+        elif kind == END_:
+            sink = self.pending.pop(call_id, None)
+            if sink is not None:
+                sink.end()
+        elif kind == ERROR_:
+            if call_id == 0:
+                log.warning("rpc_peer_error", peer=self.address, code=frame[2], error=frame[3])
+                return
+            sink = self.pending.pop(call_id, None)
+            if sink is not None:
+                sink.error(frame[2], frame[3])
+        else:
+            raise ValueError(f"unexpected frame kind {kind!r} from a server")
+
+    cpdef lost(self, str reason):
+        cdef Sink sink
+        if not self.welcome.done():
+            self.welcome.set_exception(RpcError(LOST, reason))
+            self.welcome.exception()  # retrieved: nobody may be waiting any more
+        pending, self.pending = self.pending, {}
+        for sink in pending.values():
+            sink.error(LOST, reason)
+
+    # ----------------------------------------------------------------- calls
+    cpdef long long call(self, str target, list args, object timeout_ms, Sink sink, bint stream=False) except -1:
+        """Sends one call; its answer goes to `sink`. Returns the call's id (for `cancel`)."""
+        self._ids += 1
+        cdef long long call_id = self._ids
+        self.pending[call_id] = sink
+        self.send([CALL_, call_id, target, args, timeout_ms, stream])
+        if not self._sweeping and sink.deadline != INF:
+            self._sweeping = True
+            self._loop.call_later(SWEEP_S, self._sweep)
+        return call_id
+
+    cpdef cancel(self, long long call_id):
+        """The caller is gone: the server stops the call; its answer, if any, is dropped."""
+        if self.pending.pop(call_id, None) is not None:
+            self.send([CANCEL_, call_id])
+
+    cpdef credit(self, long long call_id, int n):
+        if call_id in self.pending:
+            self.send([CREDIT_, call_id, n])
+
+    def _sweep(self):
+        """Times out the calls whose deadline passed; runs every SWEEP_S while any has one."""
+        cdef double now = monotonic()
+        cdef Sink sink
+        expired = [(cid, s) for cid, s in self.pending.items() if (<Sink>s).deadline <= now]
+        for cid, sink in expired:
+            self.cancel(cid)
+            sink.error(TIMEOUT, "deadline passed")
+        if self.pending and not self.closed:
+            self._loop.call_later(SWEEP_S, self._sweep)
+        else:
+            self._sweeping = False
+
+    async def request(self, str target, list args, double timeout_s):
+        """One call awaited: its result, or RpcError."""
+        fut = self._loop.create_future()
+        self.call(target, args, int(timeout_s * 1000), Waiter(fut, monotonic() + timeout_s))
+        return await fut
