@@ -322,3 +322,116 @@ def test_service_run_refuses_what_is_not_a_service() -> None:
         p = subprocess.run([sys.executable, "-m", "genapi", "service", "run", target], env=env,
                            capture_output=True, text=True, timeout=30)
         assert p.returncode == 2 and words in p.stderr, p.stderr
+
+
+def test_readme_service_quick_start(tmp_path: Any) -> None:
+    """The README's service-node quick start, as written: the node from the shell block (run in
+    the background), then the Python and the phoenix.js calls, each printing what the README says."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    blocks = re.findall(r"<!-- readme-service -->\n```(\w+)\n(.*?)```", (repo / "README.md").read_text(), re.S)
+    assert [lang for lang, _ in blocks] == ["sh", "python", "js"]
+    (_, sh), (_, py), (_, js) = blocks
+    node_address = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    with GatewayProcess() as gw:  # the embedded demo config, as `genapi serve`
+        def here(code: str) -> str:
+            return (code.replace("127.0.0.1:4001", gw.control).replace("127.0.0.1:4000", f"127.0.0.1:{gw.port}")
+                    .replace("127.0.0.1:7001", node_address))
+        node = subprocess.Popen(["bash", "-c", here(sh)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            banner = node.stdout.readline()  # type: ignore[union-attr]
+            assert f"genapi service inventory listening on {node_address}" in banner, node.stderr.read()  # type: ignore[union-attr]
+            wait_pushed(gw.control, "inventory", [node_address])
+            out = subprocess.run([sys.executable, "-"], input=here(py), capture_output=True, text=True, env=env,
+                                 cwd=tmp_path, timeout=60)
+            expected = next(ln.strip()[2:] for ln in py.splitlines() if ln.strip().startswith("# {"))
+            assert out.stdout.splitlines() == [expected], out.stdout + out.stderr
+            nodejs = shutil.which("node")
+            assert nodejs is not None, "`node` (Node.js 20+) is needed for the phoenix.js example"
+            script = tmp_path / "call.js"
+            script.write_text(here(js))
+            out = subprocess.run([nodejs, str(script)], capture_output=True, text=True, timeout=60,
+                                 env={**env, "NODE_PATH": str(repo / "tests" / "js" / "node_modules")})
+            expected = next(ln[3:] for ln in js.splitlines() if ln.startswith("// {"))
+            assert out.stdout.splitlines() == [expected], out.stdout + out.stderr
+        finally:
+            os.killpg(node.pid, signal.SIGTERM)
+            node.wait(10)
+
+
+def test_resolver_custom_selector_and_in_flight_bound() -> None:
+    a, b = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    extra = """
+[[functions]]
+service = "fixed"
+request_type = "where"
+mfa = "nodeapp:where"
+nodes = "nodepick:nodes"
+choose_node_mode = "nodepick:last"
+arg_types = { key = "string" }
+
+[[functions]]
+service = "fixed"
+request_type = "slow"
+mfa = "nodeapp:slow"
+nodes = "nodepick:nodes"
+choose_node_mode = "nodepick:last"
+arg_types = { ms = "num" }
+"""
+    cfg = ANON.format(detail="false", pull=30000, extra=extra, secret="").replace(
+        "breaker_threshold", "node_max_in_flight = 1\nbreaker_threshold")
+    with NodeProcess([], name="A", listen=a), NodeProcess([], name="B", listen=b), \
+            GatewayProcess(cfg, env={"NODEPICK_NODES": f"{a},{b}"}) as gw:
+        async def go() -> list[Any]:
+            c = await client(gw)
+            try:
+                who = [(await c.call("fixed", "where", {"key": ""}, topic="api:t")).result for _ in range(5)]
+                # one call in flight on B (the bound is 1): the next goes to A, the one after finds both full
+                first = asyncio.ensure_future(c.call("fixed", "slow", {"ms": 600}, topic="api:t"))
+                second = asyncio.ensure_future(c.call("fixed", "slow", {"ms": 600}, topic="api:t"))
+                await asyncio.sleep(0.2)
+                third = await c.call("fixed", "slow", {"ms": 10}, topic="api:t", raise_on_error=False)
+                return [who, (await first).result["node"], (await second).result["node"], third]
+            finally:
+                await c.close()
+        who, first, second, third = run(go())
+        assert who == ["B"] * 5  # the resolver's list, the custom selector's pick
+        assert (first, second) == ("B", "A")  # B at its bound: the next node takes the call
+        assert third.error == "Service temporarily unavailable" and third.can_retry
+
+
+def test_node_pushes_again_when_the_gateway_comes_back() -> None:
+    control_port = free_port()
+    with NodeProcess([f"127.0.0.1:{control_port}"], name="r") as node:
+        for _ in range(2):  # a gateway that starts after the node, then one that restarts
+            with gateway(extra_args=["--control-port", str(control_port)]) as gw:
+                status = wait_pushed(gw.control, "inv", [node.address])
+                assert status["source"] == "push"
+
+
+def test_a_node_runs_only_what_it_declared() -> None:
+    with NodeProcess([], name="d") as node:
+        async def go() -> list[Any]:
+            peer = await rpc.connect(node.address, None, "test")
+            out = []
+            for target, args in (("os:getcwd", []), ("nodeapp:_mark", ["x"]), ("$nope", []),
+                                 ("nodeapp:echo", ["hi", 2])):
+                try:
+                    out.append(await peer.request(target, args, 5))
+                except rpc.RpcError as exc:
+                    out.append((exc.code, exc.text))
+            peer.close()
+            return out
+        out = run(go())
+        assert out[0] == ("unknown", "no function 'os:getcwd' on this node")
+        assert out[1] == ("unknown", "no function 'nodeapp:_mark' on this node")
+        assert out[2][0] == "unknown"
+        assert out[3] == {"text": "hi", "n": 2, "node": "d"}
