@@ -108,3 +108,24 @@ def notes() -> list:
 @svc.api(response_type="sync", check_permission="any_authenticated", request_info=True)
 def whoami(request_info: dict) -> dict:
     return {"user_id": request_info["user_id"], "node": NODE}
+
+
+SEEN: dict[str, int] = {}
+
+
+def _flaky(key: str) -> str:
+    """Raises the first time this node sees `key`; answers the second time."""
+    SEEN[key] = SEEN.get(key, 0) + 1
+    if SEEN[key] < 2:
+        raise RuntimeError(f"first try of {key} on {NODE}")
+    return NODE
+
+
+@svc.api(response_type="sync", retry={"same_node": 1}, request_type="flaky_same")
+def flaky_same(key: str) -> str:
+    return _flaky(key)
+
+
+@svc.api(response_type="sync", retry={"all_nodes": 2}, request_type="flaky_all")
+def flaky_all(key: str) -> str:
+    return _flaky(key)

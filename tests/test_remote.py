@@ -209,6 +209,27 @@ def test_selection_modes(three_nodes: Any) -> None:
     assert len({next(iter(v)) for v in out["sticky"].values()}) >= 2
 
 
+def test_retry_same_node_and_all_nodes(three_nodes: Any) -> None:
+    """A function that fails the first time a node sees a key: `same_node` retries on the node
+    that failed (which then answers); `all_nodes` moves on to the next node each time (where it
+    is a first time again)."""
+    gw, _nodes = three_nodes
+
+    async def go() -> tuple[list[Any], list[Any]]:
+        c = await client(gw)
+        try:
+            same = [await c.call("inv", "flaky_same", {"key": f"s{i}"}, topic="api:t", raise_on_error=False)
+                    for i in range(6)]
+            every = [await c.call("inv", "flaky_all", {"key": f"a{i}"}, topic="api:t", raise_on_error=False)
+                     for i in range(6)]
+            return same, every
+        finally:
+            await c.close()
+    same, every = run(go())
+    assert all(r.success for r in same), same
+    assert all(not r.success and r.error == "Internal Server Error" for r in every), every
+
+
 def test_another_node_answers_after_a_kill(three_nodes: Any) -> None:
     gw, nodes = three_nodes
     nodes[0].stop(signal.SIGKILL)

@@ -20,6 +20,7 @@ cdef class NodeLink:
 cdef class Plan:
     cdef public int attempt
     cdef public NodeLink first
+    cdef public list order                  # the first attempt's node order
 
 
 cdef class RemoteCallee(Callee):

@@ -144,15 +144,19 @@ cdef class RemoteCallee(Callee):
             return self.selector.order(links, request)
         attempt = plan.attempt
         plan.attempt += 1
-        if attempt and self.same_node and plan.first is not None:
-            return [plan.first]
-        order = self.selector.order(links, request)
-        if attempt:  # all_nodes: each retry starts one node further on
-            k = attempt % len(order)
-            order = order[k:] + order[:k]
-        if plan.first is None:
+        if attempt == 0 or plan.first is None:
+            order = self.selector.order(links, request)
             plan.first = order[0]
-        return order
+            plan.order = order
+            return order
+        if self.same_node:
+            return [plan.first]
+        # all_nodes: each retry starts one node further on in the first attempt's order (nodes
+        # the resolver no longer names are left out, new ones come last)
+        order = [link for link in plan.order if link in links]
+        order += [link for link in links if link not in order]
+        k = attempt % len(order)
+        return order[k:] + order[:k]
 
     cpdef plan(self, object request):
         return Plan()

@@ -1,0 +1,19 @@
+from collections.abc import Callable
+from typing import Any
+
+from genapi._core.handoff import ThreadPool
+from genapi._core.rpc import ServerPeer
+
+class FunctionHost:
+    service: Any
+    advertised: list[str]
+    running: dict[tuple[int, Any], Any]
+    calls: int
+    def __init__(self, service: Any, advertised: list[str], pool: ThreadPool,
+                 converters: Callable[[Callable[..., Any]], list[tuple[int, Any]]]) -> None: ...
+    @property
+    def functions(self) -> dict[str, Callable[..., Any]]: ...
+    def call(self, peer: ServerPeer, cid: Any, target: Any, args: Any, timeout_ms: Any, stream: Any) -> None: ...
+    def cancel(self, peer: ServerPeer, cid: Any) -> None: ...
+    def credit(self, peer: ServerPeer, cid: Any, n: Any) -> None: ...
+    def lost(self, peer: ServerPeer) -> None: ...

@@ -1,0 +1,254 @@
+# cython: language_level=3
+"""A service node's call handler, compiled: every call a gateway sends a node runs through
+`FunctionHost.call`.
+
+Only functions the Service declared ever run (a call names its function by the `mfa` the SDK
+gave it). `async def` functions run on the loop, inline when they finish without suspending
+(stepped with PyIter_Send: no Task, no StopIteration), plain ones in the thread handoff,
+generators stream with flow control: a stream sends at most STREAM_WINDOW chunks ahead of what
+the gateway has granted. A CANCEL from the gateway (its client left, disconnected, or the
+deadline passed) cancels the function: a Task is cancelled, a generator closed, a thread's
+result dropped. A lost gateway connection cancels all of its calls.
+"""
+import asyncio
+
+import msgspec
+
+from genapi import log
+from genapi.calls import resume
+from genapi.loader import ASYNC, ASYNCGEN, GEN, SYNC, kind_of
+
+from genapi._core.handoff cimport ThreadPool
+from genapi._core.rpc cimport ServerPeer
+
+from cpython.ref cimport Py_DECREF, PyObject
+
+cdef extern from "Python.h":
+    int PyIter_Send(object iter, object arg, PyObject** presult) except? -1
+
+cdef enum:
+    PYGEN_RETURN = 0
+
+cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
+cdef int STREAM_WINDOW = 64       # rpc.STREAM_WINDOW
+cdef int GEN_BURST = 64           # items a plain generator yields per thread job
+cdef str RAISED = "raised"
+cdef str UNKNOWN = "unknown"
+cdef str PROTOCOL = "protocol"
+
+
+cdef str _raised(exc):
+    return f"{type(exc).__name__}: {exc}"
+
+
+cdef class Declared:
+    """One declared function as the node runs it: the callable, how it runs, which arguments
+    are rebuilt from their wire form (a UUID arrives as str)."""
+    cdef readonly object fn
+    cdef readonly int kind
+    cdef readonly list convert
+
+    def __init__(self, fn, list convert):
+        self.fn = fn
+        self.kind = kind_of(fn)
+        self.convert = convert
+
+
+cdef class Running:
+    """A call in progress on this node: what cancelling it means."""
+    cdef public object task
+    cdef public object future
+    cdef public int credit
+    cdef public object granted
+
+    def __cinit__(self):
+        self.credit = STREAM_WINDOW
+
+    cpdef cancel(self):
+        for f in (self.task, self.future):
+            if f is not None and not f.done():
+                f.cancel()
+        if self.granted is not None:
+            self.granted.set()
+
+
+def _burst(gen):
+    """In a thread: up to GEN_BURST items of `gen`, and whether it has more."""
+    items = []
+    for item in gen:
+        items.append(item)
+        if len(items) >= GEN_BURST:
+            return items, True
+    return items, False
+
+
+cdef class FunctionHost:
+    """The RPC handler of a node: runs the Service's functions, and answers the gateway's pulls
+    (`$config`, `$config_version`) and pings."""
+    cdef readonly object service
+    cdef readonly list advertised
+    cdef ThreadPool pool
+    cdef dict declared
+    cdef readonly dict running
+    cdef readonly long long calls
+
+    def __init__(self, service, list advertised, ThreadPool pool, converters):
+        self.service = service
+        self.advertised = advertised
+        self.pool = pool
+        self.declared = {t: Declared(fn, converters(fn)) for t, fn in service.functions.items()}
+        self.running = {}
+        self.calls = 0
+
+    @property
+    def functions(self):
+        return {t: d.fn for t, d in self.declared.items()}
+
+    # ----------------------------------------------------------------- rpc handler
+    def call(self, ServerPeer peer, cid, target, args, timeout_ms, stream):
+        cdef Declared d = self.declared.get(target)
+        cdef PyObject* out = NULL
+        cdef int sent
+        if d is None:
+            if type(target) is str and target.startswith("$"):
+                return self._builtin(peer, cid, target, args)
+            return peer.error(cid, UNKNOWN, f"no function {target!r} on this node")
+        if type(args) is not list:
+            return peer.error(cid, PROTOCOL, "args must be a list")
+        if d.convert:
+            try:
+                for i, ann in d.convert:
+                    if i < len(args) and type(args[i]) is str:
+                        args[i] = msgspec.convert(args[i], ann, strict=False)
+            except msgspec.ValidationError as exc:
+                return peer.error(cid, RAISED, f"ValidationError: {exc}")
+        self.calls += 1
+        fn = d.fn
+        if stream:
+            return self._track(peer, cid, self._stream(peer, cid, fn, d.kind, args))
+        if d.kind == _ASYNC:
+            try:
+                coro = fn(*args)
+                sent = PyIter_Send(coro, None, &out)  # a return needs no StopIteration
+            except Exception as exc:
+                return peer.error(cid, RAISED, _raised(exc))
+            value = <object>out
+            Py_DECREF(value)  # PyIter_Send gave a new reference; `value` holds its own
+            if sent == PYGEN_RETURN:
+                return peer.result(cid, value)
+            return self._track(peer, cid, self._finish(peer, cid, resume(coro, value)))
+        if d.kind == _SYNC:
+            try:
+                fut = self.pool.run(fn, *args)
+            except Exception as exc:
+                return peer.error(cid, RAISED, _raised(exc))
+            running = Running()
+            running.future = fut
+            key = (id(peer), cid)
+            self.running[key] = running
+            fut.add_done_callback(lambda f: self._thread_done(peer, cid, key, f))
+            return
+        self._track(peer, cid, self._collect(peer, cid, fn, d.kind, args))
+
+    def _thread_done(self, ServerPeer peer, cid, key, fut):
+        self.running.pop(key, None)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            peer.result(cid, fut.result())
+        else:
+            peer.error(cid, RAISED, _raised(exc))
+
+    cdef _track(self, ServerPeer peer, cid, coro):
+        running = Running()
+        key = (id(peer), cid)
+        self.running[key] = running
+        running.task = asyncio.ensure_future(self._guard(peer, cid, key, coro))
+
+    async def _guard(self, ServerPeer peer, cid, key, coro):
+        try:
+            await coro
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            peer.error(cid, RAISED, _raised(exc))
+        finally:
+            self.running.pop(key, None)
+
+    async def _finish(self, ServerPeer peer, cid, rest):
+        peer.result(cid, await rest)
+
+    async def _collect(self, ServerPeer peer, cid, fn, int kind, list args):
+        """A generator called for a one-shot answer: its items as a list."""
+        if kind == _ASYNCGEN:
+            peer.result(cid, [item async for item in fn(*args)])
+        else:
+            peer.result(cid, await self.pool.run(lambda: list(fn(*args))))
+
+    async def _stream(self, ServerPeer peer, cid, fn, int kind, list args):
+        cdef Running running = self.running[(id(peer), cid)]
+        if kind == _ASYNCGEN:
+            agen = fn(*args)
+            try:
+                async for item in agen:
+                    await self._take(running)
+                    peer.chunk(cid, item)
+            finally:
+                await agen.aclose()
+        elif kind == _GEN:
+            gen = fn(*args)
+            try:
+                while True:
+                    items, more = await self.pool.run(_burst, gen)
+                    for item in items:
+                        await self._take(running)
+                        peer.chunk(cid, item)
+                    if not more:
+                        break
+            finally:
+                try:
+                    await self.pool.run(gen.close)
+                except Exception:
+                    log.debug("stream_generator_close_skipped")
+        else:  # a plain or async function declared as a stream: its result is the one chunk
+            value = await fn(*args) if kind == _ASYNC else await self.pool.run(fn, *args)
+            peer.chunk(cid, value)
+        peer.end(cid)
+
+    async def _take(self, Running running):
+        """Waits until the gateway has granted one more chunk."""
+        while running.credit <= 0:
+            if running.granted is None:
+                running.granted = asyncio.Event()
+            running.granted.clear()
+            await running.granted.wait()
+        running.credit -= 1
+
+    def cancel(self, ServerPeer peer, cid):
+        running = self.running.pop((id(peer), cid), None)
+        if running is not None:
+            running.cancel()
+
+    def credit(self, ServerPeer peer, cid, n):
+        cdef Running running = self.running.get((id(peer), cid))
+        if running is not None and type(n) is int and n > 0:
+            running.credit += n
+            if running.granted is not None:
+                running.granted.set()
+
+    def lost(self, ServerPeer peer):
+        """The gateway is gone: its calls stop here too."""
+        pid = id(peer)
+        for key in [k for k in self.running if k[0] == pid]:
+            self.running.pop(key).cancel()
+
+    def _builtin(self, ServerPeer peer, cid, str target, args):
+        if target == "$config":
+            peer.result(cid, self.service.push_config(self.advertised))
+        elif target == "$config_version":
+            peer.result(cid, self.service.config_version)
+        elif target == "$ping":
+            peer.result(cid, "pong")
+        else:
+            peer.error(cid, UNKNOWN, f"no built-in {target!r} on a service node")
