@@ -1,0 +1,250 @@
+"""The registry snapshot the master shares with its workers: one file in shared memory.
+
+The master (SnapshotWriter) writes the whole registry under a new generation number on every
+change; a worker told that generation over its pipe reads it (SnapshotReader) and swaps its
+registry in one step. A publish writes a temp file beside the snapshot and renames it over the
+old one, so a reader that opens the path sees one whole generation or the previous one, never
+a mix, and a reader that opened the old file keeps reading it intact.
+
+File format (all little-endian): a 32-byte header, `magic (8s) b"GNAPISNP"`, `format version
+(u32)`, `generation (u64)`, `writer pid (u32)`, `body length (u64)`, then the body,
+`msgspec.msgpack.encode(list[FunConfig])`. The writer pid lets a new master tell a segment
+left by a crashed one (pid dead: replaced) from one a running master owns (refused).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import struct
+import tempfile
+
+import msgspec
+
+from . import log
+from .errors import GenapiError
+from .structs import FunConfig
+
+MAGIC = b"GNAPISNP"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<8sIQIQ")  # magic, format version, generation, writer pid, body length
+SUFFIX = ".snapshot"
+_TMP = ".tmp"
+
+
+class SnapshotError(GenapiError):
+    """A snapshot that cannot be read: missing, torn or corrupt, or older than the generation
+    asked for. The message names the path and what failed."""
+
+
+class Snapshot(msgspec.Struct, frozen=True, gc=False):
+    """One published generation of the whole registry."""
+
+    generation: int
+    configs: list[FunConfig]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[FunConfig])
+
+
+def default_path(host: str, port: int) -> str:
+    """`/dev/shm/genapi-<uid>/<host>-<port>.snapshot` (under the temp dir where there is no
+    /dev/shm): one per listening address, so two gateways on one host never share a segment,
+    and per user, so no other user's directory is written in."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    return os.path.join(base, f"genapi-{os.getuid()}", f"{host.replace(':', '_')}-{port}{SUFFIX}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _header_pid(path: str) -> int | None:
+    """The writer pid in the header of the file at `path`; None when it has no readable header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER.size)
+    except FileNotFoundError:
+        return None
+    if len(head) < HEADER.size or head[:8] != MAGIC:
+        return None
+    return int(HEADER.unpack(head)[3])
+
+
+def _ensure_dir(directory: str) -> None:
+    """Creates the directory 0o700; refuses one another user owns (a world-writable /dev/shm
+    lets anyone create `genapi-<uid>` first)."""
+    try:
+        os.mkdir(directory, 0o700)
+        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(directory, 0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+    owner = os.stat(directory).st_uid
+    if owner != os.getuid():
+        raise RuntimeError(f"snapshot directory {directory} is owned by uid {owner}, not {os.getuid()}: "
+                           "refusing to write the registry there")
+
+
+class SnapshotWriter:
+    """The master's side: publishes the whole registry as the next generation."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.generation = 0
+        self._pid = os.getpid()
+        self._tmp = f"{self.path}.{self._pid}{_TMP}"
+        self._buf = bytearray(HEADER.size)
+        self._closed = False
+        _ensure_dir(os.path.dirname(self.path))
+        self._take_over()
+
+    def _take_over(self) -> None:
+        """Removes what a crashed master left at the path (its snapshot and its temp files);
+        refuses a snapshot that a live other process still owns."""
+        if os.path.lexists(self.path):
+            pid = _header_pid(self.path)
+            if pid is not None and pid != self._pid and _pid_alive(pid):
+                raise RuntimeError(f"snapshot {self.path} belongs to the running process {pid} "
+                                   "(another master serves this address)")
+            if pid != self._pid:
+                log.warning("snapshot_stale_replaced", path=self.path,
+                            pid=pid if pid is not None else "unreadable")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+        directory, name = os.path.split(self.path)
+        for entry in os.listdir(directory):
+            if entry.startswith(name + ".") and entry.endswith(_TMP):
+                pid_text = entry[len(name) + 1:-len(_TMP)]
+                if pid_text.isdigit() and (int(pid_text) == self._pid or not _pid_alive(int(pid_text))):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(directory, entry))
+
+    def publish(self, configs: list[FunConfig]) -> int:
+        """Writes `configs` as generation+1 and returns it. The file appears whole or not at
+        all (temp file + rename); nothing is fsynced, as shared memory is not durable anyway."""
+        generation = self.generation + 1
+        buf = self._buf
+        _encoder.encode_into(configs, buf, HEADER.size)  # the body after the header's room, no copy
+        HEADER.pack_into(buf, 0, MAGIC, FORMAT_VERSION, generation, os.getpid(), len(buf) - HEADER.size)
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(buf)
+            written = 0
+            while written < len(buf):
+                written += os.write(fd, view[written:])
+            os.close(fd)
+            fd = -1
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+            raise
+        self.generation = generation
+        return generation
+
+    def close(self) -> None:
+        """Unlinks the snapshot. Idempotent, and a no-op in a forked child (its exit must not
+        remove the master's segment) or when the file is no longer this process's."""
+        if self._closed or os.getpid() != self._pid:
+            return
+        self._closed = True
+        for path in (self._tmp, self.path):
+            if path == self.path and _header_pid(path) != self._pid:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+class SnapshotReader:
+    """A worker's side: reads the generation it was told of. `generation` is the last one read
+    (0 before the first); asked again for it while the file still holds it, read() returns the
+    same Snapshot without decoding."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.generation = 0
+        self._last: Snapshot | None = None
+        self._last_pid = -1
+
+    def read(self, generation: int) -> Snapshot:
+        """The snapshot holding `generation` or a newer one (the caller acknowledges the
+        Snapshot's own generation). Raises SnapshotError when the file is missing, torn or
+        corrupt, or holds an older generation."""
+        path = self.path
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SnapshotError(f"snapshot {path} does not exist (generation {generation} asked for)") from None
+        try:
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, HEADER.size, 0)
+            if len(head) < HEADER.size:
+                raise SnapshotError(f"snapshot {path} is torn: {len(head)} bytes, shorter than the "
+                                    f"{HEADER.size}-byte header")
+            magic, version, found, pid, length = HEADER.unpack(head)
+            if magic != MAGIC:
+                raise SnapshotError(f"snapshot {path} is corrupt: magic {magic!r}, expected {MAGIC!r}")
+            if version != FORMAT_VERSION:
+                raise SnapshotError(f"snapshot {path} has format version {version}; "
+                                    f"this genapi reads version {FORMAT_VERSION}")
+            if size != HEADER.size + length:
+                raise SnapshotError(f"snapshot {path} is torn: header says {length} body bytes, "
+                                    f"file holds {size - HEADER.size}")
+            if found < generation:
+                raise SnapshotError(f"snapshot {path} holds generation {found}, "
+                                    f"older than generation {generation} asked for")
+            last = self._last
+            if last is not None and found == last.generation and pid == self._last_pid:
+                return last
+            body = _read_exactly(fd, length, HEADER.size)
+        finally:
+            os.close(fd)
+        if len(body) != length:
+            raise SnapshotError(f"snapshot {path} is torn: header says {length} body bytes, read {len(body)}")
+        collecting = gc.isenabled()
+        if collecting:  # a big registry is ~35 new containers per config: a third of the time went to gc passes
+            gc.disable()
+        try:
+            configs = _decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise SnapshotError(f"snapshot {path} generation {found} is corrupt: {exc}") from None
+        finally:
+            if collecting:
+                gc.enable()
+        snap = Snapshot(found, configs)
+        self._last, self._last_pid, self.generation = snap, pid, found
+        return snap
+
+
+def _read_exactly(fd: int, length: int, offset: int) -> bytes:
+    """`length` bytes from `offset`; fewer only at end of file."""
+    data = os.pread(fd, length, offset)
+    if len(data) == length or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "Snapshot", "SnapshotError", "SnapshotReader", "SnapshotWriter",
+           "default_path"]

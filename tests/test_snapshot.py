@@ -1,0 +1,336 @@
+"""The registry snapshot in shared memory (genapi.snapshot): round trips, torn and corrupt files,
+segments left by a crashed master or owned by a live one, cleanup, and that a reader never sees
+a half-written generation."""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from genapi.errors import GenapiError
+from genapi.snapshot import HEADER, MAGIC, SnapshotError, SnapshotReader, SnapshotWriter, default_path
+from genapi.structs import FunConfig
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+def configs(n: int, tag: str = "") -> list[FunConfig]:
+    """Configs using most fields: remote nodes, versions, typed arguments, permissions, retry."""
+    return [FunConfig(service=f"svc{i % 7}", request_type=f"op{i}{tag}", mfa=f"app.handlers:op{i}",
+                      nodes=[f"10.0.0.{i % 5 + 1}:4100", f"10.0.1.{i % 3 + 1}:4100"],
+                      choose_node_mode={"hash": "user_id"} if i % 2 else "round_robin",
+                      timeout=3000 if i % 3 else "infinity", version=f"1.{i % 4}.0",
+                      arg_types={"user_id": "string", "amount": "num",
+                                 "tags": {"type": "list_string", "max_items": 10}},
+                      arg_orders=["user_id", "amount", "tags"], check_permission={"arg": "user_id"},
+                      retry={"all_nodes": 2}, response_type="async" if i % 4 == 0 else "sync")
+            for i in range(n)]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+@pytest.fixture
+def warnings() -> Iterator[list[str]]:
+    """The genapi logger's records (attached directly: log.setup may have stopped propagation)."""
+    records: list[str] = []
+
+    class ListHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("genapi")
+    handler = ListHandler(logging.WARNING)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+# ---- round trip
+
+
+def test_round_trip_over_several_generations(tmp_path: Path) -> None:
+    path = str(tmp_path / "gw.snapshot")
+    writer = SnapshotWriter(path)
+    reader = SnapshotReader(path)
+    assert writer.generation == 0 and reader.generation == 0
+    for expected_gen, registry in enumerate([configs(3), configs(50, "b"), [], configs(1, "c")], start=1):
+        gen = writer.publish(registry)
+        assert gen == expected_gen == writer.generation
+        snap = reader.read(gen)
+        assert snap.generation == gen == reader.generation
+        assert snap.configs == registry
+        assert all(type(c) is FunConfig for c in snap.configs)
+    writer.close()
+
+
+def test_a_second_reader_and_a_repeated_read_see_the_same_generation(tmp_path: Path) -> None:
+    path = str(tmp_path / "gw.snapshot")
+    writer = SnapshotWriter(path)
+    gen = writer.publish(configs(10))
+    reader = SnapshotReader(path)
+    first = reader.read(gen)
+    assert reader.read(gen) is first  # unchanged file: not decoded again
+    assert SnapshotReader(path).read(gen) == first
+    writer.close()
+
+
+def test_a_reader_told_an_older_generation_gets_the_newer_one(tmp_path: Path) -> None:
+    path = str(tmp_path / "gw.snapshot")
+    writer = SnapshotWriter(path)
+    old = writer.publish(configs(2))
+    newest = configs(4, "new")
+    writer.publish(configs(3))
+    gen = writer.publish(newest)
+    snap = SnapshotReader(path).read(old)
+    assert (snap.generation, snap.configs) == (gen, newest)
+    writer.close()
+
+
+def test_a_generation_not_yet_published_is_an_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "gw.snapshot")
+    writer = SnapshotWriter(path)
+    writer.publish(configs(2))
+    with pytest.raises(SnapshotError, match=r"holds generation 1, older than generation 2 asked for"):
+        SnapshotReader(path).read(2)
+    writer.close()
+
+
+# ---- missing, torn and corrupt files
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "none.snapshot"
+    with pytest.raises(SnapshotError, match=r"none\.snapshot does not exist \(generation 1 asked for\)") as info:
+        SnapshotReader(str(path)).read(1)
+    assert isinstance(info.value, GenapiError)
+
+
+@pytest.mark.parametrize("cut", [0, 10, HEADER.size, HEADER.size + 1, -1])
+def test_a_truncated_file_is_torn(tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "gw.snapshot"
+    writer = SnapshotWriter(str(path))
+    writer.publish(configs(5))
+    data = path.read_bytes()
+    kept = len(data[:cut])
+    path.write_bytes(data[:cut])
+    body = len(data) - HEADER.size
+    expected = (rf"is torn: {kept} bytes, shorter than the {HEADER.size}-byte header" if kept < HEADER.size
+                else rf"is torn: header says {body} body bytes, file holds {kept - HEADER.size}")
+    with pytest.raises(SnapshotError, match=expected):
+        SnapshotReader(str(path)).read(1)
+
+
+def test_trailing_bytes_are_torn(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    SnapshotWriter(str(path)).publish(configs(2))
+    with path.open("ab") as f:
+        f.write(b"xx")
+    with pytest.raises(SnapshotError, match=r"file holds \d+"):
+        SnapshotReader(str(path)).read(1)
+
+
+def test_bad_magic_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    SnapshotWriter(str(path)).publish(configs(2))
+    data = bytearray(path.read_bytes())
+    data[:8] = b"NOTASNAP"
+    path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match=r"is corrupt: magic b'NOTASNAP', expected b'GNAPISNP'"):
+        SnapshotReader(str(path)).read(1)
+
+
+def test_another_format_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    SnapshotWriter(str(path)).publish(configs(2))
+    data = bytearray(path.read_bytes())
+    data[8:12] = (99).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match=r"has format version 99; this genapi reads version 1"):
+        SnapshotReader(str(path)).read(1)
+
+
+def test_a_body_that_is_not_configs_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    SnapshotWriter(str(path)).publish(configs(2))
+    data = bytearray(path.read_bytes())
+    data[HEADER.size] = 0xC1  # never used in msgpack
+    path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match=r"generation 1 is corrupt: "):
+        SnapshotReader(str(path)).read(1)
+    # a well-formed body of the wrong shape: a config with an unknown field
+    body = b"\x91\x84\xa7service\xa1s\xacrequest_type\xa1r\xa3mfa\xa3m:f\xa5bogus\x01"
+    path.write_bytes(HEADER.pack(MAGIC, 1, 1, os.getpid(), len(body)) + body)
+    with pytest.raises(SnapshotError, match=r"is corrupt: Object contains unknown field `bogus`"):
+        SnapshotReader(str(path)).read(1)
+
+
+# ---- stale and owned segments
+
+
+def test_a_segment_left_by_a_dead_master_is_replaced(tmp_path: Path, warnings: list[str]) -> None:
+    path = tmp_path / "gw.snapshot"
+    proc = run_python(f"""
+        import os
+        from genapi.snapshot import SnapshotWriter
+        from genapi.structs import FunConfig
+        w = SnapshotWriter({str(path)!r})
+        w.publish([FunConfig(service="old", request_type="r", mfa="m:f")] * 3)
+        open({str(path)!r} + ".%d.tmp" % os.getpid(), "wb").write(b"half")  # a crash mid-publish
+        print(os.getpid())
+        os._exit(0)  # no close(): as a crash leaves it
+        """)
+    assert proc.returncode == 0, proc.stderr
+    dead = int(proc.stdout)
+    assert path.exists() and Path(f"{path}.{dead}.tmp").exists()
+
+    writer = SnapshotWriter(str(path))
+    assert warnings == [f"snapshot_stale_replaced path={path} pid={dead}"]
+    assert not path.exists(), "the stale registry must not be readable before the first publish"
+    assert not Path(f"{path}.{dead}.tmp").exists()
+    gen = writer.publish(configs(2))
+    assert gen == 1
+    assert SnapshotReader(str(path)).read(1).configs == configs(2)
+    writer.close()
+
+
+def test_an_unreadable_stale_file_is_replaced(tmp_path: Path, warnings: list[str]) -> None:
+    path = tmp_path / "gw.snapshot"
+    path.write_bytes(b"garbage")
+    writer = SnapshotWriter(str(path))
+    assert warnings == [f"snapshot_stale_replaced path={path} pid=unreadable"]
+    assert not path.exists()
+    writer.close()
+
+
+def test_a_segment_owned_by_a_live_master_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    writer = SnapshotWriter(str(path))
+    writer.publish(configs(3))
+    proc = run_python(f"""
+        from genapi.snapshot import SnapshotWriter
+        try:
+            SnapshotWriter({str(path)!r})
+        except RuntimeError as exc:
+            print(exc)
+            raise SystemExit(3)
+        """)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == (f"snapshot {path} belongs to the running process {os.getpid()} "
+                                   "(another master serves this address)")
+    assert SnapshotReader(str(path)).read(1).configs == configs(3)  # untouched
+    writer.close()
+
+
+def test_the_same_process_may_reopen_its_own_segment(tmp_path: Path, warnings: list[str]) -> None:
+    path = tmp_path / "gw.snapshot"
+    SnapshotWriter(str(path)).publish(configs(1))
+    again = SnapshotWriter(str(path))
+    assert warnings == []
+    assert again.publish(configs(2)) == 1
+    again.close()
+
+
+# ---- cleanup
+
+
+def test_close_unlinks_and_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    writer = SnapshotWriter(str(path))
+    writer.close()  # before any publish: nothing to remove
+    writer = SnapshotWriter(str(path))
+    writer.publish(configs(2))
+    assert path.exists()
+    writer.close()
+    assert not path.exists()
+    writer.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_forked_child_exiting_leaves_the_masters_segment(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    writer = SnapshotWriter(str(path))
+    writer.publish(configs(2))
+    pid = os.fork()
+    if pid == 0:  # a worker forked from the master closes what it inherited
+        writer.close()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert SnapshotReader(str(path)).read(1).configs == configs(2)
+    writer.close()
+    assert not path.exists()
+
+
+def test_the_directory_is_created_private(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "gw.snapshot"
+    writer = SnapshotWriter(str(path))
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    writer.publish([])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    writer.close()
+
+
+def test_default_path() -> None:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    assert default_path("127.0.0.1", 4000) == f"{base}/genapi-{os.getuid()}/127.0.0.1-4000.snapshot"
+    assert default_path("::1", 80) == f"{base}/genapi-{os.getuid()}/__1-80.snapshot"
+
+
+# ---- atomicity
+
+
+def test_a_reader_never_sees_a_half_written_generation(tmp_path: Path) -> None:
+    """One thread publishes 200 generations of different sizes; another reads each announced
+    generation as fast as it can. Every read decodes whole, with the configs of its generation."""
+    path = str(tmp_path / "gw.snapshot")
+    writer = SnapshotWriter(path)
+    registries = [configs(1 + (g * 37) % 120, f"g{g}") for g in range(201)]
+    announced = [writer.publish(registries[0])]
+    done = threading.Event()
+    errors: list[BaseException] = []
+    reads: list[int] = []
+
+    def publish() -> None:
+        try:
+            for g in range(1, 201):
+                announced.append(writer.publish(registries[g]))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def read() -> None:
+        reader = SnapshotReader(path)
+        try:
+            while not done.is_set() or reads[-1:] != [announced[-1]]:
+                snap = reader.read(announced[-1])
+                assert snap.configs == registries[snap.generation - 1]
+                reads.append(snap.generation)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish), threading.Thread(target=read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert reads == sorted(reads) and reads[-1] == 201
+    assert len(set(reads)) > 1
+    writer.close()
