@@ -79,6 +79,7 @@ MATRIX = [
     ("demo.echo_plain (plain def)", "gateway demo.echo_plain", 0.50, 0.50),
     ("demo.register (async def, 5 args)", "gateway demo.register", None, None),
     ("inv.echo on a service node (async def)", "gateway remote inv.echo", None, None),
+    ("demo.echo, --workers 2 (unpinned)", "gateway 2 workers demo.echo", None, None),
 ]
 # The remote goal (issue 10): a function on a service node at >= 70% of the same local `async def`.
 REMOTE_GOAL = 0.70
@@ -177,6 +178,18 @@ def bench_node(bench_gateway):
     yield node
     code = node.stop()
     assert code == 0, f"service node exited with {code}: {node.read_stderr()[-2000:]}"
+
+
+@pytest.fixture(scope="session")
+def bench_gateway_2w():
+    """`genapi serve --workers 2` (demo config), not pinned: the two workers have the two cores,
+    which they share with the load generator."""
+    from gateway_proc import GatewayProcess
+
+    gw = GatewayProcess(extra_args=["--workers", "2", "--log-level", "warning"])
+    yield gw
+    code = gw.stop()
+    assert code == 0, f"gateway exited with {code}: {gw.read_stderr()[-2000:]}"
 
 
 @pytest.fixture(scope="session")

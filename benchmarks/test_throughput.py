@@ -22,7 +22,7 @@ def _measure(benchmark, loadgen, results, name, server, mode, pipeline, **kw):
     out: dict = {}
 
     def run_once():
-        r = loadgen.run(server.port, mode, pipeline=pipeline, server_pid=server.pid, **kw)  # fails on any error
+        r = loadgen.run(server.port, mode, pipeline=pipeline, **{"server_pid": server.pid, **kw})  # fails on any error
         if r["calls_per_s"] > out.get("calls_per_s", -1):
             out.clear()
             out.update(r)
@@ -77,3 +77,12 @@ def test_gateway_remote_echo(benchmark, loadgen, bench_gateway, bench_node, thro
     gateway's CPU). Compare with demo.echo, the same function local."""
     _measure(benchmark, loadgen, throughput_results, f"gateway remote inv.echo P={pipeline}", bench_gateway,
              "phoenix", pipeline, service="inv")
+
+
+@pytest.mark.benchmark(group="throughput")
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_gateway_two_workers(benchmark, loadgen, bench_gateway_2w, throughput_results, pipeline):
+    """demo.echo with `--workers 2`: the kernel spreads the 50 connections over both workers
+    (SO_REUSEPORT). Unpinned: on this 2-core machine the load generator takes one core's worth."""
+    _measure(benchmark, loadgen, throughput_results, f"gateway 2 workers demo.echo P={pipeline}", bench_gateway_2w,
+             "phoenix", pipeline, server_pid=None)  # the master's CPU says nothing: the workers serve

@@ -250,7 +250,7 @@ def test_call_raises_typed_errors(run, demo_gateway):
 
 
 def test_reconnect_rejoins_after_a_gateway_restart_on_the_same_port(run):
-    first = GatewayProcess(DEMO)
+    first = GatewayProcess(DEMO, extra_args=["--drain-timeout", "0.2"])  # the pending call is not waited for
     port = first.port
     holder: dict[str, GatewayProcess] = {}
 

@@ -14,10 +14,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from genapi.errors import GenapiError
-from genapi.snapshot import HEADER, MAGIC, SnapshotError, SnapshotReader, SnapshotWriter, default_path
+from genapi.snapshot import FORMAT_VERSION, HEADER, MAGIC, SnapshotError, SnapshotReader, SnapshotWriter, default_path
 from genapi.structs import FunConfig
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -161,7 +162,7 @@ def test_another_format_version_is_refused(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[8:12] = (99).to_bytes(4, "little")
     path.write_bytes(bytes(data))
-    with pytest.raises(SnapshotError, match=r"has format version 99; this genapi reads version 1"):
+    with pytest.raises(SnapshotError, match=r"has format version 99; this genapi reads version 2"):
         SnapshotReader(str(path)).read(1)
 
 
@@ -174,8 +175,9 @@ def test_a_body_that_is_not_configs_is_corrupt(tmp_path: Path) -> None:
     with pytest.raises(SnapshotError, match=r"generation 1 is corrupt: "):
         SnapshotReader(str(path)).read(1)
     # a well-formed body of the wrong shape: a config with an unknown field
-    body = b"\x91\x84\xa7service\xa1s\xacrequest_type\xa1r\xa3mfa\xa3m:f\xa5bogus\x01"
-    path.write_bytes(HEADER.pack(MAGIC, 1, 1, os.getpid(), len(body)) + body)
+    blob = b"\x84\xa7service\xa1s\xacrequest_type\xa1r\xa3mfa\xa3m:f\xa5bogus\x01"
+    body = msgspec.msgpack.encode([blob])
+    path.write_bytes(HEADER.pack(MAGIC, FORMAT_VERSION, 1, os.getpid(), len(body)) + body)
     with pytest.raises(SnapshotError, match=r"is corrupt: Object contains unknown field `bogus`"):
         SnapshotReader(str(path)).read(1)
 
@@ -334,3 +336,16 @@ def test_a_reader_never_sees_a_half_written_generation(tmp_path: Path) -> None:
     assert reads == sorted(reads) and reads[-1] == 201
     assert len(set(reads)) > 1
     writer.close()
+
+
+def test_an_unchanged_config_comes_back_as_the_same_object(tmp_path: Path) -> None:
+    """What lets a worker skip what did not change: the reader maps each config's bytes back to
+    the FunConfig it decoded from them before; a changed config is a new object."""
+    path = tmp_path / "gw.snapshot"
+    writer, reader = SnapshotWriter(str(path)), SnapshotReader(str(path))
+    first = configs(3)
+    one = reader.read(writer.publish(first)).configs
+    changed = [*first[:2], msgspec.structs.replace(first[2], timeout=1234)]
+    two = reader.read(writer.publish(changed)).configs
+    assert two[0] is one[0] and two[1] is one[1]
+    assert two[2] is not one[2] and two[2].timeout == 1234

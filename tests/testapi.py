@@ -243,3 +243,10 @@ def plain_unencodable():
 async def agen_unencodable():
     yield 1
     yield object()
+
+
+async def pid():
+    """Which worker process answered (the workers tests)."""
+    import os
+
+    return os.getpid()

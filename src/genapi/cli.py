@@ -11,7 +11,7 @@ import time
 import msgspec
 
 from . import __version__, log
-from .config import ConfigError, LogLevel, Port, Settings, Workers, auth_problems, load
+from .config import ConfigError, LogLevel, Port, Positive, Settings, Workers, auth_problems, load
 from .schema import field_problem, literal_values, render
 from .signatures import callable_problems
 from .structs import FunConfig, split_target
@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--control-port", type=int, metavar="PORT",
                    help="the control port service nodes push configs to; 0 picks a free port "
                         "(overrides [gateway] control_port, default 4001)")
+    s.add_argument("--drain-timeout", type=float, metavar="SECONDS",
+                   help="on SIGTERM, how long in-flight calls may finish before clients are closed "
+                        "(overrides [gateway] shutdown_grace_ms; default 10)")
     s.add_argument("--workers", metavar="N|auto",
                    help='worker processes sharing the port; "auto" = one per CPU (overrides [gateway] workers)')
     s.add_argument("--log-level", choices=literal_values(LogLevel),
@@ -103,9 +106,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         changes["port"] = args.port
     if getattr(args, "control_port", None) is not None:
         changes["control_port"] = args.control_port
+    if getattr(args, "drain_timeout", None) is not None:
+        changes["shutdown_grace_ms"] = int(args.drain_timeout * 1000)
     if getattr(args, "workers", None):
         changes["workers"] = int(args.workers) if args.workers.isdigit() else args.workers
-    problems = [problem for key, typ in (("port", Port), ("control_port", Port), ("workers", Workers))
+    problems = [problem for key, typ in (("port", Port), ("control_port", Port), ("workers", Workers),
+                                         ("shutdown_grace_ms", Positive))
                 if key in changes and (problem := field_problem(f"--{key}", typ, changes[key]))]
     if problems:  # the file's own rules, so the command line cannot set what the file may not
         raise ConfigError(problems)
@@ -146,23 +152,22 @@ def serve(settings: Settings) -> int:
                          "serve your own --config beyond loopback")
     _check_functions(settings)
     workers = (os.cpu_count() or 1) if gw.workers == "auto" else int(gw.workers)
-    try:
-        sock = listening_socket(gw.host, gw.port)
+    try:  # with workers, the master only holds the port: each worker listens on it itself
+        sock = listening_socket(gw.host, gw.port, listen=workers == 1)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {gw.host}:{gw.port}: {exc.strerror}") from None
     port = sock.getsockname()[1]
     settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, port=port))
     banner = (f"genapi listening on ws://{gw.host}:{port}{gw.path.rstrip('/')}/websocket "
               f"(workers={workers}, pid={os.getpid()})")
+    control = _control_socket(settings)
     if workers == 1:
-        control = _control_socket(settings)
         uvloop.run(serve_worker(settings, sock, control=control,
                                 ready=lambda g: print(f"{banner} control on {g.control.address}", flush=True)))
         return 0
-    log.warning("control_port_not_served", workers=workers,
-                note="with several workers the control port (pushes from service nodes) is not served yet; "
-                     "[[services]] pulls work, or run --workers 1")
-    return _supervise(settings, sock, workers, banner)
+    from .master import Master
+
+    return uvloop.run(Master(settings, workers, control, gw.shutdown_grace_ms / 1000, banner).run())
 
 
 def _control_socket(settings: Settings) -> socket.socket:
@@ -177,66 +182,6 @@ def _control_socket(settings: Settings) -> socket.socket:
     except OSError as exc:
         raise ConfigError(f"cannot listen on the control port {host}:{gw.control_port}: {exc.strerror} "
                           "(set [gateway] control_port or --control-port; 0 picks a free port)") from None
-
-
-def _supervise(settings: Settings, sock: socket.socket, workers: int, banner: str) -> int:
-    """Forks `workers` processes sharing the listening socket; restarts any that dies; on
-    SIGINT/SIGTERM stops them all and exits 0."""
-    import uvloop
-
-    from .worker import serve as serve_worker
-    from .worker import sighup_ignored
-
-    def spawn() -> int:
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor logs it once
-            try:
-                uvloop.run(serve_worker(settings, sock, handle_sighup=False))
-                code = 0
-            except BaseException:
-                log.error("worker_crashed", exc_info=True)
-                code = 1
-            os._exit(code)
-        return pid
-
-    stopping = False
-
-    def on_signal(_sig: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, sighup_ignored)
-    children = {spawn() for _ in range(workers)}
-    print(banner, flush=True)
-    while not stopping:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid and pid in children:
-            children.discard(pid)
-            log.warning("worker_exited", pid=pid, status=status)
-            children.add(spawn())
-        time.sleep(0.1)
-    for pid in children:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 5
-    while children and time.monotonic() < deadline:
-        for pid in list(children):
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                children.discard(pid)
-        time.sleep(0.05)
-    for pid in children:
-        os.kill(pid, signal.SIGKILL)
-    return 0
 
 
 def _describe(cfg: FunConfig) -> str:

@@ -47,6 +47,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_topic_bytes: TopicBytes = 256
     max_unsent_bytes: UnsentBytes = 16_000_000
     drain_timeout_ms: Positive = 30_000
+    shutdown_grace_ms: Positive = 10_000
     thread_pool_size: Positive = 32
     thread_queue_limit: Positive = 1000
     string_max_bytes: Positive = 3000

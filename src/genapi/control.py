@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -67,8 +68,10 @@ class Refused(Exception):
 class ControlPlane:
     """Receives pushes on the control port and runs the pull loops, for one gateway process."""
 
-    def __init__(self, pipeline: Pipeline, settings: Settings) -> None:
+    def __init__(self, pipeline: Pipeline, settings: Settings,
+                 on_change: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.pipeline = pipeline
+        self.on_change = on_change  # the master's broadcast: a change is answered once every worker has it
         self.cluster = settings.cluster
         self.secret = rpc.secret_from(settings.cluster.secret)
         self.services: dict[str, ServiceState] = {}
@@ -76,6 +79,7 @@ class ControlPlane:
         self.configured = {src.service: list(src.nodes) for src in settings.services}
         self.server: asyncio.Server | None = None
         self.address = ""
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def start(self, sock: socket.socket | None) -> None:
         """Serves the control port's socket (None: no control port) and starts the configured pulls."""
@@ -100,7 +104,12 @@ class ControlPlane:
                 raise Refused("args must be a list")
             if target == "$push":
                 message, force = [*args, False][:2]
-                peer.result(cid, self.push(message, bool(force), "push"))
+                result = self.push(message, bool(force), "push")
+                if self.on_change is None or result["status"] != "accepted":
+                    peer.result(cid, result)
+                else:
+                    self._tasks.add(task := asyncio.ensure_future(self._announce(peer, cid, result)))
+                    task.add_done_callback(self._tasks.discard)
             elif target == "$verify":
                 peer.result(cid, self.verify(*args[:2]))
             elif target == "$pushed":
@@ -118,6 +127,13 @@ class ControlPlane:
             peer.error(cid, rpc.REFUSED, str(exc))
         except TypeError as exc:
             peer.error(cid, rpc.REFUSED, f"bad arguments for {target}: {exc}")
+
+    async def _announce(self, peer: rpc.ServerPeer, cid: int, result: dict[str, Any]) -> None:
+        """Answers a push once every worker serves it (or says which did not)."""
+        assert self.on_change is not None
+        sent = await self.on_change()
+        peer.result(cid, {**result, "generation": sent["generation"], "workers": sent["workers"],
+                          "missing": sent["missing"], "broadcast_ms": sent["ms"]})
 
     def cancel(self, peer: rpc.ServerPeer, cid: int) -> None:
         pass
@@ -141,7 +157,7 @@ class ControlPlane:
             if not new_nodes:
                 return {"status": "skipped", "reason": "version_matches"}
             message.nodes = state.nodes + new_nodes  # another node of the same version: serve from all
-        configs = self._configs(message)
+        configs = self._configs(message, state)
         old = state.keys if state is not None else []
         try:
             self.pipeline.replace(old, configs)
@@ -158,15 +174,28 @@ class ControlPlane:
             self._pull_from(message.service, fresh.nodes, first_delay=self.cluster.pull_interval_ms / 1000)
         return {"status": "accepted", "functions": len(configs)}
 
-    def _configs(self, message: PushMessage) -> list[FunConfig]:
+    def _configs(self, message: PushMessage, state: ServiceState | None) -> list[FunConfig]:
+        """The push's FunConfigs, every problem at once. One pushed exactly as before (same map,
+        same nodes) is the config already held: not checked again (a 10 000-function service
+        pushed again with one change costs one check)."""
         problems: list[str] = []
         configs: list[FunConfig] = []
-        seen: set[tuple[str, Any]] = set()
+        seen: set[tuple[Any, Any]] = set()
+        before: dict[Any, dict[str, Any]] = {}
+        if state is not None and state.nodes == message.nodes:
+            before = {(r.get("request_type"), r.get("version")): r for r in state.fun_configs if isinstance(r, dict)}
         for i, raw in enumerate(message.fun_configs, 1):
             label = f"fun_configs #{i}" + (f" ({raw.get('request_type')})" if isinstance(raw, dict) else "")
             if not isinstance(raw, dict):
                 problems.append(f"{label}: must be a map")
                 continue
+            ident = (raw.get("request_type"), raw.get("version"))
+            if before.get(ident) == raw and ident not in seen:
+                held = self.pipeline.registry.item(message.service, str(ident[0]), ident[1])
+                if held is not None:
+                    seen.add(ident)
+                    configs.append(held[0])
+                    continue
             raw = dict(raw)
             if raw.setdefault("service", message.service) != message.service:
                 problems.append(f"{label}: service {raw['service']!r} is not the pushed service {message.service!r}")
@@ -254,6 +283,8 @@ class ControlPlane:
                     got = message.get("service") if isinstance(message, dict) else message
                     raise Refused(f"node {address} answered a config for {got!r}, not {service!r}")
                 outcome = self.push(message, False, "pull")["status"]
+                if outcome == "accepted" and self.on_change is not None:
+                    await self.on_change()
                 state = self.services[service]
                 state.pulled_at = time.time()
                 state.pull_failures = 0

@@ -77,8 +77,16 @@ class Pipeline:
     def replace(self, old: list[tuple[str, str, str | None]], configs: list[FunConfig]) -> None:
         """Swaps a service's functions in one step: every new config is bound first (a
         ValueError naming the function leaves the registry as it was), then the old keys go and
-        the new ones come, with no await between, so no request sees half of it."""
-        bound = [(cfg, self.bind(cfg)) for cfg in configs]
+        the new ones come, with no await between, so no request sees half of it. A config equal
+        to the one it replaces keeps the old object and its Entry (nothing to rebind, and a
+        snapshot publishes it without encoding it again)."""
+        wanted = set(old)
+        current = {key: (c, e) for c, e in self.registry.items()
+                   if (key := (c.service, c.request_type, c.version)) in wanted}
+        bound = []
+        for cfg in configs:
+            same = current.get((cfg.service, cfg.request_type, cfg.version))
+            bound.append(same if same is not None and same[0] == cfg else (cfg, self.bind(cfg)))
         for service, request_type, version in old:
             try:
                 self.registry.delete(service, request_type, version)
@@ -86,6 +94,49 @@ class Pipeline:
                 pass
         for cfg, entry in bound:
             self.registry.add(cfg, entry)
+
+    def load(self, configs: list[FunConfig]) -> int:
+        """Serves exactly `configs` from now on (a config snapshot), in one step (no await). A
+        config that is the one already served (the snapshot reader hands unchanged configs back
+        as the same objects), or equal to it, keeps its compiled Entry; one that cannot be bound
+        here is logged and left out. A few changes among many are applied one by one, else the
+        registry is rebuilt. Returns how many were bound anew."""
+        items = self.registry.items()
+        by_id = {id(item[0]): item for item in items}
+        kept: set[int] = set()
+        changed = []
+        for cfg in configs:
+            if id(cfg) in by_id:
+                kept.add(id(cfg))
+            else:
+                changed.append(cfg)
+        if not changed and len(kept) == len(items):
+            return 0  # the same registry
+        fresh = 0
+        bound = []
+        for cfg in changed:
+            old = self.registry.item(cfg.service, cfg.request_type, cfg.version)
+            if old is not None and old[0] == cfg:
+                bound.append((cfg, old[1]))
+                continue
+            try:
+                bound.append((cfg, self.bind(cfg)))
+                fresh += 1
+            except ValueError as exc:
+                log.error("config_not_bound", service=cfg.service, request_type=cfg.request_type,
+                          version=cfg.version, error=str(exc))
+        removed = [item[0] for item in items if id(item[0]) not in kept]
+        if len(bound) + len(removed) > 64:
+            self.registry.replace_all([by_id[i] for i in kept] + bound)
+            return fresh
+        for cfg in removed:  # gone, or replaced by a changed one
+            try:
+                self.registry.delete(cfg.service, cfg.request_type, cfg.version)
+            except NotFound:
+                pass
+        for cfg, entry in bound:
+            self.registry.add(cfg, entry)
+        return fresh
 
     # ------------------------------------------------------------------ general path
     async def run(self, reply: Reply, req: Request, entry: Entry) -> None:

@@ -56,6 +56,22 @@ class Registry(Generic[T]):
         enabled = [v for v in versions.values() if not v[0].disabled]
         self._latest[key] = max(enabled, key=lambda e: version_key(e[0].version)) if enabled else None
 
+    def replace_all(self, items: builtins.list[tuple[FunConfig, T]]) -> None:
+        """Swaps the whole content in one step (a worker loading a config snapshot)."""
+        by_key: dict[tuple[str, str], dict[str | None, tuple[FunConfig, T]]] = {}
+        for cfg, attached in items:
+            by_key.setdefault(cfg.key, {})[cfg.version] = (cfg, attached)
+        latest: dict[tuple[str, str], tuple[FunConfig, T] | None] = {}
+        for key, versions in by_key.items():
+            if len(versions) == 1:  # most functions have one version: no ordering to do
+                (only,) = versions.values()
+                latest[key] = None if only[0].disabled else only
+                continue
+            enabled = [v for v in versions.values() if not v[0].disabled]
+            latest[key] = max(enabled, key=lambda e: version_key(e[0].version)) if enabled else None
+        self._by_key, self._latest = by_key, latest
+        self.generation = object()
+
     def lookup(self, service: str, request_type: str, version: str | None) -> tuple[FunConfig, T]:
         """The hot-path lookup. Raises NotFound or Disabled."""
         key = (service, request_type)
@@ -102,6 +118,19 @@ class Registry(Generic[T]):
             raise NotFound((service, request_type, version))
         del versions[version]
         self._refresh((service, request_type))
+
+    def item(self, service: str, request_type: str, version: str | None) -> tuple[FunConfig, T] | None:
+        """The (config, attached) of exactly this version, disabled or not; None when absent."""
+        versions = self._by_key.get((service, request_type))
+        return versions.get(version) if versions else None
+
+    def configs(self) -> builtins.list[FunConfig]:
+        """Every config, all versions, in no particular order (fast: a snapshot to publish)."""
+        return [cfg for versions in self._by_key.values() for cfg, _ in versions.values()]
+
+    def items(self) -> builtins.list[tuple[FunConfig, T]]:
+        """Every (config, attached) pair, in no particular order."""
+        return [item for versions in self._by_key.values() for item in versions.values()]
 
     def list(self) -> builtins.list[FunConfig]:
         """Every config, all versions, ordered by service, request_type, version."""

@@ -7,9 +7,13 @@ old one, so a reader that opens the path sees one whole generation or the previo
 a mix, and a reader that opened the old file keeps reading it intact.
 
 File format (all little-endian): a 32-byte header, `magic (8s) b"GNAPISNP"`, `format version
-(u32)`, `generation (u64)`, `writer pid (u32)`, `body length (u64)`, then the body,
-`msgspec.msgpack.encode(list[FunConfig])`. The writer pid lets a new master tell a segment
-left by a crashed one (pid dead: replaced) from one a running master owns (refused).
+(u32)`, `generation (u64)`, `writer pid (u32)`, `body length (u64)`, then the body, a msgpack
+array of one msgpack-encoded FunConfig (bin) per config. Each config is encoded once by the
+writer and decoded once by a reader: a config that did not change since the last generation
+is the same bytes, which the reader maps back to the FunConfig object it decoded before (so a
+worker knows what changed without comparing, and a 10 000-config registry in which one
+function changed costs one decode). The writer pid lets a new master tell a segment left by a
+crashed one (pid dead: replaced) from one a running master owns (refused).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from .errors import GenapiError
 from .structs import FunConfig
 
 MAGIC = b"GNAPISNP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER = struct.Struct("<8sIQIQ")  # magic, format version, generation, writer pid, body length
 SUFFIX = ".snapshot"
 _TMP = ".tmp"
@@ -45,7 +49,8 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(list[FunConfig])
+_blobs_decoder = msgspec.msgpack.Decoder(list[bytes])
+_config_decoder = msgspec.msgpack.Decoder(FunConfig)
 
 
 def default_path(host: str, port: int) -> str:
@@ -107,6 +112,7 @@ class SnapshotWriter:
         self._tmp = f"{self.path}.{self._pid}{_TMP}"
         self._buf = bytearray(HEADER.size)
         self._closed = False
+        self._encoded: dict[int, tuple[FunConfig, bytes]] = {}  # id(config) -> (config, its bytes)
         _ensure_dir(os.path.dirname(self.path))
         self._take_over()
 
@@ -135,8 +141,18 @@ class SnapshotWriter:
         """Writes `configs` as generation+1 and returns it. The file appears whole or not at
         all (temp file + rename); nothing is fsynced, as shared memory is not durable anyway."""
         generation = self.generation + 1
+        cache = self._encoded
+        encoded: dict[int, tuple[FunConfig, bytes]] = {}
+        blobs = []
+        for cfg in configs:  # a config published before is not encoded again
+            hit = cache.get(id(cfg))
+            if hit is None or hit[0] is not cfg:
+                hit = (cfg, _encoder.encode(cfg))
+            encoded[id(cfg)] = hit
+            blobs.append(hit[1])
+        self._encoded = encoded
         buf = self._buf
-        _encoder.encode_into(configs, buf, HEADER.size)  # the body after the header's room, no copy
+        _encoder.encode_into(blobs, buf, HEADER.size)  # the body after the header's room, no copy
         HEADER.pack_into(buf, 0, MAGIC, FORMAT_VERSION, generation, os.getpid(), len(buf) - HEADER.size)
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
@@ -179,6 +195,7 @@ class SnapshotReader:
         self.generation = 0
         self._last: Snapshot | None = None
         self._last_pid = -1
+        self._decoded: dict[bytes, FunConfig] = {}  # the last generation's configs by their bytes
 
     def read(self, generation: int) -> Snapshot:
         """The snapshot holding `generation` or a newer one (the caller acknowledges the
@@ -219,12 +236,21 @@ class SnapshotReader:
         if collecting:  # a big registry is ~35 new containers per config: a third of the time went to gc passes
             gc.disable()
         try:
-            configs = _decoder.decode(body)
+            known = self._decoded
+            decoded: dict[bytes, FunConfig] = {}
+            configs = []
+            for blob in _blobs_decoder.decode(body):
+                cfg = known.get(blob)
+                if cfg is None:
+                    cfg = _config_decoder.decode(blob)
+                decoded[blob] = cfg
+                configs.append(cfg)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise SnapshotError(f"snapshot {path} generation {found} is corrupt: {exc}") from None
         finally:
             if collecting:
                 gc.enable()
+        self._decoded = decoded
         snap = Snapshot(found, configs)
         self._last, self._last_pid, self.generation = snap, pid, found
         return snap

@@ -7,16 +7,19 @@ import asyncio
 import errno
 import gc
 import itertools
+import json
 import logging
 import os
 import resource
 import signal
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import aiofastnet
+import msgspec
 from picows import WSAutoPingStrategy, WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows.pyi
 
@@ -24,10 +27,11 @@ from . import log
 from ._core.connection import Connection
 from ._core.reply import log_calls
 from .auth import Authenticator, Refused, choose_token, token_from_subprotocols
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import AT_CONNECTION_LIMIT, headers_too_large
 from .phoenix import origin_checker, serializer_for, topic_matcher
 from .pipeline import Pipeline
+from .snapshot import SnapshotError, SnapshotReader, default_path
 
 
 class Gateway:
@@ -125,16 +129,29 @@ class Gateway:
                         log.info("connection_idle_closed")
                     conn.close(WSCloseCode.GOING_AWAY, b"idle timeout")
 
-    async def stop(self) -> None:
-        """Closes every client with 1001 (so phoenix.js reconnects elsewhere) and the listener."""
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stops accepting; lets in-flight calls finish for up to `drain_s`; then closes every
+        client with 1001 (so phoenix.js reconnects elsewhere), in batches so they do not all
+        come back at once, and drops what did not close within a second."""
         if self.server is not None:
             self.server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for conn in list(self.connections):
-            conn.close(WSCloseCode.GOING_AWAY, b"server shutting down")
-        # a close waits for the client to read what is left: a moment for that, then drop the rest
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_s
+        # a client that is not reading its output holds calls that cannot finish: not waited for
+        while loop.time() < deadline and any(c.in_flight and not c.writing_paused for c in self.connections):
+            await asyncio.sleep(0.02)
+        busy = sum(c.in_flight for c in self.connections if not c.writing_paused)
+        if busy:
+            log.warning("drain_timeout", in_flight=busy, drain_s=drain_s)
+        conns = list(self.connections)
+        for i in range(0, len(conns), CLOSE_BATCH):
+            for conn in conns[i:i + CLOSE_BATCH]:
+                conn.close(WSCloseCode.GOING_AWAY, b"server shutting down")
+            if i + CLOSE_BATCH < len(conns):
+                await asyncio.sleep(CLOSE_PAUSE_S)
+        # a close waits for the client to read what is left: a moment for that, then drop the rest
         deadline = loop.time() + 1.0
         await asyncio.sleep(0.05)
         while self.connections and loop.time() < deadline:
@@ -143,6 +160,10 @@ class Gateway:
             conn.abort("shutdown")
         self.pipeline.nodes.close()
         self.pipeline.pool.shutdown()
+
+
+CLOSE_BATCH = 100     # clients closed at once when a worker stops
+CLOSE_PAUSE_S = 0.02  # between batches: reconnects spread over time, not a stampede
 
 
 _PICOWS_LOGGER = logging.getLogger("genapi.picows")
@@ -359,7 +380,7 @@ class PortInUse(OSError):
 _held_locks: list[Any] = []  # the port locks of this process, held until it exits
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int, listen: bool = True) -> socket.socket:
     """A bound, listening SO_REUSEPORT socket that this gateway's workers share. Refused with
     PortInUse when another process holds the port: SO_REUSEPORT alone would let a second
     gateway (same user) bind beside the first and silently take half of its connections. So a
@@ -383,7 +404,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    if listen:  # a master holds the port bound without listening: it never takes a connection
+        sock.listen(1024)
     sock.setblocking(False)
     return sock
 
@@ -412,37 +434,169 @@ def _lock_port(host: str, port: int) -> None:
     _held_locks.append(f)
 
 
-def sighup_ignored(*_args: object) -> None:
-    """SIGHUP (a closed terminal, a reload by habit) never ends the gateway; reload is not
-    supported yet, so it is logged and ignored."""
-    log.warning("sighup_ignored", pid=os.getpid(),
-                note="config reload is not supported yet: restart genapi to apply changes")
-
-
 async def serve(settings: Settings, sock: socket.socket | None = None, ready: Any = None,
-                handle_sighup: bool = True, control: socket.socket | None = None) -> None:
-    """Runs one worker until SIGINT/SIGTERM. SIGHUP is logged and ignored (`handle_sighup`
-    False: left as the caller set it, e.g. ignored in a supervisor's workers). `control` is the
-    control port's socket (pushes from service nodes), when this worker serves it."""
+                handle_sighup: bool = True, control: socket.socket | None = None,
+                master: socket.socket | None = None) -> None:
+    """Runs one worker until SIGINT/SIGTERM (or its master says drain, or is gone). Alone
+    (`master` None), it also serves the control port's socket `control` and SIGHUP reloads the
+    config file's functions. Under a master it loads the master's config snapshots."""
     from .control import ControlPlane
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(log.loop_exception)
     raise_fd_limit()
     gateway = Gateway(settings)
+    stop = asyncio.Event()
+    drain = [settings.gateway.shutdown_grace_ms / 1000]
+    link = None
+    if master is not None:
+        link = MasterLink(master, gateway, stop, drain)
+        await link.start()  # the current snapshot, before a single connection is accepted
+        sock = reuseport_socket(settings.gateway.host, settings.gateway.port)
     await gateway.start(sock)
     gateway.control = ControlPlane(gateway.pipeline, settings)
-    await gateway.control.start(control)
+    if master is None:
+        await gateway.control.start(control)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
-    stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if handle_sighup:
-        loop.add_signal_handler(signal.SIGHUP, sighup_ignored)
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_functions(gateway))
     gw = settings.gateway
     if ready is not None:
         ready(gateway)
     log.info("worker_ready", pid=os.getpid(), host=gw.host, port=gw.port)
     await stop.wait()
     await gateway.control.stop()
-    await gateway.stop()
+    await gateway.stop(drain[0])
+    if link is not None:
+        link.close()
+
+
+def reload_functions(gateway: Gateway) -> None:
+    """SIGHUP on a lone worker: the config file's functions again (pushed ones stay)."""
+    from .config import load
+
+    settings = gateway.settings
+    try:
+        fresh = load(None if settings.source == "<embedded default>" else settings.source)
+        old = [(c.service, c.request_type, c.version) for c in settings.functions]
+        gateway.pipeline.replace(old, fresh.functions)
+    except (ConfigError, ValueError) as exc:
+        log.error("config_reload_failed", source=settings.source, error=str(exc))
+        return
+    gateway.settings = msgspec.structs.replace(settings, functions=fresh.functions)
+    log.warning("config_reloaded", source=settings.source, functions=len(fresh.functions))
+
+
+class MasterLink:
+    """A worker's pipe to its master: config generations in (loaded, then acknowledged), drain
+    in; EOF means the master is gone, and the worker drains and exits."""
+
+    def __init__(self, sock: socket.socket, gateway: Gateway, stop: asyncio.Event, drain: list[float]) -> None:
+        self.sock = sock
+        self.gateway = gateway
+        self.stop = stop
+        self.drain = drain
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.snapshots = SnapshotReader(default_path(gateway.settings.gateway.host, gateway.settings.gateway.port))
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(sock=self.sock, limit=2 ** 24)
+        while True:  # the first generation, before serving
+            message = await self._next()
+            if message is None:
+                raise SystemExit(0)  # the master went away before we served
+            if self._handle(message) == "gen":
+                break
+        self.task = asyncio.ensure_future(self._read())
+
+    async def _next(self) -> dict[str, Any] | None:
+        assert self.reader is not None
+        line = await self.reader.readline()
+        if not line:
+            return None
+        try:
+            message = json.loads(line)
+        except ValueError:
+            log.warning("master_message_invalid", line=line[:200])
+            return {}
+        return message if isinstance(message, dict) else {}
+
+    def _handle(self, message: dict[str, Any]) -> str | None:
+        if isinstance(message.get("gen"), int):
+            self._load(message["gen"])
+            return "gen"
+        if "drain" in message:
+            self.drain[0] = float(message["drain"])
+            self.stop.set()
+            return "drain"
+        return None
+
+    def _load(self, gen: int) -> None:
+        started = time.perf_counter()
+        try:
+            snap = self.snapshots.read(gen)
+        except SnapshotError as exc:
+            log.error("snapshot_unreadable", generation=gen, error=str(exc))
+            return
+        fresh = self.gateway.pipeline.load(snap.configs)
+        assert self.writer is not None
+        self.writer.write(json.dumps({"ack": snap.generation}).encode() + b"\n")
+        log.info("config_loaded", generation=snap.generation, functions=len(snap.configs), bound=fresh,
+                 ms=round((time.perf_counter() - started) * 1000, 3))
+
+    async def _read(self) -> None:
+        while True:
+            message = await self._next()
+            if message is None:
+                log.warning("master_gone", pid=os.getpid(), note="draining and exiting")
+                self.stop.set()
+                return
+            self._handle(message)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A worker's own listening socket on the shared port (the master holds the port): the
+    kernel spreads new connections over the workers' sockets."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def run_worker() -> None:
+    """A worker process under a master (`genapi serve --workers N`): the settings come first
+    on the pipe whose descriptor is GENAPI_WORKER_FD."""
+    import uvloop
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master reloads and broadcasts
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the master, which drains us
+    sock = socket.socket(fileno=int(os.environ["GENAPI_WORKER_FD"]))
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return
+        line += chunk
+    settings = msgspec.json.decode(json.loads(line)["settings"], type=Settings)
+    log.setup(settings.gateway.log_level, settings.gateway.log_format)
+    os.environ.pop("GENAPI_WORKER_FD", None)
+    sock.sendall(json.dumps({"hello": os.getpid()}).encode() + b"\n")  # the master waits for it to go on
+    sock.setblocking(False)
+    try:
+        uvloop.run(serve(settings, None, handle_sighup=False, master=sock))
+    except SystemExit:
+        pass

@@ -1,0 +1,249 @@
+"""The master of `genapi serve --workers N`: N worker processes share one port, the master keeps
+them alive and in step. It serves no client: it owns the authoritative registry, the control
+port (pushes, verify, the CLI), the pull loop and the workers.
+
+Each worker binds the port itself with SO_REUSEPORT (the kernel spreads connections over them);
+the master only holds the port (bound, not listening, so it never takes a connection). On every
+registry change the master publishes a snapshot of the whole registry into shared memory under
+a new generation (`snapshot.py`) and announces the generation on each worker's pipe; a worker
+swaps to it in one step and acknowledges, so a push returns once every live worker serves it. A
+(re)started worker loads the current snapshot before it accepts a connection.
+
+The pipe is a socketpair of newline-delimited JSON messages: master → worker `{"settings"}`
+(first), `{"gen": N}`, `{"drain": seconds}`; worker → master `{"ack": N}`. A worker whose
+master is gone (EOF) drains and exits, so a killed master leaves no orphans.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+from . import log
+from .config import ConfigError, Settings
+from .control import ControlPlane
+from .pipeline import Pipeline
+from .snapshot import SnapshotWriter, default_path
+
+ACK_TIMEOUT_S = 5.0
+RESTART_WINDOW_S = 10.0    # crashes within this window count towards a crash loop
+CRASH_LOOP = 3             # this many crashes in the window: restart with backoff
+BACKOFF_MAX_S = 30.0
+
+
+class WorkerHandle:
+    """One worker process as the master sees it: its process, its pipe, what it acknowledged."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pipe: socket.socket | None = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.acked = 0
+        self.acks: dict[int, asyncio.Future[None]] = {}
+        self.crashes: list[float] = []
+        self.restart_at = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(json.dumps(message).encode() + b"\n")
+
+
+class Master:
+    """Spawns, watches and restarts the workers; publishes config; drains on SIGTERM."""
+
+    def __init__(self, settings: Settings, workers: int, control_sock: socket.socket | None,
+                 drain_timeout: float, banner: str) -> None:
+        self.settings = settings
+        self.count = workers
+        self.control_sock = control_sock
+        self.drain_timeout = drain_timeout
+        self.banner = banner
+        gw = settings.gateway
+        self.snapshots = SnapshotWriter(default_path(gw.host, gw.port))
+        self.pipeline = Pipeline(settings)  # the authoritative registry; binding it validates a push
+        self.control = ControlPlane(self.pipeline, settings, on_change=self.broadcast)
+        self.workers = [WorkerHandle(i) for i in range(workers)]
+        self.stopping = False
+        self.settings_json = msgspec.json.encode(settings).decode()
+
+    # ----------------------------------------------------------------- running
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(log.loop_exception)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        try:
+            self.snapshots.publish(self.pipeline.registry.configs())
+            for w in self.workers:
+                await self._spawn(w)
+            await self._wait_acked(self.snapshots.generation, time.monotonic() + 30)
+            await self.control.start(self.control_sock)
+            print(f"{self.banner} control on {self.control.address or '-'}", flush=True)
+            log.info("master_ready", pid=os.getpid(), workers=[w.pid for w in self.workers])
+            watcher = asyncio.ensure_future(self._watch())
+            await stop.wait()
+            watcher.cancel()
+            await self._drain()
+        finally:
+            self.snapshots.close()
+            self.pipeline.pool.shutdown()
+        return 0
+
+    async def _spawn(self, w: WorkerHandle) -> None:
+        """Starts worker `w`: its pipe, its process, then its settings and the current generation."""
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "GENAPI_WORKER_FD": str(theirs.fileno()), "GENAPI_WORKER_INDEX": str(w.index)}
+        w.proc = subprocess.Popen([sys.executable, "-c", "from genapi.worker import run_worker; run_worker()"],
+                                  pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+        theirs.close()
+        w.pipe = ours
+        w.reader, w.writer = await asyncio.open_connection(sock=ours, limit=2 ** 24)
+        w.acked = 0
+        w.send({"settings": self.settings_json})
+        try:  # nothing more until the worker has read its settings (they are one line on the pipe)
+            hello = await asyncio.wait_for(w.reader.readline(), 60)
+        except TimeoutError:
+            hello = b""
+        if b"hello" not in hello:
+            log.error("worker_start_failed", index=w.index, pid=w.pid)
+            return
+        w.send({"gen": self.snapshots.generation})
+        w.task = asyncio.ensure_future(self._read_acks(w, w.reader))
+        log.info("worker_started", index=w.index, pid=w.pid)
+
+    async def _read_acks(self, w: WorkerHandle, reader: asyncio.StreamReader) -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            try:
+                message = json.loads(line)
+            except ValueError:
+                log.warning("worker_message_invalid", index=w.index, line=line[:200])
+                continue
+            gen = message.get("ack")
+            if isinstance(gen, int):
+                w.acked = max(w.acked, gen)
+                for g in [g for g in w.acks if g <= gen]:
+                    fut = w.acks.pop(g)
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def _wait_acked(self, gen: int, deadline: float) -> list[int]:
+        """Waits until every live worker acknowledged `gen` (or the deadline); the indexes that did not."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for w in self.workers:
+            if w.alive() and w.acked < gen:
+                fut = w.acks.get(gen)
+                if fut is None:
+                    fut = w.acks[gen] = loop.create_future()
+                waits.append(fut)
+        if waits:
+            await asyncio.wait(waits, timeout=max(deadline - time.monotonic(), 0))
+        return [w.index for w in self.workers if w.alive() and w.acked < gen]
+
+    async def broadcast(self) -> dict[str, Any]:
+        """Publishes the registry and returns once every live worker serves it (or ACK_TIMEOUT_S)."""
+        started = time.perf_counter()
+        gen = self.snapshots.publish(self.pipeline.registry.configs())
+        for w in self.workers:
+            if w.alive():
+                w.send({"gen": gen})
+        missing = await self._wait_acked(gen, time.monotonic() + ACK_TIMEOUT_S)
+        ms = round((time.perf_counter() - started) * 1000, 3)
+        if missing:
+            log.warning("config_not_acknowledged", generation=gen, workers=missing, timeout_s=ACK_TIMEOUT_S)
+        else:
+            log.info("config_broadcast", generation=gen, functions=len(self.pipeline.registry), ms=ms)
+        return {"generation": gen, "workers": sum(w.alive() for w in self.workers), "missing": missing, "ms": ms}
+
+    async def _watch(self) -> None:
+        """Restarts a dead worker within a second, with backoff when it keeps crashing."""
+        while not self.stopping:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            for w in self.workers:
+                if w.proc is None or w.alive() or self.stopping:
+                    continue
+                if w.restart_at == 0.0:
+                    code = w.proc.returncode
+                    w.crashes = [t for t in w.crashes if now - t < RESTART_WINDOW_S] + [now]
+                    delay = 0.0
+                    if len(w.crashes) >= CRASH_LOOP:
+                        delay = min(2.0 ** (len(w.crashes) - CRASH_LOOP), BACKOFF_MAX_S)
+                        log.error("worker_crash_loop", index=w.index, pid=w.pid, exit=code,
+                                  crashes=len(w.crashes), window_s=RESTART_WINDOW_S, restart_in_s=delay)
+                    else:
+                        log.warning("worker_exited", index=w.index, pid=w.pid, exit=code)
+                    w.restart_at = now + delay
+                    self._close_pipe(w)
+                if now >= w.restart_at:
+                    w.restart_at = 0.0
+                    await self._spawn(w)
+
+    def _close_pipe(self, w: WorkerHandle) -> None:
+        if w.task is not None:
+            w.task.cancel()
+        if w.writer is not None:
+            w.writer.close()
+        w.writer = w.reader = None
+        for fut in w.acks.values():
+            if not fut.done():
+                fut.set_result(None)
+        w.acks.clear()
+
+    async def reload(self) -> None:
+        """SIGHUP: re-reads the config file's functions and broadcasts them (pushed ones stay)."""
+        from .config import load
+
+        source = self.settings.source
+        try:
+            fresh = load(None if source == "<embedded default>" else source)
+            old = [(c.service, c.request_type, c.version) for c in self.settings.functions]
+            self.pipeline.replace(old, fresh.functions)
+        except (ConfigError, ValueError) as exc:
+            log.error("config_reload_failed", source=source, error=str(exc))
+            return
+        self.settings = msgspec.structs.replace(self.settings, functions=fresh.functions)
+        result = await self.broadcast()
+        log.warning("config_reloaded", source=source, functions=len(fresh.functions), generation=result["generation"])
+
+    async def _drain(self) -> None:
+        """SIGTERM: no more pushes; every worker drains (in-flight calls finish up to the drain
+        timeout, then its clients are closed with 1001 in batches) and exits."""
+        self.stopping = True
+        await self.control.stop()
+        for w in self.workers:
+            if w.alive():
+                w.send({"drain": self.drain_timeout})
+        deadline = time.monotonic() + self.drain_timeout + 10
+        while any(w.alive() for w in self.workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for w in self.workers:
+            if w.alive() and w.proc is not None:
+                log.warning("worker_killed", index=w.index, pid=w.pid, reason="did not drain in time")
+                w.proc.kill()
+                w.proc.wait()
+            self._close_pipe(w)
+        log.info("master_stopped", pid=os.getpid())
