@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -174,5 +175,31 @@ def test_sighup_reloads_the_config_file_on_every_worker(tmp_path: Path) -> None:
         assert wait_until(lambda: "config_reloaded" in gw.read_stderr(), timeout=10)
         got = run(pids(gw, 40, rt="pid2"))
         assert set(got) == children(gw.pid)  # answered, by both workers
+    finally:
+        assert gw.stop() == 0
+
+
+def test_a_worker_that_keeps_crashing_is_restarted_with_backoff() -> None:
+    gw = GatewayProcess(CONFIG, extra_args=["--workers", "2"])
+    try:
+        def slot0() -> int | None:
+            for pid in children(gw.pid):
+                try:
+                    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                except OSError:  # gone meanwhile
+                    continue
+                if b"GENAPI_WORKER_INDEX=0" in env:
+                    return pid
+            return None
+
+        for _ in range(3):  # the same slot dies three times within the crash window
+            assert wait_until(lambda: len(children(gw.pid)) == 2 and slot0() is not None, timeout=10)
+            os.kill(slot0(), signal.SIGKILL)  # type: ignore[arg-type]
+            time.sleep(0.3)
+        assert wait_until(lambda: "worker_crash_loop" in gw.read_stderr(), timeout=5)
+        line = next(ln for ln in gw.read_stderr().splitlines() if "worker_crash_loop" in ln)
+        assert "crashes=3" in line and "restart_in_s=1.0" in line
+        assert wait_until(lambda: len(children(gw.pid)) == 2, timeout=10)  # back, after the backoff
+        assert len(set(run(pids(gw, 30)))) >= 1
     finally:
         assert gw.stop() == 0

@@ -49,6 +49,7 @@ class WorkerHandle:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.acked = 0
+        self.greeted = False  # it has read its settings: the pipe may carry more
         self.acks: dict[int, asyncio.Future[None]] = {}
         self.crashes: list[float] = []
         self.restart_at = 0.0
@@ -119,19 +120,24 @@ class Master:
         w.pipe = ours
         w.reader, w.writer = await asyncio.open_connection(sock=ours, limit=2 ** 24)
         w.acked = 0
+        w.greeted = False
         w.send({"settings": self.settings_json})
-        try:  # nothing more until the worker has read its settings (they are one line on the pipe)
-            hello = await asyncio.wait_for(w.reader.readline(), 60)
-        except TimeoutError:
-            hello = b""
-        if b"hello" not in hello:
-            log.error("worker_start_failed", index=w.index, pid=w.pid)
-            return
-        w.send({"gen": self.snapshots.generation})
         w.task = asyncio.ensure_future(self._read_acks(w, w.reader))
         log.info("worker_started", index=w.index, pid=w.pid)
 
     async def _read_acks(self, w: WorkerHandle, reader: asyncio.StreamReader) -> None:
+        """The worker's hello (it has read its settings: the pipe is free for more), then its acks."""
+        try:
+            hello = await asyncio.wait_for(reader.readline(), 60)
+        except TimeoutError:
+            hello = b""
+        if b"hello" not in hello:
+            log.error("worker_start_failed", index=w.index, pid=w.pid)
+            if w.proc is not None and w.alive():
+                w.proc.kill()  # the watcher restarts it
+            return
+        w.greeted = True
+        w.send({"gen": self.snapshots.generation})
         while True:
             line = await reader.readline()
             if not line:
@@ -168,7 +174,7 @@ class Master:
         started = time.perf_counter()
         gen = self.snapshots.publish(self.pipeline.registry.configs())
         for w in self.workers:
-            if w.alive():
+            if w.alive() and w.greeted:  # one still starting gets the newest generation after its hello
                 w.send({"gen": gen})
         missing = await self._wait_acked(gen, time.monotonic() + ACK_TIMEOUT_S)
         ms = round((time.perf_counter() - started) * 1000, 3)
@@ -235,8 +241,10 @@ class Master:
         self.stopping = True
         await self.control.stop()
         for w in self.workers:
-            if w.alive():
+            if w.alive() and w.greeted:
                 w.send({"drain": self.drain_timeout})
+            elif w.alive() and w.proc is not None:
+                w.proc.terminate()  # still starting: it serves nothing yet
         deadline = time.monotonic() + self.drain_timeout + 10
         while any(w.alive() for w in self.workers) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
