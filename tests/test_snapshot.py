@@ -21,8 +21,6 @@ from genapi.errors import GenapiError
 from genapi.snapshot import FORMAT_VERSION, HEADER, MAGIC, SnapshotError, SnapshotReader, SnapshotWriter, default_path
 from genapi.structs import FunConfig
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
-
 
 def configs(n: int, tag: str = "") -> list[FunConfig]:
     """Configs using most fields: remote nodes, versions, typed arguments, permissions, retry."""
@@ -38,9 +36,9 @@ def configs(n: int, tag: str = "") -> list[FunConfig]:
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": SRC}
+    """`code` in a child process importing the installed genapi, as the test process does."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=60, env=env)
+                          timeout=60)
 
 
 @pytest.fixture
