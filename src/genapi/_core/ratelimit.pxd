@@ -50,7 +50,7 @@ cdef class Table:
     cdef Slot *_find(self, ShardHeader *sh, uint64_t h, uint64_t limit_id) noexcept nogil
     cdef Slot *_claim(self, ShardHeader *sh, uint64_t h, uint64_t limit_id) noexcept nogil
 
-    # >= 0 admitted (and recorded): requests left in the window. < 0 refused: -retry_after_ms.
+    # 0: admitted (and recorded). < 0: refused, -retry_after_ms (at least 1 ms).
     # No argument checks: max_requests in 1.._ring, window_ms >= 1, an open table.
     cdef long long check_h(self, uint64_t h, uint64_t limit_id, uint64_t max_requests,
                            long long window_ms, long long now_ms) noexcept nogil

@@ -356,9 +356,8 @@ cdef class Table:
         word = (count << 32) | head
         rl_publish(&s.word, word)   # after the ring entry: a torn update under-admits
         s.newest = <uint64_t>rec
-        count = _used(ring, cap, word, max_requests, window_ms, now_ms)
         rl_unlock(&sh.lock)
-        return <long long>(max_requests - count)
+        return 0
 
     cdef _args(self, long long max_requests, long long window_ms):
         if self._base == NULL:
@@ -376,15 +375,16 @@ cdef class Table:
         self._args(max_requests, window_ms)
         if now_ms < 0:
             now_ms = rl_now_ms()
-        with nogil:
-            return self.check_h(_fix(h), limit_id, <uint64_t>max_requests, window_ms, now_ms)
+        # the GIL is kept: releasing it costs more than the check
+        return self.check_h(_fix(h), limit_id, <uint64_t>max_requests, window_ms, now_ms)
 
     # -- the Python API ----------------------------------------------------------------------
 
     def check(self, key, unsigned long long limit_id, long long max_requests, long long window_ms,
               now_ms=None) -> int:
-        """Counts one request of `key` under limit `limit_id`. >= 0: admitted and recorded (the
-        requests left in the window); < 0: refused, -(ms until one fits again)."""
+        """Counts one request of `key` under limit `limit_id`. 0: admitted and recorded; < 0:
+        refused, -(ms until one fits again). (What is left in the window is status()'s: counting
+        it costs a search of the ring, which the request path does not need.)"""
         cdef uint64_t h = _fix(_xxh3(key.encode() if isinstance(key, str) else key))
         self._args(max_requests, window_ms)
         cdef long long now = rl_now_ms() if now_ms is None else now_ms
@@ -484,24 +484,38 @@ cdef class Table:
 
     def _hold_lock(self, key) -> None:
         """Takes `key`'s shard lock and keeps it (a test kills the holder to see it stolen)."""
+        if self._base == NULL:
+            raise ValueError(f"rate-limit table {self.path} is closed")
         cdef uint64_t h = _fix(_xxh3(key.encode() if isinstance(key, str) else key))
         cdef ShardHeader *sh = self._shard(h)
         cdef Header *hdr = <Header *>self._base
         rl_lock(&sh.lock, &hdr.lock_steals)
 
     def _check_loop(self, unsigned long long h, unsigned long long limit_id, long long max_requests,
-                    long long window_ms, long long n, bint clock=True) -> int:
-        """`n` checks from C (the clock read each time unless `clock` is false: now 0): the
-        admitted count. What dispatch pays per check, without Python's call overhead."""
+                    long long window_ms, long long n, long long keys=1, bint clock=True) -> int:
+        """`n` checks from C, what dispatch pays per check without Python's call overhead: on `h`
+        alone, or spread over `keys` keys derived from it; now is the clock's (or 0 if not
+        `clock`). The admitted count."""
         self._args(max_requests, window_ms)
+        if keys < 1:
+            raise ValueError(f"keys must be >= 1, got {keys}")
         cdef long long i, admitted = 0
         cdef uint64_t hh = _fix(h)
         with nogil:
             for i in range(n):
+                if keys > 1:
+                    hh = _fix(_mix64(h + <uint64_t>(i % keys)))
                 if self.check_h(hh, limit_id, <uint64_t>max_requests, window_ms,
                                 rl_now_ms() if clock else 0) >= 0:
                     admitted += 1
         return admitted
+
+
+cdef inline uint64_t _mix64(uint64_t x) noexcept nogil:
+    """splitmix64's finalizer: distinct inputs, well-spread hashes (benchmark keys)."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL
+    return x ^ (x >> 31)
 
 
 cdef Table _map(int fd, size_t size, str path):
