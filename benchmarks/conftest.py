@@ -80,6 +80,7 @@ MATRIX = [
     ("demo.register (async def, 5 args)", "gateway demo.register", None, None),
     ("inv.echo on a service node (async def)", "gateway remote inv.echo", None, None),
     ("demo.echo, --workers 2 (unpinned)", "gateway 2 workers demo.echo", None, None),
+    ("demo.echo, a rate limit checked per call", "gateway limited demo.echo", None, None),
 ]
 # The remote goal (issue 10): a function on a service node at >= 70% of the same local `async def`.
 REMOTE_GOAL = 0.70
@@ -187,6 +188,22 @@ def bench_gateway_2w():
     from gateway_proc import GatewayProcess
 
     gw = GatewayProcess(extra_args=["--workers", "2", "--log-level", "warning"])
+    yield gw
+    code = gw.stop()
+    assert code == 0, f"gateway exited with {code}: {gw.read_stderr()[-2000:]}"
+
+
+@pytest.fixture(scope="session")
+def bench_gateway_limited():
+    """The demo gateway with a rate limit every call is checked and recorded against (one hot
+    key: every loadgen connection comes from 127.0.0.1) and never refused by (1000 per ms)."""
+    from importlib import resources
+
+    from gateway_proc import GatewayProcess
+
+    config = resources.files("genapi").joinpath("default.toml").read_text() + (
+        '\n[rate_limiter]\n[[rate_limiter.global_limits]]\nkey = "ip_address"\nmax_requests = 1000\nwindow_ms = 1\n')
+    gw = GatewayProcess(config, cpu=SERVER_CPU if _can_pin() else None)
     yield gw
     code = gw.stop()
     assert code == 0, f"gateway exited with {code}: {gw.read_stderr()[-2000:]}"
@@ -375,6 +392,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line("remote (inv.echo on one service node) / local (demo.echo), both async def: " + ", ".join(
             f"P={p} {r['calls_per_s'] / loc['calls_per_s']:.2f}" for p, r, loc in remote)
             + f"   goal >= {REMOTE_GOAL:.2f}")
+
+    limited = [(p, RESULTS.get(f"gateway limited demo.echo P={p}"), RESULTS.get(f"gateway demo.echo P={p}"))
+               for p in depths]
+    limited = [(p, r, loc) for p, r, loc in limited if r and loc and loc["calls_per_s"]]
+    if limited:
+        tr.write_line("rate limiter on / off (demo.echo): " + ", ".join(
+            f"P={p} {r['calls_per_s'] / loc['calls_per_s']:.3f}" for p, r, loc in limited) + "   goal >= 0.95")
 
     echo = RESULTS.get("raw echo P=1")
     if echo and echo["calls_per_s"]:

@@ -86,3 +86,12 @@ def test_gateway_two_workers(benchmark, loadgen, bench_gateway_2w, throughput_re
     (SO_REUSEPORT). Unpinned: on this 2-core machine the load generator takes one core's worth."""
     _measure(benchmark, loadgen, throughput_results, f"gateway 2 workers demo.echo P={pipeline}", bench_gateway_2w,
              "phoenix", pipeline, server_pid=None)  # the master's CPU says nothing: the workers serve
+
+
+@pytest.mark.benchmark(group="throughput")
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_gateway_rate_limited(benchmark, loadgen, bench_gateway_limited, throughput_results, pipeline):
+    """demo.echo with a global rate limit checked and recorded in the shared table per call
+    (never refused): compare with demo.echo, the same gateway without one."""
+    _measure(benchmark, loadgen, throughput_results, f"gateway limited demo.echo P={pipeline}", bench_gateway_limited,
+             "phoenix", pipeline)

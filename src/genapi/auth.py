@@ -27,6 +27,7 @@ class Identity(msgspec.Struct, frozen=True):
     user_id: str | None = None
     roles: list[str] | None = None
     device_id: str | None = None
+    ip: str | None = None  # the client's address (behind a trusted proxy: the forwarded one)
 
 
 ANONYMOUS = Identity()
@@ -156,3 +157,15 @@ class Authenticator:
                             dev if isinstance(dev, str) else None)
         log.error("auth_callback_bad_return", type=type(out).__name__)
         raise Refused("auth callback returned an unsupported value")
+
+
+def client_ip(peer: str | None, forwarded: str | None, trusted: frozenset[str]) -> str | None:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the rightmost
+    X-Forwarded-For entry that is not a trusted proxy itself (the left ones are the client's
+    word, and a client can write anything there)."""
+    if peer is None or peer not in trusted or not forwarded:
+        return peer
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if hop not in trusted:
+            return hop
+    return peer

@@ -81,6 +81,29 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="push even when the gateway has this config_version")
     r.add_argument("--log-level", choices=literal_values(LogLevel), default="info", help="log verbosity (default info)")
     r.add_argument("--log-format", choices=["text", "json"], default="text")
+    rl = sub.add_parser("ratelimit", help="rate limits of a running gateway: status, reset, change",
+                        description="Talks to a running gateway's control port (the cluster secret from "
+                                    "GENAPI_CLUSTER_SECRET). Changes apply to every worker before the command returns.")
+    rl_sub = rl.add_subparsers(dest="rl_command", metavar="COMMAND", required=True)
+    st = rl_sub.add_parser("status", help="a key value's use under each limit on that key (used, remaining, resets in)")
+    st.add_argument("key", help="user_id, device_id, ip_address or an argument's name")
+    st.add_argument("value", help="e.g. the user id")
+    st.add_argument("--api", metavar="SERVICE.REQUEST_TYPE", help="that function's limits instead of the global ones")
+    rs = rl_sub.add_parser("reset", help="forget a key value's use (every limit on that key)")
+    rs.add_argument("key")
+    rs.add_argument("value")
+    cf = rl_sub.add_parser("config", help="print the rate-limit config, or replace it (--set FILE.json)")
+    cf.add_argument("--set", metavar="FILE", help="a JSON file with the whole [rate_limiter] config to apply")
+    ag = rl_sub.add_parser("add-global", help="add (or replace) a global limit on KEY")
+    ag.add_argument("key")
+    ag.add_argument("max_requests", type=int)
+    ag.add_argument("window_ms", type=int)
+    rg = rl_sub.add_parser("remove-global", help="remove the global limit on KEY")
+    rg.add_argument("key")
+    for cmd in (st, rs, cf, ag, rg):
+        cmd.add_argument("--control", default="127.0.0.1:4001", metavar="HOST:PORT",
+                         help="the gateway's control port (default 127.0.0.1:4001)")
+        cmd.add_argument("--json", action="store_true", help="print the answer as JSON")
     for cmd in (s, c, r):
         cmd.add_argument("--app-dir", metavar="DIR", default=".",
                          help="directory put first on the import path for the config's modules "
@@ -284,6 +307,58 @@ def _import_path(app_dir: str) -> None:
     sys.path.insert(0, path)
 
 
+def _ratelimit(args: argparse.Namespace) -> int:
+    """`genapi ratelimit ...` against a running gateway's control port; exit 2 when refused."""
+    import asyncio
+    import json
+
+    from . import rpc
+
+    cmd = args.rl_command
+    if cmd == "status":
+        service, _, request_type = (args.api or "").partition(".")
+        target, params = "$rl_status", [args.key, args.value, service or None, request_type or None]
+    elif cmd == "reset":
+        target, params = "$rl_reset", [args.key, args.value]
+    elif cmd == "config" and args.set:
+        try:
+            with open(args.set, encoding="utf-8") as f:
+                target, params = "$rl_update", [json.load(f)]
+        except (OSError, ValueError) as exc:
+            print(f"genapi ratelimit config: cannot read {args.set}: {exc}", file=sys.stderr)
+            return 2
+    elif cmd == "config":
+        target, params = "$rl_config", []
+    elif cmd == "add-global":
+        target, params = "$rl_global_add", [{"key": args.key, "max_requests": args.max_requests,
+                                             "window_ms": args.window_ms}]
+    else:
+        target, params = "$rl_global_remove", [args.key]
+
+    async def ask() -> object:
+        peer = await rpc.connect(args.control, rpc.secret_from(None), "genapi-cli")
+        try:
+            return await peer.request(target, params, 10.0)
+        finally:
+            peer.close()
+    try:
+        answer = asyncio.run(ask())
+    except rpc.RpcError as exc:
+        print(f"genapi ratelimit {cmd}: {exc.text}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(answer))
+    elif cmd == "status":
+        for row in answer if isinstance(answer, list) else []:
+            print(f"{row['key']}={row['value']}: {row['used']}/{row['max_requests']} used per {row['window_ms']} ms, "
+                  f"{row['remaining']} remaining, resets in {row['resets_in_ms']} ms")
+        if not answer:
+            print(f"no limit on {args.key}" + (f" for {args.api}" if args.api else ""))
+    else:
+        print(json.dumps(answer, indent=2))
+    return 0
+
+
 def _run_service(args: argparse.Namespace) -> int:
     """`genapi service run MODULE:ATTR`: exit status 2 when the Service cannot be loaded."""
     log.setup(args.log_level, args.log_format)
@@ -326,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         _import_path(args.app_dir)
     if args.command == "service":
         return _run_service(args)
+    if args.command == "ratelimit":
+        return _ratelimit(args)
     if args.command == "token":
         try:
             print(token(args))

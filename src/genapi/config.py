@@ -56,6 +56,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_level: LogLevel = "warning"
     log_format: Literal["text", "json"] = "text"
     check_origin: CheckOrigin = True
+    trusted_proxies: list[str] = []
     control_host: str = "127.0.0.1"
     control_port: Port = 4001
 
@@ -97,29 +98,59 @@ class ServiceSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     nodes: NodeList
 
 
+class GlobalLimit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A limit on every request: at most `max_requests` per `window_ms` per value of `key`
+    (user_id, device_id, ip_address, or an argument's name)."""
+
+    key: NonEmpty
+    max_requests: Positive
+    window_ms: Positive
+
+
+class ApiLimit(GlobalLimit, kw_only=True, forbid_unknown_fields=True):
+    """A limit on one function (service, request_type)."""
+
+    service: NonEmpty
+    request_type: NonEmpty
+
+
+class RateLimiterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """PhoenixGenApi's rate limiter: sliding windows, exact across the host's workers (one
+    shared table of `table_slots` keys, each remembering up to the largest max_requests)."""
+
+    enabled: bool = True
+    fail_open: bool = True
+    global_limits: list[GlobalLimit] = []
+    api_limits: list[ApiLimit] = []
+    table_slots: Positive = 16384
+    max_requests_cap: Positive = 1000  # the largest max_requests a limit added at runtime may have
+
+
 class Settings(msgspec.Struct, kw_only=True):
     gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
+    rate_limiter: RateLimiterSettings = msgspec.field(default_factory=RateLimiterSettings)
     functions: list[FunConfig] = []
     services: list[ServiceSource] = []
     source: str = "<embedded default>"
 
 
-_TABLES = {"gateway": "[gateway]", "auth": "[auth]", "cluster": "[cluster]", "functions": "[[functions]]",
-           "services": "[[services]]"}
+_TABLES = {"gateway": "[gateway]", "auth": "[auth]", "cluster": "[cluster]", "rate_limiter": "[rate_limiter]",
+           "functions": "[[functions]]", "services": "[[services]]"}
 
 
 def _unknown_top_level(name: str) -> str:
     """Words a top-level name that is none of the three tables: a misspelled table, or a key
     written above its table's header."""
     for table, struct in (("gateway", GatewaySettings), ("auth", AuthSettings), ("cluster", ClusterSettings),
-                          ("functions", FunConfig), ("services", ServiceSource)):
+                          ("rate_limiter", RateLimiterSettings), ("functions", FunConfig), ("services", ServiceSource)):
         if name in struct.__struct_fields__:
             return f"key {name} is outside any table; it belongs under {_TABLES[table]}"
     hint = did_you_mean(name, _TABLES, "[{}]").replace("[functions]", "[[functions]]").replace(
         "[services]", "[[services]]")
-    return f"unknown table {name}{hint or '; expected [gateway], [auth], [cluster], [[functions]] and [[services]]'}"
+    return (f"unknown table {name}"
+            f"{hint or '; expected [gateway], [auth], [cluster], [rate_limiter], [[functions]] and [[services]]'}")
 
 
 def _path_rule(path: str) -> str | None:
@@ -224,6 +255,8 @@ def parse(text: str, source: str = "<string>") -> Settings:
         problems += _key_problems(auth)
     cluster, found = _table("[cluster]", ClusterSettings, doc.get("cluster", {}))
     problems += found
+    limiter, found = _table("[rate_limiter]", RateLimiterSettings, doc.get("rate_limiter", {}))
+    problems += found
     services = []
     raw_services = doc.get("services", [])
     if not isinstance(raw_services, list):
@@ -255,10 +288,11 @@ def parse(text: str, source: str = "<string>") -> Settings:
             seen.add(ident)
     if problems:
         partial = Settings(gateway=gw or GatewaySettings(), auth=auth or AuthSettings(),
-                           cluster=cluster or ClusterSettings(), functions=functions, services=services,
-                           source=source)
+                           cluster=cluster or ClusterSettings(), rate_limiter=limiter or RateLimiterSettings(),
+                           functions=functions, services=services, source=source)
         raise ConfigError(problems, partial, numbers)
-    return Settings(gateway=gw, auth=auth, cluster=cluster, functions=functions, services=services, source=source)
+    return Settings(gateway=gw, auth=auth, cluster=cluster, rate_limiter=limiter, functions=functions,
+                    services=services, source=source)
 
 
 def auth_problems(auth: AuthSettings) -> list[str]:

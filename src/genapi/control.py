@@ -24,6 +24,7 @@ import msgspec
 
 from . import log, rpc
 from .config import NonEmpty, Settings
+from .errors import ConfigError
 from .pipeline import Pipeline
 from .structs import FunConfig
 
@@ -72,6 +73,8 @@ class ControlPlane:
                  on_change: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.pipeline = pipeline
         self.on_change = on_change  # the master's broadcast: a change is answered once every worker has it
+        self.limits: Any = None     # ratelimit.RateLimits, when [rate_limiter] is enabled
+        self.on_limits: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
         self.cluster = settings.cluster
         self.secret = rpc.secret_from(settings.cluster.secret)
         self.services: dict[str, ServiceState] = {}
@@ -120,13 +123,48 @@ class ControlPlane:
                 peer.result(cid, self.pipeline.nodes.status())
             elif target == "$ping":
                 peer.result(cid, "pong")
+            elif target.startswith("$rl_"):
+                self._rate_limits(peer, cid, target, args)
             else:
                 peer.error(cid, rpc.UNKNOWN, f"no control request {target!r}")
-        except Refused as exc:
-            log.warning("config_push_refused", peer=peer.peername, error=str(exc))
+        except (Refused, ConfigError) as exc:
+            log.warning("control_request_refused", peer=peer.peername, target=target, error=str(exc))
             peer.error(cid, rpc.REFUSED, str(exc))
         except TypeError as exc:
             peer.error(cid, rpc.REFUSED, f"bad arguments for {target}: {exc}")
+
+    def _rate_limits(self, peer: rpc.ServerPeer, cid: int, target: str, args: list[Any]) -> None:
+        """rl_status, rl_reset, rl_config (read), and the changes: rl_update (the whole config),
+        rl_global_add, rl_global_remove. A change is answered once every worker has it."""
+        limits = self.limits
+        if limits is None:
+            raise Refused("rate limiting is off ([rate_limiter] enabled = false)")
+        if target == "$rl_status":
+            key, value, service, request_type = [*args, None, None][:4]
+            return peer.result(cid, limits.status(str(key), str(value), service, request_type))
+        if target == "$rl_reset":
+            return peer.result(cid, {"freed": limits.reset(str(args[0]), str(args[1]))})
+        if target == "$rl_config":
+            return peer.result(cid, limits.config())
+        if target == "$rl_update":
+            limits.update(args[0])
+        elif target == "$rl_global_add":
+            limits.add_global(args[0])
+        elif target == "$rl_global_remove":
+            limits.remove_global(str(args[0]))
+        else:
+            return peer.error(cid, rpc.UNKNOWN, f"no control request {target!r}")
+        log.warning("rate_limits_changed", by=peer.peername, request=target)
+        if self.on_limits is None:
+            return peer.result(cid, {"config": limits.config()})
+        task = asyncio.ensure_future(self._announce_limits(peer, cid, limits.config()))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce_limits(self, peer: rpc.ServerPeer, cid: int, config: dict[str, Any]) -> None:
+        assert self.on_limits is not None
+        sent = await self.on_limits(config)
+        peer.result(cid, {"config": config, "workers": sent["workers"], "missing": sent["missing"]})
 
     async def _announce(self, peer: rpc.ServerPeer, cid: int, result: dict[str, Any]) -> None:
         """Answers a push once every worker serves it (or says which did not)."""

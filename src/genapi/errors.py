@@ -239,6 +239,13 @@ def remote_failed(text: str, detail: bool) -> str:
     return f"{INTERNAL}: {text}" if detail else INTERNAL
 
 
+def rate_limited(retry_after_s: int) -> str:
+    return f"Rate limit exceeded. Please retry after {max(retry_after_s, 1)} seconds."
+
+
+RATE_LIMIT_UNAVAILABLE = "Rate limit service unavailable"
+
+
 def hook_rejected(reason: str) -> str:
     return f"hook rejected: {reason}"
 

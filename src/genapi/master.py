@@ -49,6 +49,7 @@ class WorkerHandle:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.acked = 0
+        self.limits_acked = 0
         self.greeted = False  # it has read its settings: the pipe may carry more
         self.acks: dict[int, asyncio.Future[None]] = {}
         self.crashes: list[float] = []
@@ -81,6 +82,14 @@ class Master:
         self.snapshots = SnapshotWriter(default_path(gw.host, gw.port))
         self.pipeline = Pipeline(settings)  # the authoritative registry; binding it validates a push
         self.control = ControlPlane(self.pipeline, settings, on_change=self.broadcast)
+        self.limits = None
+        if settings.rate_limiter.enabled:  # the one table every worker maps
+            from .ratelimit import RateLimits, table_path
+
+            self.limits = RateLimits.create(settings.rate_limiter, table_path(gw.host, gw.port))
+            self.control.limits = self.limits
+            self.control.on_limits = self.broadcast_limits
+        self.limits_seq = 0
         self.workers = [WorkerHandle(i) for i in range(workers)]
         self.stopping = False
         self.settings_json = msgspec.json.encode(settings).decode()
@@ -107,6 +116,8 @@ class Master:
             await self._drain()
         finally:
             self.snapshots.close()
+            if self.limits is not None:
+                self.limits.close(owner=True)
             self.pipeline.pool.shutdown()
         return 0
 
@@ -137,6 +148,8 @@ class Master:
                 w.proc.kill()  # the watcher restarts it
             return
         w.greeted = True
+        if self.limits is not None and self.limits_seq:  # changed since start: the current limits first
+            w.send({"limits": self.limits.config(), "seq": self.limits_seq})
         w.send({"gen": self.snapshots.generation})
         while True:
             line = await reader.readline()
@@ -146,6 +159,10 @@ class Master:
                 message = json.loads(line)
             except ValueError:
                 log.warning("worker_message_invalid", index=w.index, line=line[:200])
+                continue
+            seq = message.get("limits_ack")
+            if isinstance(seq, int):
+                w.limits_acked = max(w.limits_acked, seq)
                 continue
             gen = message.get("ack")
             if isinstance(gen, int):
@@ -183,6 +200,21 @@ class Master:
         else:
             log.info("config_broadcast", generation=gen, functions=len(self.pipeline.registry), ms=ms)
         return {"generation": gen, "workers": sum(w.alive() for w in self.workers), "missing": missing, "ms": ms}
+
+    async def broadcast_limits(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Rate-limit config changed in the master: every worker applies it; returns once they
+        acknowledged (or ACK_TIMEOUT_S, naming those that did not)."""
+        self.limits_seq += 1
+        seq = self.limits_seq
+        for w in self.workers:
+            if w.alive() and w.greeted:
+                w.send({"limits": config, "seq": seq})
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        while time.monotonic() < deadline and any(w.alive() and w.greeted and w.limits_acked < seq
+                                                  for w in self.workers):
+            await asyncio.sleep(0.005)
+        missing = [w.index for w in self.workers if w.alive() and w.limits_acked < seq]
+        return {"workers": sum(w.alive() for w in self.workers), "missing": missing}
 
     async def _watch(self) -> None:
         """Restarts a dead worker within a second, with backoff when it keeps crashing."""

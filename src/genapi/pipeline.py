@@ -159,7 +159,7 @@ class Pipeline:
             if new_cfg is not entry.config:
                 entry = self.bind(new_cfg)
             req = new_req
-        refusal = self.dispatcher.limit(req, entry)
+        refusal = self.dispatcher.limit(req, entry, getattr(reply.conn, "identity", None))
         if refusal is not None:
             await self._after(entry, req, refusal)
             return reply.answer(refusal)

@@ -26,7 +26,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in pic
 from . import log
 from ._core.connection import Connection
 from ._core.reply import log_calls
-from .auth import Authenticator, Refused, choose_token, token_from_subprotocols
+from .auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
 from .config import ConfigError, Settings
 from .errors import AT_CONNECTION_LIMIT, headers_too_large
 from .phoenix import origin_checker, serializer_for, topic_matcher
@@ -44,6 +44,7 @@ class Gateway:
         self.auth = Authenticator(settings.auth)
         self.topic_allowed = topic_matcher(gw.topics)
         self.origin_allowed = origin_checker(gw.check_origin)
+        self.trusted_proxies = frozenset(gw.trusted_proxies)
         self.ws_path = gw.path.rstrip("/") + "/websocket"
         self.connections: set[Connection] = set()
         self.aborted = 0  # connections dropped for not reading their output (Connection.abort)
@@ -51,13 +52,14 @@ class Gateway:
         log_calls(log.enabled("info"))
         self.server: Listener | None = None
         self.control: Any = None  # the ControlPlane (control.py), once serving
+        self.limits: Any = None   # ratelimit.RateLimits, with [rate_limiter] enabled
         self._sweeper: asyncio.Task | None = None
 
     def next_connection_id(self) -> str:
         """`<pid>.<n>`: unique on the host, so log lines of one connection can be told apart."""
         return f"{os.getpid()}.{next(self._connection_ids)}"
 
-    def upgrade(self, request: WSUpgradeRequest) -> Any:
+    def upgrade(self, request: WSUpgradeRequest, peer: str | None = None) -> Any:
         """Routes and authenticates an upgrade: 404 for other paths, 403 for an Origin that
         check_origin refuses, a bad vsn or a refused connect, else the connection (echoing
         `Sec-WebSocket-Protocol: phoenix`)."""
@@ -87,17 +89,20 @@ class Gateway:
         except Exception:
             log.error("connect_crashed", exc_info=True)
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(403), None)
+        ip = client_ip(peer, headers.get("x-forwarded-for"), self.trusted_proxies)
+        if ip is not None:
+            identity = msgspec.structs.replace(identity, ip=ip)
         conn = Connection(self, ser, identity)
         if offered:
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": "phoenix"}), conn)
         return conn
 
-    def protocol(self) -> WSProtocol:
+    def protocol(self, peer: str | None = None) -> WSProtocol:
         """A new socket's picows protocol, as picows's `ws_create_server` builds it (picows is
         pinned: this is its 2.3.1 constructor); picows logs to genapi.picows (log.py formats it)."""
         gw = self.settings.gateway
-        return WSProtocol(None, None, False, self.upgrade, _PICOWS_LOGGER,
+        return WSProtocol(None, None, False, lambda request: self.upgrade(request, peer), _PICOWS_LOGGER,
                           False,   # disconnect_on_exception
                           10,      # websocket_handshake_timeout (s)
                           False, 20, 20, WSAutoPingStrategy.PING_WHEN_IDLE,  # no auto ping
@@ -261,7 +266,7 @@ class Listener:
     PAUSE = 0.5
     BATCH = 256  # accepts per readiness event, so one burst cannot hold up the loop
 
-    def __init__(self, sock: socket.socket, protocol: Callable[[], WSProtocol]) -> None:
+    def __init__(self, sock: socket.socket, protocol: Callable[[str | None], WSProtocol]) -> None:
         self.sock = sock
         self.protocol = protocol
         self.loop = asyncio.get_running_loop()
@@ -278,7 +283,7 @@ class Listener:
     def _accept(self) -> None:
         for _ in range(self.BATCH):
             try:
-                conn, _addr = self.sock.accept()
+                conn, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -290,13 +295,13 @@ class Listener:
                     log.error("accept_failed", error=f"{type(exc).__name__}: {exc}")
                     self._pause()
                 return
-            task = self.loop.create_task(self._serve(conn))
+            task = self.loop.create_task(self._serve(conn, addr[0] if isinstance(addr, tuple) else None))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, conn: socket.socket) -> None:
+    async def _serve(self, conn: socket.socket, peer: str | None) -> None:
         try:
-            await aiofastnet.connect_accepted_socket(self.loop, lambda: Handshake(self.protocol()), conn)
+            await aiofastnet.connect_accepted_socket(self.loop, lambda: Handshake(self.protocol(peer)), conn)
         except Exception as exc:
             conn.close()
             log.warning("accept_failed", error=f"{type(exc).__name__}: {exc}")
@@ -449,12 +454,20 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
     stop = asyncio.Event()
     drain = [settings.gateway.shutdown_grace_ms / 1000]
     link = None
+    if settings.rate_limiter.enabled:  # the table is the master's (a lone worker's own)
+        from .ratelimit import RateLimits, table_path
+
+        path = table_path(settings.gateway.host, settings.gateway.port)
+        rl = settings.rate_limiter
+        gateway.limits = RateLimits.open(rl, path) if master is not None else RateLimits.create(rl, path)
+        gateway.pipeline.dispatcher.limiter = gateway.limits.limiter
     if master is not None:
         link = MasterLink(master, gateway, stop, drain)
         await link.start()  # the current snapshot, before a single connection is accepted
         sock = reuseport_socket(settings.gateway.host, settings.gateway.port)
     await gateway.start(sock)
     gateway.control = ControlPlane(gateway.pipeline, settings)
+    gateway.control.limits = gateway.limits
     if master is None:
         await gateway.control.start(control)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
@@ -471,6 +484,8 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
     await gateway.stop(drain[0])
     if link is not None:
         link.close()
+    if gateway.limits is not None:
+        gateway.limits.close(owner=master is None)
 
 
 def reload_functions(gateway: Gateway) -> None:
@@ -529,6 +544,16 @@ class MasterLink:
         if isinstance(message.get("gen"), int):
             self._load(message["gen"])
             return "gen"
+        if "limits" in message:
+            limits = self.gateway.limits
+            if limits is not None:
+                try:
+                    limits.update(message["limits"])
+                except (ConfigError, ValueError) as exc:
+                    log.error("rate_limits_not_applied", error=str(exc))
+            assert self.writer is not None
+            self.writer.write(json.dumps({"limits_ack": message.get("seq", 0)}).encode() + b"\n")
+            return "limits"
         if "drain" in message:
             self.drain[0] = float(message["drain"])
             self.stop.set()

@@ -1,6 +1,7 @@
 # Declarations of the request entry, so other compiled modules can read an Entry at C level.
 from genapi._core.callee cimport Callee
 from genapi._core.connection cimport Connection, Handler
+from genapi._core.limits cimport RequestLimiter
 from genapi._core.validate cimport Validator
 from genapi._core.reply cimport Reply
 
@@ -31,12 +32,12 @@ cdef class Dispatcher(Handler):
     cdef int max_queued
     cdef dict cache
     cdef object seen_generation
-    cdef public object limiter
+    cdef public RequestLimiter limiter
 
     cdef object _lookup(self, str service, str request_type, object version)
     cpdef handle(self, Connection conn, join_ref, ref, str topic, payload, Py_ssize_t size)
     cpdef start(self, Reply reply, object request, Entry entry)
-    cpdef object limit(self, object request, Entry entry)
+    cpdef object limit(self, object request, Entry entry, object identity)
 
 
 cpdef list arguments(Entry entry, object request, object stream=*)

@@ -3,6 +3,7 @@ from typing import Any
 
 from genapi._core.callee import Callee
 from genapi._core.connection import Connection
+from genapi._core.limits import RequestLimiter
 from genapi._core.reply import Reply
 from genapi._core.validate import Limits, Validator
 from genapi.loader import Target
@@ -29,9 +30,9 @@ def arguments(entry: Entry, request: Request, stream: Any = None) -> list[Any]: 
 def permitted_by_mode(entry: Entry, request: Request) -> bool: ...
 
 class Dispatcher:
-    limiter: Callable[[Request, Entry], Response | None] | None
+    limiter: RequestLimiter | None
     def __init__(self, registry: Registry[Entry], settings: Any,
                  general: Callable[[Reply, Request, Entry], Coroutine[Any, Any, None]]) -> None: ...
     def handle(self, conn: Connection, join_ref: Any, ref: Any, topic: str, payload: Any, size: int) -> None: ...
     def start(self, reply: Reply, request: Request, entry: Entry) -> None: ...
-    def limit(self, request: Request, entry: Entry) -> Response | None: ...
+    def limit(self, request: Request, entry: Entry, identity: Any) -> Response | None: ...

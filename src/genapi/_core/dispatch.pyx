@@ -21,6 +21,7 @@ from genapi.structs import RESERVED_VERSION, Response, split_target
 from genapi._core.callee cimport Callee
 from genapi._core.connection cimport Connection, Handler
 from genapi._core.decode cimport decode_request
+from genapi._core.limits cimport RequestLimiter
 from genapi._core.validate cimport Validator
 from genapi._core.reply cimport Reply, reply_to
 
@@ -178,8 +179,8 @@ cdef class Dispatcher(Handler):
         if not entry.inline:
             conn.spawn(reply, self.general(reply, request, entry))
             return
-        if self.limiter is not None:
-            refusal = self.limit(request, entry)
+        if self.limiter is not None and self.limiter.enabled:
+            refusal = self.limiter.check(request, conn.identity)
             if refusal is not None:
                 reply.finish(refusal)
                 return
@@ -197,9 +198,9 @@ cdef class Dispatcher(Handler):
             log.error("callee_start_crashed", exc_info=True, request_id=request.request_id)
             reply.finish(entry.callee.failure(request, exc))
 
-    cpdef object limit(self, object request, Entry entry):
-        """The rate-limit step: a refusal Response, or None to go on. Filled by the limiter
-        (`limiter(request, entry)`) when rate limits are configured."""
-        if self.limiter is None:
+    cpdef object limit(self, object request, Entry entry, object identity):
+        """The rate-limit step: a refusal Response, or None to go on (`limiter`: the compiled
+        RequestLimiter of `[rate_limiter]`, None without a table)."""
+        if self.limiter is None or not self.limiter.enabled:
             return None
-        return self.limiter(request, entry)
+        return self.limiter.check(request, identity)

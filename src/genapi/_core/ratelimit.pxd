@@ -54,5 +54,9 @@ cdef class Table:
     # No argument checks: max_requests in 1.._ring, window_ms >= 1, an open table.
     cdef long long check_h(self, uint64_t h, uint64_t limit_id, uint64_t max_requests,
                            long long window_ms, long long now_ms) noexcept nogil
+    cdef void undo_h(self, uint64_t h, uint64_t limit_id) noexcept nogil
     cpdef long long check_hash(self, unsigned long long h, unsigned long long limit_id, long long max_requests,
                                long long window_ms, long long now_ms=*) except? -1
+
+
+cdef long long now_ms() noexcept nogil

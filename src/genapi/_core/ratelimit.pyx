@@ -172,6 +172,11 @@ cdef inline void _free(ShardHeader *sh, Slot *s) noexcept nogil:
 cdef object _xxh3 = xxhash.xxh3_64_intdigest
 
 
+cdef long long now_ms() noexcept nogil:
+    """The table's clock (CLOCK_MONOTONIC, ms): the same in every process of the host."""
+    return rl_now_ms()
+
+
 def key_hash(key: bytes | str) -> int:
     """The hash check() counts `key` under (xxh3-64, seed 0: the same in every process), for
     callers of check_hash()."""
@@ -358,6 +363,25 @@ cdef class Table:
         s.newest = <uint64_t>rec
         rl_unlock(&sh.lock)
         return 0
+
+    cdef void undo_h(self, uint64_t h, uint64_t limit_id) noexcept nogil:
+        """Takes back the newest admission of (h, limit_id): a request admitted by this limit
+        but refused by a later one is not counted. If another process admitted one after it,
+        that one goes instead: the same count, its time off by the microseconds between them."""
+        cdef Header *hdr = <Header *>self._base
+        cdef ShardHeader *sh = self._shard(h)
+        cdef Slot *s
+        cdef uint64_t word, head, count
+        rl_lock(&sh.lock, &hdr.lock_steals)
+        s = self._find(sh, h, limit_id)
+        if s != NULL:
+            word = s.word
+            count = word >> 32
+            if count > 0:
+                head = word & 0xffffffffULL
+                head = head - 1 if head > 0 else self._ring - 1
+                rl_publish(&s.word, ((count - 1) << 32) | head)
+        rl_unlock(&sh.lock)
 
     cdef _args(self, long long max_requests, long long window_ms):
         if self._base == NULL:

@@ -1,0 +1,22 @@
+# Declarations of the rate-limit step, so the dispatcher checks a request at C level.
+from genapi._core.ratelimit cimport Table
+
+
+cdef class Rule:
+    cdef readonly unsigned long long limit_id
+    cdef readonly str key
+    cdef readonly int kind
+    cdef readonly long long max_requests
+    cdef readonly long long window_ms
+
+
+cdef class RequestLimiter:
+    cdef readonly Table table
+    cdef readonly bint enabled
+    cdef readonly bint fail_open
+    cdef list globals
+    cdef dict apis
+
+    cdef object _value(self, Rule rule, object request, object identity)
+    cpdef object check(self, object request, object identity)
+    cdef object _check(self, object request, object identity)

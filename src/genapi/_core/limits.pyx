@@ -1,0 +1,98 @@
+# cython: language_level=3
+"""The rate-limit step of the request path, compiled: which limits apply to a request, the value
+each counts (user_id, device_id, ip_address or an argument), and one check-and-record per limit
+in the shared table. A request is counted only if every limit allows it: when a later limit
+refuses, what the earlier ones recorded for it is taken back. The refusal is the reference's
+text with `can_retry`; a table that fails answers per `fail_open`."""
+from libc.math cimport ceil
+
+import xxhash
+
+from genapi import log
+from genapi.errors import rate_limited, RATE_LIMIT_UNAVAILABLE
+from genapi.structs import Response
+
+from genapi._core.ratelimit cimport Table, now_ms
+
+cdef object _xxh3 = xxhash.xxh3_64_intdigest
+cdef int K_USER = 0, K_DEVICE = 1, K_IP = 2, K_ARG = 3
+
+
+cdef class Rule:
+    """One limit, compiled: its id in the table, the key it counts by, its max and window."""
+
+    def __init__(self, unsigned long long limit_id, str key, long long max_requests, long long window_ms):
+        self.limit_id = limit_id
+        self.key = key
+        self.kind = K_USER if key == "user_id" else K_DEVICE if key == "device_id" else \
+            K_IP if key == "ip_address" else K_ARG
+        self.max_requests = max_requests
+        self.window_ms = window_ms
+
+
+cdef class RequestLimiter:
+    """Configured as a whole (`configure`), checked per request (`check`)."""
+
+    def __init__(self, Table table, bint fail_open=True):
+        self.table = table
+        self.enabled = False
+        self.fail_open = fail_open
+        self.globals = []
+        self.apis = {}
+
+    def configure(self, bint enabled, bint fail_open, list global_rules, dict api_rules):
+        self.globals = [Rule(*r) for r in global_rules]
+        self.apis = {k: [Rule(*r) for r in v] for k, v in api_rules.items()}
+        self.fail_open = fail_open
+        self.enabled = enabled and bool(self.globals or self.apis)
+
+    cdef object _value(self, Rule rule, object request, object identity):
+        if rule.kind == K_USER:
+            return request.user_id
+        if rule.kind == K_DEVICE:
+            return request.device_id
+        if rule.kind == K_IP:
+            return identity.ip if identity is not None else None
+        value = request.args.get(rule.key) if type(request.args) is dict else None
+        return value if value is None or type(value) is str else str(value)
+
+    cpdef object check(self, object request, object identity):
+        """None to go on, or the refusal Response."""
+        if not self.enabled:
+            return None
+        try:
+            return self._check(request, identity)
+        except Exception as exc:
+            log.error("rate_limiter_failed", error=f"{type(exc).__name__}: {exc}", request_id=request.request_id,
+                      fail_open=self.fail_open)
+            if self.fail_open:
+                return None
+            return Response.fail(request.request_id, RATE_LIMIT_UNAVAILABLE, True)
+
+    cdef object _check(self, object request, object identity):
+        cdef long long now = now_ms()
+        cdef long long r
+        cdef Rule rule
+        cdef list taken = None
+        cdef list api = self.apis.get((request.service, request.request_type)) if self.apis else None
+        cdef unsigned long long h
+        for rules in (self.globals, api):
+            if not rules:
+                continue
+            for rule in rules:
+                value = self._value(rule, request, identity)
+                if value is None:
+                    continue  # nothing to count this request under
+                h = _xxh3(f"{rule.key}:{value}".encode()) or 1  # the table's key_hash(): 0 marks a free slot
+                r = self.table.check_h(h, rule.limit_id, rule.max_requests, rule.window_ms, now)
+                if r < 0:
+                    if taken is not None:
+                        for h2, lid in taken:
+                            self.table.undo_h(h2, lid)
+                    log.info("rate_limited", request_id=request.request_id, key=rule.key, value=value,
+                             max_requests=rule.max_requests, window_ms=rule.window_ms)
+                    return Response.fail(request.request_id, rate_limited(<long long>ceil(-r / 1000.0)), True)
+                if taken is None:
+                    taken = []
+                taken.append((h, rule.limit_id))
+        return None

@@ -1,0 +1,139 @@
+"""Rate limits: `[rate_limiter]` compiled for the request path, the shared table's life, and
+their runtime control (status, reset, add or remove a global limit, replace the whole config).
+
+PhoenixGenApi's sliding windows: global limits apply to every request, per-API limits to one
+(service, request_type); each counts per value of its `key` (`user_id`, `device_id`,
+`ip_address`, or an argument's name); a request is counted only if every limit allows it.
+genapi differs: the counters live in one shared-memory table (`_core/ratelimit.pyx`) that every
+worker of the host maps, so a limit of L per window admits L across all workers, never L + 1.
+The per-request check is compiled (`_core/limits.pyx`) and runs in the one request path.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import xxhash
+
+from ._core.limits import RequestLimiter
+from ._core.ratelimit import Table, unlink
+from .config import ApiLimit, GlobalLimit, RateLimiterSettings
+from .errors import ConfigError
+from .snapshot import default_path
+
+FIXED_KEYS = ("user_id", "device_id", "ip_address")
+
+
+def table_path(host: str, port: int) -> str:
+    """Beside the config snapshot: one table per listening address."""
+    return default_path(host, port).rsplit(".", 1)[0] + ".ratelimit"
+
+
+def limit_id(limit: GlobalLimit | ApiLimit) -> int:
+    """Stable across workers and restarts: the limit's own words. A changed limit counts anew."""
+    scope = f"{limit.service}|{limit.request_type}" if isinstance(limit, ApiLimit) else "*"
+    return xxhash.xxh3_64_intdigest(f"{scope}|{limit.key}|{limit.max_requests}|{limit.window_ms}".encode()) or 1
+
+
+def ring_for(cfg: RateLimiterSettings) -> int:
+    """Admissions each key remembers: the largest max_requests the table must count exactly."""
+    limits: list[GlobalLimit] = [*cfg.global_limits, *cfg.api_limits]
+    return max([cfg.max_requests_cap, *(lim.max_requests for lim in limits)])
+
+
+def _rule(limit: GlobalLimit) -> tuple[int, str, int, int]:
+    return (limit_id(limit), limit.key, limit.max_requests, limit.window_ms)
+
+
+class RateLimits:
+    """One process's view: the table and the compiled limiter configured from `settings`."""
+
+    def __init__(self, settings: RateLimiterSettings, table: Table) -> None:
+        self.table = table
+        self.settings = settings
+        self.limiter = RequestLimiter(table, settings.fail_open)
+        self.apply(settings)
+
+    @classmethod
+    def create(cls, settings: RateLimiterSettings, path: str) -> RateLimits:
+        """The owner (the master, or a lone worker) makes the table."""
+        return cls(settings, Table.create(path, slots=settings.table_slots, ring=ring_for(settings)))
+
+    @classmethod
+    def open(cls, settings: RateLimiterSettings, path: str) -> RateLimits:
+        """A worker maps its master's table."""
+        return cls(settings, Table.open(path))
+
+    def apply(self, settings: RateLimiterSettings) -> None:
+        """Takes a whole new config at once (refused, naming the limit, when the table cannot count it)."""
+        ring = self.table.ring
+        too_big = [lim for lim in [*settings.global_limits, *settings.api_limits] if lim.max_requests > ring]
+        if too_big:
+            raise ConfigError(f"[rate_limiter] limit {too_big[0].key}: max_requests {too_big[0].max_requests} "
+                              f"is over what the running table counts ({ring}, the largest max_requests or "
+                              "max_requests_cap at start); raise max_requests_cap and restart")
+        api: dict[tuple[str, str], list[tuple[int, str, int, int]]] = {}
+        for lim in settings.api_limits:
+            api.setdefault((lim.service, lim.request_type), []).append(_rule(lim))
+        self.limiter.configure(settings.enabled, settings.fail_open, [_rule(g) for g in settings.global_limits], api)
+        self.settings = settings
+
+    def config(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self.settings)
+
+    def update(self, raw: Any) -> RateLimiterSettings:
+        """`update_config`: the whole config replaced (validated first)."""
+        try:
+            settings = msgspec.convert(raw, RateLimiterSettings)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"[rate_limiter]: {exc}") from None
+        settings = msgspec.structs.replace(settings, table_slots=self.settings.table_slots,
+                                           max_requests_cap=self.settings.max_requests_cap)
+        self.apply(settings)
+        return settings
+
+    def add_global(self, raw: Any) -> RateLimiterSettings:
+        """A global limit more (one on the same key is replaced)."""
+        try:
+            limit = msgspec.convert(raw, GlobalLimit)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"global limit: {exc}") from None
+        kept = [g for g in self.settings.global_limits if g.key != limit.key]
+        settings = msgspec.structs.replace(self.settings, global_limits=[*kept, limit])
+        self.apply(settings)
+        return settings
+
+    def remove_global(self, key: str) -> RateLimiterSettings:
+        kept = [g for g in self.settings.global_limits if g.key != key]
+        if len(kept) == len(self.settings.global_limits):
+            raise ConfigError(f"no global limit on key {key!r}")
+        settings = msgspec.structs.replace(self.settings, global_limits=kept)
+        self.apply(settings)
+        return settings
+
+    def _limits_on(self, key: str, service: str | None, request_type: str | None) -> list[GlobalLimit]:
+        if service is None:
+            return [g for g in self.settings.global_limits if g.key == key]
+        return [a for a in self.settings.api_limits
+                if a.key == key and a.service == service and a.request_type == request_type]
+
+    def status(self, key: str, value: str, service: str | None = None,
+               request_type: str | None = None) -> list[dict[str, Any]]:
+        """`rl_status`: for each limit on `key` (global, or of one function), the value's use."""
+        out = []
+        for lim in self._limits_on(key, service, request_type):
+            st = self.table.status(f"{key}:{value}", limit_id(lim), lim.max_requests, lim.window_ms)
+            out.append({"key": key, "value": value, "service": service, "request_type": request_type,
+                        "max_requests": lim.max_requests, "window_ms": lim.window_ms, **st})
+        return out
+
+    def reset(self, key: str, value: str) -> int:
+        """Forgets `value`'s use under every limit on `key`: how many counters were freed."""
+        return int(self.table.reset(f"{key}:{value}"))
+
+    def close(self, owner: bool = False) -> None:
+        path = self.table.path
+        self.table.close()
+        if owner:
+            unlink(path)
+
