@@ -231,3 +231,51 @@ def test_create_replaces_and_unlink_removes(path: str) -> None:
     unlink(path)  # already gone: fine
     first.close()
     second.close()
+
+
+def test_check_many_counts_only_if_every_limit_admits(table: Table) -> None:
+    user, api = (b"user_id:bob", 0, 3, WINDOW), (b"user_id:bob|svc.op", 1, 2, 500)
+    assert table.check_many([user, api], now_ms=0) == (0, -1)
+    assert table.check_many([user, api], now_ms=10) == (0, -1)
+    # the per-API limit (2 per 500 ms) refuses: the global one is not counted either
+    assert table.check_many([user, api], now_ms=20) == (-480, 1)
+    assert table.status(b"user_id:bob", 0, 3, WINDOW, now_ms=20)["used"] == 2
+    assert table.check_many([user], now_ms=30) == (0, -1)
+    # both refuse: the one that frees last is named (global: 0 leaves at 1000)
+    assert table.check_many([api, user], now_ms=40) == (-960, 1)
+    assert table.check_many([user, api], now_ms=1000) == (0, -1)
+    assert table.status(b"user_id:bob|svc.op", 1, 2, 500, now_ms=1000)["used"] == 1
+    assert table.check_many([], now_ms=0) == (0, -1)
+    with pytest.raises(ValueError, match="at most 16 limits, got 17"):
+        table.check_many([user] * 17)
+    with pytest.raises(ValueError, match="exceeds the table's ring 100"):
+        table.check_many([user, (b"k", 0, 101, 1)])
+
+
+def test_check_many_in_two_processes_neither_deadlocks_nor_overadmits(path: str) -> None:
+    """Two processes, each with the same two limits listed in opposite orders: the shards are
+    locked in one order by both, and each key admits exactly its max."""
+    table = Table.create(path, slots=1024, ring=30_000, shards=64)
+    code = """
+        import sys
+        from genapi._core.ratelimit import Table
+        t = Table.open(sys.argv[1])
+        limits = [(f"user_id:{i}", 0, 30_000, 3_600_000) for i in range(4)]
+        if sys.argv[2] == "1":
+            limits.reverse()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print(sum(t.check_many(limits)[0] == 0 for _ in range(40_000)), flush=True)
+    """
+    children = [_child(code, path, str(i)) for i in range(2)]
+    for c in children:
+        assert c.stdout is not None and c.stdout.readline() == "ready\n"
+    for c in children:
+        assert c.stdin is not None
+        c.stdin.write("go\n")
+        c.stdin.flush()
+    admitted = [int(c.communicate(timeout=60)[0]) for c in children]
+    assert sum(admitted) == 30_000, admitted
+    for i in range(4):
+        assert table.status(f"user_id:{i}", 0, 30_000, 3_600_000)["used"] == 30_000
+    table.close()
