@@ -12,6 +12,8 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from genapi._core.ratelimit import Table, key_hash, unlink
 
@@ -278,4 +280,25 @@ def test_check_many_in_two_processes_neither_deadlocks_nor_overadmits(path: str)
     assert sum(admitted) == 30_000, admitted
     for i in range(4):
         assert table.status(f"user_id:{i}", 0, 30_000, 3_600_000)["used"] == 30_000
+    table.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(1, 4), st.integers(1, 50),
+                          st.integers(0, 20)), max_size=200))
+def test_matches_the_reference_sliding_log(path: str, calls: list[tuple[int, int, int, int, int]]) -> None:
+    """Any sequence of checks (keys, limit ids, and max/window that vary from call to call, the
+    ring of 4 wrapping) decides and answers exactly as the reference's log of timestamps. (The
+    table is created anew for each example: `path` only names the file.)"""
+    table = Table.create(path, slots=64, ring=4, shards=2)
+    log: dict[tuple[int, int], list[int]] = {}
+    now = 0
+    for key, limit_id, max_requests, window, step in calls:
+        now += step
+        admitted = log.setdefault((key, limit_id), [])
+        inside = [t for t in admitted if now - window < t <= now]
+        expected = 0 if len(inside) < max_requests else -(inside[-max_requests] + window - now)
+        assert table.check(f"k{key}", limit_id, max_requests, window, now_ms=now) == expected
+        if expected == 0:
+            admitted.append(now)
     table.close()

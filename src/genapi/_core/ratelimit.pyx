@@ -17,7 +17,8 @@ probing (at most PROBES slots); so different keys rarely share a lock, and every
 lives in one shard (a reset of all of a key's limits looks at one shard).
 
 Locks: a shard's lock word holds its owner's pid, taken with a CAS. No syscall is made while a
-lock is held. A waiter that spun SPINS times asks kill(owner, 0); ESRCH (the owner died holding
+lock is held. A waiter yields its CPU every 128 spins (the holder may be preempted: more workers
+than CPUs); one that spun RL_SPINS times asks kill(owner, 0), and ESRCH (the owner died holding
 it) lets it steal the lock (counted). Every update is ordered so that a holder killed half-way
 leaves the slot admitting less, never more: a ring entry is written before head|count (one u64
 store) moves over it, and a slot gets its hash last. A killed worker stays a zombie until the
@@ -47,7 +48,8 @@ cdef extern from *:
     #include <time.h>
     #include <unistd.h>
 
-    #define RL_SPINS 100000
+    #define RL_SPINS 100000      /* spins before the owner is asked after (kill(pid, 0)) */
+    #define RL_YIELD_EVERY 127   /* a sched_yield every 128 spins */
 
     /* This process's pid, the lock words' owner id: cached (getpid is a syscall) and renewed in
        a forked child, which must not take locks in its parent's name. */
@@ -78,7 +80,11 @@ cdef extern from *:
                     return 0;
                 continue;
             }
-            if (++spins < RL_SPINS) { rl_pause(); continue; }
+            if (++spins < RL_SPINS) {
+                /* a holder preempted mid-update (more workers than CPUs): let it run */
+                if ((spins & RL_YIELD_EVERY) == 0) sched_yield(); else rl_pause();
+                continue;
+            }
             spins = 0;
             if (cur != me && kill((pid_t)cur, 0) != 0 && errno == ESRCH) {
                 exp = cur;
@@ -86,8 +92,6 @@ cdef extern from *:
                     __atomic_fetch_add(steals, 1, __ATOMIC_RELAXED);
                     return 1;
                 }
-            } else {
-                sched_yield();
             }
         }
     }
