@@ -100,6 +100,11 @@ def test_create_refuses_bad_geometry(path: str) -> None:
         Table.create(path, ring=0)
     with pytest.raises(ValueError, match=r"slots must be >= shards \(64\), got 10"):
         Table.create(path, slots=10)
+    free = os.statvfs(os.path.dirname(path)).f_bavail * os.statvfs(os.path.dirname(path)).f_frsize
+    slots = free // 8000 + 64  # rings of 1000 u64: more than is free
+    with pytest.raises(ValueError, match=rf"rate-limit table of \d+ bytes \(slots={slots}, ring=1000\) exceeds the \d+ bytes free"):
+        Table.create(path, slots=slots, ring=1000)
+    assert not os.path.exists(path)
 
 
 def test_status_reset_clear_stats(table: Table) -> None:

@@ -245,6 +245,12 @@ cdef class Table:
         cdef uint64_t size = HEADER + shard_bytes * <uint64_t>shards
         if size > (<uint64_t>1 << 46):
             raise ValueError(f"slots * ring too large: {size} bytes (slots={slots}, ring={ring})")
+        # tmpfs grants pages as they are first written: a file larger than the room left would
+        # kill a worker with SIGBUS the day its keys reach that far, so refuse it now
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        if size > <uint64_t>fs.f_bavail * fs.f_frsize:
+            raise ValueError(f"rate-limit table of {size} bytes (slots={slots}, ring={ring}) exceeds the "
+                             f"{fs.f_bavail * fs.f_frsize} bytes free where {path} would be")
         unlink(path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
