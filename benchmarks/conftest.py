@@ -202,7 +202,8 @@ def bench_gateway_limited():
     from gateway_proc import GatewayProcess
 
     config = resources.files("genapi").joinpath("default.toml").read_text() + (
-        '\n[rate_limiter]\n[[rate_limiter.global_limits]]\nkey = "ip_address"\nmax_requests = 1000\nwindow_ms = 1\n')
+        '\n[rate_limiter]\ntable_slots = 1024\n'
+        '[[rate_limiter.global_limits]]\nkey = "ip_address"\nmax_requests = 1000\nwindow_ms = 1\n')
     gw = GatewayProcess(config, cpu=SERVER_CPU if _can_pin() else None)
     yield gw
     code = gw.stop()

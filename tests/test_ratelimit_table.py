@@ -12,6 +12,8 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from genapi._core.ratelimit import Table, key_hash, unlink
 
@@ -98,6 +100,11 @@ def test_create_refuses_bad_geometry(path: str) -> None:
         Table.create(path, ring=0)
     with pytest.raises(ValueError, match=r"slots must be >= shards \(64\), got 10"):
         Table.create(path, slots=10)
+    free = os.statvfs(os.path.dirname(path)).f_bavail * os.statvfs(os.path.dirname(path)).f_frsize
+    slots = free // 8000 + 64  # rings of 1000 u64: more than is free
+    with pytest.raises(ValueError, match=rf"rate-limit table of \d+ bytes \(slots={slots}, ring=1000\) exceeds the \d+ bytes free"):
+        Table.create(path, slots=slots, ring=1000)
+    assert not os.path.exists(path)
 
 
 def test_status_reset_clear_stats(table: Table) -> None:
@@ -231,3 +238,72 @@ def test_create_replaces_and_unlink_removes(path: str) -> None:
     unlink(path)  # already gone: fine
     first.close()
     second.close()
+
+
+def test_check_many_counts_only_if_every_limit_admits(table: Table) -> None:
+    user, api = (b"user_id:bob", 0, 3, WINDOW), (b"user_id:bob|svc.op", 1, 2, 500)
+    assert table.check_many([user, api], now_ms=0) == (0, -1)
+    assert table.check_many([user, api], now_ms=10) == (0, -1)
+    # the per-API limit (2 per 500 ms) refuses: the global one is not counted either
+    assert table.check_many([user, api], now_ms=20) == (-480, 1)
+    assert table.status(b"user_id:bob", 0, 3, WINDOW, now_ms=20)["used"] == 2
+    assert table.check_many([user], now_ms=30) == (0, -1)
+    # both refuse: the one that frees last is named (global: 0 leaves at 1000)
+    assert table.check_many([api, user], now_ms=40) == (-960, 1)
+    assert table.check_many([user, api], now_ms=1000) == (0, -1)
+    assert table.status(b"user_id:bob|svc.op", 1, 2, 500, now_ms=1000)["used"] == 1
+    assert table.check_many([], now_ms=0) == (0, -1)
+    with pytest.raises(ValueError, match="at most 16 limits, got 17"):
+        table.check_many([user] * 17)
+    with pytest.raises(ValueError, match="exceeds the table's ring 100"):
+        table.check_many([user, (b"k", 0, 101, 1)])
+
+
+def test_check_many_in_two_processes_neither_deadlocks_nor_overadmits(path: str) -> None:
+    """Two processes, each with the same two limits listed in opposite orders: the shards are
+    locked in one order by both, and each key admits exactly its max."""
+    table = Table.create(path, slots=1024, ring=30_000, shards=64)
+    code = """
+        import sys
+        from genapi._core.ratelimit import Table
+        t = Table.open(sys.argv[1])
+        limits = [(f"user_id:{i}", 0, 30_000, 3_600_000) for i in range(4)]
+        if sys.argv[2] == "1":
+            limits.reverse()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print(sum(t.check_many(limits)[0] == 0 for _ in range(40_000)), flush=True)
+    """
+    children = [_child(code, path, str(i)) for i in range(2)]
+    for c in children:
+        assert c.stdout is not None and c.stdout.readline() == "ready\n"
+    for c in children:
+        assert c.stdin is not None
+        c.stdin.write("go\n")
+        c.stdin.flush()
+    admitted = [int(c.communicate(timeout=60)[0]) for c in children]
+    assert sum(admitted) == 30_000, admitted
+    for i in range(4):
+        assert table.status(f"user_id:{i}", 0, 30_000, 3_600_000)["used"] == 30_000
+    table.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(1, 4), st.integers(1, 50),
+                          st.integers(0, 20)), max_size=200))
+def test_matches_the_reference_sliding_log(path: str, calls: list[tuple[int, int, int, int, int]]) -> None:
+    """Any sequence of checks (keys, limit ids, and max/window that vary from call to call, the
+    ring of 4 wrapping) decides and answers exactly as the reference's log of timestamps. (The
+    table is created anew for each example: `path` only names the file.)"""
+    table = Table.create(path, slots=64, ring=4, shards=2)
+    log: dict[tuple[int, int], list[int]] = {}
+    now = 0
+    for key, limit_id, max_requests, window, step in calls:
+        now += step
+        admitted = log.setdefault((key, limit_id), [])
+        inside = [t for t in admitted if now - window < t <= now]
+        expected = 0 if len(inside) < max_requests else -(inside[-max_requests] + window - now)
+        assert table.check(f"k{key}", limit_id, max_requests, window, now_ms=now) == expected
+        if expected == 0:
+            admitted.append(now)
+    table.close()

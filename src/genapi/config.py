@@ -123,7 +123,7 @@ class RateLimiterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     global_limits: list[GlobalLimit] = []
     api_limits: list[ApiLimit] = []
     table_slots: Positive = 16384
-    max_requests_cap: Positive = 1000  # the largest max_requests a limit added at runtime may have
+    max_requests_cap: Positive = 100  # the largest max_requests a limit added at runtime may have
 
 
 class Settings(msgspec.Struct, kw_only=True):

@@ -56,8 +56,15 @@ class RateLimits:
 
     @classmethod
     def create(cls, settings: RateLimiterSettings, path: str) -> RateLimits:
-        """The owner (the master, or a lone worker) makes the table."""
-        return cls(settings, Table.create(path, slots=settings.table_slots, ring=ring_for(settings)))
+        """The owner (the master, or a lone worker) makes the table; ConfigError when it cannot."""
+        ring = ring_for(settings)
+        try:
+            table = Table.create(path, slots=settings.table_slots, ring=ring)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"[rate_limiter]: cannot create the shared rate-limit table {path} "
+                              f"({settings.table_slots} slots x {ring} admissions x 8 bytes): {exc}; lower "
+                              "table_slots or max_requests_cap, or set enabled = false") from None
+        return cls(settings, table)
 
     @classmethod
     def open(cls, settings: RateLimiterSettings, path: str) -> RateLimits:

@@ -1,10 +1,11 @@
 # cython: language_level=3
 """The rate-limit step of the request path, compiled: which limits apply to a request, the value
 each counts (user_id, device_id, ip_address or an argument), and one check-and-record per limit
-in the shared table. A request is counted only if every limit allows it: when a later limit
-refuses, what the earlier ones recorded for it is taken back. The refusal is the reference's
+in the shared table. A request is counted only if every limit allows it: all of its limits are
+checked and recorded in one step (`check_many_h`), so a refusal by one records none. The refusal is the reference's
 text with `can_retry`; a table that fails answers per `fail_open`."""
 from libc.math cimport ceil
+from libc.stdint cimport uint64_t
 
 import xxhash
 
@@ -16,6 +17,8 @@ from genapi._core.ratelimit cimport Table, now_ms
 
 cdef object _xxh3 = xxhash.xxh3_64_intdigest
 cdef int K_USER = 0, K_DEVICE = 1, K_IP = 2, K_ARG = 3
+cdef enum:
+    MAX_LIMITS = 16  # the table's check_many bound
 
 
 cdef class Rule:
@@ -70,12 +73,15 @@ cdef class RequestLimiter:
             return Response.fail(request.request_id, RATE_LIMIT_UNAVAILABLE, True)
 
     cdef object _check(self, object request, object identity):
-        cdef long long now = now_ms()
+        cdef uint64_t hashes[MAX_LIMITS]
+        cdef uint64_t ids[MAX_LIMITS]
+        cdef uint64_t maxes[MAX_LIMITS]
+        cdef long long windows[MAX_LIMITS]
+        cdef int n = 0, refused = -1
         cdef long long r
         cdef Rule rule
-        cdef list taken = None
         cdef list api = self.apis.get((request.service, request.request_type)) if self.apis else None
-        cdef unsigned long long h
+        cdef list counted = None
         for rules in (self.globals, api):
             if not rules:
                 continue
@@ -83,16 +89,24 @@ cdef class RequestLimiter:
                 value = self._value(rule, request, identity)
                 if value is None:
                     continue  # nothing to count this request under
-                h = _xxh3(f"{rule.key}:{value}".encode()) or 1  # the table's key_hash(): 0 marks a free slot
-                r = self.table.check_h(h, rule.limit_id, rule.max_requests, rule.window_ms, now)
-                if r < 0:
-                    if taken is not None:
-                        for h2, lid in taken:
-                            self.table.undo_h(h2, lid)
-                    log.info("rate_limited", request_id=request.request_id, key=rule.key, value=value,
-                             max_requests=rule.max_requests, window_ms=rule.window_ms)
-                    return Response.fail(request.request_id, rate_limited(<long long>ceil(-r / 1000.0)), True)
-                if taken is None:
-                    taken = []
-                taken.append((h, rule.limit_id))
-        return None
+                if n == MAX_LIMITS:
+                    raise ValueError(f"more than {MAX_LIMITS} rate limits apply to {request.service}."
+                                     f"{request.request_type}")
+                hashes[n] = _xxh3(f"{rule.key}:{value}".encode()) or 1  # the table's key_hash()
+                ids[n] = rule.limit_id
+                maxes[n] = rule.max_requests
+                windows[n] = rule.window_ms
+                if counted is None:
+                    counted = []
+                counted.append((rule, value))
+                n += 1
+        if n == 0:
+            return None
+        # one request under every limit that applies: recorded only if all of them admit it
+        r = self.table.check_many_h(hashes, ids, maxes, windows, n, now_ms(), &refused)
+        if r >= 0:
+            return None
+        rule, value = counted[refused]
+        log.info("rate_limited", request_id=request.request_id, key=rule.key, value=value,
+                 max_requests=rule.max_requests, window_ms=rule.window_ms)
+        return Response.fail(request.request_id, rate_limited(<long long>ceil(-r / 1000.0)), True)

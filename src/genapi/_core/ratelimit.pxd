@@ -54,7 +54,11 @@ cdef class Table:
     # No argument checks: max_requests in 1.._ring, window_ms >= 1, an open table.
     cdef long long check_h(self, uint64_t h, uint64_t limit_id, uint64_t max_requests,
                            long long window_ms, long long now_ms) noexcept nogil
-    cdef void undo_h(self, uint64_t h, uint64_t limit_id) noexcept nogil
+    # One request under n (<= 16) limits, counted only if all admit it: 0, or the most negative
+    # verdict, whose index goes to *refused (-1 if admitted; refused may be NULL).
+    cdef long long check_many_h(self, const uint64_t *hashes, const uint64_t *limit_ids,
+                                const uint64_t *max_requests, const long long *window_ms, int n,
+                                long long now_ms, int *refused) noexcept nogil
     cpdef long long check_hash(self, unsigned long long h, unsigned long long limit_id, long long max_requests,
                                long long window_ms, long long now_ms=*) except? -1
 

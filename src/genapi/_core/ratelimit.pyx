@@ -17,7 +17,8 @@ probing (at most PROBES slots); so different keys rarely share a lock, and every
 lives in one shard (a reset of all of a key's limits looks at one shard).
 
 Locks: a shard's lock word holds its owner's pid, taken with a CAS. No syscall is made while a
-lock is held. A waiter that spun SPINS times asks kill(owner, 0); ESRCH (the owner died holding
+lock is held. A waiter yields its CPU every 128 spins (the holder may be preempted: more workers
+than CPUs); one that spun RL_SPINS times asks kill(owner, 0), and ESRCH (the owner died holding
 it) lets it steal the lock (counted). Every update is ordered so that a holder killed half-way
 leaves the slot admitting less, never more: a ring entry is written before head|count (one u64
 store) moves over it, and a slot gets its hash last. A killed worker stays a zombie until the
@@ -30,7 +31,7 @@ age alone decides.
 """
 cimport cython
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 
 import os
@@ -47,7 +48,8 @@ cdef extern from *:
     #include <time.h>
     #include <unistd.h>
 
-    #define RL_SPINS 100000
+    #define RL_SPINS 100000      /* spins before the owner is asked after (kill(pid, 0)) */
+    #define RL_YIELD_EVERY 127   /* a sched_yield every 128 spins */
 
     /* This process's pid, the lock words' owner id: cached (getpid is a syscall) and renewed in
        a forked child, which must not take locks in its parent's name. */
@@ -78,7 +80,11 @@ cdef extern from *:
                     return 0;
                 continue;
             }
-            if (++spins < RL_SPINS) { rl_pause(); continue; }
+            if (++spins < RL_SPINS) {
+                /* a holder preempted mid-update (more workers than CPUs): let it run */
+                if ((spins & RL_YIELD_EVERY) == 0) sched_yield(); else rl_pause();
+                continue;
+            }
             spins = 0;
             if (cur != me && kill((pid_t)cur, 0) != 0 && errno == ESRCH) {
                 exp = cur;
@@ -86,8 +92,6 @@ cdef extern from *:
                     __atomic_fetch_add(steals, 1, __ATOMIC_RELAXED);
                     return 1;
                 }
-            } else {
-                sched_yield();
             }
         }
     }
@@ -119,6 +123,7 @@ cdef enum:
     SLOT = 32                 # bytes of a slot header
     PROBES = 16               # slots looked at for a key before one is evicted
     MAX_RING = 0x7fffffff     # head and count are 32 bits
+    MANY = 16                 # limits in one check_many
 
 cdef bytes MAGIC = b"GNAPIRLT"
 cdef uint32_t VERSION = 1
@@ -159,6 +164,31 @@ cdef inline long long _oldest(uint64_t *ring, uint64_t cap, uint64_t word, uint6
     if idx < 0:
         idx += cap
     return <long long>ring[idx]
+
+
+cdef inline long long _verdict(uint64_t *ring, uint64_t cap, uint64_t word, uint64_t max_requests,
+                               long long window_ms, long long now_ms) noexcept nogil:
+    """0 if one more fits, else -(ms until the max-th most recent admission leaves the window)."""
+    cdef long long oldest
+    if (word >> 32) >= max_requests:
+        oldest = _oldest(ring, cap, word, max_requests)
+        if oldest + window_ms > now_ms:
+            return now_ms - oldest - window_ms
+    return 0
+
+
+cdef inline void _record(Slot *s, uint64_t *ring, uint64_t cap, long long now_ms) noexcept nogil:
+    """Appends an admission, never before the newest, so the ring stays in time order."""
+    cdef uint64_t word = s.word, head = word & 0xffffffffULL, count = word >> 32
+    cdef long long rec = now_ms if <long long>s.newest < now_ms else <long long>s.newest
+    ring[head] = <uint64_t>rec
+    head += 1
+    if head == cap:
+        head = 0
+    if count < cap:
+        count += 1
+    rl_publish(&s.word, (count << 32) | head)   # after the ring entry: a torn update under-admits
+    s.newest = <uint64_t>rec
 
 
 cdef inline void _free(ShardHeader *sh, Slot *s) noexcept nogil:
@@ -220,6 +250,12 @@ cdef class Table:
         cdef uint64_t size = HEADER + shard_bytes * <uint64_t>shards
         if size > (<uint64_t>1 << 46):
             raise ValueError(f"slots * ring too large: {size} bytes (slots={slots}, ring={ring})")
+        # tmpfs grants pages as they are first written: a file larger than the room left would
+        # kill a worker with SIGBUS the day its keys reach that far, so refuse it now
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        if size > <uint64_t>fs.f_bavail * fs.f_frsize:
+            raise ValueError(f"rate-limit table of {size} bytes (slots={slots}, ring={ring}) exceeds the "
+                             f"{fs.f_bavail * fs.f_frsize} bytes free where {path} would be")
         unlink(path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -332,56 +368,69 @@ cdef class Table:
     cdef long long check_h(self, uint64_t h, uint64_t limit_id, uint64_t max_requests,
                            long long window_ms, long long now_ms) noexcept nogil:
         cdef Header *hdr = <Header *>self._base
-        cdef ShardHeader *sh = self._shard(h)
+        cdef ShardHeader *sh
         cdef Slot *s
         cdef uint64_t *ring
-        cdef uint64_t word, head, count, cap = self._ring
-        cdef long long oldest, rec
+        cdef long long verdict
+        h = _fix(h)
+        sh = self._shard(h)
         rl_lock(&sh.lock, &hdr.lock_steals)
         s = self._find(sh, h, limit_id)
         if s == NULL:
             s = self._claim(sh, h, limit_id)
         ring = self._ring_of(sh, s)
-        word = s.word
-        count = word >> 32
-        if count >= max_requests:
-            oldest = _oldest(ring, cap, word, max_requests)
-            if oldest + window_ms > now_ms:
-                rl_unlock(&sh.lock)
-                return now_ms - oldest - window_ms   # < 0: -(ms until it leaves the window)
-        # admitted: never before the newest, so the ring stays in time order
-        rec = now_ms if <long long>s.newest < now_ms else <long long>s.newest
-        head = word & 0xffffffffULL
-        ring[head] = <uint64_t>rec
-        head += 1
-        if head == cap:
-            head = 0
-        if count < cap:
-            count += 1
-        word = (count << 32) | head
-        rl_publish(&s.word, word)   # after the ring entry: a torn update under-admits
-        s.newest = <uint64_t>rec
+        verdict = _verdict(ring, self._ring, s.word, max_requests, window_ms, now_ms)
+        if verdict == 0:
+            _record(s, ring, self._ring, now_ms)
         rl_unlock(&sh.lock)
-        return 0
+        return verdict
 
-    cdef void undo_h(self, uint64_t h, uint64_t limit_id) noexcept nogil:
-        """Takes back the newest admission of (h, limit_id): a request admitted by this limit
-        but refused by a later one is not counted. If another process admitted one after it,
-        that one goes instead: the same count, its time off by the microseconds between them."""
+    cdef long long check_many_h(self, const uint64_t *hashes, const uint64_t *limit_ids,
+                                const uint64_t *max_requests, const long long *window_ms, int n,
+                                long long now_ms, int *refused) noexcept nogil:
         cdef Header *hdr = <Header *>self._base
-        cdef ShardHeader *sh = self._shard(h)
+        cdef ShardHeader *locked[MANY]
+        cdef ShardHeader *sh
         cdef Slot *s
-        cdef uint64_t word, head, count
-        rl_lock(&sh.lock, &hdr.lock_steals)
-        s = self._find(sh, h, limit_id)
-        if s != NULL:
-            word = s.word
-            count = word >> 32
-            if count > 0:
-                head = word & 0xffffffffULL
-                head = head - 1 if head > 0 else self._ring - 1
-                rl_publish(&s.word, ((count - 1) << 32) | head)
-        rl_unlock(&sh.lock)
+        cdef uint64_t h
+        cdef long long verdict = 0, v
+        cdef int i, j, m = 0, which = -1
+        for i in range(n):   # the distinct shards, in address order: every process locks alike
+            sh = self._shard(_fix(hashes[i]))
+            j = m
+            while j > 0 and locked[j - 1] > sh:
+                j -= 1
+            if j > 0 and locked[j - 1] == sh:
+                continue
+            memmove(&locked[j + 1], &locked[j], (m - j) * sizeof(ShardHeader *))
+            locked[j] = sh
+            m += 1
+        for j in range(m):
+            rl_lock(&locked[j].lock, &hdr.lock_steals)
+        for i in range(n):
+            h = _fix(hashes[i])
+            sh = self._shard(h)
+            s = self._find(sh, h, limit_ids[i])
+            if s != NULL:
+                v = _verdict(self._ring_of(sh, s), self._ring, s.word, max_requests[i], window_ms[i], now_ms)
+                if v < verdict:
+                    verdict = v
+                    which = i
+        if verdict == 0:
+            for i in range(n):   # found again: a claim may have evicted an earlier one's slot
+                h = _fix(hashes[i])
+                sh = self._shard(h)
+                s = self._find(sh, h, limit_ids[i])
+                if s == NULL:
+                    s = self._claim(sh, h, limit_ids[i])
+                _record(s, self._ring_of(sh, s), self._ring, now_ms)
+        j = m - 1
+        while j >= 0:
+            rl_unlock(&locked[j].lock)
+            j -= 1
+        if refused != NULL:
+            refused[0] = which
+        return verdict
 
     cdef _args(self, long long max_requests, long long window_ms):
         if self._base == NULL:
@@ -413,6 +462,29 @@ cdef class Table:
         self._args(max_requests, window_ms)
         cdef long long now = rl_now_ms() if now_ms is None else now_ms
         return self.check_h(h, limit_id, <uint64_t>max_requests, window_ms, now)
+
+    def check_many(self, limits, now_ms=None) -> tuple:
+        """One request under several limits, `(key, limit_id, max_requests, window_ms)` each,
+        counted only if every one admits it (all their shards locked together): `(0, -1)` if
+        admitted and recorded under all, else `(-retry_after_ms, index)` of the limit that
+        frees last (nothing recorded)."""
+        cdef int n = len(limits), i, which = -1
+        if n > MANY:
+            raise ValueError(f"check_many takes at most {MANY} limits, got {n}")
+        cdef uint64_t hashes[MANY]
+        cdef uint64_t lids[MANY]
+        cdef uint64_t maxes[MANY]
+        cdef long long windows[MANY]
+        for i in range(n):
+            key, limit_id, max_requests, window_ms = limits[i]
+            self._args(max_requests, window_ms)
+            hashes[i] = _fix(_xxh3(key.encode() if isinstance(key, str) else key))
+            lids[i] = limit_id
+            maxes[i] = max_requests
+            windows[i] = window_ms
+        cdef long long now = rl_now_ms() if now_ms is None else now_ms
+        cdef long long verdict = self.check_many_h(hashes, lids, maxes, windows, n, now, &which)
+        return verdict, which
 
     def status(self, key, unsigned long long limit_id, long long max_requests, long long window_ms,
                now_ms=None) -> dict:
