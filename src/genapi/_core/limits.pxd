@@ -16,6 +16,7 @@ cdef class RequestLimiter:
     cdef readonly bint fail_open
     cdef list globals
     cdef dict apis
+    cdef dict hashes                    # (key, value) -> the table's hash of "key:value"
 
     cdef object _value(self, Rule rule, object request, object identity)
     cpdef object check(self, object request, object identity)

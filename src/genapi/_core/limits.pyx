@@ -19,6 +19,7 @@ cdef object _xxh3 = xxhash.xxh3_64_intdigest
 cdef int K_USER = 0, K_DEVICE = 1, K_IP = 2, K_ARG = 3
 cdef enum:
     MAX_LIMITS = 16  # the table's check_many bound
+    HASH_CACHE = 65536  # (key, value) hashes remembered
 
 
 cdef class Rule:
@@ -42,6 +43,7 @@ cdef class RequestLimiter:
         self.fail_open = fail_open
         self.globals = []
         self.apis = {}
+        self.hashes = {}
 
     def configure(self, bint enabled, bint fail_open, list global_rules, dict api_rules):
         self.globals = [Rule(*r) for r in global_rules]
@@ -92,7 +94,13 @@ cdef class RequestLimiter:
                 if n == MAX_LIMITS:
                     raise ValueError(f"more than {MAX_LIMITS} rate limits apply to {request.service}."
                                      f"{request.request_type}")
-                hashes[n] = _xxh3(f"{rule.key}:{value}".encode()) or 1  # the table's key_hash()
+                ck = (rule.key, value)
+                h = self.hashes.get(ck)
+                if h is None:  # hashed once per value (a connection's user, device or address)
+                    if len(self.hashes) >= HASH_CACHE:
+                        self.hashes.clear()
+                    h = self.hashes[ck] = _xxh3(f"{rule.key}:{value}".encode()) or 1  # the table's key_hash()
+                hashes[n] = h
                 ids[n] = rule.limit_id
                 maxes[n] = rule.max_requests
                 windows[n] = rule.window_ms
