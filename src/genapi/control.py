@@ -138,7 +138,8 @@ class ControlPlane:
         rl_global_add, rl_global_remove. A change is answered once every worker has it."""
         limits = self.limits
         if limits is None:
-            raise Refused("rate limiting is off ([rate_limiter] enabled = false)")
+            raise Refused("rate limiting is off: [rate_limiter] enabled = false, or no limit was configured at "
+                          "start (the shared table is made at start: configure a limit and restart)")
         if target == "$rl_status":
             key, value, service, request_type = [*args, None, None][:4]
             return peer.result(cid, limits.status(str(key), str(value), service, request_type))

@@ -83,7 +83,9 @@ class Master:
         self.pipeline = Pipeline(settings)  # the authoritative registry; binding it validates a push
         self.control = ControlPlane(self.pipeline, settings, on_change=self.broadcast)
         self.limits = None
-        if settings.rate_limiter.enabled:  # the one table every worker maps
+        from .ratelimit import limits_wanted
+
+        if limits_wanted(settings.rate_limiter):  # the one table every worker maps
             from .ratelimit import RateLimits, table_path
 
             self.limits = RateLimits.create(settings.rate_limiter, table_path(gw.host, gw.port))

@@ -35,6 +35,11 @@ def limit_id(limit: GlobalLimit | ApiLimit) -> int:
     return xxhash.xxh3_64_intdigest(f"{scope}|{limit.key}|{limit.max_requests}|{limit.window_ms}".encode()) or 1
 
 
+def limits_wanted(cfg: RateLimiterSettings) -> bool:
+    """A table is made only for a config with limits: a gateway without any reserves no shared memory."""
+    return cfg.enabled and bool(cfg.global_limits or cfg.api_limits)
+
+
 def ring_for(cfg: RateLimiterSettings) -> int:
     """Admissions each key remembers: the largest max_requests the table must count exactly."""
     limits: list[GlobalLimit] = [*cfg.global_limits, *cfg.api_limits]

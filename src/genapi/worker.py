@@ -31,6 +31,7 @@ from .config import ConfigError, Settings
 from .errors import AT_CONNECTION_LIMIT, headers_too_large
 from .phoenix import origin_checker, serializer_for, topic_matcher
 from .pipeline import Pipeline
+from .ratelimit import RateLimits, limits_wanted, table_path
 from .snapshot import SnapshotError, SnapshotReader, default_path
 
 
@@ -454,9 +455,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
     stop = asyncio.Event()
     drain = [settings.gateway.shutdown_grace_ms / 1000]
     link = None
-    if settings.rate_limiter.enabled:  # the table is the master's (a lone worker's own)
-        from .ratelimit import RateLimits, table_path
-
+    if limits_wanted(settings.rate_limiter):  # the table is the master's (a lone worker's own)
         path = table_path(settings.gateway.host, settings.gateway.port)
         rl = settings.rate_limiter
         gateway.limits = RateLimits.open(rl, path) if master is not None else RateLimits.create(rl, path)
