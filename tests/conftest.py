@@ -26,3 +26,24 @@ def run():
             return await asyncio.wait_for(coro, timeout)
         return uvloop.run(guarded())
     return _run
+
+
+@pytest.fixture
+def warnings():
+    """The genapi logger's warning records (attached directly: log.setup may have stopped propagation)."""
+    import logging
+
+    records: list[str] = []
+
+    class ListHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("genapi")
+    handler = ListHandler(logging.WARNING)
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)

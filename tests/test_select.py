@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,23 +34,6 @@ def assert_ring(order: list[Any], pool: list[Any]) -> None:
     assert order == pool[first:] + pool[:first]
 
 
-@pytest.fixture
-def warnings() -> Iterator[list[str]]:
-    """The genapi logger's records (attached directly: log.setup may have stopped propagation)."""
-    records: list[str] = []
-
-    class ListHandler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
-
-    logger = logging.getLogger("genapi")
-    handler = ListHandler(logging.WARNING)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 # ---- Selector: the order of each mode

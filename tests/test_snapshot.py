@@ -3,7 +3,6 @@ segments left by a crashed master or owned by a live one, cleanup, and that a re
 a half-written generation."""
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import tempfile
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -41,23 +39,6 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-@pytest.fixture
-def warnings() -> Iterator[list[str]]:
-    """The genapi logger's records (attached directly: log.setup may have stopped propagation)."""
-    records: list[str] = []
-
-    class ListHandler(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
-
-    logger = logging.getLogger("genapi")
-    handler = ListHandler(logging.WARNING)
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    yield records
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 # ---- round trip

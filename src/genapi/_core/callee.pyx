@@ -30,13 +30,7 @@ from genapi._core.reply cimport Reply
 
 from cpython.ref cimport Py_DECREF, PyObject
 
-cdef extern from "Python.h":
-    # Steps a coroutine; a return comes back as PYGEN_RETURN (0) without a StopIteration.
-    int PyIter_Send(object iter, object arg, PyObject** presult) except? -1
-
-cdef enum:
-    PYGEN_RETURN = 0
-    PYGEN_NEXT = 1
+from genapi._core.coro cimport PYGEN_RETURN, PyIter_Send
 
 cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
 

@@ -23,11 +23,7 @@ from genapi._core.rpc cimport ServerPeer
 
 from cpython.ref cimport Py_DECREF, PyObject
 
-cdef extern from "Python.h":
-    int PyIter_Send(object iter, object arg, PyObject** presult) except? -1
-
-cdef enum:
-    PYGEN_RETURN = 0
+from genapi._core.coro cimport PYGEN_RETURN, PyIter_Send
 
 cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
 cdef int STREAM_WINDOW = 64       # rpc.STREAM_WINDOW
