@@ -456,3 +456,43 @@ def test_a_node_runs_only_what_it_declared() -> None:
         assert out[1] == ("unknown", "no function 'nodeapp:_mark' on this node")
         assert out[2][0] == "unknown"
         assert out[3] == {"text": "hi", "n": 2, "node": "d"}
+
+
+def test_hostile_peers_get_an_answer_and_nothing_dies() -> None:
+    """Garbage on the control port and on a node's listener: malformed frames close that
+    connection, bad requests are refused with a reason; gateway and node keep serving."""
+    import socket as sk
+    import struct
+
+    with gateway() as gw, NodeProcess([gw.control], name="h") as node:
+        wait_pushed(gw.control, "inv", [node.address])
+        for address in (gw.control, node.address):
+            host, port = address.rsplit(":", 1)
+            for junk in (b"\xff" * 64, struct.pack(">I", 2 ** 31) + b"x", struct.pack(">I", 3) + b"\x93\x01\x02",
+                         b"GET / HTTP/1.1\r\n\r\n"):
+                s = sk.create_connection((host, int(port)), timeout=5)
+                s.sendall(junk)
+                s.settimeout(5)
+                try:
+                    while s.recv(65536):
+                        pass
+                except OSError:
+                    pass
+                s.close()
+        for target, args in (("$push", ["not a map"]), ("$push", []), ("$verify", []), ("$rl_status", []),
+                             ("$pushed", [1, 2, 3])):
+            try:
+                control(gw.control, target, args)
+            except rpc.RpcError as exc:
+                assert exc.code in (rpc.REFUSED, "refused") and exc.text
+        assert control(gw.control, "$ping") == "pong" and control(node.address, "$ping") == "pong"
+        assert gw.alive() and node.alive()
+        assert "Traceback" not in gw.read_stderr() and "Traceback" not in node.read_stderr()
+
+        async def still() -> Any:
+            c = await client(gw)
+            try:
+                return (await c.call("inv", "echo", {"text": "ok"}, topic="api:t")).result
+            finally:
+                await c.close()
+        assert run(still())["text"] == "ok"

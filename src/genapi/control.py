@@ -130,8 +130,8 @@ class ControlPlane:
         except (Refused, ConfigError) as exc:
             log.warning("control_request_refused", peer=peer.peername, target=target, error=str(exc))
             peer.error(cid, rpc.REFUSED, str(exc))
-        except TypeError as exc:
-            peer.error(cid, rpc.REFUSED, f"bad arguments for {target}: {exc}")
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
+            peer.error(cid, rpc.REFUSED, f"bad arguments for {target}: {type(exc).__name__}: {exc}")
 
     def _rate_limits(self, peer: rpc.ServerPeer, cid: int, target: str, args: list[Any]) -> None:
         """rl_status, rl_reset, rl_config (read), and the changes: rl_update (the whole config),
