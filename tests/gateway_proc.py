@@ -96,6 +96,12 @@ class GatewayProcess(ChildProcess):
         return code
 
 
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid` (a master's workers)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return {int(p) for p in out}
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (for a server a test starts later, or never)."""
     import socket

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from gateway_proc import GatewayProcess, wait_until
+from gateway_proc import GatewayProcess, children, wait_until
 from genapi.client import Client
 from node_proc import control
 
@@ -163,11 +163,6 @@ def test_a_worker_killed_mid_traffic_leaves_the_table_usable() -> None:
         assert sum(r.success for r in after) == status["remaining"]  # exact again, nothing wedged
     finally:
         assert gw.stop() == 0
-
-
-def children(pid: int) -> set[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return {int(p) for p in out}
 
 
 def test_ip_address_behind_a_trusted_proxy_is_the_forwarded_one() -> None:

@@ -39,6 +39,17 @@ def _child(code: str, *args: str) -> subprocess.Popen[str]:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _together(children: list[subprocess.Popen[str]]) -> list[int]:
+    """Lets children that printed "ready" go at the same moment; what each printed last."""
+    for c in children:
+        assert c.stdout is not None and c.stdout.readline() == "ready\n"
+    for c in children:
+        assert c.stdin is not None
+        c.stdin.write("go\n")
+        c.stdin.flush()
+    return [int(c.communicate(timeout=60)[0]) for c in children]
+
+
 def test_admits_exactly_max_then_refuses_with_retry_after(table: Table) -> None:
     results = [table.check(b"user_id:alice", 0, 5, WINDOW, now_ms=10_000 + i) for i in range(5)]
     assert results == [0] * 5
@@ -158,13 +169,7 @@ def test_two_processes_on_one_key_admit_exactly_max(path: str) -> None:
         print(t._check_loop(key_hash("user_id:hot"), 3, int(sys.argv[2]), 3_600_000, 2_000_000), flush=True)
     """
     children = [_child(code, path, str(limit)) for _ in range(2)]
-    for c in children:
-        assert c.stdout is not None and c.stdout.readline() == "ready\n"
-    for c in children:
-        assert c.stdin is not None
-        c.stdin.write("go\n")
-        c.stdin.flush()
-    admitted = [int(c.communicate(timeout=60)[0]) for c in children]
+    admitted = _together(children)
     assert sum(admitted) == limit, admitted
     assert table.status("user_id:hot", 3, limit, 3_600_000)["used"] == limit
     assert table.check("user_id:hot", 3, limit, 3_600_000) < 0
@@ -275,13 +280,7 @@ def test_check_many_in_two_processes_neither_deadlocks_nor_overadmits(path: str)
         print(sum(t.check_many(limits)[0] == 0 for _ in range(40_000)), flush=True)
     """
     children = [_child(code, path, str(i)) for i in range(2)]
-    for c in children:
-        assert c.stdout is not None and c.stdout.readline() == "ready\n"
-    for c in children:
-        assert c.stdin is not None
-        c.stdin.write("go\n")
-        c.stdin.flush()
-    admitted = [int(c.communicate(timeout=60)[0]) for c in children]
+    admitted = _together(children)
     assert sum(admitted) == 30_000, admitted
     for i in range(4):
         assert table.status(f"user_id:{i}", 0, 30_000, 3_600_000)["used"] == 30_000

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import GatewayProcess, wait_until
+from gateway_proc import GatewayProcess, children, wait_until
 from genapi.client import Client
 from genapi.snapshot import default_path
 from node_proc import NodeProcess, control
@@ -39,11 +38,6 @@ timeout = 10000
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-def children(pid: int) -> set[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return {int(p) for p in out}
 
 
 def alive(pid: int) -> bool:

@@ -179,8 +179,8 @@ cdef class Dispatcher(Handler):
         if not entry.inline:
             conn.spawn(reply, self.general(reply, request, entry))
             return
-        if self.limiter is not None and self.limiter.enabled:
-            refusal = self.limiter.check(request, conn.identity)
+        if self.limiter is not None:
+            refusal = self.limit(request, entry, conn.identity)
             if refusal is not None:
                 reply.finish(refusal)
                 return
