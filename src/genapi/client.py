@@ -85,6 +85,13 @@ class _Listener(WSListener):
         self.client._on_disconnected(transport)
 
 
+def _relayed(payload: dict[str, Any]) -> bool:
+    """A message relayed to a group this client is a member of (genapi.relay): it goes to
+    `pushes`, also when this client sent it (its copy has the request_id of that call)."""
+    result = payload.get("result")
+    return isinstance(result, dict) and "from_user_id" in result and "group_id" in result and "timestamp" in result
+
+
 class Client:
     """One connection. Requests go to the first joined topic unless `topic=` is given.
     Make one with `await Client.connect(url, ...)`."""
@@ -187,7 +194,8 @@ class Client:
                 return
             if self._late_refs.pop(sref, 0) is None:  # the reply to a call that timed out
                 return
-        if event == self.event and isinstance(payload, dict) and isinstance(rid := payload.get("request_id"), str):
+        if event == self.event and isinstance(payload, dict) and isinstance(rid := payload.get("request_id"), str) \
+                and not _relayed(payload):  # a relay group's message carries its sender's request_id
             q = self._calls.get(rid)
             if q is not None:
                 try:

@@ -126,17 +126,27 @@ class RateLimiterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     max_requests_cap: Positive = 100  # the largest max_requests a limit added at runtime may have
 
 
+class RelaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Relay groups (`genapi.relay`): bounds, so clients creating groups cannot grow the
+    gateway's memory without limit."""
+
+    max_groups: Positive = 100_000       # groups on the host; a create beyond it is refused
+    max_members: Positive = 10_000       # members of one group; a join beyond it is refused
+
+
 class Settings(msgspec.Struct, kw_only=True):
     gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     rate_limiter: RateLimiterSettings = msgspec.field(default_factory=RateLimiterSettings)
+    relay: RelaySettings = msgspec.field(default_factory=RelaySettings)
     functions: list[FunConfig] = []
     services: list[ServiceSource] = []
     source: str = "<embedded default>"
 
 
 _TABLES = {"gateway": "[gateway]", "auth": "[auth]", "cluster": "[cluster]", "rate_limiter": "[rate_limiter]",
+           "relay": "[relay]",
            "functions": "[[functions]]", "services": "[[services]]"}
 
 

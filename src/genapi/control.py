@@ -24,7 +24,8 @@ import msgspec
 
 from . import log, rpc
 from .config import NonEmpty, Settings
-from .errors import ConfigError
+from .errors import ConfigError, RelayError
+from .groups import Groups
 from .pipeline import Pipeline
 from .structs import FunConfig
 
@@ -74,6 +75,7 @@ class ControlPlane:
         self.pipeline = pipeline
         self.on_change = on_change  # the master's broadcast: a change is answered once every worker has it
         self.limits: Any = None     # ratelimit.RateLimits, when [rate_limiter] is enabled
+        self.relay: Groups | None = None  # the host's relay groups, where this process holds them
         self.on_limits: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
         self.cluster = settings.cluster
         self.secret = rpc.secret_from(settings.cluster.secret)
@@ -123,6 +125,8 @@ class ControlPlane:
                 peer.result(cid, self.pipeline.nodes.status())
             elif target == "$ping":
                 peer.result(cid, "pong")
+            elif target == "$relay":
+                self._relay(peer, cid, args)
             elif target.startswith("$rl_"):
                 self._rate_limits(peer, cid, target, args)
             else:
@@ -132,6 +136,22 @@ class ControlPlane:
             peer.error(cid, rpc.REFUSED, str(exc))
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
             peer.error(cid, rpc.REFUSED, f"bad arguments for {target}: {type(exc).__name__}: {exc}")
+
+    def _relay(self, peer: rpc.ServerPeer, cid: int, args: list[Any]) -> None:
+        """A relay-group operation from Python (RelayClient) or the CLI: `[op, {args}]`, with
+        the acting user named in the args (none for the admin side's delete and info). A
+        refusal by the group rules is an answer: {"error": code, "text": ...}."""
+        if self.relay is None:
+            raise Refused("relay groups are not held by this process")
+        op, kw = args[0], args[1] if len(args) > 1 else {}
+        if not isinstance(kw, dict):
+            raise Refused("$relay: the arguments must be an object")
+        try:
+            out = self.relay.apply(str(op), kw)
+        except RelayError as exc:
+            return peer.result(cid, {"error": exc.code, "text": exc.text})
+        peer.result(cid, out)
+        self.relay.flush()
 
     def _rate_limits(self, peer: rpc.ServerPeer, cid: int, target: str, args: list[Any]) -> None:
         """rl_status, rl_reset, rl_config (read), and the changes: rl_update (the whole config),

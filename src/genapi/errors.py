@@ -74,6 +74,15 @@ class Unavailable(CallError):
         super().__init__(text or SERVICE_UNAVAILABLE)
 
 
+class RelayError(CallError):
+    """A relay-group operation refused by its rules. `code` is PhoenixGenApi's reason
+    (`not_found`, `not_admin`, ...), `text` what the client reads."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+
+
 class RemoteFailure(GenapiError):
     """A service node could not answer (connection lost, no such function there) or its function
     raised; `text` is what happened, shown to the client only with detail_error."""
@@ -285,3 +294,46 @@ def headers_too_large(limit: int) -> str:
 
 
 AT_CONNECTION_LIMIT = "server at its open-connection limit, retry later"
+
+
+# --------------------------------------------------------------------------- relay groups
+# PhoenixGenApi's reasons, each with the text a client reads; handle_relay's four are the
+# original's own texts.
+RELAY_TEXTS = {
+    "not_found": "Group not found",
+    "not_member": "Not a member of this group",
+    "pending": "Pending membership: wait for acceptance",
+    "muted": "You are muted and cannot send messages",
+    "already_exists": "Group already exists",
+    "already_member": "Already a member of this group",
+    "user_not_in_group": "User is not a member of this group",
+    "not_admin": "Only an admin of this group may do this",
+    "not_active": "Only an active member of this group may do this",
+    "user_not_pending": "User is not pending: only a pending member can be accepted",
+    "not_strict_private": "Only strict_private groups have mute and unmute",
+    "cannot_mute": "Only an active member can be muted",
+    "not_muted": "User is not muted",
+    "no_user": "Relay groups need an authenticated user (the connection has no user_id)",
+    "unavailable": "Relay groups are unavailable (the gateway's master is gone)",
+}
+
+
+def relay_error(code: str) -> RelayError:
+    return RelayError(code, RELAY_TEXTS[code])
+
+
+def relay_group_type(value: object) -> RelayError:
+    return RelayError("invalid_group_type",
+                      f"group_type must be one of public, private, strict_private, got {value!r}")
+
+
+def relay_too_many_groups(limit: int) -> RelayError:
+    return RelayError("too_many_groups", f"Too many relay groups on this gateway ([relay] max_groups = {limit})")
+
+
+def relay_group_full(limit: int) -> RelayError:
+    return RelayError("group_full", f"Group is full ([relay] max_members = {limit})")
+
+
+def relay_argument(op: str, name: str) -> RelayError:
+    return RelayError("invalid_argument", f"{op}: {name} must be a non-empty string")

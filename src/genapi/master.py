@@ -12,6 +12,12 @@ swaps to it in one step and acknowledges, so a push returns once every live work
 The pipe is a socketpair of newline-delimited JSON messages: master → worker `{"settings"}`
 (first), `{"gen": N}`, `{"drain": seconds}`; worker → master `{"ack": N}`. A worker whose
 master is gone (EOF) drains and exits, so a killed master leaves no orphans.
+
+The master is also the relay groups' authority (`groups.py`): workers send each operation up
+their pipe (`{"relay": op, "id", "args", "seat"}`, and `{"relay_gone": [seats]}` when members'
+connections go); the master applies them in order, answers (`{"rr": id, "ok"|"err"}`) and sends
+each worker holding receivers one `{"rd": [seats], "p": message}`. A dead worker's members leave
+their groups.
 """
 from __future__ import annotations
 
@@ -30,10 +36,13 @@ import msgspec
 from . import log
 from .config import ConfigError, Settings
 from .control import ControlPlane
+from .errors import RelayError
+from .groups import Groups
 from .pipeline import Pipeline
 from .snapshot import SnapshotWriter, default_path
 
 ACK_TIMEOUT_S = 5.0
+RELAY_PIPE_MAX_BYTES = 64 * 1024 * 1024  # relayed messages a worker may have unread on its pipe
 RESTART_WINDOW_S = 10.0    # crashes within this window count towards a crash loop
 CRASH_LOOP = 3             # this many crashes in the window: restart with backoff
 BACKOFF_MAX_S = 30.0
@@ -53,6 +62,7 @@ class WorkerHandle:
         self.greeted = False  # it has read its settings: the pipe may carry more
         self.acks: dict[int, asyncio.Future[None]] = {}
         self.crashes: list[float] = []
+        self.relay_dropped = 0  # relay deliveries dropped while its pipe was full
         self.restart_at = 0.0
         self.task: asyncio.Task[None] | None = None
 
@@ -64,8 +74,15 @@ class WorkerHandle:
         return self.proc is not None and self.proc.poll() is None
 
     def send(self, message: dict[str, Any]) -> None:
+        self.write(json.dumps(message).encode() + b"\n")
+
+    def write(self, line: bytes) -> None:
         if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(json.dumps(message).encode() + b"\n")
+            self.writer.write(line)
+
+    def backlog(self) -> int:
+        """Bytes written to the pipe that the worker has not read yet."""
+        return self.writer.transport.get_write_buffer_size() if self.writer is not None else 0
 
 
 class Master:
@@ -82,6 +99,8 @@ class Master:
         self.snapshots = SnapshotWriter(default_path(gw.host, gw.port))
         self.pipeline = Pipeline(settings)  # the authoritative registry; binding it validates a push
         self.control = ControlPlane(self.pipeline, settings, on_change=self.broadcast)
+        self.groups = Groups(settings.relay, self._deliver)  # relay groups: the host's one authority
+        self.control.relay = self.groups
         self.limits = None
         from .ratelimit import limits_wanted
 
@@ -162,6 +181,13 @@ class Master:
             except ValueError:
                 log.warning("worker_message_invalid", index=w.index, line=line[:200])
                 continue
+            if "relay" in message:
+                self._relay(w, message)
+                continue
+            if "relay_gone" in message:
+                if w.pid is not None and isinstance(message["relay_gone"], list):
+                    self.groups.drop_places(w.pid, message["relay_gone"])
+                continue
             seq = message.get("limits_ack")
             if isinstance(seq, int):
                 w.limits_acked = max(w.limits_acked, seq)
@@ -173,6 +199,39 @@ class Master:
                     fut = w.acks.pop(g)
                     if not fut.done():
                         fut.set_result(None)
+
+    def _relay(self, w: WorkerHandle, message: dict[str, Any]) -> None:
+        """A relay-group operation from worker `w`: applied in arrival order (so a sender's
+        messages reach everyone in the order sent), answered, then its deliveries sent."""
+        seat = message.get("seat")
+        args = message.get("args")
+        try:
+            if not isinstance(args, dict):
+                raise RelayError("invalid_argument", "relay: args must be an object")
+            out: dict[str, Any] = {"rr": message.get("id"),
+                                   "ok": self.groups.apply(str(message["relay"]), args,
+                                                           (w.pid, seat) if isinstance(seat, int) and w.pid else None)}
+        except RelayError as exc:
+            out = {"rr": message.get("id"), "err": exc.code, "text": exc.text}
+        w.write(msgspec.json.encode(out) + b"\n")
+        self.groups.flush()
+
+    def _deliver(self, pid: int, tokens: list[int], payload: bytes) -> None:
+        """One relayed message to worker `pid`'s seats `tokens`; dropped (counted, logged) while
+        that worker is not reading its pipe, so a stuck worker cannot grow the master."""
+        for w in self.workers:
+            if w.pid == pid and w.alive():
+                if w.backlog() > RELAY_PIPE_MAX_BYTES:
+                    if not w.relay_dropped:
+                        log.warning("relay_worker_slow", index=w.index, pid=pid, backlog_bytes=w.backlog(),
+                                    note="relayed messages to its members are dropped until it catches up")
+                    w.relay_dropped += len(tokens)
+                    return
+                if w.relay_dropped:
+                    log.warning("relay_worker_caught_up", index=w.index, pid=pid, dropped=w.relay_dropped)
+                    w.relay_dropped = 0
+                w.write(b'{"rd":' + msgspec.json.encode(tokens) + b',"p":' + payload + b"}\n")
+                return
 
     async def _wait_acked(self, gen: int, deadline: float) -> list[int]:
         """Waits until every live worker acknowledged `gen` (or the deadline); the indexes that did not."""
@@ -238,6 +297,8 @@ class Master:
                         log.warning("worker_exited", index=w.index, pid=w.pid, exit=code)
                     w.restart_at = now + delay
                     self._close_pipe(w)
+                    if w.pid is not None:
+                        self.groups.drop_worker(w.pid)
                 if now >= w.restart_at:
                     w.restart_at = 0.0
                     await self._spawn(w)

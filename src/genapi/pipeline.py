@@ -15,7 +15,7 @@ import asyncio
 import os
 from typing import Any
 
-from . import errors, hooks, log, permissions, rpc
+from . import errors, hooks, log, permissions, relay, rpc
 from ._core.callee import Callee, LocalCallee
 from ._core.dispatch import Dispatcher, Entry, arguments, permitted_by_mode
 from ._core.handoff import ThreadPool
@@ -28,6 +28,7 @@ from .errors import ArgumentError, CallError, HookRejected
 from .loader import load_callable
 from .registry import NotFound, Registry
 from .remote import Nodes, RemoteCallee
+from .seats import Seats
 from .structs import FunConfig, Request, Response, split_target
 
 
@@ -42,6 +43,7 @@ class Pipeline:
         self.limits = Limits(gw.string_max_bytes, gw.list_max_items, gw.map_max_items)
         self.pool = ThreadPool(gw.thread_pool_size, gw.thread_queue_limit)
         self.registry: Registry[Entry] = Registry()
+        self.seats = Seats()  # this worker's relay-group members (linked to the groups by the worker)
         self.nodes = Nodes(settings.cluster, rpc.secret_from(settings.cluster.secret), f"gateway@{os.getpid()}")
         for cfg in settings.functions:
             self.add(cfg)
@@ -65,6 +67,12 @@ class Pipeline:
             except ValueError as exc:
                 raise ValueError(f"{config.service}.{config.request_type}: {exc}") from None
         fn = load_callable(split_target(config.mfa)[0])
+        op = relay.op_of(fn)
+        if op is not None:  # genapi.relay's operations act on the caller's connection
+            try:
+                return relay.RelayCallee(op, config, self.seats)
+            except ValueError as exc:
+                raise ValueError(f"{config.service}.{config.request_type}: {exc}") from None
         return LocalCallee(fn, config.timeout_ms(), self.pool, self.detail_error)
 
     def bind(self, config: FunConfig) -> Entry:
@@ -167,17 +175,17 @@ class Pipeline:
             return await self._refuse(reply, req, entry, errors.PERMISSION_DENIED)
         rtype = entry.response_type
         if rtype == "sync":
-            resp = await self.call(entry, req)
+            resp = await self.call(entry, req, reply)
             await self._after(entry, req, resp)
             reply.answer(resp)
         elif rtype == "async":
             reply.answer(Response.ack(req.request_id))
-            resp = await self.call(entry, req)
+            resp = await self.call(entry, req, reply)
             await self._after(entry, req, resp)
             reply.push(resp)
         elif rtype == "none":
             reply.reply("ok", req.request_type)
-            resp = await self.call(entry, req)
+            resp = await self.call(entry, req, reply)
             reply.outcome = resp  # never sent: the access log still tells how it went
             if not resp.success:
                 log.warning("call_failed", request_id=req.request_id, service=req.service,
@@ -209,8 +217,9 @@ class Pipeline:
             await hooks.run_after(entry.after, req, entry.config, resp, self.pool)
 
     # ------------------------------------------------------------------ calls
-    async def call(self, entry: Entry, req: Request) -> Response:
-        """Arguments, then the callee with its deadline, re-run per the retry policy; always a Response."""
+    async def call(self, entry: Entry, req: Request, reply: Reply | None = None) -> Response:
+        """Arguments, then the callee with its deadline, re-run per the retry policy; always a
+        Response. `reply`: where the answer goes, for callees that act on the caller's connection."""
         try:
             args = arguments(entry, req)
         except ArgumentError as exc:
@@ -223,7 +232,7 @@ class Pipeline:
                 await asyncio.sleep(backoff(attempt))
                 log.info("call_retry", request_id=req.request_id, attempt=attempt)
             try:
-                return Response(req.request_id, await callee.call(args, req, plan))
+                return Response(req.request_id, await callee.call(args, req, plan, reply))
             except CallError as exc:
                 resp = Response.fail(req.request_id, exc.text, exc.can_retry)
                 if exc.can_retry:  # no capacity now: the client retries, not us

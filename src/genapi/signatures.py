@@ -117,7 +117,7 @@ def _fits(where: str, target: str, parts: list[tuple[int, str]] | None, who: str
         return [f"{where}: {exc}{_path_hint(target)}"]
     except Exception as exc:  # the module itself failed while importing
         return [f'{where}: importing "{target.partition(":")[0]}" raised {type(exc).__name__}: {exc}']
-    if parts is None:
+    if parts is None or getattr(fn, "relay_op", None) is not None:  # relay ops take named args (relay.py)
         return []
     try:
         sig = inspect.signature(fn)

@@ -23,15 +23,17 @@ import msgspec
 from picows import WSAutoPingStrategy, WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows.pyi
 
-from . import log
+from . import log, relay
 from ._core.connection import Connection
 from ._core.reply import log_calls
 from .auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
 from .config import ConfigError, Settings
 from .errors import AT_CONNECTION_LIMIT, headers_too_large
+from .groups import Groups
 from .phoenix import origin_checker, serializer_for, topic_matcher
 from .pipeline import Pipeline
 from .ratelimit import RateLimits, limits_wanted, table_path
+from .seats import LocalRelay, PipeRelay
 from .snapshot import SnapshotError, SnapshotReader, default_path
 
 
@@ -460,13 +462,22 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
         rl = settings.rate_limiter
         gateway.limits = RateLimits.open(rl, path) if master is not None else RateLimits.create(rl, path)
         gateway.pipeline.dispatcher.limiter = gateway.limits.limiter
+    seats = gateway.pipeline.seats
+    relay.use(seats)
+    groups = None
     if master is not None:
         link = MasterLink(master, gateway, stop, drain)
         await link.start()  # the current snapshot, before a single connection is accepted
         sock = reuseport_socket(settings.gateway.host, settings.gateway.port)
+    else:  # alone, this worker is the relay groups' authority
+        local = LocalRelay(Groups(settings.relay, lambda _worker, tokens, payload: seats.deliver(tokens, payload)),
+                           seats)
+        seats.link = local
+        groups = local.groups
     await gateway.start(sock)
     gateway.control = ControlPlane(gateway.pipeline, settings)
     gateway.control.limits = gateway.limits
+    gateway.control.relay = groups
     if master is None:
         await gateway.control.start(control)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
@@ -505,7 +516,8 @@ def reload_functions(gateway: Gateway) -> None:
 
 class MasterLink:
     """A worker's pipe to its master: config generations in (loaded, then acknowledged), drain
-    in; EOF means the master is gone, and the worker drains and exits."""
+    in, relay-group operations out and their answers and deliveries in; EOF means the master is
+    gone, and the worker drains and exits."""
 
     def __init__(self, sock: socket.socket, gateway: Gateway, stop: asyncio.Event, drain: list[float]) -> None:
         self.sock = sock
@@ -515,10 +527,17 @@ class MasterLink:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.snapshots = SnapshotReader(default_path(gateway.settings.gateway.host, gateway.settings.gateway.port))
+        self.seats = gateway.pipeline.seats
+        self.relay = PipeRelay(self._write)
         self.task: asyncio.Task[None] | None = None
+
+    def _write(self, line: bytes) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(line)
 
     async def start(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(sock=self.sock, limit=2 ** 24)
+        self.seats.link = self.relay
         while True:  # the first generation, before serving
             message = await self._next()
             if message is None:
@@ -533,13 +552,20 @@ class MasterLink:
         if not line:
             return None
         try:
+            if line.startswith(b'{"rd":'):  # a relayed message: its payload stays encoded
+                d = _decode_delivery(line)
+                self.seats.deliver(d.rd, bytes(d.p))
+                return {}
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, msgspec.ValidationError):
             log.warning("master_message_invalid", line=line[:200])
             return {}
         return message if isinstance(message, dict) else {}
 
     def _handle(self, message: dict[str, Any]) -> str | None:
+        if "rr" in message:
+            self.relay.answered(message)
+            return "relay"
         if isinstance(message.get("gen"), int):
             self._load(message["gen"])
             return "gen"
@@ -550,8 +576,7 @@ class MasterLink:
                     limits.update(message["limits"])
                 except (ConfigError, ValueError) as exc:
                     log.error("rate_limits_not_applied", error=str(exc))
-            assert self.writer is not None
-            self.writer.write(json.dumps({"limits_ack": message.get("seq", 0)}).encode() + b"\n")
+            self._write(json.dumps({"limits_ack": message.get("seq", 0)}).encode() + b"\n")
             return "limits"
         if "drain" in message:
             self.drain[0] = float(message["drain"])
@@ -567,8 +592,7 @@ class MasterLink:
             log.error("snapshot_unreadable", generation=gen, error=str(exc))
             return
         fresh = self.gateway.pipeline.load(snap.configs)
-        assert self.writer is not None
-        self.writer.write(json.dumps({"ack": snap.generation}).encode() + b"\n")
+        self._write(json.dumps({"ack": snap.generation}).encode() + b"\n")
         log.info("config_loaded", generation=snap.generation, functions=len(snap.configs), bound=fresh,
                  ms=round((time.perf_counter() - started) * 1000, 3))
 
@@ -577,6 +601,7 @@ class MasterLink:
             message = await self._next()
             if message is None:
                 log.warning("master_gone", pid=os.getpid(), note="draining and exiting")
+                self.relay.lost()
                 self.stop.set()
                 return
             self._handle(message)
@@ -586,6 +611,14 @@ class MasterLink:
             self.task.cancel()
         if self.writer is not None:
             self.writer.close()
+
+
+class _Delivery(msgspec.Struct):
+    rd: list[int]
+    p: msgspec.Raw
+
+
+_decode_delivery = msgspec.json.Decoder(_Delivery).decode
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:

@@ -11,8 +11,9 @@ come from the callee (`local execution timed out after Nms` is the local one's).
   releases it once answered.
 - `plan(request)`: what the retries of one request share (a remote callee's node order), made
   once per request; None for callees that need nothing.
-- `await call(args, request, plan)`: the result, or `CallError` (timeout, unavailable), or the
-  function's exception.
+- `await call(args, request, plan, reply)`: the result, or `CallError` (timeout, unavailable), or
+  the function's exception. `reply` is where the answer goes (the caller's connection and
+  topic), for callees that act on them (relay groups); the others ignore it.
 - `await stream(args, handle, request)`: pushes chunks through the `StreamHandle`.
 """
 import asyncio
@@ -48,7 +49,7 @@ cdef class Callee:
 
     async def _answer(self, Reply reply, request, list args):
         try:
-            resp = Response(request.request_id, await self.call(args, request, self.plan(request)))
+            resp = Response(request.request_id, await self.call(args, request, self.plan(request), reply))
         except CallError as exc:
             resp = Response.fail(request.request_id, exc.text, exc.can_retry)
         except Exception as exc:
@@ -58,7 +59,7 @@ cdef class Callee:
     cpdef plan(self, object request):
         return None
 
-    async def call(self, list args, request=None, plan=None):
+    async def call(self, list args, request=None, plan=None, reply=None):
         raise NotImplementedError
 
     async def stream(self, list args, handle, request=None):
@@ -199,7 +200,7 @@ cdef class LocalCallee(Callee):
             resp = self.failure(request, exc)
         reply.answer(resp)
 
-    async def call(self, list args, request=None, plan=None):
+    async def call(self, list args, request=None, plan=None, reply=None):
         cm = asyncio.timeout(self.timeout)
         try:
             async with cm:

@@ -8,6 +8,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSTransport
 class Connection(WSListener):
     gateway: Any
     ser: Any
+    v2: bool
     identity: Any
     cid: str
     event: str

@@ -179,7 +179,7 @@ cdef class RemoteCallee(Callee):
         reply._conn.track(reply, call)
         call.next_node()
 
-    async def call(self, list args, request=None, plan=None):
+    async def call(self, list args, request=None, plan=None, reply=None):
         fut = asyncio.get_running_loop().create_future()
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
         call.setup(self, request, args, self.order(request, plan), self._deadline())

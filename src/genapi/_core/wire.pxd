@@ -11,3 +11,4 @@ cpdef bytes push_v1(object join_ref, str topic, str event, object payload)
 cpdef bytes reply_v1(object join_ref, object ref, str topic, str status, object response)
 cpdef bytes answer_v1(object join_ref, object ref, str topic, str event, object push, str status,
                       object response)
+cpdef bytes push_raw(bint v2, object join_ref, str topic, str event, bytes payload)

@@ -174,3 +174,21 @@ cpdef bytes answer_v1(object join_ref, object ref, str topic, str event, object 
     return _two(_encode_push({"topic": topic, "event": event, "payload": push, "ref": None}, "payload"),
                 _frame({"topic": topic, "event": REPLY, "payload": {"status": status, "response": response},
                         "ref": ref}))
+
+
+cdef bytes _V1_HEAD = b'{"topic":'
+cdef bytes _V1_EVENT = b',"event":'
+cdef bytes _V1_PAYLOAD = b',"payload":'
+cdef bytes _V1_TAIL = b',"ref":null}'
+
+
+cpdef bytes push_raw(bint v2, object join_ref, str topic, str event, bytes payload):
+    """A push whose payload is already JSON (one relayed message, encoded once for all its
+    receivers): only the envelope is encoded per connection."""
+    cdef bytes head, msg
+    if v2:
+        head = _frame([join_ref, None, topic, event])  # "[...]": its "]" makes room for the payload
+        msg = head[:PyBytes_GET_SIZE(head) - 1] + b"," + payload + b"]"
+    else:
+        msg = b"".join((_V1_HEAD, _encode(topic), _V1_EVENT, _encode(event), _V1_PAYLOAD, payload, _V1_TAIL))
+    return ws_text(msg)

@@ -1,0 +1,202 @@
+"""A worker's side of relay groups: seats (a client connection on one topic that is a member of
+groups) and the delivery of relayed messages to them.
+
+A seat is tracked by its connection like a running call (`Connection.track`), so leaving the
+topic, joining it again or closing the connection vacates it, and the authority (`groups.py`,
+in the master or in this process) is told that its memberships ended.
+
+Deliveries arrive in batches (tokens of this worker's seats and the message, encoded once) and
+are written on the next turn of the loop, after the answers that came with them (a sender
+reads its answer before its own copy), corked so a connection gets one write per batch. A seat
+whose connection is not reading its output (the transport is over its high-water mark) gets
+nothing more until it catches up: the relay's queue per member is that buffer, and what does
+not fit is dropped, counted and logged.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from . import log
+from ._core.connection import Connection
+from ._core.wire import push_raw
+from .errors import RelayError, relay_error
+from .groups import Groups
+
+Done = Callable[[Any], None]  # gets the operation's result, or the RelayError refusing it
+
+
+class Seat:
+    """One connection on one topic, as a member of relay groups."""
+
+    __slots__ = ("conn", "dropped", "placed", "seats", "token", "topic")
+
+    def __init__(self, seats: Seats, conn: Connection, topic: str, token: int) -> None:
+        self.seats = seats
+        self.conn = conn
+        self.topic = topic
+        self.token = token
+        self.placed = False  # an operation that seats it was sent: the authority must hear when it goes
+        self.dropped = 0     # deliveries dropped since it last kept up
+
+    def cancel(self) -> None:
+        """The topic was left or joined again, or the connection closed (Connection._cancel)."""
+        self.seats.vacate(self)
+
+
+class Seats:
+    """The seats of one worker and the link to the groups' authority."""
+
+    def __init__(self) -> None:
+        self.worker = os.getpid()
+        self.link: Any = None  # LocalRelay, or the master link's relay side: ask(...), gone(...)
+        self.by_token: dict[int, Seat] = {}
+        self.by_place: dict[tuple[Connection, str], Seat] = {}
+        self._tokens = itertools.count(1)
+        self._gone: list[int] = []
+        self._inbox: list[tuple[list[int], bytes]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.delivered = 0
+        self.dropped = 0
+
+    def seat(self, reply: Any) -> int | None:
+        """The token of the seat of `reply`'s connection and topic (made on first use), marked
+        as placed; None without a real connection."""
+        conn = reply.conn
+        if not isinstance(conn, Connection):
+            return None
+        key = (conn, reply.topic)
+        s = self.by_place.get(key)
+        if s is None:
+            s = Seat(self, conn, reply.topic, next(self._tokens))
+            self.by_place[key] = s
+            self.by_token[s.token] = s
+            conn.track(reply, s)
+        s.placed = True
+        return s.token
+
+    def vacate(self, seat: Seat) -> None:
+        self.by_token.pop(seat.token, None)
+        self.by_place.pop((seat.conn, seat.topic), None)
+        if seat.placed and self.link is not None:
+            if not self._gone:  # a drain closes many at once: one message for them
+                self._later(self._send_gone)
+            self._gone.append(seat.token)
+
+    def _send_gone(self) -> None:
+        gone, self._gone = self._gone, []
+        if gone and self.link is not None:
+            self.link.gone(gone)
+
+    # ------------------------------------------------------------------ delivery
+    def deliver(self, tokens: list[int], payload: bytes) -> None:
+        """Queues one message for these seats: written on the next turn of the loop."""
+        if not self._inbox:
+            self._later(self._flush)
+        self._inbox.append((tokens, payload))
+
+    def _later(self, fn: Callable[[], None]) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._loop.call_soon(fn)
+
+    def _flush(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        corked: list[Connection] = []
+        by_token = self.by_token
+        for tokens, payload in inbox:
+            for token in tokens:
+                seat = by_token.get(token)
+                if seat is None:
+                    continue  # gone meanwhile; the authority hears of it
+                conn = seat.conn
+                join_ref = conn.channels.get(seat.topic)
+                if join_ref is None:
+                    continue
+                if conn.writing_paused or conn.aborted:
+                    self._drop(seat)
+                    continue
+                if seat.dropped:
+                    log.info("relay_member_caught_up", conn=conn.cid, topic=seat.topic, dropped=seat.dropped)
+                    seat.dropped = 0
+                if conn.cork():
+                    corked.append(conn)
+                conn.send(push_raw(conn.v2, join_ref, seat.topic, conn.event, payload))
+                self.delivered += 1
+        for conn in corked:
+            conn.uncork()
+
+    def _drop(self, seat: Seat) -> None:
+        if not seat.dropped:
+            log.warning("relay_member_slow", conn=seat.conn.cid, topic=seat.topic,
+                        note="not reading its output: relayed messages are dropped until it catches up")
+        seat.dropped += 1
+        self.dropped += 1
+
+    def stats(self) -> dict[str, int]:
+        return {"seats": len(self.by_token), "delivered": self.delivered, "dropped": self.dropped}
+
+
+class LocalRelay:
+    """The link of a worker that is the authority itself (`--workers 1`)."""
+
+    def __init__(self, groups: Groups, seats: Seats) -> None:
+        self.groups = groups
+        self.seats = seats
+
+    def ask(self, op: str, args: dict[str, Any], token: int | None, done: Done) -> None:
+        try:
+            out: Any = self.groups.apply(op, args, None if token is None else (self.seats.worker, token))
+        except RelayError as exc:
+            out = exc
+        done(out)
+        self.groups.flush()
+
+    def gone(self, tokens: list[int]) -> None:
+        self.groups.drop_places(self.seats.worker, tokens)
+
+    def deliver(self, worker: int, tokens: list[int], payload: bytes) -> None:
+        """Groups' delivery callback: every place is in this process."""
+        self.seats.deliver(tokens, payload)
+
+
+class PipeRelay:
+    """The link of a worker under a master: operations go up the pipe in order, answers and
+    deliveries come back on it. `write(bytes)` writes one line to the master."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+        self.pending: dict[int, Done] = {}
+        self._ids = itertools.count(1)
+
+    def ask(self, op: str, args: dict[str, Any], token: int | None, done: Done) -> None:
+        n = next(self._ids)
+        self.pending[n] = done
+        self.write(_encode_line({"relay": op, "id": n, "args": args, "seat": token}))
+
+    def gone(self, tokens: list[int]) -> None:
+        self.write(_encode_line({"relay_gone": tokens}))
+
+    def answered(self, message: dict[str, Any]) -> None:
+        done = self.pending.pop(message.get("rr", 0), None)
+        if done is None:
+            return
+        if "err" in message:
+            done(RelayError(str(message["err"]), str(message.get("text"))))
+        else:
+            done(message.get("ok"))
+
+    def lost(self) -> None:
+        """The master is gone: every waiting operation is refused."""
+        pending, self.pending = self.pending, {}
+        for done in pending.values():
+            done(relay_error("unavailable"))
+
+
+def _encode_line(message: dict[str, Any]) -> bytes:
+    return msgspec.json.encode(message) + b"\n"
