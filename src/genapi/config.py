@@ -130,6 +130,7 @@ class RelaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Relay groups (`genapi.relay`): bounds, so clients creating groups cannot grow the
     gateway's memory without limit."""
 
+    service: NonEmpty | None = None      # serve the nine operations as <service>.<op> (relay_functions)
     max_groups: Positive = 100_000       # groups on the host; a create beyond it is refused
     max_members: Positive = 10_000       # members of one group; a join beyond it is refused
 
@@ -154,13 +155,14 @@ def _unknown_top_level(name: str) -> str:
     """Words a top-level name that is none of the three tables: a misspelled table, or a key
     written above its table's header."""
     for table, struct in (("gateway", GatewaySettings), ("auth", AuthSettings), ("cluster", ClusterSettings),
-                          ("rate_limiter", RateLimiterSettings), ("functions", FunConfig), ("services", ServiceSource)):
+                          ("rate_limiter", RateLimiterSettings), ("relay", RelaySettings), ("functions", FunConfig),
+                          ("services", ServiceSource)):
         if name in struct.__struct_fields__:
             return f"key {name} is outside any table; it belongs under {_TABLES[table]}"
     hint = did_you_mean(name, _TABLES, "[{}]").replace("[functions]", "[[functions]]").replace(
         "[services]", "[[services]]")
-    return (f"unknown table {name}"
-            f"{hint or '; expected [gateway], [auth], [cluster], [rate_limiter], [[functions]] and [[services]]'}")
+    expected = "; expected [gateway], [auth], [cluster], [rate_limiter], [relay], [[functions]] and [[services]]"
+    return f"unknown table {name}{hint or expected}"
 
 
 def _path_rule(path: str) -> str | None:
@@ -267,6 +269,8 @@ def parse(text: str, source: str = "<string>") -> Settings:
     problems += found
     limiter, found = _table("[rate_limiter]", RateLimiterSettings, doc.get("rate_limiter", {}))
     problems += found
+    relay, found = _table("[relay]", RelaySettings, doc.get("relay", {}))
+    problems += found
     services = []
     raw_services = doc.get("services", [])
     if not isinstance(raw_services, list):
@@ -296,13 +300,37 @@ def parse(text: str, source: str = "<string>") -> Settings:
             if ident in seen:
                 problems.append(f"{label}: duplicate function {ident[0]}.{ident[1]} version {ident[2]}")
             seen.add(ident)
+    if relay is not None and relay.service is not None:  # the file's own entries of the same name win
+        functions += [cfg for cfg in relay_functions(relay.service)
+                      if (cfg.service, cfg.request_type, "None") not in seen]
     if problems:
         partial = Settings(gateway=gw or GatewaySettings(), auth=auth or AuthSettings(),
                            cluster=cluster or ClusterSettings(), rate_limiter=limiter or RateLimiterSettings(),
-                           functions=functions, services=services, source=source)
+                           relay=relay or RelaySettings(), functions=functions, services=services, source=source)
         raise ConfigError(problems, partial, numbers)
-    return Settings(gateway=gw, auth=auth, cluster=cluster, rate_limiter=limiter, functions=functions,
+    return Settings(gateway=gw, auth=auth, cluster=cluster, rate_limiter=limiter, relay=relay, functions=functions,
                     services=services, source=source)
+
+
+RELAY_ARGS: dict[str, dict[str, Any]] = {  # each relay operation's client arguments (genapi.relay)
+    "create_group": {"group_id": "string", "group_type": "string"},
+    "join_group": {"group_id": "string"},
+    "leave_group": {"group_id": "string"},
+    "accept_member": {"group_id": "string", "user_id": "string"},
+    "mute_member": {"group_id": "string", "user_id": "string"},
+    "unmute_member": {"group_id": "string", "user_id": "string"},
+    "get_group_info": {"group_id": "string"},
+    "delete_group": {"group_id": "string"},
+    "handle_relay": {"group_id": "string", "message": "any"},
+}
+
+
+def relay_functions(service: str) -> list[FunConfig]:
+    """`[relay] service`: the nine relay operations as functions `<service>.<op>`, for any
+    authenticated user (the operations themselves check who may do what in a group)."""
+    return [FunConfig(service=service, request_type=op, mfa=f"genapi.relay:{op}", arg_types=args,
+                      arg_orders=list(args), check_permission="any_authenticated")
+            for op, args in RELAY_ARGS.items()]
 
 
 def auth_problems(auth: AuthSettings) -> list[str]:

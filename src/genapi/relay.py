@@ -25,22 +25,13 @@ from typing import Any, cast
 
 from . import rpc
 from ._core.callee import Callee
+from .config import RELAY_ARGS
 from .errors import RelayError, relay_error
 from .seats import Seats
 from .structs import FunConfig, Response
 
 # client argument names per operation (what a config's arg_orders must name)
-CLIENT_ARGS: dict[str, tuple[str, ...]] = {
-    "create_group": ("group_id", "group_type"),
-    "join_group": ("group_id",),
-    "leave_group": ("group_id",),
-    "accept_member": ("group_id", "user_id"),
-    "mute_member": ("group_id", "user_id"),
-    "unmute_member": ("group_id", "user_id"),
-    "get_group_info": ("group_id",),
-    "delete_group": ("group_id",),
-    "handle_relay": ("group_id", "message"),
-}
+CLIENT_ARGS: dict[str, tuple[str, ...]] = {op: tuple(args) for op, args in RELAY_ARGS.items()}
 SEATING = frozenset({"create_group", "join_group"})  # these seat the caller's connection
 
 _seats: Seats | None = None  # this process's seats, when it is a gateway worker
