@@ -250,3 +250,10 @@ async def pid():
     import os
 
     return os.getpid()
+
+
+async def relay_kick(group_id, user_id):
+    """A local function acting on relay groups from inside the gateway (genapi.relay)."""
+    from genapi import relay
+
+    return await relay.leave_group(group_id, user_id)

@@ -122,7 +122,9 @@ class RelayCallee(Callee):
         super().__init__(config.timeout_ms())
         if config.response_type == "stream":
             raise ValueError(f'genapi.relay:{op} answers once: response_type must be "sync", "async" or "none"')
-        names = list(config.arg_orders)
+        types = config.arg_types or {}
+        orders = config.arg_orders
+        names = list(types) if not orders and len(types) == 1 else ([] if orders == "map" else list(orders))
         missing = [a for a in CLIENT_ARGS[op] if a not in names]
         if missing:
             raise ValueError(f"genapi.relay:{op} needs argument(s) {', '.join(missing)} in arg_types and arg_orders")
