@@ -56,7 +56,7 @@ def test_defaults_and_embedded_config():
     ("[auth]\njwt_algorithm = \"none\"", "[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got \"none\""),
     ("[auth]\njwt_secret = \"a\"\njwt_public_key = \"/x\"", "[auth]: set jwt_secret (HS256) or jwt_public_key"),
     ("[auth]\njwt_public_key = \"/no/such.pem\"", "[auth] key jwt_public_key: no such file /no/such.pem"),
-    ("[extra]\na = 1", "unknown table extra; expected [gateway], [auth], [cluster], [rate_limiter], [[functions]] and [[services]]"),
+    ("[extra]\na = 1", "unknown table extra; expected [gateway], [auth], [cluster], [rate_limiter], [relay], [[functions]] and [[services]]"),
     ("[gatway]\nport = 1", "test.toml: unknown table gatway; did you mean [gateway]?"),
     ("port = 1", "test.toml: key port is outside any table; it belongs under [gateway]"),
     ("[gateway]\nprot = 1", "[gateway] key prot: unknown key; did you mean port?"),

@@ -220,6 +220,8 @@ def test_bad_input_is_refused_clearly(gw: GatewayProcess) -> None:
         g = gid("bad")
         error = await refused(alice, "create_group", group_id=g, group_type="secret")
         assert "group_type must be one of public, private, strict_private" in error and "'secret'" in error
+        assert await refused(alice, "create_group", group_id="é" * 129, group_type="public") == \
+            "group_id must be at most 256 bytes"
         await ok(alice, "create_group", group_id=g, group_type="public")
         assert await refused(alice, "create_group", group_id=g, group_type="public") == RELAY_TEXTS["already_exists"]
         assert await refused(alice, "leave_group", group_id=gid("none")) == RELAY_TEXTS["not_found"]

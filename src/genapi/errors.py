@@ -331,6 +331,10 @@ def relay_too_many_groups(limit: int) -> RelayError:
     return RelayError("too_many_groups", f"Too many relay groups on this gateway ([relay] max_groups = {limit})")
 
 
+def relay_group_id_too_long(limit: int) -> RelayError:
+    return RelayError("invalid_argument", f"group_id must be at most {limit} bytes")
+
+
 def relay_group_full(limit: int) -> RelayError:
     return RelayError("group_full", f"Group is full ([relay] max_members = {limit})")
 

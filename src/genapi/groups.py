@@ -35,10 +35,19 @@ import msgspec
 
 from . import log
 from .config import RelaySettings
-from .errors import RelayError, relay_argument, relay_error, relay_group_full, relay_group_type, relay_too_many_groups
+from .errors import (
+    RelayError,
+    relay_argument,
+    relay_error,
+    relay_group_full,
+    relay_group_id_too_long,
+    relay_group_type,
+    relay_too_many_groups,
+)
 from .structs import Response
 
 GROUP_TYPES = ("public", "private", "strict_private")
+GROUP_ID_MAX_BYTES = 256  # ids are held for the group's life: a client's id is bounded
 Place = tuple[int, int]                                  # (worker pid, seat token)
 Deliver = Callable[[int, list[int], bytes], None]        # (worker, seat tokens, encoded Response)
 
@@ -106,6 +115,8 @@ class Groups:
     # ------------------------------------------------------------------ lifecycle
     def create_group(self, group_id: str, group_type: str, user_id: str, place: Place | None = None) -> dict[str, Any]:
         _need("create_group", group_id=group_id, user_id=user_id)
+        if len(group_id) > GROUP_ID_MAX_BYTES or len(group_id.encode()) > GROUP_ID_MAX_BYTES:
+            raise relay_group_id_too_long(GROUP_ID_MAX_BYTES)
         if group_type not in GROUP_TYPES:
             raise relay_group_type(group_type)
         if group_id in self.groups:

@@ -36,7 +36,7 @@ import msgspec
 from . import log
 from .config import ConfigError, Settings
 from .control import ControlPlane
-from .errors import RelayError
+from .errors import RelayError, internal
 from .groups import Groups
 from .pipeline import Pipeline
 from .snapshot import SnapshotWriter, default_path
@@ -213,6 +213,9 @@ class Master:
                                                            (w.pid, seat) if isinstance(seat, int) and w.pid else None)}
         except RelayError as exc:
             out = {"rr": message.get("id"), "err": exc.code, "text": exc.text}
+        except Exception as exc:  # a bug must not end this worker's pipe: the op is refused, logged
+            log.error("relay_op_crashed", exc_info=True, op=message.get("relay"))
+            out = {"rr": message.get("id"), "err": "internal", "text": internal(exc, False)}
         w.write(msgspec.json.encode(out) + b"\n")
         self.groups.flush()
 
