@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from . import log, rpc
+from . import log, rpc, telemetry
 from .config import NonEmpty, Settings
 from .errors import ConfigError, RelayError
 from .groups import Groups
@@ -231,6 +231,9 @@ class ControlPlane:
                  functions=len(configs), nodes=message.nodes, source=source, forced=force)
         if message.service not in self.configured:  # refreshed by pulls from its nodes from now on
             self._pull_from(message.service, fresh.nodes, first_delay=self.cluster.pull_interval_ms / 1000)
+        if source == "push":
+            telemetry.execute("genapi.config.push", {"count": len(configs)},
+                              {"service": message.service, "version": message.config_version})
         return {"status": "accepted", "functions": len(configs)}
 
     def _configs(self, message: PushMessage, state: ServiceState | None) -> list[FunConfig]:
@@ -321,6 +324,22 @@ class ControlPlane:
     async def pull(self, service: str, nodes: list[str]) -> str:
         """One pull: asks each node in turn for its config version, and for the configs only when
         the version differs from the one held. "unchanged", "accepted" or "skipped"."""
+        started = time.perf_counter()
+        telemetry.execute("genapi.config.pull.start", {"system_time": time.time_ns()}, {"service": service})
+        count, version = 0, None
+        try:
+            outcome = await self._pull(service, nodes)
+            state = self.services.get(service)
+            if state is not None and outcome != "unchanged":
+                count, version = len(state.keys), state.config_version
+            elif state is not None:
+                version = state.config_version
+            return outcome
+        finally:
+            telemetry.execute("genapi.config.pull.stop", {"duration_us": int((time.perf_counter() - started) * 1e6),
+                                                          "count": count}, {"service": service, "version": version})
+
+    async def _pull(self, service: str, nodes: list[str]) -> str:
         timeout = self.cluster.pull_timeout_ms / 1000
         last: rpc.RpcError | None = None
         for address in nodes:

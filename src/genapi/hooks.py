@@ -8,9 +8,10 @@ return value is ignored and its failure never changes the response.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from . import log
+from . import log, telemetry
 from ._core.handoff import ThreadPool
 from .errors import HookRejected, hook_timeout
 from .loader import Target
@@ -26,17 +27,32 @@ class Reject:
         self.reason = reason
 
 
-async def _invoke(hook: Target, args: tuple, timeout_ms: int, pool: ThreadPool) -> Any:
+async def _invoke(hook: Target, args: tuple, timeout_ms: int, pool: ThreadPool, kind: str) -> Any:
+    """Runs the hook within its timeout, between its telemetry start and stop (or exception)."""
     timeout = timeout_ms / 1000
-    if hook.is_async:
-        return await asyncio.wait_for(hook.fn(*args, *hook.extra), timeout)
-    return await asyncio.wait_for(pool.run(hook.fn, *args, *hook.extra), timeout)
+    prefix = f"genapi.hook.{kind}"
+    meta = {"module": hook.target.partition(":")[0], "function": hook.target.partition(":")[2], "type": kind}
+    telemetry.execute(f"{prefix}.start", {"system_time": time.time_ns()}, meta)
+    started = time.perf_counter()
+    try:
+        if hook.is_async:
+            out = await asyncio.wait_for(hook.fn(*args, *hook.extra), timeout)
+        else:
+            out = await asyncio.wait_for(pool.run(hook.fn, *args, *hook.extra), timeout)
+    except Exception as exc:
+        timed_out = isinstance(exc, TimeoutError)
+        telemetry.execute(f"{prefix}.exception", {"duration_us": int((time.perf_counter() - started) * 1e6)},
+                          {**meta, "kind": "timeout" if timed_out else "error",
+                           "reason": hook_timeout(timeout_ms) if timed_out else f"{type(exc).__name__}: {exc}"})
+        raise
+    telemetry.execute(f"{prefix}.stop", {"duration_us": int((time.perf_counter() - started) * 1e6)}, meta)
+    return out
 
 
 async def run_before(hook: Target, request: Request, config: FunConfig,
                      pool: ThreadPool) -> tuple[Request, FunConfig]:
     try:
-        out = await _invoke(hook, (request, config), config.hook_timeout, pool)
+        out = await _invoke(hook, (request, config), config.hook_timeout, pool, "before")
     except TimeoutError:
         log.warning("hook_timeout", hook=hook.target, request_id=request.request_id)
         raise HookRejected(hook_timeout(config.hook_timeout)) from None
@@ -57,7 +73,7 @@ async def run_before(hook: Target, request: Request, config: FunConfig,
 async def run_after(hook: Target, request: Request, config: FunConfig, response: Response | None,
                     pool: ThreadPool) -> None:
     try:
-        await _invoke(hook, (request, config, response), config.hook_timeout, pool)
+        await _invoke(hook, (request, config, response), config.hook_timeout, pool, "after")
     except TimeoutError:
         log.warning("hook_timeout", hook=hook.target, request_id=request.request_id)
     except Exception as exc:

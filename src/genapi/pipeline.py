@@ -15,7 +15,7 @@ import asyncio
 import os
 from typing import Any
 
-from . import errors, hooks, log, permissions, relay, rpc
+from . import errors, hooks, log, permissions, relay, rpc, telemetry
 from ._core.callee import Callee, LocalCallee
 from ._core.dispatch import Dispatcher, Entry, arguments, permitted_by_mode
 from ._core.handoff import ThreadPool
@@ -154,8 +154,11 @@ class Pipeline:
         except asyncio.CancelledError:
             log.debug("request_cancelled", request_id=req.request_id)
             raise
-        except Exception:
+        except Exception as exc:
             log.error("request_crashed", exc_info=True, request_id=req.request_id)
+            telemetry.execute("genapi.executor.request.exception", {},
+                              {"request_id": req.request_id, "request_type": req.request_type, "service": req.service,
+                               "user_id": req.user_id, "kind": "error", "reason": f"{type(exc).__name__}: {exc}"})
             reply.answer(Response.fail(req.request_id, errors.REQUEST_FAILED))
 
     async def _run(self, reply: Reply, req: Request, entry: Entry) -> None:
@@ -231,6 +234,9 @@ class Pipeline:
             if attempt:
                 await asyncio.sleep(backoff(attempt))
                 log.info("call_retry", request_id=req.request_id, attempt=attempt)
+                telemetry.execute("genapi.executor.retry", {"attempt": entry.retries - attempt},
+                                  {"request_id": req.request_id, "mode": entry.config.retry,
+                                   "type": "local" if entry.config.nodes == "local" else "remote"})
             try:
                 return Response(req.request_id, await callee.call(args, req, plan, reply))
             except CallError as exc:
@@ -240,6 +246,9 @@ class Pipeline:
             except Exception as exc:
                 resp = callee.failure(req, exc)
         assert resp is not None
+        if entry.retries:
+            telemetry.execute("genapi.executor.retry.exhausted", {},
+                              {"request_id": req.request_id, "mode": entry.config.retry, "last_error": resp.error})
         return resp
 
     async def stream(self, entry: Entry, req: Request, emit: Any, flow: Reply | None = None) -> Response:

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import xxhash
 
+from . import telemetry
 from ._core.limits import RequestLimiter
 from ._core.ratelimit import Table, unlink
 from .config import ApiLimit, GlobalLimit, RateLimiterSettings
@@ -141,7 +142,9 @@ class RateLimits:
 
     def reset(self, key: str, value: str) -> int:
         """Forgets `value`'s use under every limit on `key`: how many counters were freed."""
-        return int(self.table.reset(f"{key}:{value}"))
+        freed = int(self.table.reset(f"{key}:{value}"))
+        telemetry.execute("genapi.rate_limiter.reset", {"freed": freed}, {"key": value, "rate_limit_key": key})
+        return freed
 
     def close(self, owner: bool = False) -> None:
         path = self.table.path

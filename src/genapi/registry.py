@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
+from . import telemetry
 from .structs import RESERVED_VERSION, FunConfig
 
 T = TypeVar("T")
@@ -45,6 +46,8 @@ class Registry(Generic[T]):
         """Adds or replaces one version."""
         self._by_key.setdefault(config.key, {})[config.version] = (config, attached)
         self._refresh(config.key)
+        if telemetry.listening("genapi.config.add"):
+            telemetry.execute("genapi.config.add", {}, _names(config.service, config.request_type, config.version))
 
     def _refresh(self, key: tuple[str, str]) -> None:
         self.generation = object()
@@ -71,6 +74,8 @@ class Registry(Generic[T]):
             latest[key] = max(enabled, key=lambda e: version_key(e[0].version)) if enabled else None
         self._by_key, self._latest = by_key, latest
         self.generation = object()
+        if telemetry.listening("genapi.config.batch_add"):
+            telemetry.execute("genapi.config.batch_add", {"count": len(items)}, {})
 
     def lookup(self, service: str, request_type: str, version: str | None) -> tuple[FunConfig, T]:
         """The hot-path lookup. Raises NotFound or Disabled."""
@@ -108,9 +113,11 @@ class Registry(Generic[T]):
 
     def disable(self, service: str, request_type: str, version: str | None) -> None:
         self._set_disabled(service, request_type, version, True)
+        telemetry.execute("genapi.config.disable", {}, _names(service, request_type, version))
 
     def enable(self, service: str, request_type: str, version: str | None) -> None:
         self._set_disabled(service, request_type, version, False)
+        telemetry.execute("genapi.config.enable", {}, _names(service, request_type, version))
 
     def delete(self, service: str, request_type: str, version: str | None) -> None:
         versions = self._by_key.get((service, request_type))
@@ -118,6 +125,7 @@ class Registry(Generic[T]):
             raise NotFound((service, request_type, version))
         del versions[version]
         self._refresh((service, request_type))
+        telemetry.execute("genapi.config.delete", {}, _names(service, request_type, version))
 
     def item(self, service: str, request_type: str, version: str | None) -> tuple[FunConfig, T] | None:
         """The (config, attached) of exactly this version, disabled or not; None when absent."""
@@ -151,3 +159,7 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_key.values())
+
+
+def _names(service: str, request_type: str, version: str | None) -> dict[str, Any]:
+    return {"service": service, "request_type": request_type, "version": version}

@@ -19,7 +19,9 @@ from collections import deque
 
 from genapi._core.clock cimport monotonic as _now
 
-from genapi import log
+from time import time_ns
+
+from genapi import log, telemetry
 from genapi.errors import Unavailable
 
 from genapi._core.connection cimport Connection
@@ -77,6 +79,8 @@ cdef class ThreadPool:
             self.loop = asyncio.get_running_loop()
             self._wake = self.loop.call_soon_threadsafe
         if len(self.pending) >= self.limit:
+            telemetry.execute("genapi.worker_pool.task.rejected", {"system_time": time_ns()},
+                              {"pool_name": "threads", "reason": "queue_full", "limit": self.limit})
             raise Unavailable()
 
     cdef _push(self, Job job):

@@ -15,7 +15,18 @@ from genapi.structs import Response
 
 from genapi._core.ratelimit cimport Table, now_ms
 
+from genapi._core.clock cimport monotonic as _now
+
 cdef object _xxh3 = xxhash.xxh3_64_intdigest
+cdef object _on_check = None     # telemetry: f(request, refusal or None, seconds), while a handler listens
+cdef object _on_exceeded = None  # telemetry: f(request, rule, value, retry_after_ms, scope)
+
+
+def limit_events(check, exceeded):
+    """The rate limiter's telemetry (telemetry.py sets them while handlers listen; None: off)."""
+    global _on_check, _on_exceeded
+    _on_check = check
+    _on_exceeded = exceeded
 cdef int K_USER = 0, K_DEVICE = 1, K_IP = 2, K_ARG = 3
 cdef enum:
     MAX_LIMITS = 16  # the table's check_many bound
@@ -65,8 +76,14 @@ cdef class RequestLimiter:
         """None to go on, or the refusal Response."""
         if not self.enabled:
             return None
+        cdef double t0
         try:
-            return self._check(request, identity)
+            if _on_check is None:
+                return self._check(request, identity)
+            t0 = _now()
+            out = self._check(request, identity)
+            _on_check(request, out, _now() - t0)
+            return out
         except Exception as exc:
             log.error("rate_limiter_failed", error=f"{type(exc).__name__}: {exc}", request_id=request.request_id,
                       fail_open=self.fail_open)
@@ -115,6 +132,9 @@ cdef class RequestLimiter:
         if r >= 0:
             return None
         rule, value = counted[refused]
+        if _on_exceeded is not None:
+            _on_exceeded(request, rule, value, -r,
+                         "global" if any(g is rule for g in self.globals) else [request.service, request.request_type])
         log.info("rate_limited", request_id=request.request_id, key=rule.key, value=value,
                  max_requests=rule.max_requests, window_ms=rule.window_ms)
         return Response.fail(request.request_id, rate_limited(<long long>ceil(-r / 1000.0)), True)

@@ -13,12 +13,21 @@ from genapi._core.wire cimport answer_v1, answer_v2, push_v1, push_v2, reply_v1,
 
 cdef str OK = "ok"
 cdef bint _access = False
+cdef object _on_start = None  # telemetry: f(request) at a request's start, while a handler listens
+cdef object _on_stop = None   # telemetry: f(request, response, seconds) once it is answered
 
 
 def log_calls(bint on):
     """Turns the access log (one `call` line per request, at info) on or off for this process."""
     global _access
     _access = on
+
+
+def request_events(start, stop):
+    """The telemetry of every request (telemetry.py sets them while handlers listen; None: off)."""
+    global _on_start, _on_stop
+    _on_start = start
+    _on_stop = stop
 
 
 cdef class Reply:
@@ -32,7 +41,7 @@ cdef class Reply:
         self.topic = topic
         self.event = event
         self.request_type = request_type
-        self.started = _now() if _access else 0.0
+        self.started = _now() if _access or _on_stop is not None else 0.0
         self._conn = conn if isinstance(conn, Connection) else None
         self.v2 = ser.vsn == "2.0.0"
 
@@ -46,7 +55,7 @@ cdef class Reply:
         """The Response push, then the phx_reply (`reply` defaults to the request_type)."""
         if reply is None:
             reply = self.request_type
-        if _access:
+        if _access or _on_stop is not None:
             self.outcome = response
         if self.v2:
             self._send(answer_v2(self.join_ref, self.ref, self.topic, self.event, response, status, reply))
@@ -55,7 +64,7 @@ cdef class Reply:
 
     cpdef push(self, object response):
         """A later push for the same request (async results, stream chunks)."""
-        if _access:
+        if _access or _on_stop is not None:
             self.outcome = response
         if self.v2:
             self._send(push_v2(self.join_ref, self.topic, self.event, response))
@@ -81,7 +90,7 @@ cdef class Reply:
         """Gives the request's slot back (once its last answer is out) and logs the call."""
         if self._conn is not None:
             self._conn.release()
-        if _access:
+        if _access or _on_stop is not None:
             self.done()
 
     cdef void slot_taken(self) noexcept:
@@ -90,12 +99,17 @@ cdef class Reply:
             self.running = _now()
 
     cpdef done(self):
-        """The access line of this request, once: connection, user, function, outcome, duration."""
-        if not _access or self.logged:
+        """The access line of this request, once: connection, user, function, outcome, duration;
+        and its telemetry stop event."""
+        if self.logged or not (_access or _on_stop is not None):
             return
         self.logged = True
         req = self.request
         out = self.outcome
+        if _on_stop is not None and req is not None and self.started:
+            _on_stop(req, out, _now() - self.started)
+        if not _access:
+            return
         ok = out is not None and out.success
         log.info("call", conn=self._conn.cid if self._conn is not None else None,
                  user=req.user_id if req is not None else None,
@@ -140,7 +154,9 @@ cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, obj
     if request is not None:
         r.request = request
         r.request_type = request.request_type
-    if _access:
+        if _on_start is not None:
+            _on_start(request)
+    if _access or _on_stop is not None:
         r.started = _now()
     r.conn = conn
     r._conn = conn

@@ -37,7 +37,7 @@ import xxhash
 
 from genapi._core.clock cimport monotonic as _monotonic
 
-from genapi import log
+from genapi import log, telemetry
 
 globals().update(ADMITTED=ADMITTED, FULL=FULL, OPEN=OPEN)  # the enum's values, for Python callers
 
@@ -51,6 +51,16 @@ cdef enum:
     BREAKER_HALF_OPEN = 2
 
 cdef tuple _BREAKER_NAMES = ("closed", "open", "half_open")
+
+
+cdef void _breaker_event(str what, str address, int failures) noexcept:
+    """A node's breaker opened or closed: telemetry's worker_pool.circuit_breaker events (the
+    reference's pool is our node), with the node's address as the pool name."""
+    try:
+        telemetry.execute("genapi.worker_pool.circuit_breaker." + what,
+                          {"consecutive_failures": failures} if what == "open" else {}, {"pool_name": address})
+    except Exception:
+        pass
 
 cdef enum:
     MODE_RANDOM = 0
@@ -128,6 +138,7 @@ cdef class NodeState:
                 if self.failures >= self.threshold:
                     self._breaker = BREAKER_OPEN
                     self._opened_at = now
+                    _breaker_event("open", self.address, self.failures)
             else:
                 self.failures = 0
         elif self._breaker == BREAKER_HALF_OPEN:
@@ -137,9 +148,11 @@ cdef class NodeState:
                 self.failures += 1
                 self._breaker = BREAKER_OPEN
                 self._opened_at = now
+                _breaker_event("open", self.address, self.failures)
             else:
                 self.failures = 0
                 self._breaker = BREAKER_CLOSED
+                _breaker_event("close", self.address, 0)
 
     cpdef void forget(self):
         """An admitted call was never sent: it says nothing about the node."""
