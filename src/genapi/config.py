@@ -35,6 +35,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port: Port = 4000
     workers: Workers = 1
     event: NonEmpty = "phoenix_gen_api"
+    metrics: bool = True                 # count requests for GET /metrics (host-wide, Prometheus text)
     topics: list[str] = msgspec.field(default_factory=lambda: ["*"])
     detail_error: bool = False
     path: str = "/socket"

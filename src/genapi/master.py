@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from . import log
+from . import log, metrics
 from .config import ConfigError, Settings
 from .control import ControlPlane
 from .errors import RelayError, internal
@@ -112,6 +112,10 @@ class Master:
             self.control.on_limits = self.broadcast_limits
         self.limits_seq = 0
         self.workers = [WorkerHandle(i) for i in range(workers)]
+        self.restarts = 0
+        self._collect_seq = 0
+        self._collecting: dict[tuple[int, int], asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
         self.stopping = False
         self.settings_json = msgspec.json.encode(settings).decode()
 
@@ -184,6 +188,16 @@ class Master:
             if "relay" in message:
                 self._relay(w, message)
                 continue
+            if "host" in message:
+                task = asyncio.ensure_future(self._host_view(w, message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                continue
+            if "collected" in message:
+                fut = self._collecting.get((w.index, message["collected"]))
+                if fut is not None and not fut.done():
+                    fut.set_result(message.get("m"))
+                continue
             if "relay_gone" in message:
                 if w.pid is not None and isinstance(message["relay_gone"], list):
                     self.groups.drop_places(w.pid, message["relay_gone"])
@@ -199,6 +213,41 @@ class Master:
                     fut = w.acks.pop(g)
                     if not fut.done():
                         fut.set_result(None)
+
+    async def _host_view(self, w: WorkerHandle, message: dict[str, Any]) -> None:
+        """A worker serving GET /ready or /metrics asks for the whole host's view."""
+        what = message.get("host")
+        if what == "ready":
+            out: Any = self.readiness()
+        else:
+            out = metrics.render(await self.collect(), {"generation": self.snapshots.generation,
+                                                         "restarts": self.restarts, "relay": self.groups.stats()})
+        w.write(msgspec.json.encode({"host_re": message.get("id"), "out": out}) + b"\n")
+
+    def readiness(self) -> dict[str, Any]:
+        """Ready: every worker alive, greeted and on the current config generation."""
+        gen = self.snapshots.generation
+        live = [w for w in self.workers if w.alive() and w.greeted]
+        behind = [w.index for w in live if w.acked < gen]
+        ready = len(live) == self.count and not behind and not self.stopping
+        return {"ready": ready, "workers": self.count, "live": len(live), "generation": gen, "behind": behind}
+
+    async def collect(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+        """Every live worker's metrics snapshot (those that answer within `timeout_s`)."""
+        self._collect_seq += 1
+        seq = self._collect_seq
+        loop = asyncio.get_running_loop()
+        futs = []
+        for w in self.workers:
+            if w.alive() and w.greeted:
+                fut = self._collecting[(w.index, seq)] = loop.create_future()
+                futs.append(fut)
+                w.send({"collect": seq})
+        if futs:
+            await asyncio.wait(futs, timeout=timeout_s)
+        for w in self.workers:
+            self._collecting.pop((w.index, seq), None)
+        return [f.result() for f in futs if f.done() and isinstance(f.result(), dict)]
 
     def _relay(self, w: WorkerHandle, message: dict[str, Any]) -> None:
         """A relay-group operation from worker `w`: applied in arrival order (so a sender's
@@ -300,6 +349,7 @@ class Master:
                         log.warning("worker_exited", index=w.index, pid=w.pid, exit=code)
                     w.restart_at = now + delay
                     self._close_pipe(w)
+                    self.restarts += 1
                     if w.pid is not None:
                         self.groups.drop_worker(w.pid)
                 if now >= w.restart_at:

@@ -23,7 +23,7 @@ import msgspec
 from picows import WSAutoPingStrategy, WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows.pyi
 
-from . import log, relay
+from . import log, metrics, relay
 from ._core.connection import Connection
 from ._core.reply import log_calls
 from .auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
@@ -57,6 +57,26 @@ class Gateway:
         self.control: Any = None  # the ControlPlane (control.py), once serving
         self.limits: Any = None   # ratelimit.RateLimits, with [rate_limiter] enabled
         self._sweeper: asyncio.Task | None = None
+        self.index = int(os.environ.get("GENAPI_WORKER_INDEX", "0"))
+        self.generation = 0
+        self.host: Any = None  # async ready() and metrics(): the host's view (the master's, or this worker's)
+        if settings.gateway.metrics:
+            metrics.start()
+
+    async def http(self, path: str) -> tuple[int, str, bytes]:
+        """/health: this worker answers; /ready: every worker up and on the current config
+        generation (503 otherwise); /metrics: the whole host's, in the Prometheus text format."""
+        if path == "/health":
+            return 200, "text/plain", b"ok\n"
+        if path == "/ready":
+            ready = await self.host.ready()
+            return (200 if ready["ready"] else 503), "application/json", json.dumps(ready).encode() + b"\n"
+        if not self.settings.gateway.metrics:
+            return 503, "text/plain", b"metrics are off ([gateway] metrics = false)\n"
+        return 200, metrics.CONTENT_TYPE, (await self.host.metrics()).encode()
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        return {**metrics.snapshot(self), "index": self.index, "pid": os.getpid(), "generation": self.generation}
 
     def next_connection_id(self) -> str:
         """`<pid>.<n>`: unique on the host, so log lines of one connection can be told apart."""
@@ -118,7 +138,7 @@ class Gateway:
         gw = self.settings.gateway
         if sock is None:
             sock = listening_socket(gw.host, gw.port)
-        self.server = Listener(sock, self.protocol)
+        self.server = Listener(sock, self.protocol, self.http)
         self.server.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._idle_sweeper())  # keep a reference
 
@@ -183,10 +203,11 @@ class Handshake(asyncio.Protocol):
     head reaches picows's 16 KB limit (picows would drop the socket without a word, e.g. on a
     100 KB token); a head under it is handed to picows, with the socket, after one look."""
 
-    __slots__ = ("buf", "draining", "transport", "ws")
+    __slots__ = ("buf", "draining", "http", "transport", "ws")
 
-    def __init__(self, ws: WSProtocol) -> None:
+    def __init__(self, ws: WSProtocol, http: Any = None) -> None:
         self.ws = ws
+        self.http = http  # async (path) -> (status, content type, body): /health, /ready, /metrics
         self.buf = b""
         self.draining = False
         self.transport: Any = None
@@ -207,6 +228,12 @@ class Handshake(asyncio.Protocol):
         if end < 0 or end >= HEAD_LIMIT:
             self._refuse()
             return
+        if self.http is not None and (path := _plain_get(buf[:end])) is not None:
+            self.draining = True
+            task = asyncio.ensure_future(self._answer(path))
+            _answering.add(task)
+            task.add_done_callback(_answering.discard)
+            return
         ws = self.ws
         self.transport.set_protocol(ws)
         view = memoryview(buf)
@@ -216,6 +243,19 @@ class Handshake(asyncio.Protocol):
             into[:n] = view[:n]
             ws.buffer_updated(n)
             view = view[n:]
+
+    async def _answer(self, path: str) -> None:
+        """A plain HTTP GET of /health, /ready or /metrics (load balancers, probes, Prometheus)."""
+        try:
+            status, ctype, body = await self.http(path)
+        except Exception:
+            log.error("http_endpoint_failed", path=path, exc_info=True)
+            status, ctype, body = 500, "text/plain", b"internal error\n"
+        reason = {200: "OK", 503: "Service Unavailable"}.get(status, "Internal Server Error")
+        self.transport.write(b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\n"
+                             b"Content-Length: %d\r\n\r\n%s"
+                             % (status, reason.encode(), ctype.encode(), len(body), body))
+        self.transport.close()
 
     def _refuse(self) -> None:
         log.warning("connect_refused", reason="request headers too large", limit=HEAD_LIMIT)
@@ -232,6 +272,20 @@ class Handshake(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ws.connection_lost(exc)
+
+
+HTTP_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_answering: set[asyncio.Future[None]] = set()  # plain HTTP answers under way (a reference each)
+
+
+def _plain_get(head: bytes) -> str | None:
+    """The path of a plain (not upgrade) `GET /health|/ready|/metrics`, else None."""
+    line, _, rest = head.partition(b"\r\n")
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or b"upgrade:" in rest.lower():
+        return None
+    path = parts[1].split(b"?", 1)[0].decode("latin-1")
+    return path if path in HTTP_PATHS else None
 
 
 def raise_fd_limit() -> int:
@@ -269,9 +323,10 @@ class Listener:
     PAUSE = 0.5
     BATCH = 256  # accepts per readiness event, so one burst cannot hold up the loop
 
-    def __init__(self, sock: socket.socket, protocol: Callable[[str | None], WSProtocol]) -> None:
+    def __init__(self, sock: socket.socket, protocol: Callable[[str | None], WSProtocol], http: Any = None) -> None:
         self.sock = sock
         self.protocol = protocol
+        self.http = http
         self.loop = asyncio.get_running_loop()
         self.reserve: int | None = _reserve()
         self.paused: asyncio.TimerHandle | None = None
@@ -304,7 +359,7 @@ class Listener:
 
     async def _serve(self, conn: socket.socket, peer: str | None) -> None:
         try:
-            await aiofastnet.connect_accepted_socket(self.loop, lambda: Handshake(self.protocol(peer)), conn)
+            await aiofastnet.connect_accepted_socket(self.loop, lambda: Handshake(self.protocol(peer), self.http), conn)
         except Exception as exc:
             conn.close()
             log.warning("accept_failed", error=f"{type(exc).__name__}: {exc}")
@@ -474,6 +529,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
                            seats)
         seats.link = local
         groups = local.groups
+    gateway.host = link.host if link is not None else LoneHost(gateway, groups)
     await gateway.start(sock)
     gateway.control = ControlPlane(gateway.pipeline, settings)
     gateway.control.limits = gateway.limits
@@ -514,6 +570,53 @@ def reload_functions(gateway: Gateway) -> None:
     log.warning("config_reloaded", source=settings.source, functions=len(fresh.functions))
 
 
+class LoneHost:
+    """The host's view when this worker is the whole gateway (`--workers 1`)."""
+
+    def __init__(self, gateway: Gateway, groups: Groups | None) -> None:
+        self.gateway = gateway
+        self.groups = groups
+
+    async def ready(self) -> dict[str, Any]:
+        up = self.gateway.server is not None and self.gateway.server.serving
+        return {"ready": up, "workers": 1, "live": 1 if up else 0, "generation": self.gateway.generation,
+                "behind": []}
+
+    async def metrics(self) -> str:
+        relay = self.groups.stats() if self.groups is not None else {}
+        return metrics.render([self.gateway.metrics_snapshot()], {"generation": self.gateway.generation,
+                                                                  "restarts": 0, "relay": relay})
+
+
+class MasterHost:
+    """The host's view under a master: asked over the pipe (the master knows every worker)."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+
+    async def _ask(self, what: str) -> Any:
+        n = next(self._ids)
+        fut = self.pending[n] = asyncio.get_running_loop().create_future()
+        self.write(json.dumps({"host": what, "id": n}).encode() + b"\n")
+        try:
+            return await asyncio.wait_for(fut, 5.0)
+        finally:
+            self.pending.pop(n, None)
+
+    async def ready(self) -> dict[str, Any]:
+        return dict(await self._ask("ready"))
+
+    async def metrics(self) -> str:
+        return str(await self._ask("metrics"))
+
+    def answered(self, message: dict[str, Any]) -> None:
+        fut = self.pending.get(message.get("host_re", 0))
+        if fut is not None and not fut.done():
+            fut.set_result(message.get("out"))
+
+
 class MasterLink:
     """A worker's pipe to its master: config generations in (loaded, then acknowledged), drain
     in, relay-group operations out and their answers and deliveries in; EOF means the master is
@@ -529,6 +632,7 @@ class MasterLink:
         self.snapshots = SnapshotReader(default_path(gateway.settings.gateway.host, gateway.settings.gateway.port))
         self.seats = gateway.pipeline.seats
         self.relay = PipeRelay(self._write)
+        self.host = MasterHost(self._write)
         self.task: asyncio.Task[None] | None = None
 
     def _write(self, line: bytes) -> None:
@@ -566,6 +670,13 @@ class MasterLink:
         if "rr" in message:
             self.relay.answered(message)
             return "relay"
+        if "collect" in message:  # the master gathers the host's metrics
+            self._write(msgspec.json.encode({"collected": message["collect"], "m": self.gateway.metrics_snapshot()})
+                        + b"\n")
+            return "collect"
+        if "host_re" in message:
+            self.host.answered(message)
+            return "host"
         if isinstance(message.get("gen"), int):
             self._load(message["gen"])
             return "gen"
@@ -592,6 +703,7 @@ class MasterLink:
             log.error("snapshot_unreadable", generation=gen, error=str(exc))
             return
         fresh = self.gateway.pipeline.load(snap.configs)
+        self.gateway.generation = snap.generation
         self._write(json.dumps({"ack": snap.generation}).encode() + b"\n")
         log.info("config_loaded", generation=snap.generation, functions=len(snap.configs), bound=fresh,
                  ms=round((time.perf_counter() - started) * 1000, 3))

@@ -15,12 +15,52 @@ cdef str OK = "ok"
 cdef bint _access = False
 cdef object _on_start = None  # telemetry: f(request) at a request's start, while a handler listens
 cdef object _on_stop = None   # telemetry: f(request, response, seconds) once it is answered
+cdef dict _metrics = None     # (service, request_type) -> [ok, error, seconds, bucket counts...]
+cdef tuple BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+cdef Py_ssize_t NB = 14
+cdef Py_ssize_t METRIC_ROWS = 4096  # functions counted apart; the rest share one row (bounded memory)
 
 
 def log_calls(bint on):
     """Turns the access log (one `call` line per request, at info) on or off for this process."""
     global _access
     _access = on
+
+
+def request_metrics(bint on):
+    """Counts every answered request per function (calls by outcome, latency histogram) for
+    /metrics; returns the live table (None when off). Rows: [ok, error, seconds, buckets...]."""
+    global _metrics
+    _metrics = {} if on else None
+    return _metrics
+
+
+def latency_buckets():
+    return BUCKETS
+
+
+cdef void _count(object req, object out, double seconds):
+    cdef list row
+    cdef Py_ssize_t i
+    key = (req.service, req.request_type)
+    row = _metrics.get(key)
+    if row is None:
+        if len(_metrics) >= METRIC_ROWS:
+            key = ("_other", "_other")
+            row = _metrics.get(key)
+        if row is None:
+            row = [0, 0, 0.0] + [0] * (NB + 1)
+            _metrics[key] = row
+    if out is not None and out.success:
+        row[0] += 1
+    else:
+        row[1] += 1
+    row[2] += seconds
+    for i in range(NB):
+        if seconds <= <double>BUCKETS[i]:
+            row[3 + i] += 1
+            return
+    row[3 + NB] += 1
 
 
 def request_events(start, stop):
@@ -41,7 +81,7 @@ cdef class Reply:
         self.topic = topic
         self.event = event
         self.request_type = request_type
-        self.started = _now() if _access or _on_stop is not None else 0.0
+        self.started = _now() if _access or _on_stop is not None or _metrics is not None else 0.0
         self._conn = conn if isinstance(conn, Connection) else None
         self.v2 = ser.vsn == "2.0.0"
 
@@ -55,7 +95,7 @@ cdef class Reply:
         """The Response push, then the phx_reply (`reply` defaults to the request_type)."""
         if reply is None:
             reply = self.request_type
-        if _access or _on_stop is not None:
+        if _access or _on_stop is not None or _metrics is not None:
             self.outcome = response
         if self.v2:
             self._send(answer_v2(self.join_ref, self.ref, self.topic, self.event, response, status, reply))
@@ -64,7 +104,7 @@ cdef class Reply:
 
     cpdef push(self, object response):
         """A later push for the same request (async results, stream chunks)."""
-        if _access or _on_stop is not None:
+        if _access or _on_stop is not None or _metrics is not None:
             self.outcome = response
         if self.v2:
             self._send(push_v2(self.join_ref, self.topic, self.event, response))
@@ -90,7 +130,7 @@ cdef class Reply:
         """Gives the request's slot back (once its last answer is out) and logs the call."""
         if self._conn is not None:
             self._conn.release()
-        if _access or _on_stop is not None:
+        if _access or _on_stop is not None or _metrics is not None:
             self.done()
 
     cdef void slot_taken(self) noexcept:
@@ -101,13 +141,16 @@ cdef class Reply:
     cpdef done(self):
         """The access line of this request, once: connection, user, function, outcome, duration;
         and its telemetry stop event."""
-        if self.logged or not (_access or _on_stop is not None):
+        if self.logged or not (_access or _on_stop is not None or _metrics is not None):
             return
         self.logged = True
         req = self.request
         out = self.outcome
-        if _on_stop is not None and req is not None and self.started:
-            _on_stop(req, out, _now() - self.started)
+        if req is not None and self.started:
+            if _metrics is not None:
+                _count(req, out, _now() - self.started)
+            if _on_stop is not None:
+                _on_stop(req, out, _now() - self.started)
         if not _access:
             return
         ok = out is not None and out.success
@@ -156,7 +199,7 @@ cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, obj
         r.request_type = request.request_type
         if _on_start is not None:
             _on_start(request)
-    if _access or _on_stop is not None:
+    if _access or _on_stop is not None or _metrics is not None:
         r.started = _now()
     r.conn = conn
     r._conn = conn

@@ -1,0 +1,130 @@
+"""Prometheus metrics for the whole host: each worker's numbers (`snapshot`), summed over the
+workers by whoever serves the scrape (`render`), in the Prometheus text format (0.0.4).
+
+Requests are counted in the compiled reply (`_core/reply.pyx`, one table row per function);
+everything else is read at scrape time from what the worker already keeps (connections,
+channels, slots, node breakers, relay seats), so a scrape costs the request path nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ._core.reply import latency_buckets, request_metrics
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def snapshot(gateway: Any) -> dict[str, Any]:
+    """This worker's numbers, JSON-ready."""
+    conns = list(gateway.connections)
+    seats = gateway.pipeline.seats
+    return {
+        "requests": [[svc, rt, *row] for (svc, rt), row in _table().items()],
+        "connections": len(conns),
+        "channels": sum(len(c.channels) for c in conns),
+        "in_flight": sum(c.in_flight for c in conns),
+        "queued": sum(len(c.queue) for c in conns),
+        "aborted": gateway.aborted,
+        "relay_delivered": seats.delivered,
+        "relay_dropped": seats.dropped,
+        "nodes": gateway.pipeline.nodes.status(),
+    }
+
+
+_live: dict[tuple[str, str], list[Any]] | None = None
+
+
+def _table() -> dict[tuple[str, str], list[Any]]:
+    return _live or {}
+
+
+def start() -> None:
+    """Counts requests in this process from now on (a worker with `[gateway] metrics = true`)."""
+    global _live
+    _live = request_metrics(True)
+
+
+def _esc(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+
+
+def _labels(**labels: Any) -> str:
+    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items()) + "}" if labels else ""
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, text: str) -> None:
+        self.lines.append(f"# HELP {name} {text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: Any, **labels: Any) -> None:
+        self.lines.append(f"{name}{_labels(**labels)} {value}")
+
+
+def render(workers: Iterable[dict[str, Any]], host: dict[str, Any]) -> str:
+    """The host's metrics: `workers` are the snapshots of the live workers (each with its
+    `index`, `pid` and `generation`), `host` what the process serving the scrape knows (config
+    generation, worker restarts, relay groups)."""
+    snaps = list(workers)
+    out = _Out()
+    rows: dict[tuple[str, str], list[Any]] = {}
+    for snap in snaps:
+        for svc, rt, *row in snap["requests"]:
+            have = rows.get((svc, rt))
+            rows[(svc, rt)] = row if have is None else [a + b for a, b in zip(have, row, strict=True)]
+    out.family("genapi_requests_total", "counter", "Requests answered, by function and outcome.")
+    for (svc, rt), row in sorted(rows.items()):
+        out.sample("genapi_requests_total", row[0], service=svc, request_type=rt, outcome="ok")
+        out.sample("genapi_requests_total", row[1], service=svc, request_type=rt, outcome="error")
+    out.family("genapi_request_duration_seconds", "histogram", "From decoding a request to its last answer.")
+    bounds = latency_buckets()
+    for (svc, rt), row in sorted(rows.items()):
+        cumulative = 0
+        for bound, n in zip(bounds, row[3:3 + len(bounds)], strict=True):
+            cumulative += n
+            out.sample("genapi_request_duration_seconds_bucket", cumulative, service=svc, request_type=rt, le=bound)
+        out.sample("genapi_request_duration_seconds_bucket", row[0] + row[1], service=svc, request_type=rt, le="+Inf")
+        out.sample("genapi_request_duration_seconds_sum", round(row[2], 6), service=svc, request_type=rt)
+        out.sample("genapi_request_duration_seconds_count", row[0] + row[1], service=svc, request_type=rt)
+    for key, kind, text in (("connections", "gauge", "Open client connections."),
+                            ("channels", "gauge", "Joined channels (topics) over all connections."),
+                            ("in_flight", "gauge", "Requests holding a slot (running or answering)."),
+                            ("queued", "gauge", "Requests waiting for a slot on their connection."),
+                            ("aborted", "counter", "Connections dropped for not reading their output."),
+                            ("relay_delivered", "counter", "Relayed messages written to members' connections."),
+                            ("relay_dropped", "counter", "Relayed messages dropped for members not reading.")):
+        name = f"genapi_{key}" + ("_total" if kind == "counter" else "")
+        out.family(name, kind, text)
+        out.sample(name, sum(s.get(key, 0) for s in snaps))
+    out.family("genapi_worker_config_generation", "gauge", "The config generation each worker serves.")
+    for s in snaps:
+        out.sample("genapi_worker_config_generation", s.get("generation", 0), worker=s.get("index", 0))
+    out.family("genapi_config_generation", "gauge", "The host's current config generation.")
+    out.sample("genapi_config_generation", host.get("generation", 0))
+    out.family("genapi_workers", "gauge", "Workers alive.")
+    out.sample("genapi_workers", len(snaps))
+    out.family("genapi_worker_restarts_total", "counter", "Workers restarted after dying.")
+    out.sample("genapi_worker_restarts_total", host.get("restarts", 0))
+    out.family("genapi_node_in_flight", "gauge", "Calls in flight to a service node (over the workers).")
+    out.family("genapi_node_breaker_open", "gauge", "Workers whose breaker for the node is open or half-open.")
+    nodes: dict[str, list[int]] = {}
+    for s in snaps:
+        for n in s.get("nodes", []):
+            acc = nodes.setdefault(n["address"], [0, 0])
+            acc[0] += n.get("in_flight", 0)
+            acc[1] += n.get("state") != "closed"
+    for address, (in_flight, open_) in sorted(nodes.items()):
+        out.sample("genapi_node_in_flight", in_flight, node=address)
+        out.sample("genapi_node_breaker_open", open_, node=address)
+    relay = host.get("relay") or {}
+    out.family("genapi_relay_groups", "gauge", "Relay groups on the host.")
+    out.sample("genapi_relay_groups", relay.get("groups", 0))
+    out.family("genapi_relay_members", "gauge", "Members of relay groups on the host.")
+    out.sample("genapi_relay_members", relay.get("members", 0))
+    out.family("genapi_relay_messages_total", "counter", "Messages relayed to groups.")
+    out.sample("genapi_relay_messages_total", relay.get("relayed", 0))
+    return "\n".join(out.lines) + "\n"
