@@ -210,6 +210,32 @@ def bench_gateway_limited():
     assert code == 0, f"gateway exited with {code}: {gw.read_stderr()[-2000:]}"
 
 
+def _demo_gateway(extra: str, gateway_keys: str = ""):
+    from importlib import resources
+
+    from gateway_proc import GatewayProcess
+
+    config = resources.files("genapi").joinpath("default.toml").read_text().replace(
+        "[gateway]\n", "[gateway]\n" + gateway_keys, 1) + extra
+    return GatewayProcess(config, cpu=SERVER_CPU if _can_pin() else None)
+
+
+@pytest.fixture(scope="session")
+def bench_gateway_no_metrics():
+    """The demo gateway with request counting off (`[gateway] metrics = false`): the cost of /metrics."""
+    gw = _demo_gateway("", "metrics = false\n")
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def bench_gateway_telemetry():
+    """The demo gateway with one telemetry handler on every request's start and stop."""
+    gw = _demo_gateway('\n[[functions]]\nservice = "bench"\nrequest_type = "count"\nmfa = "telemetry_counter:count"\n')
+    yield gw
+    gw.stop()
+
+
 @pytest.fixture(scope="session")
 def bench_gateway():
     """`genapi serve` with the embedded default config (demo service), pinned to SERVER_CPU."""

@@ -95,3 +95,21 @@ def test_gateway_rate_limited(benchmark, loadgen, bench_gateway_limited, through
     (never refused): compare with demo.echo, the same gateway without one."""
     _measure(benchmark, loadgen, throughput_results, f"gateway limited demo.echo P={pipeline}", bench_gateway_limited,
              "phoenix", pipeline)
+
+
+
+@pytest.mark.benchmark(group="throughput")
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_gateway_metrics_off(benchmark, loadgen, bench_gateway_no_metrics, throughput_results, pipeline):
+    """demo.echo with request counting off (`[gateway] metrics = false`): against demo.echo,
+    the cost of /metrics."""
+    _measure(benchmark, loadgen, throughput_results, f"gateway metrics off demo.echo P={pipeline}",
+             bench_gateway_no_metrics, "phoenix", pipeline)
+
+
+@pytest.mark.benchmark(group="throughput")
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_gateway_telemetry_handler(benchmark, loadgen, bench_gateway_telemetry, throughput_results, pipeline):
+    """demo.echo with one telemetry handler on every request's start and stop events."""
+    _measure(benchmark, loadgen, throughput_results, f"gateway telemetry handler demo.echo P={pipeline}",
+             bench_gateway_telemetry, "phoenix", pipeline)
