@@ -163,6 +163,9 @@ def test_rate_limiter_retry_and_pool_events(gw: GatewayProcess) -> None:
         assert len(retries) == 2 and retries[0]["measurements"] == ["attempt"]
         exhausted = keys(evs, "genapi.executor.retry.exhausted")
         assert len(exhausted) == 1 and {"request_id", "mode", "last_error"} <= set(exhausted[0]["metadata"])
+        assert keys(evs, "genapi.worker_pool.task.start")[0]["measurements"] == ["system_time"]
+        stop = keys(evs, "genapi.worker_pool.task.stop")
+        assert stop and stop[0]["measurements"] == ["duration_us"] and stop[0]["metadata"] == ["pool_name"]
         rejected = keys(evs, "genapi.worker_pool.task.rejected")
         assert rejected and {"pool_name", "reason"} <= set(rejected[0]["metadata"])
         await c.close()

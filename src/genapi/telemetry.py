@@ -28,10 +28,12 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "rate_limiter": ("genapi.rate_limiter.check", "genapi.rate_limiter.exceeded", "genapi.rate_limiter.reset"),
     "hooks": ("genapi.hook.before.start", "genapi.hook.before.stop", "genapi.hook.before.exception",
               "genapi.hook.after.start", "genapi.hook.after.stop", "genapi.hook.after.exception"),
-    "worker_pool": ("genapi.worker_pool.task.rejected", "genapi.worker_pool.circuit_breaker.open",
+    "worker_pool": ("genapi.worker_pool.task.start", "genapi.worker_pool.task.stop",
+                    "genapi.worker_pool.task.exception", "genapi.worker_pool.task.rejected",
+                    "genapi.worker_pool.circuit_breaker.open",
                     "genapi.worker_pool.circuit_breaker.close"),
     "config": ("genapi.config.pull.start", "genapi.config.pull.stop", "genapi.config.push", "genapi.config.add",
-               "genapi.config.batch_add", "genapi.config.delete", "genapi.config.clear", "genapi.config.disable",
+               "genapi.config.batch_add", "genapi.config.delete", "genapi.config.disable",
                "genapi.config.enable"),
 }
 EVENTS: tuple[str, ...] = tuple(e for events in CATEGORIES.values() for e in events)
@@ -133,9 +135,11 @@ def span(prefix: str, metadata: dict[str, Any], fn: Callable[[], Any]) -> Any:
 
 def _changed() -> None:
     """Switches the compiled paths' per-request events on while a handler listens, off after."""
+    from ._core.handoff import task_events
     from ._core.limits import limit_events
     from ._core.reply import request_events
 
+    task_events(any(e in _handlers for e in CATEGORIES["worker_pool"][:3]))
     request_events(_request_start if REQUEST_START in _handlers else None,
                    _request_stop if REQUEST_STOP in _handlers else None)
     limit_events(_limit_check if LIMIT_CHECK in _handlers else None,

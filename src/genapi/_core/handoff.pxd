@@ -18,6 +18,8 @@ cdef class Job:
     cdef bint ok
     cdef bint skipped
     cdef bint settled
+    cdef double ran       # when a thread started it, and for how long (for telemetry)
+    cdef double took
 
 
 cdef class ThreadPool:

@@ -34,6 +34,29 @@ cdef double SWEEP_S = 0.02   # how often deadlines of calls in threads are check
 cdef double STALL_S = 0.005  # waiting calls and none started this long: wake another thread
 
 
+cdef bint _task_events = False  # telemetry's worker_pool.task events, while a handler listens
+
+
+def task_events(bint on):
+    global _task_events
+    _task_events = on
+
+
+cdef void _task_event(str pool, Job job) noexcept:
+    """A thread job ended: its worker_pool.task start and stop (or exception), emitted on the loop."""
+    try:
+        meta = {"pool_name": pool}
+        telemetry.execute("genapi.worker_pool.task.start", {"system_time": time_ns() - int(job.took * 1e9)}, meta)
+        if job.ok:
+            telemetry.execute("genapi.worker_pool.task.stop", {"duration_us": int(job.took * 1e6)}, meta)
+        else:
+            exc = job.value
+            telemetry.execute("genapi.worker_pool.task.exception", {"duration_us": int(job.took * 1e6)},
+                              {**meta, "kind": "error", "reason": f"{type(exc).__name__}: {exc}"})
+    except Exception:
+        pass
+
+
 @cython.no_gc  # one per call: not worth the collector's time, and it forms no cycles
 cdef class Job:
     """One call for the threads: either answered through `reply` or settled into `future`."""
@@ -157,6 +180,7 @@ cdef class ThreadPool:
                     (job.reply is not None and not job.reply.live()):
                 job.skipped = True  # timed out, cancelled or its client left before it started
             else:
+                job.ran = _now()
                 try:
                     job.value = job.fn(*job.args)
                     job.ok = True
@@ -164,6 +188,7 @@ cdef class ThreadPool:
                     job.value = RuntimeError(f"StopIteration: {exc}")
                 except BaseException as exc:
                     job.value = exc
+                job.took = _now() - job.ran
             with done_lock:
                 self.done.append(job)
                 wake = not self.scheduled
@@ -186,6 +211,8 @@ cdef class ThreadPool:
             self.scheduled = False
         for job in items:
             self.pending.discard(job)
+            if _task_events and not job.skipped:
+                _task_event(self.name, job)
             if job.settled:
                 continue
             job.settled = True
