@@ -129,3 +129,19 @@ def flaky_same(key: str) -> str:
 @svc.api(response_type="sync", retry={"all_nodes": 2}, request_type="flaky_all")
 def flaky_all(key: str) -> str:
     return _flaky(key)
+
+
+@svc.api(response_type="sync")
+async def trace_async() -> str | None:
+    """The caller's traceparent, as the node's function sees it (async, inline)."""
+    from genapi import trace
+
+    return trace.current()
+
+
+@svc.api(response_type="sync")
+def trace_thread() -> str | None:
+    """The same from a plain function (run in the node's thread pool)."""
+    from genapi import trace
+
+    return trace.current()

@@ -28,6 +28,7 @@ class Identity(msgspec.Struct, frozen=True):
     roles: list[str] | None = None
     device_id: str | None = None
     ip: str | None = None  # the client's address (behind a trusted proxy: the forwarded one)
+    traceparent: str | None = None  # W3C trace context from the connect params (trace.py)
 
 
 ANONYMOUS = Identity()

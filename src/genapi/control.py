@@ -103,7 +103,8 @@ class ControlPlane:
             self.server.close()
 
     # ----------------------------------------------------------------- rpc handler
-    def call(self, peer: rpc.ServerPeer, cid: int, target: str, args: Any, timeout_ms: Any, stream: bool) -> None:
+    def call(self, peer: rpc.ServerPeer, cid: int, target: str, args: Any, timeout_ms: Any, stream: bool,
+             trace: str | None = None) -> None:
         try:
             if type(args) is not list:
                 raise Refused("args must be a list")

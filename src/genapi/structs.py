@@ -30,6 +30,7 @@ class Request(msgspec.Struct, gc=False):
     user_id: str | None = None
     device_id: str | None = None
     user_roles: list[str] | None = None
+    traceparent: str | None = None  # W3C trace context, passed on to service nodes (trace.py)
 
 
 class Response(msgspec.Struct, rename={"async_": "async"}, gc=False):

@@ -23,7 +23,7 @@ import msgspec
 from picows import WSAutoPingStrategy, WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows.pyi
 
-from . import log, metrics, relay
+from . import log, metrics, relay, trace
 from ._core.connection import Connection
 from ._core.reply import log_calls
 from .auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
@@ -115,6 +115,9 @@ class Gateway:
         ip = client_ip(peer, headers.get("x-forwarded-for"), self.trusted_proxies)
         if ip is not None:
             identity = msgspec.structs.replace(identity, ip=ip)
+        tp = trace.valid(params.get("traceparent"))
+        if tp is not None:
+            identity = msgspec.structs.replace(identity, traceparent=tp)
         conn = Connection(self, ser, identity)
         if offered:
             return WSUpgradeResponseWithListener(

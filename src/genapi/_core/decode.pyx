@@ -7,6 +7,8 @@ Everything a client sends passes through here first, so every failure is a `Fram
 """
 import msgspec
 
+from genapi.trace import valid as _valid_trace
+
 from genapi.errors import DecodeError, FrameError
 from genapi.structs import Request
 
@@ -108,8 +110,9 @@ cpdef tuple decode_binary(const unsigned char[:] buf):
 
 
 cpdef object decode_request(object payload, object user_id, object device_id, object user_roles,
-                            Py_ssize_t size, Py_ssize_t max_size):
-    """Payload dict → `Request`, with the connection's identity already applied.
+                            Py_ssize_t size, Py_ssize_t max_size, object traceparent=None):
+    """Payload dict → `Request`, with the connection's identity already applied (its
+    `traceparent` too, unless the request brings a valid one of its own).
 
     `size` is the byte size of the frame that carried it; only when it exceeds `max_size` is the
     payload itself measured, so the common case costs nothing.
@@ -150,4 +153,9 @@ cpdef object decode_request(object payload, object user_id, object device_id, ob
         device_id = p.get("device_id")
         if device_id is not None and type(device_id) is not str:
             raise DecodeError(f"Invalid request: device_id must be a string, got {_json_kind(device_id)}", rid)
-    return Request(rid, svc, rt, args, version, user_id, device_id, user_roles)
+    tp = p.get("traceparent")
+    if tp is not None:
+        tp = _valid_trace(tp)
+        if tp is not None:
+            traceparent = tp
+    return Request(rid, svc, rt, args, version, user_id, device_id, user_roles, traceparent)

@@ -149,7 +149,8 @@ cdef class Dispatcher(Handler):
             reply.done()
             return
         try:
-            req = decode_request(payload, ident.user_id, ident.device_id, ident.roles, size, self.max_payload)
+            req = decode_request(payload, ident.user_id, ident.device_id, ident.roles, size, self.max_payload,
+                                 ident.traceparent)
         except DecodeError as exc:
             msg = str(exc)
             log.info("request_invalid", request_id=exc.request_id, error=msg)

@@ -12,9 +12,12 @@ result dropped. A lost gateway connection cancels all of its calls.
 """
 import asyncio
 
+import contextvars
+
 import msgspec
 
 from genapi import log
+from genapi.trace import CURRENT, valid as _valid_trace
 from genapi.calls import resume
 from genapi.loader import ASYNC, ASYNCGEN, GEN, SYNC, kind_of
 
@@ -101,7 +104,18 @@ cdef class FunctionHost:
         return {t: d.fn for t, d in self.declared.items()}
 
     # ----------------------------------------------------------------- rpc handler
-    def call(self, ServerPeer peer, cid, target, args, timeout_ms, stream):
+    def call(self, ServerPeer peer, cid, target, args, timeout_ms, stream, trace=None):
+        """One CALL; `trace` (the caller's traceparent) is what `genapi.trace.current()` reads
+        while the function runs."""
+        if trace is not None and _valid_trace(trace) is not None:
+            token = CURRENT.set(trace)
+            try:
+                return self._call(peer, cid, target, args, timeout_ms, stream, True)
+            finally:
+                CURRENT.reset(token)
+        return self._call(peer, cid, target, args, timeout_ms, stream, False)
+
+    def _call(self, ServerPeer peer, cid, target, args, timeout_ms, stream, bint traced):
         cdef Declared d = self.declared.get(target)
         cdef PyObject* out = NULL
         cdef int sent
@@ -135,7 +149,7 @@ cdef class FunctionHost:
             return self._track(peer, cid, self._finish(peer, cid, resume(coro, value)))
         if d.kind == _SYNC:
             try:
-                fut = self.pool.run(fn, *args)
+                fut = self.pool.run(contextvars.copy_context().run, fn, *args) if traced else self.pool.run(fn, *args)
             except Exception as exc:
                 return peer.error(cid, RAISED, _raised(exc))
             running = Running()

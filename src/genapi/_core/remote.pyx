@@ -280,7 +280,7 @@ cdef class RemoteCall(Sink):
     cdef _send(self, ClientPeer peer):
         self.peer = peer
         self.call_id = peer.call(self.callee.target, self.args, self.callee.timeout_ms, self,
-                                 self.handle is not None)
+                                 self.handle is not None, self.request.traceparent)
 
     # ----------------------------------------------------------------- the node's answer
     cpdef result(self, object value):

@@ -60,6 +60,7 @@ cdef class ClientPeer(Peer):
     cdef public list corked              # client connections corked while a read batch is answered
 
     cdef _refused(self, str text)
-    cpdef long long call(self, str target, list args, object timeout_ms, Sink sink, bint stream=*) except -1
+    cpdef long long call(self, str target, list args, object timeout_ms, Sink sink, bint stream=*,
+                         object trace=*) except -1
     cpdef cancel(self, long long call_id)
     cpdef credit(self, long long call_id, int n)

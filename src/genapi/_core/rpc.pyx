@@ -280,7 +280,10 @@ cdef class ServerPeer(Peer):
     cdef frame(self, list frame):
         kind = frame[0]
         if kind == CALL_:
-            self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5])
+            if len(frame) > 6:  # with the caller's traceparent
+                self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5], frame[6])
+            else:
+                self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5])
         elif kind == CANCEL_:
             self.handler.cancel(self, frame[1])
         elif kind == CREDIT_:
@@ -402,12 +405,17 @@ cdef class ClientPeer(Peer):
             sink.error(LOST, reason)
 
     # ----------------------------------------------------------------- calls
-    cpdef long long call(self, str target, list args, object timeout_ms, Sink sink, bint stream=False) except -1:
-        """Sends one call; its answer goes to `sink`. Returns the call's id (for `cancel`)."""
+    cpdef long long call(self, str target, list args, object timeout_ms, Sink sink, bint stream=False,
+                         object trace=None) except -1:
+        """Sends one call; its answer goes to `sink`. Returns the call's id (for `cancel`).
+        `trace`: the caller's W3C traceparent, an optional last element of the CALL frame."""
         self._ids += 1
         cdef long long call_id = self._ids
         self.pending[call_id] = sink
-        self.send([CALL_, call_id, target, args, timeout_ms, stream])
+        if trace is None:
+            self.send([CALL_, call_id, target, args, timeout_ms, stream])
+        else:
+            self.send([CALL_, call_id, target, args, timeout_ms, stream, trace])
         if not self._sweeping and sink.deadline != INF:
             self._sweeping = True
             self._loop.call_later(SWEEP_S, self._sweep)
