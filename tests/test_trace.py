@@ -36,18 +36,18 @@ def test_traceparent_reaches_the_node(fn: str) -> None:
             await plain.join("api:inv")
             assert (await plain.call("inv", fn)).result is None  # type: ignore[union-attr]
             # the request's own traceparent
-            reply, q = await plain.request("inv", fn, {}, traceparent=TP_REQUEST)
+            _reply, q = await plain.request("inv", fn, {}, traceparent=TP_REQUEST)
             resp = await asyncio.wait_for(q.get(), 5)
             assert resp.result == TP_REQUEST
             # an invalid one is ignored (W3C): no trace context
-            reply, q = await plain.request("inv", fn, {}, traceparent="not-a-trace")
+            _reply, q = await plain.request("inv", fn, {}, traceparent="not-a-trace")
             assert (await asyncio.wait_for(q.get(), 5)).result is None
             await plain.close()
             # the connection's, from the connect params; a request's own wins
             traced = await Client.connect(gw.url, params={"traceparent": TP_CONNECT})
             await traced.join("api:inv")
             assert (await traced.call("inv", fn)).result == TP_CONNECT  # type: ignore[union-attr]
-            reply, q = await traced.request("inv", fn, {}, traceparent=TP_REQUEST)
+            _reply, q = await traced.request("inv", fn, {}, traceparent=TP_REQUEST)
             assert (await asyncio.wait_for(q.get(), 5)).result == TP_REQUEST
             await traced.close()
         asyncio.run(main())
