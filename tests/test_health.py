@@ -71,6 +71,7 @@ def test_metrics_add_up_over_the_workers(three: GatewayProcess) -> None:
         before = get(three, "/metrics")[2]
         assert sample(before, "genapi_connections") == n
         assert sample(before, "genapi_channels") == n
+        assert sample(before, "genapi_joins_total") >= n and sample(before, "genapi_accepted_total") >= n
         await asyncio.gather(*(c.close() for c in clients))
         return pids
     before_text = get(three, "/metrics")[2]

@@ -4,6 +4,8 @@ in the gateway process (tests/telemetry_probe.py, imported by the config)."""
 from __future__ import annotations
 
 import asyncio
+import re
+import urllib.request
 from typing import Any
 
 import pytest
@@ -169,6 +171,8 @@ def test_rate_limiter_retry_and_pool_events(gw: GatewayProcess) -> None:
         rejected = keys(evs, "genapi.worker_pool.task.rejected")
         assert rejected and {"pool_name", "reason"} <= set(rejected[0]["metadata"])
         await c.close()
+        with urllib.request.urlopen(f"http://{gw.host}:{gw.port}/metrics", timeout=5) as r:
+            assert re.search(r"^genapi_rate_limited_total 1$", r.read().decode(), re.M)
     asyncio.run(main())
 
 

@@ -26,6 +26,9 @@ def snapshot(gateway: Any) -> dict[str, Any]:
         "in_flight": sum(c.in_flight for c in conns),
         "queued": sum(len(c.queue) for c in conns),
         "aborted": gateway.aborted,
+        "joins": gateway.joins,
+        "accepted": gateway.accepted,
+        "rate_limited": gateway.limits.limiter.refused if gateway.limits is not None else 0,
         "relay_delivered": seats.delivered,
         "relay_dropped": seats.dropped,
         "nodes": gateway.pipeline.nodes.status(),
@@ -95,6 +98,9 @@ def render(workers: Iterable[dict[str, Any]], host: dict[str, Any]) -> str:
                             ("in_flight", "gauge", "Requests holding a slot (running or answering)."),
                             ("queued", "gauge", "Requests waiting for a slot on their connection."),
                             ("aborted", "counter", "Connections dropped for not reading their output."),
+                            ("accepted", "counter", "Client connections accepted (upgraded to WebSocket)."),
+                            ("joins", "counter", "Channel joins accepted."),
+                            ("rate_limited", "counter", "Requests refused by a rate limit."),
                             ("relay_delivered", "counter", "Relayed messages written to members' connections."),
                             ("relay_dropped", "counter", "Relayed messages dropped for members not reading.")):
         name = f"genapi_{key}" + ("_total" if kind == "counter" else "")

@@ -51,6 +51,8 @@ class Gateway:
         self.ws_path = gw.path.rstrip("/") + "/websocket"
         self.connections: set[Connection] = set()
         self.aborted = 0  # connections dropped for not reading their output (Connection.abort)
+        self.joins = 0    # channel joins accepted (for /metrics)
+        self.accepted = 0  # connections upgraded (for /metrics)
         self._connection_ids = itertools.count(1)
         log_calls(log.enabled("info"))
         self.server: Listener | None = None
@@ -119,6 +121,7 @@ class Gateway:
         if tp is not None:
             identity = msgspec.structs.replace(identity, traceparent=tp)
         conn = Connection(self, ser, identity)
+        self.accepted += 1
         if offered:
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": "phoenix"}), conn)

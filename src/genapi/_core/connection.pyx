@@ -400,6 +400,7 @@ cdef class Connection(WSListener):
             return
         self.channels[topic] = join_ref
         log.info("join", conn=self.cid, topic=topic)
+        self.gateway.joins += 1
         self.send(ser.reply(join_ref, ref, topic, "ok", {}))
         if old is not _MISSING:  # duplicate join: close the old one after the new reply
             self._cancel(topic)

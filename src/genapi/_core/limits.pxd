@@ -17,6 +17,7 @@ cdef class RequestLimiter:
     cdef list globals
     cdef dict apis
     cdef dict hashes                    # (key, value) -> the table's hash of "key:value"
+    cdef readonly long long refused     # requests this worker refused (for /metrics)
 
     cdef object _value(self, Rule rule, object request, object identity)
     cpdef object check(self, object request, object identity)

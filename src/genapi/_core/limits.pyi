@@ -15,6 +15,7 @@ class RequestLimiter:
     table: Table
     enabled: bool
     fail_open: bool
+    refused: int
     def __init__(self, table: Table, fail_open: bool = True) -> None: ...
     def configure(self, enabled: bool, fail_open: bool, global_rules: list[tuple[int, str, int, int]],
                   api_rules: dict[tuple[str, str], list[tuple[int, str, int, int]]]) -> None: ...

@@ -132,6 +132,7 @@ cdef class RequestLimiter:
         if r >= 0:
             return None
         rule, value = counted[refused]
+        self.refused += 1
         if _on_exceeded is not None:
             _on_exceeded(request, rule, value, -r,
                          "global" if any(g is rule for g in self.globals) else [request.service, request.request_type])
