@@ -11,7 +11,7 @@ import time
 import msgspec
 
 from . import __version__, log
-from .config import ConfigError, LogLevel, Port, Positive, Settings, Workers, auth_problems, load
+from .config import DISCOVERY_TARGET, ConfigError, LogLevel, Port, Positive, Settings, Workers, auth_problems, load
 from .schema import field_problem, literal_values, render
 from .signatures import callable_problems
 from .structs import FunConfig, split_target
@@ -104,6 +104,19 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--control", default="127.0.0.1:4001", metavar="HOST:PORT",
                          help="the gateway's control port (default 127.0.0.1:4001)")
         cmd.add_argument("--json", action="store_true", help="print the answer as JSON")
+    ap = sub.add_parser("apis", help="the functions clients may call, with their arguments (JSON Schema)",
+                        description="What genapi.list_apis answers: from a running gateway's control port "
+                                    "(--control, the cluster secret from GENAPI_CLUSTER_SECRET; the default) or "
+                                    "from a config file (--config). Every enabled function unless --user/--role "
+                                    "ask for what that caller may call.")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--control", metavar="HOST:PORT", help="the gateway's control port (default 127.0.0.1:4001)")
+    where.add_argument("--config", metavar="FILE", help="a config file instead of a running gateway")
+    ap.add_argument("--user", metavar="USER", help="list what this user may call")
+    ap.add_argument("--role", action="append", default=[], metavar="ROLE",
+                    help="a role of the caller; repeat for several")
+    ap.add_argument("--service", metavar="SERVICE", help="only this service's functions")
+    ap.add_argument("--json", action="store_true", help="print the list as JSON")
     for cmd in (s, c, r):
         cmd.add_argument("--app-dir", metavar="DIR", default=".",
                          help="directory put first on the import path for the config's modules "
@@ -205,6 +218,11 @@ def _control_socket(settings: Settings) -> socket.socket:
     except OSError as exc:
         raise ConfigError(f"cannot listen on the control port {host}:{gw.control_port}: {exc.strerror} "
                           "(set [gateway] control_port or --control-port; 0 picks a free port)") from None
+
+
+def _builtin(cfg: FunConfig) -> bool:
+    """genapi.list_apis, which [gateway] discovery adds: not one of the file's functions."""
+    return split_target(cfg.mfa)[0] == DISCOVERY_TARGET
 
 
 def _describe(cfg: FunConfig) -> str:
@@ -359,6 +377,43 @@ def _ratelimit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apis(args: argparse.Namespace) -> int:
+    """`genapi apis`: exit 2 when the gateway or the config cannot be read."""
+    import asyncio
+    import json
+
+    from . import discovery, rpc
+    from ._core.validate import Limits
+
+    limits: Limits | None
+    if args.config:
+        try:
+            settings = load(args.config)
+        except ConfigError as exc:
+            _report(exc, args.config)
+            return 2
+        gw = settings.gateway
+        configs, limits = settings.functions, Limits(gw.string_max_bytes, gw.list_max_items, gw.map_max_items)
+    else:
+        control = args.control or "127.0.0.1:4001"
+        try:
+            configs, limits = asyncio.run(discovery.from_control(control))
+        except (rpc.RpcError, OSError) as exc:
+            print(f"genapi apis: {control}: {getattr(exc, 'text', None) or exc}", file=sys.stderr)
+            return 2
+        if limits is None:
+            print(f"genapi apis: discovery is off on {control}: limits not set in a spec are shown as the "
+                  "defaults (3000 bytes, 1000 items)", file=sys.stderr)
+    caller = discovery.Caller(args.user, tuple(args.role)) if args.user or args.role else None
+    listed = discovery.apis(configs, limits or Limits(), caller, args.service)
+    if args.json:
+        print(json.dumps(listed))
+    else:
+        for entry in listed:
+            print(discovery.summary(entry))
+    return 0
+
+
 def _run_service(args: argparse.Namespace) -> int:
     """`genapi service run MODULE:ATTR`: exit status 2 when the Service cannot be loaded."""
     log.setup(args.log_level, args.log_format)
@@ -403,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_service(args)
     if args.command == "ratelimit":
         return _ratelimit(args)
+    if args.command == "apis":
+        return _apis(args)
     if args.command == "token":
         try:
             print(token(args))
@@ -414,9 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         if args.command == "check":
             _check_functions(settings)
-            for cfg in settings.functions:
+            own = [cfg for cfg in settings.functions if not _builtin(cfg)]
+            for cfg in own:
                 print(_describe(cfg))
-            print(f"{settings.source}: ok, {len(settings.functions)} function(s)")
+            print(f"{settings.source}: ok, {len(own)} function(s)")
             return 0
         return serve(settings)
     except ConfigError as exc:

@@ -60,6 +60,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     trusted_proxies: list[str] = []
     control_host: str = "127.0.0.1"
     control_port: Port = 4001
+    discovery: bool = True  # serve genapi.list_apis (discovery_function)
 
     @property
     def max_message_bytes(self) -> int:
@@ -304,6 +305,8 @@ def parse(text: str, source: str = "<string>") -> Settings:
     if relay is not None and relay.service is not None:  # the file's own entries of the same name win
         functions += [cfg for cfg in relay_functions(relay.service)
                       if (cfg.service, cfg.request_type, "None") not in seen]
+    if gw is not None and gw.discovery and (DISCOVERY_SERVICE, DISCOVERY_REQUEST_TYPE, "None") not in seen:
+        functions.append(discovery_function(gw))
     if problems:
         partial = Settings(gateway=gw or GatewaySettings(), auth=auth or AuthSettings(),
                            cluster=cluster or ClusterSettings(), rate_limiter=limiter or RateLimiterSettings(),
@@ -332,6 +335,20 @@ def relay_functions(service: str) -> list[FunConfig]:
     return [FunConfig(service=service, request_type=op, mfa=f"genapi.relay:{op}", arg_types=args,
                       arg_orders=list(args), check_permission="any_authenticated")
             for op, args in RELAY_ARGS.items()]
+
+
+DISCOVERY_SERVICE, DISCOVERY_REQUEST_TYPE = "genapi", "list_apis"
+DISCOVERY_TARGET = "genapi.discovery:list_apis"
+
+
+def discovery_function(gw: GatewaySettings) -> FunConfig:
+    """`[gateway] discovery` (on by default): `genapi.list_apis`, the functions the caller may
+    call (discovery.py). The gateway's argument limits ride along as its predefined argument, so
+    whoever reads the registry (`genapi apis` over the control port) builds the same schemas."""
+    limits = {"string_max_bytes": gw.string_max_bytes, "list_max_items": gw.list_max_items,
+              "map_max_items": gw.map_max_items}
+    return FunConfig(service=DISCOVERY_SERVICE, request_type=DISCOVERY_REQUEST_TYPE, mfa=[DISCOVERY_TARGET, [limits]],
+                     arg_types={"service": {"type": "string", "allow_nil": True}})
 
 
 def auth_problems(auth: AuthSettings) -> list[str]:

@@ -15,7 +15,7 @@ import asyncio
 import os
 from typing import Any
 
-from . import errors, hooks, log, permissions, relay, rpc, telemetry
+from . import discovery, errors, hooks, log, permissions, relay, rpc, telemetry
 from ._core.callee import Callee, LocalCallee
 from ._core.dispatch import Dispatcher, Entry, arguments, permitted_by_mode
 from ._core.handoff import ThreadPool
@@ -67,6 +67,8 @@ class Pipeline:
             except ValueError as exc:
                 raise ValueError(f"{config.service}.{config.request_type}: {exc}") from None
         fn = load_callable(split_target(config.mfa)[0])
+        if fn is discovery.list_apis:  # answers from this worker's registry
+            return discovery.ListApisCallee(config, self.registry, self.limits)
         op = relay.op_of(fn)
         if op is not None:  # genapi.relay's operations act on the caller's connection
             try:
