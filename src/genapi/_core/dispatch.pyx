@@ -164,6 +164,7 @@ cdef class Dispatcher(Handler):
             reply.answer(Response.fail(req.request_id, found))
             reply.done()
             return
+        reply.known = True
         if conn.in_flight >= self.max_in_flight or conn.queue:
             if not conn.enqueue((reply, req, found), size):
                 log.info("request_queue_full", request_id=req.request_id, request_type=req.request_type)

@@ -19,6 +19,7 @@ cdef class Reply:
     cdef double started
     cdef double running                  # when it took its slot (after waiting in the queue)
     cdef bint logged
+    cdef public bint known               # its function was found (only those are counted apart in /metrics)
     cdef Connection _conn
     cdef bint v2
 

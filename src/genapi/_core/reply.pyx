@@ -19,6 +19,7 @@ cdef dict _metrics = None     # (service, request_type) -> [ok, error, seconds, 
 cdef tuple BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 cdef Py_ssize_t NB = 14
 cdef Py_ssize_t METRIC_ROWS = 4096  # functions counted apart; the rest share one row (bounded memory)
+cdef tuple UNKNOWN = ("_unknown", "_unknown")  # requests for no known function
 
 
 def log_calls(bint on):
@@ -39,10 +40,10 @@ def latency_buckets():
     return BUCKETS
 
 
-cdef void _count(object req, object out, double seconds):
+cdef void _count(object req, object out, double seconds, bint known):
     cdef list row
     cdef Py_ssize_t i
-    key = (req.service, req.request_type)
+    key = (req.service, req.request_type) if known else UNKNOWN  # a client's unknown names are not kept
     row = _metrics.get(key)
     if row is None:
         if len(_metrics) >= METRIC_ROWS:
@@ -148,7 +149,7 @@ cdef class Reply:
         out = self.outcome
         if req is not None and self.started:
             if _metrics is not None:
-                _count(req, out, _now() - self.started)
+                _count(req, out, _now() - self.started, self.known)
             if _on_stop is not None:
                 _on_stop(req, out, _now() - self.started)
         if not _access:
