@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from typing import Any
@@ -60,14 +61,21 @@ def add_parser(sub: Any) -> None:
 
 
 def request(control: str, target: str, args: list[Any]) -> Any:
-    """One control request, answered; rpc.RpcError when refused or unreachable."""
+    """One control request, answered; rpc.RpcError when refused or unreachable (the command
+    says so itself: the rpc layer's own warning about it is held back)."""
     async def ask() -> Any:
         peer = await rpc.connect(control, rpc.secret_from(None), "genapi-admin")
         try:
             return await peer.request(target, args, TIMEOUT_S)
         finally:
             peer.close()
-    return asyncio.run(ask())
+    logger = logging.getLogger("genapi")
+    level = logger.level
+    logger.setLevel(max(logging.ERROR, level))
+    try:
+        return asyncio.run(ask())
+    finally:
+        logger.setLevel(level)
 
 
 def run(args: argparse.Namespace) -> int:

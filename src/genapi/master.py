@@ -365,6 +365,7 @@ class Master:
                     w.restart_at = now + delay
                     self._close_pipe(w)
                     self.restarts += 1
+                    w.restarts += 1
                     if w.pid is not None:
                         self.groups.drop_worker(w.pid)
                 if now >= w.restart_at:
