@@ -10,7 +10,7 @@ import time
 
 import msgspec
 
-from . import __version__, log
+from . import __version__, admin, log
 from .config import DISCOVERY_TARGET, ConfigError, LogLevel, Port, Positive, Settings, Workers, auth_problems, load
 from .schema import field_problem, literal_values, render
 from .signatures import callable_problems
@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="push even when the gateway has this config_version")
     r.add_argument("--log-level", choices=literal_values(LogLevel), default="info", help="log verbosity (default info)")
     r.add_argument("--log-format", choices=["text", "json"], default="text")
+    admin.add_parser(sub)
     rl = sub.add_parser("ratelimit", help="rate limits of a running gateway: status, reset, change",
                         description="Talks to a running gateway's control port (the cluster secret from "
                                     "GENAPI_CLUSTER_SECRET). Changes apply to every worker before the command returns.")
@@ -456,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         _import_path(args.app_dir)
     if args.command == "service":
         return _run_service(args)
+    if args.command == "admin":
+        return admin.run(args)
     if args.command == "ratelimit":
         return _ratelimit(args)
     if args.command == "apis":

@@ -15,6 +15,7 @@ gateway's choosing named by a remote peer).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from . import log, rpc, telemetry
+from . import __version__, log, rpc, telemetry
 from .config import NonEmpty, Settings
 from .errors import ConfigError, RelayError
 from .groups import Groups
@@ -77,6 +78,11 @@ class ControlPlane:
         self.limits: Any = None     # ratelimit.RateLimits, when [rate_limiter] is enabled
         self.relay: Groups | None = None  # the host's relay groups, where this process holds them
         self.on_limits: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+        # the process holding this plane (master, or lone worker): its config generation, restarts
+        # and workers (index, pid, alive, generation, restarts, connections, nodes) for `$status`/`$nodes`
+        self.inspect: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self.held_disabled: set[tuple[str, str, str | None]] = set()  # disabled by hand (admin)
+        self.started = time.monotonic()
         self.cluster = settings.cluster
         self.secret = rpc.secret_from(settings.cluster.secret)
         self.services: dict[str, ServiceState] = {}
@@ -122,8 +128,15 @@ class ControlPlane:
                 peer.result(cid, self.status())
             elif target == "$functions":
                 peer.result(cid, [msgspec.to_builtins(cfg) for cfg in self.pipeline.registry.list()])
-            elif target == "$nodes":
-                peer.result(cid, self.pipeline.nodes.status())
+            elif target in ("$nodes", "$status"):
+                self._later(self._inspect(peer, cid, target))
+            elif target in ("$fn_disable", "$fn_enable", "$fn_delete"):
+                service, request_type, version = [*args, None, None, None][:3]
+                result = self.change_function(target[4:], str(service), str(request_type), version)
+                if self.on_change is None:
+                    peer.result(cid, result)
+                else:
+                    self._later(self._announce(peer, cid, result))
             elif target == "$ping":
                 peer.result(cid, "pong")
             elif target == "$relay":
@@ -137,6 +150,73 @@ class ControlPlane:
             peer.error(cid, rpc.REFUSED, str(exc))
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
             peer.error(cid, rpc.REFUSED, f"bad arguments for {target}: {type(exc).__name__}: {exc}")
+
+    def _later(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _inspect(self, peer: rpc.ServerPeer, cid: int, target: str) -> None:
+        """`$status` (the gateway and its workers) or `$nodes` (the node pool, per node over the
+        workers: only the workers hold live node links)."""
+        try:
+            view: dict[str, Any] = await self.inspect() if self.inspect is not None else {
+                "generation": 0, "restarts": 0,
+                "workers": [{"index": 0, "pid": os.getpid(), "alive": True, "nodes": self.pipeline.nodes.status()}]}
+            if target == "$nodes":
+                answer: Any = merge_nodes(view["workers"])
+            else:
+                answer = {"pid": os.getpid(), "version": __version__,
+                          "uptime_s": round(time.monotonic() - self.started, 3), "generation": view["generation"],
+                          "functions": len(self.pipeline.registry), "pushed": len(self.services),
+                          "restarts": view["restarts"],
+                          "workers": [{k: v for k, v in w.items() if k != "nodes"} for w in view["workers"]]}
+        except Exception as exc:  # answered, logged; the control port goes on
+            log.error("control_inspect_failed", target=target, exc_info=True)
+            return peer.error(cid, rpc.REFUSED, f"{target}: {type(exc).__name__}: {exc}")
+        peer.result(cid, answer)
+
+    def change_function(self, op: str, service: str, request_type: str, version: Any) -> dict[str, Any]:
+        """Disables, enables or deletes a function in the authoritative registry (PhoenixGenApi's
+        ConfigDb disable/enable/delete): one version, or every version when `version` is None.
+        A function disabled by hand stays disabled when its service pushes or is pulled again,
+        changed or not, until it is enabled (or deleted) by hand: an operator's switch is not
+        undone by a node's routine re-push."""
+        if version is not None and not isinstance(version, str):
+            raise Refused(f"$fn_{op}: version must be a string or null, got {version!r}")
+        registry = self.pipeline.registry
+        versions = [cfg.version for cfg in registry.list()
+                    if cfg.service == service and cfg.request_type == request_type]
+        if version is not None:
+            versions = [v for v in versions if v == version]
+        if not versions:
+            which = f"{service}.{request_type}" + (f" version {version}" if version is not None else "")
+            raise Refused(f"$fn_{op}: no function {which}")
+        for v in versions:
+            key = (service, request_type, v)
+            if op == "disable":
+                registry.disable(service, request_type, v)
+                self.held_disabled.add(key)
+            elif op == "enable":
+                registry.enable(service, request_type, v)
+                self.held_disabled.discard(key)
+            else:
+                registry.delete(service, request_type, v)
+                self.held_disabled.discard(key)
+                state = self.services.get(service)
+                if state is not None and key in state.keys:
+                    state.keys = [k for k in state.keys if k != key]
+        log.warning("function_changed_by_admin", op=op, service=service, request_type=request_type,
+                    versions=versions)
+        return {"status": f"{op}d", "service": service, "request_type": request_type, "versions": versions}
+
+    def keep_disabled(self, configs: list[FunConfig]) -> list[FunConfig]:
+        """`configs` with the functions disabled by hand disabled (a push, a pull, a reload)."""
+        if not self.held_disabled:
+            return configs
+        return [msgspec.structs.replace(c, disabled=True)
+                if not c.disabled and (c.service, c.request_type, c.version) in self.held_disabled else c
+                for c in configs]
 
     def _relay(self, peer: rpc.ServerPeer, cid: int, args: list[Any]) -> None:
         """A relay-group operation from Python (RelayClient) or the CLI: `[op, {args}]`, with
@@ -189,7 +269,8 @@ class ControlPlane:
         peer.result(cid, {"config": config, "workers": sent["workers"], "missing": sent["missing"]})
 
     async def _announce(self, peer: rpc.ServerPeer, cid: int, result: dict[str, Any]) -> None:
-        """Answers a push once every worker serves it (or says which did not)."""
+        """Answers a change (a push, an admin's disable/enable/delete) once every worker serves
+        it (or says which did not)."""
         assert self.on_change is not None
         sent = await self.on_change()
         peer.result(cid, {**result, "generation": sent["generation"], "workers": sent["workers"],
@@ -217,7 +298,7 @@ class ControlPlane:
             if not new_nodes:
                 return {"status": "skipped", "reason": "version_matches"}
             message.nodes = state.nodes + new_nodes  # another node of the same version: serve from all
-        configs = self._configs(message, state)
+        configs = self.keep_disabled(self._configs(message, state))
         old = state.keys if state is not None else []
         try:
             self.pipeline.replace(old, configs)
@@ -374,3 +455,24 @@ class ControlPlane:
             finally:
                 peer.close()
         raise last or rpc.RpcError(rpc.LOST, f"no nodes to pull {service} from")
+
+
+_BREAKER_ORDER = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def merge_nodes(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per node over the workers (each holds its own links and breakers): the worst breaker
+    state, calls in flight and failures summed, connected from any worker, and each worker's own."""
+    merged: dict[str, dict[str, Any]] = {}
+    for w in workers:
+        for n in w.get("nodes") or []:
+            row = merged.setdefault(n["address"], {"address": n["address"], "state": "closed", "in_flight": 0,
+                                                   "failures": 0, "connected": False, "workers": []})
+            if _BREAKER_ORDER.get(n.get("state"), 0) > _BREAKER_ORDER.get(row["state"], 0):
+                row["state"] = n["state"]
+            row["in_flight"] += n.get("in_flight", 0)
+            row["failures"] += n.get("failures", 0)
+            row["connected"] = row["connected"] or bool(n.get("connected"))
+            row["workers"].append({"index": w.get("index"), "pid": w.get("pid"), **{
+                k: n.get(k) for k in ("state", "in_flight", "failures", "connected", "opened_ms_ago")}})
+    return [merged[a] for a in sorted(merged)]

@@ -62,6 +62,7 @@ class WorkerHandle:
         self.greeted = False  # it has read its settings: the pipe may carry more
         self.acks: dict[int, asyncio.Future[None]] = {}
         self.crashes: list[float] = []
+        self.restarts = 0  # times this worker was restarted after dying
         self.relay_dropped = 0  # relay deliveries dropped while its pipe was full
         self.restart_at = 0.0
         self.task: asyncio.Task[None] | None = None
@@ -101,6 +102,7 @@ class Master:
         self.control = ControlPlane(self.pipeline, settings, on_change=self.broadcast)
         self.groups = Groups(settings.relay, self._deliver)  # relay groups: the host's one authority
         self.control.relay = self.groups
+        self.control.inspect = self.inspect
         self.limits = None
         from .ratelimit import limits_wanted
 
@@ -249,6 +251,19 @@ class Master:
             self._collecting.pop((w.index, seq), None)
         return [f.result() for f in futs if f.done() and isinstance(f.result(), dict)]
 
+    async def inspect(self) -> dict[str, Any]:
+        """The host for `genapi admin status|nodes`: each worker as the master sees it, with
+        what only the worker knows (connections, node links) from its metrics snapshot."""
+        snaps = {s.get("index"): s for s in await self.collect()}
+        workers = []
+        for w in self.workers:
+            snap = snaps.get(w.index, {})
+            workers.append({"index": w.index, "pid": w.pid, "alive": w.alive(), "ready": w.alive() and w.greeted,
+                            "generation": w.acked, "restarts": w.restarts, "recent_crashes": len(w.crashes),
+                            "connections": snap.get("connections"), "in_flight": snap.get("in_flight"),
+                            "nodes": snap.get("nodes", [])})
+        return {"generation": self.snapshots.generation, "restarts": self.restarts, "workers": workers}
+
     def _relay(self, w: WorkerHandle, message: dict[str, Any]) -> None:
         """A relay-group operation from worker `w`: applied in arrival order (so a sender's
         messages reach everyone in the order sent), answered, then its deliveries sent."""
@@ -350,6 +365,7 @@ class Master:
                     w.restart_at = now + delay
                     self._close_pipe(w)
                     self.restarts += 1
+                    w.restarts += 1
                     if w.pid is not None:
                         self.groups.drop_worker(w.pid)
                 if now >= w.restart_at:
@@ -375,7 +391,7 @@ class Master:
         try:
             fresh = load(None if source == "<embedded default>" else source)
             old = [(c.service, c.request_type, c.version) for c in self.settings.functions]
-            self.pipeline.replace(old, fresh.functions)
+            self.pipeline.replace(old, self.control.keep_disabled(fresh.functions))
         except (ConfigError, ValueError) as exc:
             log.error("config_reload_failed", source=source, error=str(exc))
             return

@@ -541,6 +541,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
     gateway.control.limits = gateway.limits
     gateway.control.relay = groups
     if master is None:
+        gateway.control.inspect = gateway.host.inspect
         await gateway.control.start(control)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -568,7 +569,8 @@ def reload_functions(gateway: Gateway) -> None:
     try:
         fresh = load(None if settings.source == "<embedded default>" else settings.source)
         old = [(c.service, c.request_type, c.version) for c in settings.functions]
-        gateway.pipeline.replace(old, fresh.functions)
+        functions = fresh.functions if gateway.control is None else gateway.control.keep_disabled(fresh.functions)
+        gateway.pipeline.replace(old, functions)
     except (ConfigError, ValueError) as exc:
         log.error("config_reload_failed", source=settings.source, error=str(exc))
         return
@@ -587,6 +589,15 @@ class LoneHost:
         up = self.gateway.server is not None and self.gateway.server.serving
         return {"ready": up, "workers": 1, "live": 1 if up else 0, "generation": self.gateway.generation,
                 "behind": []}
+
+    async def inspect(self) -> dict[str, Any]:
+        """The host for `genapi admin status|nodes`: this one worker."""
+        snap = self.gateway.metrics_snapshot()
+        up = self.gateway.server is not None and self.gateway.server.serving
+        worker = {"index": 0, "pid": os.getpid(), "alive": True, "ready": up, "generation": self.gateway.generation,
+                  "restarts": 0, "recent_crashes": 0, "connections": snap["connections"],
+                  "in_flight": snap["in_flight"], "nodes": snap["nodes"]}
+        return {"generation": self.gateway.generation, "restarts": 0, "workers": [worker]}
 
     async def metrics(self) -> str:
         relay = self.groups.stats() if self.groups is not None else {}
