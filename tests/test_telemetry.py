@@ -23,6 +23,14 @@ require_verified_user_id = false
 thread_pool_size = 1
 thread_queue_limit = 1
 
+[cluster]
+pull_interval_ms = 100
+breaker_threshold = 1
+
+[[services]]
+service = "ghost"
+nodes = ["127.0.0.1:1"]
+
 [rate_limiter]
 [[rate_limiter.api_limits]]
 service = "t"
@@ -70,6 +78,18 @@ request_type = "flaky"
 mfa = "testapi:boom"
 arg_types = { text = "string" }
 retry = 2
+
+[[functions]]
+service = "t"
+request_type = "spare"
+mfa = "testapi:echo"
+arg_types = { text = "string" }
+
+[[functions]]
+service = "t"
+request_type = "down"
+mfa = "inv:echo"
+nodes = ["127.0.0.1:1"]
 
 [[functions]]
 service = "t"
@@ -198,5 +218,35 @@ def test_config_events_on_push_and_reset(gw: GatewayProcess) -> None:
         assert any(e["metadata"] == ["request_type", "service", "version"] for e in keys(evs, "genapi.config.add"))
         reset = keys(evs, "genapi.rate_limiter.reset")
         assert reset and {"key", "rate_limit_key"} <= set(reset[0]["metadata"])
+        await c.close()
+    asyncio.run(main())
+
+
+def test_breaker_pull_and_registry_events(gw: GatewayProcess) -> None:
+    async def main() -> None:
+        c = await Client.connect(gw.url)
+        await c.join("api:t")
+        await events(c)
+        resp = await c.call("t", "down", raise_on_error=False)  # nothing listens there: its breaker opens
+        assert resp is not None and not resp.success
+        for op in ("$fn_disable", "$fn_enable", "$fn_delete"):
+            await asyncio.to_thread(control, gw.control, op, ["t", "spare", None])
+        evs: list[dict[str, Any]] = []
+        for _ in range(100):  # the pulls of [[services]] ghost come every 100 ms (then backing off)
+            evs += (await c.call("probe", "events", {"clear": True})).result  # type: ignore[union-attr]
+            if keys(evs, "genapi.config.pull.stop"):
+                break
+            await asyncio.sleep(0.05)
+        opened = keys(evs, "genapi.worker_pool.circuit_breaker.open")
+        assert opened and opened[0]["measurements"] == ["consecutive_failures"]
+        assert opened[0]["metadata"] == ["pool_name"]
+        for name in ("disable", "enable", "delete"):
+            got = keys(evs, f"genapi.config.{name}")
+            assert got and got[0]["metadata"] == ["request_type", "service", "version"], name
+        start = keys(evs, "genapi.config.pull.start")
+        stop = keys(evs, "genapi.config.pull.stop")
+        assert start and start[0]["measurements"] == ["system_time"] and start[0]["metadata"] == ["service"]
+        assert stop and stop[0]["measurements"] == ["count", "duration_us"]
+        assert stop[0]["metadata"] == ["service", "version"]
         await c.close()
     asyncio.run(main())
