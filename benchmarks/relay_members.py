@@ -12,8 +12,9 @@ JSON object a line):
 
     python relay_members.py URL GROUP TOPIC USER...   -> {"ready": n, "workers": {pid: members}}
     {"cmd": "arm"}                                     -> {"armed": n}   (forgets what was noted)
-    {"cmd": "wait", "per_member": M, "timeout": T}     -> {"members": n, "counts": [min, max],
-        "seq": [...], "t": [...], "cpu_s": s}   (once every member noted M messages, or at T)
+    {"cmd": "wait", "per_member": M, "timeout": T}     -> {"members": n, "counts": [min, max], "cpu_s": s}
+                                       (once every member noted M messages since `arm`, or at T)
+    {"cmd": "report"}                                  -> {"seq": [...], "t": [...]}   (what was noted)
     EOF                                                -> closes the members, exits 0
 
 The users are those the test gateways' auth callback (`testapi:auth_callback`) lets in; the
@@ -61,10 +62,12 @@ class Recorder:
                 return False
         return True
 
-    def report(self) -> dict[str, Any]:
+    def counts(self) -> dict[str, Any]:
         counts = [m.count for m in self.members]
-        return {"members": len(self.members), "counts": [min(counts, default=0), max(counts, default=0)],
-                "seq": [_seq(f) for f in self.frames], "t": self.times}
+        return {"members": len(self.members), "counts": [min(counts, default=0), max(counts, default=0)]}
+
+    def report(self) -> dict[str, Any]:
+        return {"seq": [_seq(f) for f in self.frames], "t": self.times}
 
 
 def _seq(frame: bytes) -> int:
@@ -146,8 +149,9 @@ async def serve(url: str, group: str, topic: str, users: list[str]) -> None:
             say({"armed": len(rec.members)})
         elif cmd["cmd"] == "wait":
             await rec.wait(cmd["per_member"], cmd["timeout"])
-            used = time.process_time() - cpu  # before the report: reading the seqs is off the clock
-            say({**rec.report(), "cpu_s": used})
+            say({**rec.counts(), "cpu_s": time.process_time() - cpu})
+        elif cmd["cmd"] == "report":
+            say(rec.report())
     await asyncio.gather(*(m.client.close() for m in rec.members))
 
 
