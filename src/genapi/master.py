@@ -287,7 +287,7 @@ class Master:
         """One relayed message to worker `pid`'s seats `tokens`; dropped (counted, logged) while
         that worker is not reading its pipe, so a stuck worker cannot grow the master."""
         for w in self.workers:
-            if w.pid == pid and w.alive():
+            if w.pid == pid and w.writer is not None:  # a dead worker's pipe is closed by the watcher
                 if w.backlog() > RELAY_PIPE_MAX_BYTES:
                     if not w.relay_dropped:
                         log.warning("relay_worker_slow", index=w.index, pid=pid, backlog_bytes=w.backlog(),

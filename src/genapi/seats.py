@@ -110,6 +110,7 @@ class Seats:
         corked: list[Connection] = []
         by_token = self.by_token
         for tokens, payload in inbox:
+            frames: dict[tuple[Any, ...], bytes] = {}  # members on one topic share a frame
             for token in tokens:
                 seat = by_token.get(token)
                 if seat is None:
@@ -126,7 +127,11 @@ class Seats:
                     seat.dropped = 0
                 if conn.cork():
                     corked.append(conn)
-                conn.send(push_raw(conn.v2, join_ref, seat.topic, conn.event, payload))
+                key = (conn.v2, join_ref, seat.topic, conn.event)
+                frame = frames.get(key)
+                if frame is None:
+                    frame = frames[key] = push_raw(conn.v2, join_ref, seat.topic, conn.event, payload)
+                conn.send(frame)
                 self.delivered += 1
         for conn in corked:
             conn.uncork()
