@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ._core.reply import latency_buckets, request_metrics
+from ._core.reply import latency_buckets, request_metrics, unknown_row
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -20,7 +20,8 @@ def snapshot(gateway: Any) -> dict[str, Any]:
     conns = list(gateway.connections)
     seats = gateway.pipeline.seats
     return {
-        "requests": [[svc, rt, *row] for (svc, rt), row in _table().items()],
+        "requests": [[svc, rt, *row.row()] for (svc, rt), row in _table().items()]
+        + ([["_unknown", "_unknown", *unknown.row()]] if (unknown := unknown_row()).ok + unknown.error else []),
         "connections": len(conns),
         "channels": sum(len(c.channels) for c in conns),
         "in_flight": sum(c.in_flight for c in conns),
@@ -35,15 +36,16 @@ def snapshot(gateway: Any) -> dict[str, Any]:
     }
 
 
-_live: dict[tuple[str, str], list[Any]] | None = None
+_live: dict[tuple[str, str], Any] | None = None
 
 
-def _table() -> dict[tuple[str, str], list[Any]]:
+def _table() -> dict[tuple[str, str], Any]:
     return _live or {}
 
 
 def start() -> None:
-    """Counts requests in this process from now on (a worker with `[gateway] metrics = true`)."""
+    """Counts requests in this process from now on (a worker with `[gateway] metrics = true`),
+    for the functions bound from now on (call it before the pipeline binds any)."""
     global _live
     _live = request_metrics(True)
 

@@ -43,6 +43,8 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         gw = settings.gateway
+        if gw.metrics:  # before the pipeline binds functions: each Entry holds its row
+            metrics.start()
         self.pipeline = Pipeline(settings)
         self.auth = Authenticator(settings.auth)
         self.topic_allowed = topic_matcher(gw.topics)
@@ -62,8 +64,6 @@ class Gateway:
         self.index = int(os.environ.get("GENAPI_WORKER_INDEX", "0"))
         self.generation = 0
         self.host: Any = None  # async ready() and metrics(): the host's view (the master's, or this worker's)
-        if settings.gateway.metrics:
-            metrics.start()
 
     async def http(self, path: str) -> tuple[int, str, bytes]:
         """/health: this worker answers; /ready: every worker up and on the current config

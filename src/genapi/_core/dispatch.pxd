@@ -20,6 +20,7 @@ cdef class Entry:
     cdef readonly str response_type
     cdef readonly bint inline
     cdef readonly bint plain_args
+    cdef readonly object row             # the MetricRow its requests are counted in (None: not counted)
 
 
 cdef class Dispatcher(Handler):

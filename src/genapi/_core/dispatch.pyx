@@ -23,7 +23,7 @@ from genapi._core.connection cimport Connection, Handler
 from genapi._core.decode cimport decode_request
 from genapi._core.limits cimport RequestLimiter
 from genapi._core.validate cimport Validator
-from genapi._core.reply cimport Reply, reply_to
+from genapi._core.reply cimport MetricRow, Reply, metric_row, reply_to
 
 cdef str OK = "ok"
 cdef str ERROR = "error"
@@ -50,6 +50,7 @@ cdef class Entry:
         self.retries = retries(config.retry)
         self.response_type = config.response_type
         self.plain_args = not self.predefined and not self.request_info  # args = validator output
+        self.row = metric_row(config.service, config.request_type)  # /metrics counts its requests here
         self.inline = (self.before is None and self.after is None and self.permission is None
                        and self.retries == 0 and self.response_type == SYNC)
 
@@ -164,7 +165,7 @@ cdef class Dispatcher(Handler):
             reply.answer(Response.fail(req.request_id, found))
             reply.done()
             return
-        reply.known = True
+        reply.row = (<Entry>found).row
         if conn.in_flight >= self.max_in_flight or conn.queue:
             if not conn.enqueue((reply, req, found), size):
                 log.info("request_queue_full", request_id=req.request_id, request_type=req.request_type)

@@ -4,6 +4,17 @@ from genapi._core.connection cimport Connection
 
 cimport cython
 
+cdef enum:
+    NBOUNDS = 14   # latency histogram bounds (reply.pyx BOUNDS)
+
+
+cdef class MetricRow:
+    cdef readonly long long ok
+    cdef readonly long long error
+    cdef readonly double seconds
+    cdef long long buckets[15]
+    cdef void add(self, bint ok, double seconds) noexcept
+
 
 @cython.no_gc  # one per request; it forms no cycles that outlive the request
 cdef class Reply:
@@ -19,7 +30,7 @@ cdef class Reply:
     cdef double started
     cdef double running                  # when it took its slot (after waiting in the queue)
     cdef bint logged
-    cdef public bint known               # its function was found (only those are counted apart in /metrics)
+    cdef public MetricRow row            # where /metrics counts it (its function's); None: not found
     cdef Connection _conn
     cdef bint v2
 
@@ -39,3 +50,4 @@ cdef class Reply:
 
 
 cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, object request)
+cpdef object metric_row(str service, str request_type)

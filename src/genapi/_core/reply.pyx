@@ -15,53 +15,69 @@ cdef str OK = "ok"
 cdef bint _access = False
 cdef object _on_start = None  # telemetry: f(request) at a request's start, while a handler listens
 cdef object _on_stop = None   # telemetry: f(request, response, seconds) once it is answered
-cdef dict _metrics = None     # (service, request_type) -> [ok, error, seconds, bucket counts...]
-cdef tuple BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-cdef Py_ssize_t NB = 14
+cdef dict _metrics = None     # (service, request_type) -> MetricRow, while /metrics counts requests
+cdef double[14] BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 cdef Py_ssize_t METRIC_ROWS = 4096  # functions counted apart; the rest share one row (bounded memory)
-cdef tuple UNKNOWN = ("_unknown", "_unknown")  # requests for no known function
+cdef MetricRow _unknown = MetricRow()  # requests for no known function (a client's names are not kept)
 
 
-def log_calls(bint on):
-    """Turns the access log (one `call` line per request, at info) on or off for this process."""
-    global _access
-    _access = on
+cdef class MetricRow:
+    """One function's request counts and latency histogram, updated in C per answered request."""
+
+    cdef void add(self, bint ok, double seconds) noexcept:
+        cdef int i
+        if ok:
+            self.ok += 1
+        else:
+            self.error += 1
+        self.seconds += seconds
+        for i in range(NBOUNDS):
+            if seconds <= BOUNDS[i]:
+                self.buckets[i] += 1
+                return
+        self.buckets[NBOUNDS] += 1
+
+    def row(self):
+        """[ok, error, seconds, per-bucket counts (the last: above every bound)]."""
+        return [self.ok, self.error, self.seconds] + [self.buckets[i] for i in range(NBOUNDS + 1)]
 
 
 def request_metrics(bint on):
     """Counts every answered request per function (calls by outcome, latency histogram) for
-    /metrics; returns the live table (None when off). Rows: [ok, error, seconds, buckets...]."""
+    /metrics; returns the live table (None when off)."""
     global _metrics
     _metrics = {} if on else None
     return _metrics
 
 
 def latency_buckets():
-    return BUCKETS
+    return tuple(BOUNDS[i] for i in range(NBOUNDS))
 
 
-cdef void _count(object req, object out, double seconds, bint known):
-    cdef list row
-    cdef Py_ssize_t i
-    key = (req.service, req.request_type) if known else UNKNOWN  # a client's unknown names are not kept
+cpdef object metric_row(str service, str request_type):
+    """The row a function's requests are counted in (shared by every Entry of that name), or
+    None while requests are not counted."""
+    if _metrics is None:
+        return None
+    key = (service, request_type)
     row = _metrics.get(key)
     if row is None:
         if len(_metrics) >= METRIC_ROWS:
             key = ("_other", "_other")
             row = _metrics.get(key)
         if row is None:
-            row = [0, 0, 0.0] + [0] * (NB + 1)
-            _metrics[key] = row
-    if out is not None and out.success:
-        row[0] += 1
-    else:
-        row[1] += 1
-    row[2] += seconds
-    for i in range(NB):
-        if seconds <= <double>BUCKETS[i]:
-            row[3 + i] += 1
-            return
-    row[3 + NB] += 1
+            row = _metrics[key] = MetricRow()
+    return row
+
+
+def unknown_row():
+    return _unknown
+
+
+def log_calls(bint on):
+    """Turns the access log (one `call` line per request, at info) on or off for this process."""
+    global _access
+    _access = on
 
 
 def request_events(start, stop):
@@ -149,7 +165,8 @@ cdef class Reply:
         out = self.outcome
         if req is not None and self.started:
             if _metrics is not None:
-                _count(req, out, _now() - self.started, self.known)
+                (self.row if self.row is not None else _unknown).add(out is not None and out.success,
+                                                                     _now() - self.started)
             if _on_stop is not None:
                 _on_stop(req, out, _now() - self.started)
         if not _access:
