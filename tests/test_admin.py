@@ -13,20 +13,12 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import GatewayProcess, children, wait_until
+from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.cli import main
 from genapi.client import Client
 from node_proc import NodeProcess, wait_pushed
 
-CONFIG = """
-[auth]
-require_verified_user_id = false
-
-[[functions]]
-service = "w"
-request_type = "pid"
-mfa = "testapi:pid"
-
+CONFIG = PID_CONFIG + """
 [[functions]]
 service = "w"
 request_type = "who"

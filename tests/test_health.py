@@ -14,18 +14,10 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import GatewayProcess, children, wait_until
+from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.client import Client
 
-CONFIG = """
-[auth]
-require_verified_user_id = false
-
-[[functions]]
-service = "w"
-request_type = "pid"
-mfa = "testapi:pid"
-"""
+CONFIG = PID_CONFIG
 
 
 def get(gw: GatewayProcess, path: str) -> tuple[int, str, str]:

@@ -12,19 +12,11 @@ import time
 from collections import Counter
 from typing import Any
 
-from gateway_proc import GatewayProcess, children, wait_until
+from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.client import Client
 from node_proc import control
 
-BASE = """
-[auth]
-require_verified_user_id = false
-
-[[functions]]
-service = "w"
-request_type = "pid"
-mfa = "testapi:pid"
-
+BASE = PID_CONFIG + """
 [[functions]]
 service = "w"
 request_type = "keyed"

@@ -12,20 +12,12 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import GatewayProcess, children, wait_until
+from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.client import Client
 from genapi.snapshot import default_path
 from node_proc import NodeProcess, control
 
-CONFIG = """
-[auth]
-require_verified_user_id = false
-
-[[functions]]
-service = "w"
-request_type = "pid"
-mfa = "testapi:pid"
-
+CONFIG = PID_CONFIG + """
 [[functions]]
 service = "w"
 request_type = "sleep"

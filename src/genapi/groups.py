@@ -189,20 +189,19 @@ class Groups:
         return {"group_id": group_id, "user_id": target, "status": "active"}
 
     def mute_member(self, group_id: str, user_id: str, target: str) -> dict[str, Any]:
-        group = self._strict(group_id, user_id)
-        member = self._target(group, target)
-        if member.status != "active":
-            raise relay_error("cannot_mute")
-        member.status = "muted"
-        return {"group_id": group_id, "user_id": target, "status": "muted"}
+        return self._mute(group_id, user_id, target, "active", "muted", "cannot_mute")
 
     def unmute_member(self, group_id: str, user_id: str, target: str) -> dict[str, Any]:
+        return self._mute(group_id, user_id, target, "muted", "active", "not_muted")
+
+    def _mute(self, group_id: str, user_id: str, target: str, before: str, after: str, refusal: str) -> dict[str, Any]:
+        """strict_private only, by an admin: `target` goes from `before` to `after`."""
         group = self._strict(group_id, user_id)
         member = self._target(group, target)
-        if member.status != "muted":
-            raise relay_error("not_muted")
-        member.status = "active"
-        return {"group_id": group_id, "user_id": target, "status": "active"}
+        if member.status != before:
+            raise relay_error(refusal)
+        member.status = after
+        return {"group_id": group_id, "user_id": target, "status": after}
 
     # ------------------------------------------------------------------ relay
     def handle_relay(self, group_id: str, user_id: str, message: Any, request_id: str = "relay") -> dict[str, Any]:
