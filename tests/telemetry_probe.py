@@ -1,5 +1,7 @@
 """Telemetry handlers inside a test gateway: attached when the gateway imports this module (a
 function of the config names it), read back through `events()`, a gateway function."""
+import time
+
 from genapi import telemetry
 
 SEEN: list[dict] = []
@@ -15,8 +17,13 @@ def _boom(event, measurements, metadata, config):
     raise RuntimeError("handler bug")
 
 
+def _slow(event, measurements, metadata, config):
+    time.sleep(0.2)
+
+
 telemetry.attach_all("probe", _record, {"tag": 1})
 telemetry.attach("bad", "genapi.executor.request.stop", _boom)
+telemetry.attach("slow", "genapi.executor.request.start", _slow)
 
 
 async def events(clear=False):

@@ -81,6 +81,18 @@ retry = 2
 
 [[functions]]
 service = "t"
+request_type = "bfail"
+mfa = "testapi:echo"
+arg_types = { text = "string" }
+before_execute = "testapi:before_raise"
+
+[[functions]]
+service = "t"
+request_type = "pboom"
+mfa = "testapi:plain_boom"
+
+[[functions]]
+service = "t"
 request_type = "spare"
 mfa = "testapi:echo"
 arg_types = { text = "string" }
@@ -131,20 +143,26 @@ def test_request_events_fast_and_general_path(gw: GatewayProcess) -> None:
         await events(c)
         await c.call("t", "echo", {"text": "hi"})  # the compiled inline path
         await c.call("t", "hooked", {"text": "hi"})  # the general path: hooks, async
+        await c.call("t", "bfail", {"text": "x"}, raise_on_error=False)
+        await c.call("t", "pboom", raise_on_error=False)
         evs = await events(c)
         for _ in range(50):  # an async call's stop comes once its Task ends, just after its push
-            if len(keys(evs, "genapi.executor.request.stop")) >= 2:
+            if len(keys(evs, "genapi.executor.request.stop")) >= 4:
                 break
             await asyncio.sleep(0.02)
             evs += await events(c)
         starts = keys(evs, "genapi.executor.request.start")
         stops = keys(evs, "genapi.executor.request.stop")
-        assert len(starts) == 2 and len(stops) == 2
+        assert len(starts) == 4 and len(stops) == 4
         assert starts[0]["measurements"] == ["system_time"]
         assert starts[0]["metadata"] == ["request_id", "request_type", "service", "user_id"]
         assert stops[0]["measurements"] == ["duration_us"]
         assert {"request_id", "request_type", "service", "user_id", "success", "async"} <= set(stops[0]["metadata"])
-        assert all(s["success"] for s in stops) and stops[0]["config"] == {"tag": 1}
+        assert [s["success"] for s in stops].count(True) == 2 and stops[0]["config"] == {"tag": 1}
+        before_exc = keys(evs, "genapi.hook.before.exception")
+        assert before_exc and before_exc[0]["measurements"] == ["duration_us"] and before_exc[0]["kind"] == "error"
+        task_exc = keys(evs, "genapi.worker_pool.task.exception")
+        assert task_exc and {"pool_name", "kind", "reason"} <= set(task_exc[0]["metadata"])
         for kind in ("before", "after"):
             assert keys(evs, f"genapi.hook.{kind}.start")[0]["metadata"] == ["function", "module", "type"]
         assert keys(evs, "genapi.hook.before.stop")[0]["measurements"] == ["duration_us"]
@@ -163,9 +181,13 @@ def test_a_failing_handler_is_detached_and_the_request_unaffected(gw: GatewayPro
             assert resp is not None and resp.result == {"text": "ok", "n": 1}
         resp = await c.call("probe", "attached", {"event": "genapi.executor.request.stop"})
         assert resp is not None and resp.result is True  # the probe's handler stays
+        resp = await c.call("probe", "attached", {"event": "genapi.executor.request.start"})
+        assert resp is not None and resp.result is True  # the probe's, not the slow one's any more
         await c.close()
     asyncio.run(main())
-    assert "telemetry_handler_detached" in gw.read_stderr() and "handler bug" in gw.read_stderr()
+    err = gw.read_stderr()
+    assert "telemetry_handler_detached" in err and "handler bug" in err
+    assert "handler_id=slow" in err and "over the 50 ms a handler may take" in err
 
 
 def test_rate_limiter_retry_and_pool_events(gw: GatewayProcess) -> None:

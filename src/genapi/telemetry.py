@@ -3,8 +3,8 @@ measurements and metadata, for handlers a user attaches.
 
 An event is a dotted name, e.g. `genapi.executor.request.stop`; a handler is
 `handler(event, measurements, metadata, config)`. Handlers run inline, in the worker that
-emits, so they must be quick; one that raises is detached and reported (`telemetry_handler_detached`),
-so it can never break or slow a request again. With no handler attached an event costs a dict
+emits, so they must be quick: one that raises, or takes over 50 ms, is detached and reported
+(`telemetry_handler_detached`), so it can never break or hold up requests again. With no handler attached an event costs a dict
 lookup; the per-request events (request start/stop, the rate-limit check) cost one pointer test
 in the compiled path (`_core/reply.pyx`, `_core/limits.pyx`), switched on only while a handler
 listens.
@@ -40,6 +40,7 @@ EVENTS: tuple[str, ...] = tuple(e for events in CATEGORIES.values() for e in eve
 
 _handlers: dict[str, list[tuple[str, Handler, Any]]] = {}
 DEFAULT_LOGGER = "genapi-default-logger"
+SLOW_HANDLER_S = 0.05  # a handler runs inline in the worker: one slower than this is detached
 
 
 def list_events() -> list[str]:
@@ -106,17 +107,25 @@ def listening(event: str) -> bool:
 
 
 def execute(event: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
-    """Emits `event` to its handlers; a handler that raises is detached and reported."""
+    """Emits `event` to its handlers. A handler that raises, or that takes longer than
+    SLOW_HANDLER_S, is detached and reported: it cannot break or hold up requests again."""
     handlers = _handlers.get(event)
     if not handlers:
         return
     for handler_id, handler, config in list(handlers):
+        started = time.perf_counter()
         try:
             handler(event, measurements, metadata, config)
         except Exception as exc:
             detach(handler_id)
             log.error("telemetry_handler_detached", handler_id=handler_id, telemetry_event=event,
                       error=f"{type(exc).__name__}: {exc}")
+            continue
+        took = time.perf_counter() - started
+        if took > SLOW_HANDLER_S:
+            detach(handler_id)
+            log.error("telemetry_handler_detached", handler_id=handler_id, telemetry_event=event,
+                      error=f"took {took * 1000:.0f} ms, over the {SLOW_HANDLER_S * 1000:.0f} ms a handler may take")
 
 
 def span(prefix: str, metadata: dict[str, Any], fn: Callable[[], Any]) -> Any:
