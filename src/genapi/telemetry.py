@@ -3,11 +3,11 @@ measurements and metadata, for handlers a user attaches.
 
 An event is a dotted name, e.g. `genapi.executor.request.stop`; a handler is
 `handler(event, measurements, metadata, config)`. Handlers run inline, in the worker that
-emits, so they must be quick: one that raises, or takes over 50 ms, is detached and reported
-(`telemetry_handler_detached`), so it can never break or hold up requests again. With no handler attached an event costs a dict
-lookup; the per-request events (request start/stop, the rate-limit check) cost one pointer test
-in the compiled path (`_core/reply.pyx`, `_core/limits.pyx`), switched on only while a handler
-listens.
+emits, so they must be quick: one that raises, or takes over 50 ms, is detached and
+reported (`telemetry_handler_detached`), so it can never break or hold up requests again.
+With no handler attached an event costs a dict lookup; the per-request events (request
+start/stop, the rate-limit check) cost one pointer test in the compiled path
+(`_core/reply.pyx`, `_core/limits.pyx`), switched on only while a handler listens.
 
 Every worker emits its own events: attach handlers where they run (e.g. a module imported by
 the config, at import time), or use the host-wide metrics at `/metrics`.
