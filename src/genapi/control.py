@@ -224,14 +224,8 @@ class ControlPlane:
         refusal by the group rules is an answer: {"error": code, "text": ...}."""
         if self.relay is None:
             raise Refused("relay groups are not held by this process")
-        op, kw = args[0], args[1] if len(args) > 1 else {}
-        if not isinstance(kw, dict):
-            raise Refused("$relay: the arguments must be an object")
-        try:
-            out = self.relay.apply(str(op), kw)
-        except RelayError as exc:
-            return peer.result(cid, {"error": exc.code, "text": exc.text})
-        peer.result(cid, out)
+        out = self.relay.answer(str(args[0]), args[1] if len(args) > 1 else {})
+        peer.result(cid, {"error": out.code, "text": out.text} if isinstance(out, RelayError) else out)
         self.relay.flush()
 
     def _rate_limits(self, peer: rpc.ServerPeer, cid: int, target: str, args: list[Any]) -> None:

@@ -37,6 +37,7 @@ from . import log
 from .config import RelaySettings
 from .errors import (
     RelayError,
+    internal,
     relay_argument,
     relay_error,
     relay_group_full,
@@ -104,6 +105,19 @@ class Groups:
             raise relay_argument(op, str(exc.args[0])) from None
         except TypeError as exc:  # e.g. an unhashable group_id from Python
             raise RelayError("invalid_argument", f"{op}: {exc}") from None
+
+    def answer(self, op: str, args: Any, place: Place | None = None) -> dict[str, Any] | RelayError:
+        """`apply` for whoever relays an operation (a worker's pipe, the control port, a lone
+        worker): its result, or the RelayError to answer with (a bug included, logged), never a raise."""
+        try:
+            if not isinstance(args, dict):
+                raise RelayError("invalid_argument", f"{op}: the arguments must be an object")
+            return self.apply(op, args, place)
+        except RelayError as exc:
+            return exc
+        except Exception as exc:
+            log.error("relay_op_crashed", exc_info=True, op=op)
+            return RelayError("internal", internal(exc, False))
 
     def flush(self) -> None:
         """Sends the queued deliveries (after the sender was answered, so it reads its answer

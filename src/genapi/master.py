@@ -36,7 +36,7 @@ import msgspec
 from . import log, metrics
 from .config import ConfigError, Settings
 from .control import ControlPlane
-from .errors import RelayError, internal
+from .errors import RelayError
 from .groups import Groups
 from .pipeline import Pipeline
 from .snapshot import SnapshotWriter, default_path
@@ -114,7 +114,6 @@ class Master:
             self.control.on_limits = self.broadcast_limits
         self.limits_seq = 0
         self.workers = [WorkerHandle(i) for i in range(workers)]
-        self.restarts = 0
         self._collect_seq = 0
         self._collecting: dict[tuple[int, int], asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -223,7 +222,7 @@ class Master:
             out: Any = self.readiness()
         else:
             out = metrics.render(await self.collect(), {"generation": self.snapshots.generation,
-                                                         "restarts": self.restarts, "relay": self.groups.stats()})
+                                                         "restarts": self.restarts(), "relay": self.groups.stats()})
         w.write(msgspec.json.encode({"host_re": message.get("id"), "out": out}) + b"\n")
 
     def readiness(self) -> dict[str, Any]:
@@ -251,6 +250,9 @@ class Master:
             self._collecting.pop((w.index, seq), None)
         return [f.result() for f in futs if f.done() and isinstance(f.result(), dict)]
 
+    def restarts(self) -> int:
+        return sum(w.restarts for w in self.workers)
+
     async def inspect(self) -> dict[str, Any]:
         """The host for `genapi admin status|nodes`: each worker as the master sees it, with
         what only the worker knows (connections, node links) from its metrics snapshot."""
@@ -262,24 +264,16 @@ class Master:
                             "generation": w.acked, "restarts": w.restarts, "recent_crashes": len(w.crashes),
                             "connections": snap.get("connections"), "in_flight": snap.get("in_flight"),
                             "nodes": snap.get("nodes", [])})
-        return {"generation": self.snapshots.generation, "restarts": self.restarts, "workers": workers}
+        return {"generation": self.snapshots.generation, "restarts": self.restarts(), "workers": workers}
 
     def _relay(self, w: WorkerHandle, message: dict[str, Any]) -> None:
         """A relay-group operation from worker `w`: applied in arrival order (so a sender's
         messages reach everyone in the order sent), answered, then its deliveries sent."""
         seat = message.get("seat")
-        args = message.get("args")
-        try:
-            if not isinstance(args, dict):
-                raise RelayError("invalid_argument", "relay: args must be an object")
-            out: dict[str, Any] = {"rr": message.get("id"),
-                                   "ok": self.groups.apply(str(message["relay"]), args,
-                                                           (w.pid, seat) if isinstance(seat, int) and w.pid else None)}
-        except RelayError as exc:
-            out = {"rr": message.get("id"), "err": exc.code, "text": exc.text}
-        except Exception as exc:  # a bug must not end this worker's pipe: the op is refused, logged
-            log.error("relay_op_crashed", exc_info=True, op=message.get("relay"))
-            out = {"rr": message.get("id"), "err": "internal", "text": internal(exc, False)}
+        got = self.groups.answer(str(message["relay"]), message.get("args"),
+                                 (w.pid, seat) if isinstance(seat, int) and w.pid else None)
+        out = {"rr": message.get("id"), "err": got.code, "text": got.text} if isinstance(got, RelayError) \
+            else {"rr": message.get("id"), "ok": got}
         w.write(msgspec.json.encode(out) + b"\n")
         self.groups.flush()
 
@@ -364,7 +358,6 @@ class Master:
                         log.warning("worker_exited", index=w.index, pid=w.pid, exit=code)
                     w.restart_at = now + delay
                     self._close_pipe(w)
-                    self.restarts += 1
                     w.restarts += 1
                     if w.pid is not None:
                         self.groups.drop_worker(w.pid)

@@ -25,7 +25,7 @@ import msgspec
 from . import log
 from ._core.connection import Connection
 from ._core.wire import push_raw
-from .errors import RelayError, internal, relay_error
+from .errors import RelayError, relay_error
 from .groups import Groups
 
 Done = Callable[[Any], None]  # gets the operation's result, or the RelayError refusing it
@@ -155,14 +155,7 @@ class LocalRelay:
         self.seats = seats
 
     def ask(self, op: str, args: dict[str, Any], token: int | None, done: Done) -> None:
-        try:
-            out: Any = self.groups.apply(op, args, None if token is None else (self.seats.worker, token))
-        except RelayError as exc:
-            out = exc
-        except Exception as exc:  # a bug: the caller gets an answer, the log the trace
-            log.error("relay_op_crashed", exc_info=True, op=op)
-            out = RelayError("internal", internal(exc, False))
-        done(out)
+        done(self.groups.answer(op, args, None if token is None else (self.seats.worker, token)))
         self.groups.flush()
 
     def gone(self, tokens: list[int]) -> None:

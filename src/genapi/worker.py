@@ -585,18 +585,20 @@ class LoneHost:
         self.gateway = gateway
         self.groups = groups
 
+    def _up(self) -> bool:
+        return self.gateway.server is not None and self.gateway.server.serving
+
     async def ready(self) -> dict[str, Any]:
-        up = self.gateway.server is not None and self.gateway.server.serving
+        up = self._up()
         return {"ready": up, "workers": 1, "live": 1 if up else 0, "generation": self.gateway.generation,
                 "behind": []}
 
     async def inspect(self) -> dict[str, Any]:
         """The host for `genapi admin status|nodes`: this one worker."""
         snap = self.gateway.metrics_snapshot()
-        up = self.gateway.server is not None and self.gateway.server.serving
-        worker = {"index": 0, "pid": os.getpid(), "alive": True, "ready": up, "generation": self.gateway.generation,
-                  "restarts": 0, "recent_crashes": 0, "connections": snap["connections"],
-                  "in_flight": snap["in_flight"], "nodes": snap["nodes"]}
+        worker = {"index": 0, "pid": os.getpid(), "alive": True, "ready": self._up(),
+                  "generation": self.gateway.generation, "restarts": 0, "recent_crashes": 0,
+                  "connections": snap["connections"], "in_flight": snap["in_flight"], "nodes": snap["nodes"]}
         return {"generation": self.gateway.generation, "restarts": 0, "workers": [worker]}
 
     async def metrics(self) -> str:
