@@ -163,12 +163,13 @@ cdef class Reply:
         self.logged = True
         req = self.request
         out = self.outcome
+        cdef double took
         if req is not None and self.started:
+            took = _now() - self.started
             if _metrics is not None:
-                (self.row if self.row is not None else _unknown).add(out is not None and out.success,
-                                                                     _now() - self.started)
+                (self.row if self.row is not None else _unknown).add(out is not None and out.success, took)
             if _on_stop is not None:
-                _on_stop(req, out, _now() - self.started)
+                _on_stop(req, out, took)
         if not _access:
             return
         ok = out is not None and out.success
