@@ -1,4 +1,4 @@
-"""Micro-benchmarks of the config snapshot (genapi.snapshot): the master's publish and a
+"""Micro-benchmarks of the config snapshot (genapi.host.snapshot): the master's publish and a
 worker's read of a whole registry of 10, 1 000 and 10 000 FunConfigs (goal: 10 000 published
 and read back in well under 20 ms). The snapshot lives where `genapi serve` puts it, in
 /dev/shm (tmpfs) when there is one."""
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from genapi.snapshot import SnapshotReader, SnapshotWriter
+from genapi.host.snapshot import SnapshotReader, SnapshotWriter
 from genapi.structs import FunConfig
 
 SIZES = [10, 1000, 10_000]

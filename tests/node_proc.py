@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway_proc import ChildProcess
-from genapi import rpc
+from genapi.nodes import rpc
 
 HERE = Path(__file__).resolve().parent
 BANNER = re.compile(r"genapi service (\S+) listening on ([\d.]+:\d+) \(pid=(\d+)")

@@ -8,7 +8,7 @@ import pytest
 
 from genapi import __version__
 from genapi.config import ConfigError, parse
-from genapi.signatures import callable_problems
+from genapi.request.signatures import callable_problems
 
 FN = """
 [[functions]]

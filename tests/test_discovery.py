@@ -8,12 +8,12 @@ import jsonschema
 import pytest
 
 from gateway_proc import GatewayProcess
-from genapi import discovery
 from genapi._core.validate import Limits, Validator
 from genapi.client import Client
 from genapi.config import parse
 from genapi.errors import ArgumentError
-from genapi.pipeline import Pipeline
+from genapi.request import discovery
+from genapi.request.pipeline import Pipeline
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 

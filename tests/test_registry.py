@@ -2,7 +2,7 @@
 import msgspec
 import pytest
 
-from genapi.registry import Disabled, NotFound, Registry
+from genapi.request.registry import Disabled, NotFound, Registry
 from genapi.structs import FunConfig, Response
 
 

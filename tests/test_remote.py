@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from gateway_proc import GatewayProcess, free_port
-from genapi import rpc
 from genapi.client import Client
+from genapi.nodes import rpc
 from node_proc import NodeProcess, control, wait_pushed
 
 ANON = """

@@ -9,8 +9,8 @@ import pytest
 
 from genapi._core.reply import Reply
 from genapi.config import parse
-from genapi.phoenix import V1, V2
-from genapi.pipeline import Pipeline
+from genapi.gateway.phoenix import V1, V2
+from genapi.request.pipeline import Pipeline
 from genapi.structs import Request
 
 EV = "phoenix_gen_api"

@@ -1,4 +1,4 @@
-"""The registry snapshot in shared memory (genapi.snapshot): round trips, torn and corrupt files,
+"""The registry snapshot in shared memory (genapi.host.snapshot): round trips, torn and corrupt files,
 segments left by a crashed master or owned by a live one, cleanup, and that a reader never sees
 a half-written generation."""
 from __future__ import annotations
@@ -16,7 +16,15 @@ import msgspec
 import pytest
 
 from genapi.errors import GenapiError
-from genapi.snapshot import FORMAT_VERSION, HEADER, MAGIC, SnapshotError, SnapshotReader, SnapshotWriter, default_path
+from genapi.host.snapshot import (
+    FORMAT_VERSION,
+    HEADER,
+    MAGIC,
+    SnapshotError,
+    SnapshotReader,
+    SnapshotWriter,
+    default_path,
+)
 from genapi.structs import FunConfig
 
 
@@ -168,7 +176,7 @@ def test_a_segment_left_by_a_dead_master_is_replaced(tmp_path: Path, warnings: l
     path = tmp_path / "gw.snapshot"
     proc = run_python(f"""
         import os
-        from genapi.snapshot import SnapshotWriter
+        from genapi.host.snapshot import SnapshotWriter
         from genapi.structs import FunConfig
         w = SnapshotWriter({str(path)!r})
         w.publish([FunConfig(service="old", request_type="r", mfa="m:f")] * 3)
@@ -204,7 +212,7 @@ def test_a_segment_owned_by_a_live_master_is_refused(tmp_path: Path) -> None:
     writer = SnapshotWriter(str(path))
     writer.publish(configs(3))
     proc = run_python(f"""
-        from genapi.snapshot import SnapshotWriter
+        from genapi.host.snapshot import SnapshotWriter
         try:
             SnapshotWriter({str(path)!r})
         except RuntimeError as exc:

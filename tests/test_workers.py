@@ -14,7 +14,7 @@ import pytest
 
 from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.client import Client
-from genapi.snapshot import default_path
+from genapi.host.snapshot import default_path
 from node_proc import NodeProcess, control
 
 CONFIG = PID_CONFIG + """

@@ -21,8 +21,8 @@ from urllib.parse import urlencode
 import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from . import log
-from .errors import (
+from genapi import log
+from genapi.errors import (
     CLIENT_CLOSED,
     CallFailed,
     ClientError,
@@ -33,7 +33,7 @@ from .errors import (
     connection_closed,
     heartbeat_timeout,
 )
-from .structs import Response
+from genapi.structs import Response
 
 __all__ = ["CallFailed", "Client", "ClientError", "ConnectionLost", "PhoenixError", "Push", "ReplyTimeout",
            "StreamRequired", "phoenix_backoff"]

@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .errors import ConfigError
-from .schema import did_you_mean, render, table_problems
-from .structs import FUN_CONFIG_RULES, FunConfig, NonEmpty
+from genapi.errors import ConfigError
+from genapi.schema import did_you_mean, render, table_problems
+from genapi.structs import FUN_CONFIG_RULES, FunConfig, NonEmpty
 
 # The rules of [gateway] and [auth], in their types (see schema.py for how they are worded).
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -173,7 +173,7 @@ def _path_rule(path: str) -> str | None:
 
 def _check_origin_rule(value: bool | list[str]) -> str | None:
     """Every listed origin names a host (Phoenix refuses one it cannot parse a host from)."""
-    from .phoenix import parse_origin
+    from genapi.gateway.phoenix import parse_origin
 
     for entry in value if isinstance(value, list) else []:
         if parse_origin(entry)[1] is None:
@@ -338,7 +338,7 @@ def relay_functions(service: str) -> list[FunConfig]:
 
 
 DISCOVERY_SERVICE, DISCOVERY_REQUEST_TYPE = "genapi", "list_apis"
-DISCOVERY_TARGET = "genapi.discovery:list_apis"
+DISCOVERY_TARGET = "genapi.request.discovery:list_apis"
 
 
 def discovery_function(gw: GatewaySettings) -> FunConfig:

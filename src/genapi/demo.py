@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from .hooks import Reject
-from .structs import FunConfig, Request, Response
+from genapi.request.hooks import Reject
+from genapi.structs import FunConfig, Request, Response
 
 NOTES: list[str] = []
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .structs import split_target
+from genapi.structs import split_target
 
 
 def load_callable(target: str) -> Callable[..., Any]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .schema import literal_values, render, table_problems
+from genapi.schema import literal_values, render, table_problems
 
 TIMEOUT_MIN_MS = 100
 TIMEOUT_MAX_MS = 300_000

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import log
+from genapi import log
 
 Handler = Callable[[str, dict[str, Any], dict[str, Any], Any], Any]
 
@@ -144,9 +144,9 @@ def span(prefix: str, metadata: dict[str, Any], fn: Callable[[], Any]) -> Any:
 
 def _changed() -> None:
     """Switches the compiled paths' per-request events on while a handler listens, off after."""
-    from ._core.handoff import task_events
-    from ._core.limits import limit_events
-    from ._core.reply import request_events
+    from genapi._core.handoff import task_events
+    from genapi._core.limits import limit_events
+    from genapi._core.reply import request_events
 
     task_events(any(e in _handlers for e in CATEGORIES["worker_pool"][:3]))
     request_events(_request_start if REQUEST_START in _handlers else None,

@@ -3,7 +3,7 @@ from typing import Any
 
 from genapi._core.handoff import ThreadPool
 from genapi._core.reply import Reply
-from genapi.calls import StreamHandle
+from genapi.request.calls import StreamHandle
 from genapi.structs import Request, Response
 
 class Callee:

@@ -21,7 +21,7 @@ import inspect
 from time import monotonic
 
 from genapi import log
-from genapi.calls import pass_turn, resume
+from genapi.request.calls import pass_turn, resume
 from genapi.errors import CallError, CallTimeout, internal, local_timeout
 from genapi.loader import ASYNC, ASYNCGEN, GEN, SYNC, kind_of
 from genapi.structs import Response

@@ -7,7 +7,7 @@ from genapi._core.limits import RequestLimiter
 from genapi._core.reply import Reply
 from genapi._core.validate import Limits, Validator
 from genapi.loader import Target
-from genapi.registry import Registry
+from genapi.request.registry import Registry
 from genapi.structs import FunConfig, Request, Response
 
 class Entry:

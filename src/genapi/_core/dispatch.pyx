@@ -10,12 +10,13 @@ right here, inline: rate limit, permission mode, arguments, then `callee.start`,
 straight to the `Reply`. Every other request runs the general path (`pipeline.Pipeline.run`, a
 Task), which calls the same steps (`limit`, `permitted_by_mode`, `arguments`) in the same order.
 """
-from genapi import log, permissions
-from genapi.calls import retries
+from genapi import log
+from genapi.request import permissions
+from genapi.request.calls import retries
 from genapi.errors import (AUTH_REQUIRED, PERMISSION_DENIED, ArgumentError, DecodeError, disabled,
                            invalid_argument, queue_full, unsupported)
 from genapi.loader import Target
-from genapi.registry import Disabled, NotFound
+from genapi.request.registry import Disabled, NotFound
 from genapi.structs import RESERVED_VERSION, Response, split_target
 
 from genapi._core.callee cimport Callee

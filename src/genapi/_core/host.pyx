@@ -18,7 +18,7 @@ import msgspec
 
 from genapi import log
 from genapi.trace import CURRENT, valid as _valid_trace
-from genapi.calls import resume
+from genapi.request.calls import resume
 from genapi.loader import ASYNC, ASYNCGEN, GEN, SYNC, kind_of
 
 from genapi._core.handoff cimport ThreadPool

@@ -61,7 +61,7 @@ cdef class NodeLink:
         return await asyncio.shield(self._connecting)
 
     async def _connect(self):
-        from genapi import rpc
+        from genapi.nodes import rpc
 
         nodes = self.nodes
         try:

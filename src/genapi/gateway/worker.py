@@ -23,18 +23,19 @@ import msgspec
 from picows import WSAutoPingStrategy, WSCloseCode, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows.pyi
 
-from . import log, metrics, relay, trace
-from ._core.connection import Connection
-from ._core.reply import log_calls
-from .auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
-from .config import ConfigError, Settings
-from .errors import AT_CONNECTION_LIMIT, headers_too_large
-from .groups import Groups
-from .phoenix import origin_checker, serializer_for, topic_matcher
-from .pipeline import Pipeline
-from .ratelimit import RateLimits, limits_wanted, table_path
-from .seats import LocalRelay, PipeRelay
-from .snapshot import SnapshotError, SnapshotReader, default_path
+from genapi import log, relay, trace
+from genapi._core.connection import Connection
+from genapi._core.reply import log_calls
+from genapi.config import ConfigError, Settings
+from genapi.errors import AT_CONNECTION_LIMIT, headers_too_large
+from genapi.gateway.auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
+from genapi.gateway.phoenix import origin_checker, serializer_for, topic_matcher
+from genapi.host import metrics
+from genapi.host.ratelimit import RateLimits, limits_wanted, table_path
+from genapi.host.snapshot import SnapshotError, SnapshotReader, default_path
+from genapi.relay.groups import Groups
+from genapi.relay.seats import LocalRelay, PipeRelay
+from genapi.request.pipeline import Pipeline
 
 
 class Gateway:
@@ -509,7 +510,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
     """Runs one worker until SIGINT/SIGTERM (or its master says drain, or is gone). Alone
     (`master` None), it also serves the control port's socket `control` and SIGHUP reloads the
     config file's functions. Under a master it loads the master's config snapshots."""
-    from .control import ControlPlane
+    from genapi.host.control import ControlPlane
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(log.loop_exception)
@@ -563,7 +564,7 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
 
 def reload_functions(gateway: Gateway) -> None:
     """SIGHUP on a lone worker: the config file's functions again (pushed ones stay)."""
-    from .config import load
+    from genapi.config import load
 
     settings = gateway.settings
     try:

@@ -11,11 +11,11 @@ import asyncio
 import time
 from typing import Any
 
-from . import log, telemetry
-from ._core.handoff import ThreadPool
-from .errors import HookRejected, hook_timeout
-from .loader import Target
-from .structs import FunConfig, Request, Response
+from genapi import log, telemetry
+from genapi._core.handoff import ThreadPool
+from genapi.errors import HookRejected, hook_timeout
+from genapi.loader import Target
+from genapi.structs import FunConfig, Request, Response
 
 
 class Reject:

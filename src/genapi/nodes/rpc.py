@@ -29,9 +29,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from . import log
-from ._core.rpc import ClientPeer, Peer, ServerPeer, Sink
-from .errors import RpcError
+from genapi import log
+from genapi._core.rpc import ClientPeer, Peer, ServerPeer, Sink
+from genapi.errors import RpcError
 
 __all__ = ["ClientPeer", "Peer", "RpcError", "ServerPeer", "Sink", "connect", "listen", "listening_socket",
            "loopback_only", "secret_from", "split_address"]

@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import log, rpc
-from ._core.handoff import ThreadPool
-from ._core.host import FunctionHost
+from genapi import log
+from genapi._core.handoff import ThreadPool
+from genapi._core.host import FunctionHost
+from genapi.nodes import rpc
 
 PUSH_TIMEOUT_S = 10.0
 _CONVERTED = (uuid.UUID, datetime.datetime, datetime.date, datetime.time)

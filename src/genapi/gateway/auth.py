@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from . import log
-from .config import AuthSettings
-from .loader import load_callable
+from genapi import log
+from genapi.config import AuthSettings
+from genapi.loader import load_callable
 
 BEARER_PREFIX = "base64url.bearer.phx."
 

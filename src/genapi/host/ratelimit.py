@@ -15,12 +15,12 @@ from typing import Any
 import msgspec
 import xxhash
 
-from . import telemetry
-from ._core.limits import RequestLimiter
-from ._core.ratelimit import Table, unlink
-from .config import ApiLimit, GlobalLimit, RateLimiterSettings
-from .errors import ConfigError
-from .snapshot import default_path
+from genapi import telemetry
+from genapi._core.limits import RequestLimiter
+from genapi._core.ratelimit import Table, unlink
+from genapi.config import ApiLimit, GlobalLimit, RateLimiterSettings
+from genapi.errors import ConfigError
+from genapi.host.snapshot import default_path
 
 FIXED_KEYS = ("user_id", "device_id", "ip_address")
 

@@ -23,12 +23,13 @@ from typing import Any
 
 import msgspec
 
-from . import __version__, log, rpc, telemetry
-from .config import NonEmpty, Settings
-from .errors import ConfigError, RelayError
-from .groups import Groups
-from .pipeline import Pipeline
-from .structs import FunConfig
+from genapi import __version__, log, telemetry
+from genapi.config import NonEmpty, Settings
+from genapi.errors import ConfigError, RelayError
+from genapi.nodes import rpc
+from genapi.relay.groups import Groups
+from genapi.request.pipeline import Pipeline
+from genapi.structs import FunConfig
 
 PULL_BACKOFF_MAX_S = 300.0
 

@@ -23,12 +23,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, cast
 
-from . import rpc
-from ._core.callee import Callee
-from .config import RELAY_ARGS
-from .errors import RelayError, relay_error
-from .seats import Seats
-from .structs import FunConfig, Response
+from genapi._core.callee import Callee
+from genapi.config import RELAY_ARGS
+from genapi.errors import RelayError, relay_error
+from genapi.nodes import rpc
+from genapi.relay.seats import Seats
+from genapi.structs import FunConfig, Response
 
 # client argument names per operation (what a config's arg_orders must name)
 CLIENT_ARGS: dict[str, tuple[str, ...]] = {op: tuple(args) for op, args in RELAY_ARGS.items()}

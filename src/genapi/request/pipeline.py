@@ -15,21 +15,23 @@ import asyncio
 import os
 from typing import Any
 
-from . import discovery, errors, hooks, log, permissions, relay, rpc, telemetry
-from ._core.callee import Callee, LocalCallee
-from ._core.dispatch import Dispatcher, Entry, arguments, permitted_by_mode
-from ._core.handoff import ThreadPool
-from ._core.reply import Reply
-from ._core.validate import Limits
-from ._core.wire import on_unencodable
-from .calls import StreamHandle, backoff
-from .config import Settings
-from .errors import ArgumentError, CallError, HookRejected
-from .loader import load_callable
-from .registry import NotFound, Registry
-from .remote import Nodes, RemoteCallee
-from .seats import Seats
-from .structs import FunConfig, Request, Response, split_target
+from genapi import errors, log, relay, telemetry
+from genapi._core.callee import Callee, LocalCallee
+from genapi._core.dispatch import Dispatcher, Entry, arguments, permitted_by_mode
+from genapi._core.handoff import ThreadPool
+from genapi._core.reply import Reply
+from genapi._core.validate import Limits
+from genapi._core.wire import on_unencodable
+from genapi.config import Settings
+from genapi.errors import ArgumentError, CallError, HookRejected
+from genapi.loader import load_callable
+from genapi.nodes import rpc
+from genapi.nodes.remote import Nodes, RemoteCallee
+from genapi.relay.seats import Seats
+from genapi.request import discovery, hooks, permissions
+from genapi.request.calls import StreamHandle, backoff
+from genapi.request.registry import NotFound, Registry
+from genapi.structs import FunConfig, Request, Response, split_target
 
 
 class Pipeline:

@@ -33,9 +33,9 @@ from typing import Any
 
 import msgspec
 
-from . import log
-from .config import RelaySettings
-from .errors import (
+from genapi import log
+from genapi.config import RelaySettings
+from genapi.errors import (
     RelayError,
     internal,
     relay_argument,
@@ -45,7 +45,7 @@ from .errors import (
     relay_group_type,
     relay_too_many_groups,
 )
-from .structs import Response
+from genapi.structs import Response
 
 GROUP_TYPES = ("public", "private", "strict_private")
 GROUP_ID_MAX_BYTES = 256  # ids are held for the group's life: a client's id is bounded

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ._core.reply import latency_buckets, request_metrics, unknown_row
+from genapi._core.reply import latency_buckets, request_metrics, unknown_row
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

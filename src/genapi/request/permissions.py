@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from . import log
-from .loader import Target
-from .structs import Request
+from genapi import log
+from genapi.loader import Target
+from genapi.structs import Request
 
 
 async def check_callback(hook: Target, request: Request, timeout: float) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from . import rpc
+from genapi.nodes import rpc
 
 DEFAULT_CONTROL = "127.0.0.1:4001"
 TIMEOUT_S = 10.0
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     """`genapi admin ...`: exit status 2 when the gateway refuses or cannot be reached."""
     cmd = args.admin_command
     if cmd == "ratelimit":
-        from .cli import main
+        from genapi.cli.main import main
 
         return main(["ratelimit", *args.rest])
     fn_cmd = getattr(args, "fn_command", None) or "list"
@@ -168,8 +168,8 @@ def render_status(s: dict[str, Any]) -> str:
 
 
 def render_functions(configs: list[dict[str, Any]]) -> str:
-    from .cli import _describe
-    from .structs import FunConfig
+    from genapi.cli.main import _describe
+    from genapi.structs import FunConfig
 
     if not configs:
         return "no functions"

@@ -22,11 +22,11 @@ from typing import Any
 
 import msgspec
 
-from . import log
-from ._core.connection import Connection
-from ._core.wire import push_raw
-from .errors import RelayError, relay_error
-from .groups import Groups
+from genapi import log
+from genapi._core.connection import Connection
+from genapi._core.wire import push_raw
+from genapi.errors import RelayError, relay_error
+from genapi.relay.groups import Groups
 
 Done = Callable[[Any], None]  # gets the operation's result, or the RelayError refusing it
 

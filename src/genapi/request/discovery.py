@@ -27,12 +27,12 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from . import log
-from ._core.callee import Callee
-from ._core.validate import Limits, Validator
-from .config import DISCOVERY_SERVICE, DISCOVERY_TARGET
-from .registry import Registry, version_key
-from .structs import FunConfig, Response, split_target
+from genapi import log
+from genapi._core.callee import Callee
+from genapi._core.validate import Limits, Validator
+from genapi.config import DISCOVERY_SERVICE, DISCOVERY_TARGET
+from genapi.request.registry import Registry, version_key
+from genapi.structs import FunConfig, Response, split_target
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 # the sizes a spec's tuple form ["type", n] sets (as validate.pyx reads it)
@@ -229,8 +229,8 @@ def apis(configs: Iterable[FunConfig], limits: Limits, caller: Caller | None = N
 def list_apis(limits: dict[str, int], service: str | None = None) -> NoReturn:
     """The `mfa` of genapi.list_apis: the pipeline serves it with `ListApisCallee`, which answers
     from its worker's registry; there is nothing to call outside a gateway."""
-    raise RuntimeError("genapi.discovery:list_apis is served by the gateway (genapi.list_apis); "
-                       "elsewhere use genapi.discovery.apis(configs, limits)")
+    raise RuntimeError("genapi.request.discovery:list_apis is served by the gateway (genapi.list_apis); "
+                       "elsewhere use genapi.request.discovery.apis(configs, limits)")
 
 
 class ListApisCallee(Callee):
@@ -277,7 +277,7 @@ def _limits_of(configs: Sequence[FunConfig]) -> Limits | None:
 async def from_control(control: str, secret: str | None = None) -> tuple[list[FunConfig], Limits | None]:
     """A running gateway's functions (`$functions` on its control port) and its argument limits
     (None when its discovery is off: then they are not known)."""
-    from . import rpc
+    from genapi.nodes import rpc
 
     peer = await rpc.connect(control, rpc.secret_from(secret), "genapi-cli")
     try:

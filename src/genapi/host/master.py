@@ -33,13 +33,14 @@ from typing import Any
 
 import msgspec
 
-from . import log, metrics
-from .config import ConfigError, Settings
-from .control import ControlPlane
-from .errors import RelayError
-from .groups import Groups
-from .pipeline import Pipeline
-from .snapshot import SnapshotWriter, default_path
+from genapi import log
+from genapi.config import ConfigError, Settings
+from genapi.errors import RelayError
+from genapi.host import metrics
+from genapi.host.control import ControlPlane
+from genapi.host.snapshot import SnapshotWriter, default_path
+from genapi.relay.groups import Groups
+from genapi.request.pipeline import Pipeline
 
 ACK_TIMEOUT_S = 5.0
 RELAY_PIPE_MAX_BYTES = 64 * 1024 * 1024  # relayed messages a worker may have unread on its pipe
@@ -104,10 +105,10 @@ class Master:
         self.control.relay = self.groups
         self.control.inspect = self.inspect
         self.limits = None
-        from .ratelimit import limits_wanted
+        from genapi.host.ratelimit import limits_wanted
 
         if limits_wanted(settings.rate_limiter):  # the one table every worker maps
-            from .ratelimit import RateLimits, table_path
+            from genapi.host.ratelimit import RateLimits, table_path
 
             self.limits = RateLimits.create(settings.rate_limiter, table_path(gw.host, gw.port))
             self.control.limits = self.limits
@@ -151,7 +152,7 @@ class Master:
         """Starts worker `w`: its pipe, its process, then its settings and the current generation."""
         ours, theirs = socket.socketpair()
         env = {**os.environ, "GENAPI_WORKER_FD": str(theirs.fileno()), "GENAPI_WORKER_INDEX": str(w.index)}
-        w.proc = subprocess.Popen([sys.executable, "-c", "from genapi.worker import run_worker; run_worker()"],
+        w.proc = subprocess.Popen([sys.executable, "-c", "from genapi.gateway.worker import run_worker; run_worker()"],
                                   pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
         theirs.close()
         w.pipe = ours
@@ -378,7 +379,7 @@ class Master:
 
     async def reload(self) -> None:
         """SIGHUP: re-reads the config file's functions and broadcasts them (pushed ones stay)."""
-        from .config import load
+        from genapi.config import load
 
         source = self.settings.source
         try:

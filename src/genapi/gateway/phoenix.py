@@ -9,8 +9,8 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from ._core import wire
-from ._core.decode import decode_binary, decode_v1, decode_v2
+from genapi._core import wire
+from genapi._core.decode import decode_binary, decode_v1, decode_v2
 
 
 class V2:

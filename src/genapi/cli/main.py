@@ -10,11 +10,22 @@ import time
 
 import msgspec
 
-from . import __version__, admin, log
-from .config import DISCOVERY_TARGET, ConfigError, LogLevel, Port, Positive, Settings, Workers, auth_problems, load
-from .schema import field_problem, literal_values, render
-from .signatures import callable_problems
-from .structs import FunConfig, split_target
+from genapi import __version__, log
+from genapi.cli import admin
+from genapi.config import (
+    DISCOVERY_TARGET,
+    ConfigError,
+    LogLevel,
+    Port,
+    Positive,
+    Settings,
+    Workers,
+    auth_problems,
+    load,
+)
+from genapi.request.signatures import callable_problems
+from genapi.schema import field_problem, literal_values, render
+from genapi.structs import FunConfig, split_target
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,7 +177,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _check_functions(settings: Settings) -> None:
     """Imports and compiles every function now, so a bad config fails before listening."""
-    from .pipeline import Pipeline
+    from genapi.request.pipeline import Pipeline
 
     try:
         Pipeline(settings).pool.shutdown()
@@ -177,8 +188,8 @@ def _check_functions(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     import uvloop
 
-    from .worker import listening_socket
-    from .worker import serve as serve_worker
+    from genapi.gateway.worker import listening_socket
+    from genapi.gateway.worker import serve as serve_worker
 
     gw = settings.gateway
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler logs it: never a crash
@@ -202,7 +213,7 @@ def serve(settings: Settings) -> int:
         uvloop.run(serve_worker(settings, sock, control=control,
                                 ready=lambda g: print(f"{banner} control on {g.control.address}", flush=True)))
         return 0
-    from .master import Master
+    from genapi.host.master import Master
 
     return uvloop.run(Master(settings, workers, control, gw.shutdown_grace_ms / 1000, banner).run())
 
@@ -210,7 +221,7 @@ def serve(settings: Settings) -> int:
 def _control_socket(settings: Settings) -> socket.socket:
     """The control port's socket, bound now so a busy port is refused before serving; loopback
     only without a cluster secret."""
-    from .rpc import listening_socket, loopback_only, secret_from
+    from genapi.nodes.rpc import listening_socket, loopback_only, secret_from
 
     gw = settings.gateway
     host = loopback_only(gw.control_host, secret_from(settings.cluster.secret), "control port")
@@ -331,7 +342,7 @@ def _ratelimit(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from . import rpc
+    from genapi.nodes import rpc
 
     cmd = args.rl_command
     if cmd == "status":
@@ -383,8 +394,9 @@ def _apis(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from . import discovery, rpc
-    from ._core.validate import Limits
+    from genapi._core.validate import Limits
+    from genapi.nodes import rpc
+    from genapi.request import discovery
 
     limits: Limits | None
     if args.config:
@@ -430,7 +442,7 @@ def _run_service(args: argparse.Namespace) -> int:
     except (ImportError, AttributeError, ValueError) as exc:
         print(f"genapi service run: cannot load {args.service}: {exc}", file=sys.stderr)
         return 2
-    from .service import Service
+    from genapi.nodes.sdk import Service
 
     if not isinstance(obj, Service):
         print(f"genapi service run: {args.service} is a {type(obj).__name__}, not a genapi.service.Service",

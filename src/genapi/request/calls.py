@@ -11,7 +11,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from .structs import Response
+from genapi.structs import Response
 
 
 @types.coroutine

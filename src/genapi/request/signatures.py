@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import Settings, function_label
-from .loader import load_callable
-from .schema import render
-from .structs import FunConfig, split_target
+from genapi.config import Settings, function_label
+from genapi.loader import load_callable
+from genapi.schema import render
+from genapi.structs import FunConfig, split_target
 
 # What the gateway passes before a hook's extra args (hooks.py, permissions.py, auth.py).
 _HOOK_ARGS = {"permission_callback": ["request"], "before_execute": ["request", "fun_config"],
@@ -30,7 +30,7 @@ def callable_problems(settings: Settings, numbers: Sequence[int] | None = None) 
     """Every import or signature problem of the config's callables, each naming the table, the
     key and what does not fit; empty when every callable can be called as configured.
     `numbers`: each function's place in the file, when settings holds only some of them."""
-    from ._core.validate import Limits
+    from genapi._core.validate import Limits
 
     gw = settings.gateway
     limits = Limits(gw.string_max_bytes, gw.list_max_items, gw.map_max_items)
@@ -57,7 +57,7 @@ def callable_problems(settings: Settings, numbers: Sequence[int] | None = None) 
 def _remote_problems(label: str, cfg: FunConfig, limits: Any) -> list[str]:
     """A function on service nodes: its arguments compile, and a node resolver or custom node
     selector (which run in the gateway) can be called."""
-    from ._core.validate import Validator
+    from genapi._core.validate import Validator
 
     try:
         Validator(cfg.arg_types, cfg.arg_orders, cfg.request_type, limits)
@@ -74,7 +74,7 @@ def _remote_problems(label: str, cfg: FunConfig, limits: Any) -> list[str]:
 
 
 def _function_problems(label: str, cfg: FunConfig, limits: Any) -> list[str]:
-    from ._core.validate import Validator
+    from genapi._core.validate import Validator
 
     try:  # the arguments' spec, compiled as the gateway compiles it
         Validator(cfg.arg_types, cfg.arg_orders, cfg.request_type, limits)

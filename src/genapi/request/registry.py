@@ -10,8 +10,8 @@ import re
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
-from . import telemetry
-from .structs import RESERVED_VERSION, FunConfig
+from genapi import telemetry
+from genapi.structs import RESERVED_VERSION, FunConfig
 
 T = TypeVar("T")
 

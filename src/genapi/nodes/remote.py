@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import rpc
-from ._core.remote import NodeLink, RemoteCallee
-from .config import ClusterSettings
+from genapi._core.remote import NodeLink, RemoteCallee
+from genapi.config import ClusterSettings
+from genapi.nodes import rpc
 
 __all__ = ["NodeLink", "Nodes", "RemoteCallee"]
 

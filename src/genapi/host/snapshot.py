@@ -25,9 +25,9 @@ import tempfile
 
 import msgspec
 
-from . import log
-from .errors import GenapiError
-from .structs import FunConfig
+from genapi import log
+from genapi.errors import GenapiError
+from genapi.structs import FunConfig
 
 MAGIC = b"GNAPISNP"
 FORMAT_VERSION = 2

@@ -1,0 +1,1 @@
+"""One worker process: the listener, the upgrade and its authentication, the Phoenix serializers."""
