@@ -188,7 +188,7 @@ def _check_functions(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     import uvloop
 
-    from genapi.gateway.worker import listening_socket
+    from genapi.gateway.listener import listening_socket
     from genapi.gateway.worker import serve as serve_worker
 
     gw = settings.gateway

@@ -1,0 +1,106 @@
+"""The first bytes of a new socket, read ahead of picows: an upgrade request's head over picows's
+16 KB limit is answered 431 (picows would drop it without a word), a plain GET of /health,
+/ready or /metrics is answered here, and anything else is handed to picows with the socket."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows.pyi
+
+from genapi import log
+from genapi.errors import headers_too_large
+
+HEAD_LIMIT = 16 * 1024  # picows drops (without an answer) an upgrade request whose head reaches this
+
+
+class Handshake(asyncio.Protocol):
+    """Reads a new socket's HTTP upgrade request ahead of picows, only to answer 431 when its
+    head reaches picows's 16 KB limit (picows would drop the socket without a word, e.g. on a
+    100 KB token); a head under it is handed to picows, with the socket, after one look."""
+
+    __slots__ = ("buf", "draining", "http", "transport", "ws")
+
+    def __init__(self, ws: WSProtocol, http: Any = None) -> None:
+        self.ws = ws
+        self.http = http  # async (path) -> (status, content type, body): /health, /ready, /metrics
+        self.buf = b""
+        self.draining = False
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.ws.connection_made(transport)  # picows's handshake timeout runs from here
+
+    def data_received(self, data: bytes) -> None:
+        if self.draining:
+            return
+        buf = self.buf + data if self.buf else data
+        end = buf.find(b"\r\n\r\n")
+        if end < 0 and len(buf) < HEAD_LIMIT:
+            self.buf = buf
+            return
+        self.buf = b""
+        if end < 0 or end >= HEAD_LIMIT:
+            self._refuse()
+            return
+        if self.http is not None and (path := _plain_get(buf[:end])) is not None:
+            self.draining = True
+            task = asyncio.ensure_future(self._answer(path))
+            _answering.add(task)
+            task.add_done_callback(_answering.discard)
+            return
+        ws = self.ws
+        self.transport.set_protocol(ws)
+        view = memoryview(buf)
+        while view:  # picows is a buffered protocol: copy into its read buffer
+            into = ws.get_buffer(len(view))
+            n = min(len(into), len(view))
+            into[:n] = view[:n]
+            ws.buffer_updated(n)
+            view = view[n:]
+
+    async def _answer(self, path: str) -> None:
+        """A plain HTTP GET of /health, /ready or /metrics (load balancers, probes, Prometheus)."""
+        try:
+            status, ctype, body = await self.http(path)
+        except Exception:
+            log.error("http_endpoint_failed", path=path, exc_info=True)
+            status, ctype, body = 500, "text/plain", b"internal error\n"
+        reason = {200: "OK", 503: "Service Unavailable"}.get(status, "Internal Server Error")
+        self.transport.write(b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\n"
+                             b"Content-Length: %d\r\n\r\n%s"
+                             % (status, reason.encode(), ctype.encode(), len(body), body))
+        self.transport.close()
+
+    def _refuse(self) -> None:
+        log.warning("connect_refused", reason="request headers too large", limit=HEAD_LIMIT)
+        body = headers_too_large(HEAD_LIMIT).encode()
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+                             b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        # read and drop what the client still sends, so closing does not reset the answer away
+        self.draining = True
+        self.transport.write_eof()
+        asyncio.get_running_loop().call_later(2.0, self.transport.close)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ws.connection_lost(exc)
+
+
+HTTP_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+_answering: set[asyncio.Future[None]] = set()  # plain HTTP answers under way (a reference each)
+
+
+def _plain_get(head: bytes) -> str | None:
+    """The path of a plain (not upgrade) `GET /health|/ready|/metrics`, else None."""
+    line, _, rest = head.partition(b"\r\n")
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"GET" or b"upgrade:" in rest.lower():
+        return None
+    path = parts[1].split(b"?", 1)[0].decode("latin-1")
+    return path if path in HTTP_PATHS else None

@@ -1,0 +1,74 @@
+"""The host's view from a worker (GET /ready, /metrics, `genapi admin status`): the worker alone
+is the whole host (LoneHost), or the master, asked over the pipe, knows every worker (MasterHost)."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from genapi.host import metrics
+from genapi.relay.groups import Groups
+
+if TYPE_CHECKING:
+    from genapi.gateway.worker import Gateway
+
+
+class LoneHost:
+    """The host's view when this worker is the whole gateway (`--workers 1`)."""
+
+    def __init__(self, gateway: Gateway, groups: Groups | None) -> None:
+        self.gateway = gateway
+        self.groups = groups
+
+    def _up(self) -> bool:
+        return self.gateway.server is not None and self.gateway.server.serving
+
+    async def ready(self) -> dict[str, Any]:
+        up = self._up()
+        return {"ready": up, "workers": 1, "live": 1 if up else 0, "generation": self.gateway.generation,
+                "behind": []}
+
+    async def inspect(self) -> dict[str, Any]:
+        """The host for `genapi admin status|nodes`: this one worker."""
+        snap = self.gateway.metrics_snapshot()
+        worker = {"index": 0, "pid": os.getpid(), "alive": True, "ready": self._up(),
+                  "generation": self.gateway.generation, "restarts": 0, "recent_crashes": 0,
+                  "connections": snap["connections"], "in_flight": snap["in_flight"], "nodes": snap["nodes"]}
+        return {"generation": self.gateway.generation, "restarts": 0, "workers": [worker]}
+
+    async def metrics(self) -> str:
+        relay = self.groups.stats() if self.groups is not None else {}
+        return metrics.render([self.gateway.metrics_snapshot()], {"generation": self.gateway.generation,
+                                                                  "restarts": 0, "relay": relay})
+
+
+class MasterHost:
+    """The host's view under a master: asked over the pipe (the master knows every worker)."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+
+    async def _ask(self, what: str) -> Any:
+        n = next(self._ids)
+        fut = self.pending[n] = asyncio.get_running_loop().create_future()
+        self.write(json.dumps({"host": what, "id": n}).encode() + b"\n")
+        try:
+            return await asyncio.wait_for(fut, 5.0)
+        finally:
+            self.pending.pop(n, None)
+
+    async def ready(self) -> dict[str, Any]:
+        return dict(await self._ask("ready"))
+
+    async def metrics(self) -> str:
+        return str(await self._ask("metrics"))
+
+    def answered(self, message: dict[str, Any]) -> None:
+        fut = self.pending.get(message.get("host_re", 0))
+        if fut is not None and not fut.done():
+            fut.set_result(message.get("out"))
