@@ -36,6 +36,7 @@ Environment knobs:
                      the server cross-CPU wakeups at high depth), 1 (always), 0 (never)
   BENCH_CC           the C compiler (default gcc)
 """
+
 from __future__ import annotations
 
 import json
@@ -111,8 +112,9 @@ class ServerProcess:
         argv = [sys.executable, str(HERE / script), "--host", "127.0.0.1", "--port", "0"]
         self.name = script
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(pinned(cpu, argv) if cpu is not None else argv,
-                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        self.proc = subprocess.Popen(
+            pinned(cpu, argv) if cpu is not None else argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True
+        )
         self.pid = self.proc.pid  # taskset execs the server: same pid
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith(f"{banner} listening on "):
@@ -173,8 +175,12 @@ def bench_node(bench_gateway):
     a local call gets, and the load generator keeps the other."""
     from node_proc import NodeProcess, wait_pushed
 
-    node = NodeProcess([bench_gateway.control], name="bench", cpu=SERVER_CPU if _can_pin() else None,
-                       extra_args=["--log-level", "warning"])
+    node = NodeProcess(
+        [bench_gateway.control],
+        name="bench",
+        cpu=SERVER_CPU if _can_pin() else None,
+        extra_args=["--log-level", "warning"],
+    )
     wait_pushed(bench_gateway.control, "inv", [node.address])
     yield node
     code = node.stop()
@@ -202,8 +208,9 @@ def bench_gateway_limited():
     from gateway_proc import GatewayProcess
 
     config = resources.files("genapi").joinpath("default.toml").read_text() + (
-        '\n[rate_limiter]\ntable_slots = 1024\n'
-        '[[rate_limiter.global_limits]]\nkey = "ip_address"\nmax_requests = 1000\nwindow_ms = 1\n')
+        "\n[rate_limiter]\ntable_slots = 1024\n"
+        '[[rate_limiter.global_limits]]\nkey = "ip_address"\nmax_requests = 1000\nwindow_ms = 1\n'
+    )
     gw = GatewayProcess(config, cpu=SERVER_CPU if _can_pin() else None)
     yield gw
     code = gw.stop()
@@ -215,8 +222,13 @@ def _demo_gateway(extra: str, gateway_keys: str = ""):
 
     from gateway_proc import GatewayProcess
 
-    config = resources.files("genapi").joinpath("default.toml").read_text().replace(
-        "[gateway]\n", "[gateway]\n" + gateway_keys, 1) + extra
+    config = (
+        resources.files("genapi")
+        .joinpath("default.toml")
+        .read_text()
+        .replace("[gateway]\n", "[gateway]\n" + gateway_keys, 1)
+        + extra
+    )
     return GatewayProcess(config, cpu=SERVER_CPU if _can_pin() else None)
 
 
@@ -267,40 +279,119 @@ class Loadgen:
             return False
         return self.kind == "c" and pipeline > 1
 
-    def argv(self, port: int, mode: str, *, connections: int, pipeline: int, warmup: float,
-             window: float, request_type: str, args: str, server_pid: int | None,
-             service: str = SERVICE) -> list[str]:
+    def argv(
+        self,
+        port: int,
+        mode: str,
+        *,
+        connections: int,
+        pipeline: int,
+        warmup: float,
+        window: float,
+        request_type: str,
+        args: str,
+        server_pid: int | None,
+        service: str = SERVICE,
+    ) -> list[str]:
         spin = self.spin(pipeline)
         if self.binary is not None:
-            argv = [str(self.binary), "--port", str(port), "-c", str(connections), "-p", str(pipeline),
-                    "-w", str(warmup), "-d", str(window), "-verify"]
+            argv = [
+                str(self.binary),
+                "--port",
+                str(port),
+                "-c",
+                str(connections),
+                "-p",
+                str(pipeline),
+                "-w",
+                str(warmup),
+                "-d",
+                str(window),
+                "-verify",
+            ]
             if mode == "phoenix":
-                argv += ["--path", PHX_PATH, "--phoenix", TOPIC, "--service", service,
-                         "--request-type", request_type, "--version", VERSION, "--args", args]
+                argv += [
+                    "--path",
+                    PHX_PATH,
+                    "--phoenix",
+                    TOPIC,
+                    "--service",
+                    service,
+                    "--request-type",
+                    request_type,
+                    "--version",
+                    VERSION,
+                    "--args",
+                    args,
+                ]
             if server_pid:
                 argv += ["--server-pid", str(server_pid)]
         else:
-            argv = [sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--mode", mode,
-                    "-c", str(connections), "-p", str(pipeline), "-w", str(warmup), "-d", str(window)]
+            argv = [
+                sys.executable,
+                str(HERE / "loadgen.py"),
+                "--port",
+                str(port),
+                "--mode",
+                mode,
+                "-c",
+                str(connections),
+                "-p",
+                str(pipeline),
+                "-w",
+                str(warmup),
+                "-d",
+                str(window),
+            ]
             if mode == "phoenix":
-                argv += ["--path", PHX_PATH, "--topic", TOPIC, "--service", service,
-                         "--request-type", request_type, "--version", VERSION, "--args", args]
+                argv += [
+                    "--path",
+                    PHX_PATH,
+                    "--topic",
+                    TOPIC,
+                    "--service",
+                    service,
+                    "--request-type",
+                    request_type,
+                    "--version",
+                    VERSION,
+                    "--args",
+                    args,
+                ]
         if spin:
             argv.append("-spin" if self.binary is not None else "--spin")
         return argv
 
-    def run(self, port: int, mode: str, *, connections: int = CONNECTIONS, pipeline: int = 1,
-            warmup: float = WARMUP_S, window: float = WINDOW_S, request_type: str = "echo",
-            args: str = ECHO_ARGS, server_pid: int | None = None, service: str = SERVICE) -> dict:
-        argv = self.argv(port, mode, connections=connections, pipeline=pipeline, warmup=warmup,
-                         window=window, request_type=request_type, args=args, server_pid=server_pid,
-                         service=service)
-        proc = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True,
-                              timeout=warmup + window + 60)
+    def run(
+        self,
+        port: int,
+        mode: str,
+        *,
+        connections: int = CONNECTIONS,
+        pipeline: int = 1,
+        warmup: float = WARMUP_S,
+        window: float = WINDOW_S,
+        request_type: str = "echo",
+        args: str = ECHO_ARGS,
+        server_pid: int | None = None,
+        service: str = SERVICE,
+    ) -> dict:
+        argv = self.argv(
+            port,
+            mode,
+            connections=connections,
+            pipeline=pipeline,
+            warmup=warmup,
+            window=window,
+            request_type=request_type,
+            args=args,
+            server_pid=server_pid,
+            service=service,
+        )
+        proc = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True, timeout=warmup + window + 60)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if not lines:
-            pytest.fail(f"{self.kind} loadgen printed no result (exit {proc.returncode}): "
-                        f"{proc.stderr[-2000:]}")
+            pytest.fail(f"{self.kind} loadgen printed no result (exit {proc.returncode}): {proc.stderr[-2000:]}")
         raw = json.loads(lines[-1])
         r = dict(raw)
         r["loadgen"] = self.kind
@@ -310,8 +401,7 @@ class Loadgen:
         if "calls_per_s" not in r:  # an older C client: msgs_per_s
             r["calls_per_s"] = r.get("msgs_per_s", 0.0)
         if proc.returncode != 0 or r.get("errors") or not r.get("replies"):
-            pytest.fail(f"{self.kind} loadgen failed (exit {proc.returncode}): {lines[-1]} "
-                        f"{proc.stderr[-2000:]}")
+            pytest.fail(f"{self.kind} loadgen failed (exit {proc.returncode}): {lines[-1]} {proc.stderr[-2000:]}")
         return r
 
 
@@ -337,8 +427,9 @@ def _build_c_loadgen(outdir: str) -> tuple[Path | None, str]:
     if cc is None:
         return None, f"{CC} not found"
     binary = Path(outdir) / "loadgen_c"
-    proc = subprocess.run([cc, "-O2", "-o", str(binary), str(HERE / "loadgen_c.c")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [cc, "-O2", "-o", str(binary), str(HERE / "loadgen_c.c")], capture_output=True, text=True, timeout=120
+    )
     if proc.returncode != 0:
         return None, f"{CC} -O2 loadgen_c.c failed: {proc.stderr[-1000:]}"
     return binary, f"loadgen_c.c ({CC} -O2)"
@@ -378,15 +469,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     tr.section("throughput (server on CPU 0, loadgen on CPU 1)")
-    tr.write_line(f"client: {LOADGEN_INFO.get('loadgen', '?')}; {CONNECTIONS} connections, "
-                  f"{WARMUP_S:g} s warmup + {WINDOW_S:g} s window, best of {ROUNDS}")
+    tr.write_line(
+        f"client: {LOADGEN_INFO.get('loadgen', '?')}; {CONNECTIONS} connections, "
+        f"{WARMUP_S:g} s warmup + {WINDOW_S:g} s window, best of {ROUNDS}"
+    )
     for name, r in RESULTS.items():
         srv, other = r.get("server_cpu_pct"), r.get("other_load_pct")
         srv_s = f"   server cpu {srv:5.1f}%" if srv is not None else ""
         srv_s += f"   other load {other:5.1f}%" if other is not None else ""
-        tr.write_line(f"{name:<30} {r['calls_per_s']:>10,.0f} calls/s   p50 {r['p50_us']:>8.1f} us"
-                      f"   p99 {r['p99_us']:>8.1f} us{srv_s}   ({r['connections']} conns, "
-                      f"P={r['pipeline']}{', spin' if r.get('spin') else ''})")
+        tr.write_line(
+            f"{name:<30} {r['calls_per_s']:>10,.0f} calls/s   p50 {r['p50_us']:>8.1f} us"
+            f"   p99 {r['p99_us']:>8.1f} us{srv_s}   ({r['connections']} conns, "
+            f"P={r['pipeline']}{', spin' if r.get('spin') else ''})"
+        )
 
     depths = sorted({r["pipeline"] for r in RESULTS.values()})
     ceilings = {p: RESULTS.get(f"{CEILING} P={p}") for p in depths}
@@ -402,30 +497,41 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         row = "".join(f"{_cell(c, ceilings[p]):>20}" for c, p in zip(cells, depths, strict=True))
         tr.write_line(f"{label:<36}{row}{goal}")
 
-    busy = {name: r["other_load_pct"] for name, r in RESULTS.items()
-            if (r.get("other_load_pct") or 0) > OTHER_LOAD_WARN}
+    busy = {
+        name: r["other_load_pct"] for name, r in RESULTS.items() if (r.get("other_load_pct") or 0) > OTHER_LOAD_WARN
+    }
     if busy:
         tr.write_line("")
-        tr.write_line("WARNING: other processes used the benchmark cores during "
-                      + ", ".join(f"{n} ({v:.0f}% of a core)" for n, v in busy.items())
-                      + "; those figures are low and their ratios unreliable. Rerun on a quiet machine.",
-                      yellow=True, bold=True)
+        tr.write_line(
+            "WARNING: other processes used the benchmark cores during "
+            + ", ".join(f"{n} ({v:.0f}% of a core)" for n, v in busy.items())
+            + "; those figures are low and their ratios unreliable. Rerun on a quiet machine.",
+            yellow=True,
+            bold=True,
+        )
 
-    remote = [(p, RESULTS.get(f"gateway remote inv.echo P={p}"), RESULTS.get(f"gateway demo.echo P={p}"))
-              for p in depths]
+    remote = [
+        (p, RESULTS.get(f"gateway remote inv.echo P={p}"), RESULTS.get(f"gateway demo.echo P={p}")) for p in depths
+    ]
     remote = [(p, r, loc) for p, r, loc in remote if r and loc and loc["calls_per_s"]]
     if remote:
         tr.write_line("")
-        tr.write_line("remote (inv.echo on one service node) / local (demo.echo), both async def: " + ", ".join(
-            f"P={p} {r['calls_per_s'] / loc['calls_per_s']:.2f}" for p, r, loc in remote)
-            + f"   goal >= {REMOTE_GOAL:.2f}")
+        tr.write_line(
+            "remote (inv.echo on one service node) / local (demo.echo), both async def: "
+            + ", ".join(f"P={p} {r['calls_per_s'] / loc['calls_per_s']:.2f}" for p, r, loc in remote)
+            + f"   goal >= {REMOTE_GOAL:.2f}"
+        )
 
-    limited = [(p, RESULTS.get(f"gateway limited demo.echo P={p}"), RESULTS.get(f"gateway demo.echo P={p}"))
-               for p in depths]
+    limited = [
+        (p, RESULTS.get(f"gateway limited demo.echo P={p}"), RESULTS.get(f"gateway demo.echo P={p}")) for p in depths
+    ]
     limited = [(p, r, loc) for p, r, loc in limited if r and loc and loc["calls_per_s"]]
     if limited:
-        tr.write_line("rate limiter on / off (demo.echo): " + ", ".join(
-            f"P={p} {r['calls_per_s'] / loc['calls_per_s']:.3f}" for p, r, loc in limited) + "   goal >= 0.95")
+        tr.write_line(
+            "rate limiter on / off (demo.echo): "
+            + ", ".join(f"P={p} {r['calls_per_s'] / loc['calls_per_s']:.3f}" for p, r, loc in limited)
+            + "   goal >= 0.95"
+        )
 
     echo = RESULTS.get("raw echo P=1")
     if echo and echo["calls_per_s"]:

@@ -4,6 +4,7 @@ Every data frame is sent straight back (zero-copy view of the read buffer); noth
 Run it pinned: `taskset -c 0 python benchmarks/echo_server.py --port 0`; it prints
 `echo listening on 127.0.0.1:PORT` once it accepts connections.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -16,6 +16,7 @@ a request or heartbeat went unanswered or was answered twice, a traceback in the
 a protocol violation that did not end the connection as RFC 6455 says, ...). `--known` names
 categories of known gateway bugs that are reported but do not fail the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,10 +64,17 @@ def _client(url: str, seed: int, inputs: int, connections: int, out: Any, progre
 
         task = asyncio.create_task(report())
         try:
-            await fuzzgen.campaign(url, seed=seed, inputs=inputs, connections=connections,
-                                   max_channels=LIMITS["max_channels"], max_payload=LIMITS["max_payload_bytes"],
-                                   per_connection=(200, 3000), stats=stats,
-                                   grace=float(os.environ.get("GENAPI_FUZZ_GRACE", "3")))
+            await fuzzgen.campaign(
+                url,
+                seed=seed,
+                inputs=inputs,
+                connections=connections,
+                max_channels=LIMITS["max_channels"],
+                max_payload=LIMITS["max_payload_bytes"],
+                per_connection=(200, 3000),
+                stats=stats,
+                grace=float(os.environ.get("GENAPI_FUZZ_GRACE", "3")),
+            )
         finally:
             task.cancel()
 
@@ -127,9 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=16, help="parallel connections per client process")
     ap.add_argument("--procs", type=int, default=1, help="client processes (each seeded seed*1000+i)")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    ap.add_argument("--known", default="", help="comma-separated violation categories reported but not failing the run "
-                                                 "(e.g. fragmented,orphan_continuation,interrupted_fragments,rsv,"
-                                                 "close_invalid,log_line)")
+    ap.add_argument(
+        "--known",
+        default="",
+        help="comma-separated violation categories reported but not failing the run "
+        "(e.g. fragmented,orphan_continuation,interrupted_fragments,rsv,"
+        "close_invalid,log_line)",
+    )
     ap.add_argument("--cpu", type=int, default=None, help="pin the gateway to this CPU (taskset)")
     args = ap.parse_args(argv)
     known = {c for c in args.known.split(",") if c}
@@ -138,16 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     pid = gw.pid
     time.sleep(0.3)
     rss_start = rss_kb(pid)
-    print(f"gateway pid {pid} at {gw.url}, RSS {rss_start} kB; {args.inputs:,} inputs, "
-          f"{args.procs} x {args.connections} connections, seed {args.seed}", flush=True)
+    print(
+        f"gateway pid {pid} at {gw.url}, RSS {rss_start} kB; {args.inputs:,} inputs, "
+        f"{args.procs} x {args.connections} connections, seed {args.seed}",
+        flush=True,
+    )
     ctx = mp.get_context("spawn")
     out: Any = ctx.Queue()
     progress: Any = ctx.Queue()
     share = [args.inputs // args.procs + (1 if i < args.inputs % args.procs else 0) for i in range(args.procs)]
     seeds = [args.seed if args.procs == 1 else args.seed * 1000 + i for i in range(args.procs)]
     t0 = time.monotonic()
-    procs = [ctx.Process(target=_client, args=(gw.url, seeds[i], share[i], args.connections, out, progress))
-             for i in range(args.procs)]
+    procs = [
+        ctx.Process(target=_client, args=(gw.url, seeds[i], share[i], args.connections, out, progress))
+        for i in range(args.procs)
+    ]
     for p in procs:
         p.start()
     parts: list[dict[str, Any]] = []
@@ -170,9 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             n = sum(x[0] for x in seen.values())
             rss = rss_kb(pid) or 0
             rss_max = max(rss_max, rss)
-            print(f"  {last - t0:7.1f} s  {n:>10,} inputs  {n / (last - t0):8,.0f}/s  "
-                  f"{sum(x[1] for x in seen.values()):>10,} replies  RSS {rss:,} kB  "
-                  f"violations {sum(x[2] for x in seen.values())}", flush=True)
+            print(
+                f"  {last - t0:7.1f} s  {n:>10,} inputs  {n / (last - t0):8,.0f}/s  "
+                f"{sum(x[1] for x in seen.values()):>10,} replies  RSS {rss:,} kB  "
+                f"violations {sum(x[2] for x in seen.values())}",
+                flush=True,
+            )
         if died or (all(not p.is_alive() for p in procs) and out.empty() and len(parts) < len(procs)):
             break
     for p in procs:
@@ -194,8 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         violations["worker_died"] = 1
     if len(parts) < len(procs):
         violations["client_crashed"] = len(procs) - len(parts)
-    ok_echo = isinstance(echo, list) and len(echo) == 2 and echo[0][4].get("success") is True \
+    ok_echo = (
+        isinstance(echo, list)
+        and len(echo) == 2
+        and echo[0][4].get("success") is True
         and echo[1][4] == {"status": "ok", "response": "echo"}
+    )
     if not ok_echo:
         violations["final_echo"] = 1
     tracebacks = stderr.count("Traceback (most recent call last)")
@@ -207,16 +231,26 @@ def main(argv: list[str] | None = None) -> int:
     failing = {k: v for k, v in violations.items() if k not in known}
 
     summary = {
-        "inputs": total.get("inputs", 0), "wall_s": round(wall, 1),
+        "inputs": total.get("inputs", 0),
+        "wall_s": round(wall, 1),
         "inputs_per_s": round(total.get("inputs", 0) / wall) if wall else None,
-        "bytes_sent": total.get("bytes_sent"), "replies": total.get("replies"), "pushes": total.get("pushes"),
-        "connections": total.get("connections"), "rss_kb": {"start": rss_start, "max_during": rss_max,
-                                                             "after_fuzz": rss_after_fuzz, "end": rss_end},
-        "gateway_pid_same_and_alive": alive and not died, "final_echo_ok": ok_echo,
-        "expected": total.get("expected"), "answered": total.get("answered"), "endings": total.get("endings"),
-        "kinds": total.get("kinds"), "heartbeats": total.get("heartbeats"),
-        "heartbeat_max_s": total.get("heartbeat_max_s"), "stderr_lines": len(stderr.splitlines()),
-        "violations": violations, "known": sorted(known), "failing": failing,
+        "bytes_sent": total.get("bytes_sent"),
+        "replies": total.get("replies"),
+        "pushes": total.get("pushes"),
+        "connections": total.get("connections"),
+        "rss_kb": {"start": rss_start, "max_during": rss_max, "after_fuzz": rss_after_fuzz, "end": rss_end},
+        "gateway_pid_same_and_alive": alive and not died,
+        "final_echo_ok": ok_echo,
+        "expected": total.get("expected"),
+        "answered": total.get("answered"),
+        "endings": total.get("endings"),
+        "kinds": total.get("kinds"),
+        "heartbeats": total.get("heartbeats"),
+        "heartbeat_max_s": total.get("heartbeat_max_s"),
+        "stderr_lines": len(stderr.splitlines()),
+        "violations": violations,
+        "known": sorted(known),
+        "failing": failing,
     }
     print(json.dumps(summary, indent=1))
     examples = total.get("examples", [])
@@ -227,12 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"violation [{cat}] {text[:400]}")
     if tracebacks:
         i = stderr.find("Traceback (most recent call last)")
-        print("gateway traceback:\n" + stderr[max(0, i - 500): i + 3000])
+        print("gateway traceback:\n" + stderr[max(0, i - 500) : i + 3000])
     for ln in bad_lines[:3]:
         print(f"violation [log_line] {ln[:200]!r}")
-    print(f"{'FAIL' if failing else 'OK'}: {summary['inputs']:,} inputs in {wall:.1f} s "
-          f"({summary['inputs_per_s']:,}/s), RSS {rss_start} -> {rss_end} kB, "
-          f"violations {sum(violations.values())} ({sum(failing.values())} failing)")
+    print(
+        f"{'FAIL' if failing else 'OK'}: {summary['inputs']:,} inputs in {wall:.1f} s "
+        f"({summary['inputs_per_s']:,}/s), RSS {rss_start} -> {rss_end} kB, "
+        f"violations {sum(violations.values())} ({sum(failing.values())} failing)"
+    )
     return 1 if failing else 0
 
 

@@ -33,6 +33,7 @@ Why it is fast enough to measure a server on one core with a client on the other
 * replies are found with ``bytes.find`` over the frame's head; one clock read per read batch;
 * the garbage collector is off during the run (nothing here makes reference cycles).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,8 @@ from collections import deque
 perf_counter_ns = time.perf_counter_ns
 
 MASK_KEY = b"\x5a\xc3\x1e\x97"
-RING = 4096          # refs 2 .. RING+1 cycle per connection (far more than ever in flight)
-HEAD_LIM = 96        # the event sits in a frame's first bytes: ["1","<ref>","TOPIC","phx_reply" (set per topic)
+RING = 4096  # refs 2 .. RING+1 cycle per connection (far more than ever in flight)
+HEAD_LIM = 96  # the event sits in a frame's first bytes: ["1","<ref>","TOPIC","phx_reply" (set per topic)
 REF_RE = re.compile(rb'\[\s*(?:"[^"]*"|null)\s*,\s*"([^"]*)"')  # a frame's ref, any JSON spacing
 WS_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -124,7 +125,7 @@ class Setup(asyncio.Protocol):
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head, self.buf = self.buf[:end], self.buf[end + 4:]
+            head, self.buf = self.buf[:end], self.buf[end + 4 :]
             if not head.startswith(b"HTTP/1.1 101"):
                 return self._fail(f"upgrade refused: {head[:200]!r}")
             self.upgraded = True
@@ -143,12 +144,15 @@ class Setup(asyncio.Protocol):
         n = b1 if b1 < 126 else int.from_bytes(buf[2:h], "big")
         if len(buf) < h + n:
             return
-        frame = buf[h:h + n]
-        if buf[0] != 0x81 or b'"phx_reply"' not in frame or not (
-                b'"status":"ok"' in frame or b'"status": "ok"' in frame):
+        frame = buf[h : h + n]
+        if (
+            buf[0] != 0x81
+            or b'"phx_reply"' not in frame
+            or not (b'"status":"ok"' in frame or b'"status": "ok"' in frame)
+        ):
             return self._fail(f"join refused: {frame[:300]!r}")
         if not self.ready.done():
-            self.ready.set_result(buf[h + n:])
+            self.ready.set_result(buf[h + n :])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(f"connection lost during setup: {exc!r}")
@@ -242,7 +246,7 @@ class EchoConn(Base):
                 if n - pos < 10:
                     break
                 h = pos + 10
-                end = h + int.from_bytes(data[pos + 2:h], "big")
+                end = h + int.from_bytes(data[pos + 2 : h], "big")
             if end > n:
                 break
             if data[pos] != 0x81 or end - pos != elen or not data.startswith(expect, pos):
@@ -270,8 +274,9 @@ class PhoenixConn(Base):
     each push to its request by request_id, in whatever order they come (a server may answer
     requests of one connection out of order, e.g. from a thread pool)."""
 
-    def __init__(self, transport, rest, frames: list[bytes], refs: list[bytes], reply_prefix: bytes,
-                 push_head: bytes) -> None:
+    def __init__(
+        self, transport, rest, frames: list[bytes], refs: list[bytes], reply_prefix: bytes, push_head: bytes
+    ) -> None:
         super().__init__(transport, rest)
         self.frames = frames
         self.refs = refs
@@ -279,7 +284,7 @@ class PhoenixConn(Base):
         self.push_head = push_head
         self.sent: dict[bytes, int] = {}  # ref -> send time, the requests in flight
         self.pushed: dict[bytes, int] = {}  # ref -> pushes received for a request in flight
-        self.si = 0           # ring index of the next request to send
+        self.si = 0  # ring index of the next request to send
         self.replies = 0
 
     def start(self, p: int) -> None:
@@ -304,14 +309,14 @@ class PhoenixConn(Base):
         elif nxt <= RING:
             self.write(b"".join(self.frames[si:nxt]))
         else:
-            self.write(b"".join(self.frames[si:] + self.frames[:nxt - RING]))
+            self.write(b"".join(self.frames[si:] + self.frames[: nxt - RING]))
         self.si = nxt if nxt < RING else nxt - RING
 
     def reply_ref(self, data: bytes, h: int, lim: int) -> bytes | None:
         """The ref of the reply frame at data[h:]: its second element."""
         if data.startswith(self.reply_prefix, h):
             q = data.find(b'"', h + 6, lim)
-            return data[h + 6:q] if q > 0 else None
+            return data[h + 6 : q] if q > 0 else None
         m = REF_RE.match(data, h, lim)
         return m.group(1) if m else None
 
@@ -342,7 +347,7 @@ class PhoenixConn(Base):
                 if n - pos < 10:
                     break
                 h = pos + 10
-                end = h + int.from_bytes(data[pos + 2:h], "big")
+                end = h + int.from_bytes(data[pos + 2 : h], "big")
             if end > n:
                 break
             if data[pos] != 0x81:
@@ -374,7 +379,7 @@ class PhoenixConn(Base):
                     if i < end and data[i] == 0x22:
                         q = find(b'"', i + 1, end)
                         if q > 0:
-                            rid = data[i + 1:q]
+                            rid = data[i + 1 : q]
                 if rid is None or rid not in sent:
                     self.error(f"push for no request in flight: {data[h:end][:300]!r}")
                 else:
@@ -402,9 +407,11 @@ async def run(a: argparse.Namespace) -> dict:
     global REC, SENDING, HEAD_LIM
     loop = asyncio.get_running_loop()
     path = a.path if a.path is not None else ("/socket/websocket?vsn=2.0.0" if a.mode == "phoenix" else "/")
-    request = (f"GET {path} HTTP/1.1\r\nHost: {a.host}:{a.port}\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY.decode()}\r\n"
-               f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {a.host}:{a.port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY.decode()}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
     join = None
     if a.mode == "phoenix":
         topic = a.topic
@@ -415,9 +422,19 @@ async def run(a: argparse.Namespace) -> dict:
         push_head = ('["1",null,' + json.dumps(topic) + ',"phoenix_gen_api",{').encode()
         for i in range(RING):
             ref = str(i + 2)
-            msg = ["1", ref, topic, "phoenix_gen_api",
-                   {"request_id": ref, "service": a.service, "request_type": a.request_type,
-                    "version": a.version, "args": args}]
+            msg = [
+                "1",
+                ref,
+                topic,
+                "phoenix_gen_api",
+                {
+                    "request_id": ref,
+                    "service": a.service,
+                    "request_type": a.request_type,
+                    "version": a.version,
+                    "args": args,
+                },
+            ]
             frames.append(ws_client_frame(json.dumps(msg, separators=(",", ":")).encode()))
             refs.append(ref.encode())
     else:
@@ -435,10 +452,17 @@ async def run(a: argparse.Namespace) -> dict:
         for tr, _ in setups:
             tr.abort()
         failed = sum(1 for _, pr in setups if not pr.ready.done() or pr.ready.exception())
-        return {"mode": a.mode, "calls_per_s": 0.0, "p50_us": 0.0, "p99_us": 0.0,
-                "errors": max(1, failed + a.connections - len(setups)), "replies": 0,
-                "connections": a.connections, "pipeline": a.pipeline,
-                "first_error": f"setup failed: {exc!r}"[:500]}
+        return {
+            "mode": a.mode,
+            "calls_per_s": 0.0,
+            "p50_us": 0.0,
+            "p99_us": 0.0,
+            "errors": max(1, failed + a.connections - len(setups)),
+            "replies": 0,
+            "connections": a.connections,
+            "pipeline": a.pipeline,
+            "first_error": f"setup failed: {exc!r}"[:500],
+        }
     conns: list[Base] = []
     for tr, pr in setups:
         rest = pr.ready.result()
@@ -453,9 +477,11 @@ async def run(a: argparse.Namespace) -> dict:
     gc.collect()
     gc.disable()
     if a.spin:
+
         def spin() -> None:
             if SENDING:
                 loop.call_soon(spin)
+
         loop.call_soon(spin)
     try:
         for c in conns:
@@ -520,16 +546,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--pipeline", type=int, default=1, help="requests in flight per connection")
     ap.add_argument("-w", "--warmup", type=float, default=1.0, help="seconds before the window")
     ap.add_argument("-d", "--duration", type=float, default=3.0, help="measured window, seconds")
-    ap.add_argument("--path", default=None,
-                    help="upgrade request path (default / for echo, /socket/websocket?vsn=2.0.0 for phoenix)")
+    ap.add_argument(
+        "--path",
+        default=None,
+        help="upgrade request path (default / for echo, /socket/websocket?vsn=2.0.0 for phoenix)",
+    )
     ap.add_argument("--payload", default='{"id":1,"x":"hello"}', help="echo mode: the frame's text")
     ap.add_argument("--topic", default="api:bench")
     ap.add_argument("--service", default="demo")
     ap.add_argument("--request-type", default="echo")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--args", default='{"text":"hello","n":1}', help="phoenix mode: the args JSON object")
-    ap.add_argument("--spin", action="store_true",
-                    help="never sleep in the poller (spares the server cross-CPU wakeups)")
+    ap.add_argument(
+        "--spin", action="store_true", help="never sleep in the poller (spares the server cross-CPU wakeups)"
+    )
     ap.add_argument("--timeout", type=float, default=10.0, help="setup timeout per connection")
     a = ap.parse_args(argv)
     if a.connections < 1 or not 1 <= a.pipeline < RING // 2:

@@ -13,6 +13,7 @@ its features.
 Run it pinned: `taskset -c 0 python benchmarks/phx_min_server.py --port 0`; it prints
 `phx-min listening on 127.0.0.1:PORT` once it accepts connections and exits 0 on SIGTERM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,15 +69,25 @@ class Conn(WSListener):
         out = self.out
         if event == "phoenix_gen_api":
             args = payload.get("args") or EMPTY
-            resp = {"request_id": payload.get("request_id"),
-                    "result": echo(args.get("text"), args.get("n", 1)), "success": True,
-                    "error": None, "async": False, "has_more": False, "can_retry": False}
+            resp = {
+                "request_id": payload.get("request_id"),
+                "result": echo(args.get("text"), args.get("n", 1)),
+                "success": True,
+                "error": None,
+                "async": False,
+                "has_more": False,
+                "can_retry": False,
+            }
             out.append(server_frame(encode([join_ref, None, topic, event, resp])))
-            out.append(server_frame(encode([join_ref, ref, topic, "phx_reply",
-                                            {"status": "ok", "response": payload.get("request_type")}])))
+            out.append(
+                server_frame(
+                    encode(
+                        [join_ref, ref, topic, "phx_reply", {"status": "ok", "response": payload.get("request_type")}]
+                    )
+                )
+            )
         else:
-            out.append(server_frame(encode([join_ref, ref, topic, "phx_reply",
-                                            {"status": "ok", "response": EMPTY}])))
+            out.append(server_frame(encode([join_ref, ref, topic, "phx_reply", {"status": "ok", "response": EMPTY}])))
         if frame.last_in_buffer:
             self.flush()
 

@@ -20,6 +20,7 @@ JSON object a line):
 The users are those the test gateways' auth callback (`testapi:auth_callback`) lets in; the
 gateway serves the relay operations as `chat.<op>` and `testapi:pid` as `w.pid`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,7 +73,7 @@ class Recorder:
 
 def _seq(frame: bytes) -> int:
     i = frame.index(MARK) + len(MARK)
-    return int(frame[i:frame.index(b",", i)])
+    return int(frame[i : frame.index(b",", i)])
 
 
 class Member:
@@ -129,7 +130,7 @@ async def join(rec: Recorder, url: str, group: str, topic: str, users: list[str]
 async def serve(url: str, group: str, topic: str, users: list[str]) -> None:
     """The helper process: seats `users` in `group`, then answers the commands on stdin."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=2 ** 20)
+    reader = asyncio.StreamReader(limit=2**20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     out = sys.stdout.buffer
     rec = Recorder()

@@ -4,6 +4,7 @@ whole push as the pushing node sees it (validation and binding in the master inc
 
 Run: `pytest benchmarks/test_broadcast.py --benchmark-only` (part of `pytest benchmarks`).
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,11 +24,21 @@ require_verified_user_id = false
 
 
 def message(service: str, n: int, version: str) -> dict:
-    fun = {"mfa": "inventory:get_item", "nodes": ["127.0.0.1:7001"], "response_type": "sync",
-           "arg_types": {"item_id": "string", "qty": {"type": "num", "default_value": 1}, "tags": "list_string"},
-           "arg_orders": ["item_id", "qty", "tags"], "version": "1.0.0", "timeout": 5000}
-    return {"service": service, "config_version": version, "nodes": ["127.0.0.1:7001"],
-            "fun_configs": [dict(fun, request_type=f"fn{i}") for i in range(n)]}
+    fun = {
+        "mfa": "inventory:get_item",
+        "nodes": ["127.0.0.1:7001"],
+        "response_type": "sync",
+        "arg_types": {"item_id": "string", "qty": {"type": "num", "default_value": 1}, "tags": "list_string"},
+        "arg_orders": ["item_id", "qty", "tags"],
+        "version": "1.0.0",
+        "timeout": 5000,
+    }
+    return {
+        "service": service,
+        "config_version": version,
+        "nodes": ["127.0.0.1:7001"],
+        "fun_configs": [dict(fun, request_type=f"fn{i}") for i in range(n)],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,5 +76,7 @@ def test_broadcast(benchmark, two_workers, n):
 
     benchmark.pedantic(run, rounds=5, iterations=1)
     benchmark.extra_info.update(out)
-    print(f"\n{n} FunConfigs: one changed: broadcast {out['broadcast_ms']:.1f} ms (whole push "
-          f"{out['push_ms']:.1f} ms); first push of all {n}: broadcast {out['first_push_broadcast_ms']:.1f} ms")
+    print(
+        f"\n{n} FunConfigs: one changed: broadcast {out['broadcast_ms']:.1f} ms (whole push "
+        f"{out['push_ms']:.1f} ms); first push of all {n}: broadcast {out['first_push_broadcast_ms']:.1f} ms"
+    )

@@ -7,6 +7,7 @@ holds `ns_per_check`; the session prints them.
 The table lives where `genapi serve` puts it, in /dev/shm (tmpfs) when there is one. Limits are
 set so that both outcomes occur: a hot key is admitted `max` times per window and refused in
 between, as under real overload."""
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,9 @@ import pytest
 
 from genapi._core.ratelimit import Table, key_hash
 
-LOOP = 200_000          # checks per C round
-PY_KEYS = 1000          # checks per Python round (distinct keys for the random-key runs)
-RANDOM_KEYS = 50_000    # distinct keys of the random-key runs (the table has 65 536 slots)
+LOOP = 200_000  # checks per C round
+PY_KEYS = 1000  # checks per Python round (distinct keys for the random-key runs)
+RANDOM_KEYS = 50_000  # distinct keys of the random-key runs (the table has 65 536 slots)
 HOT_KEY = "user_id:hot"
 HOT = key_hash(HOT_KEY)
 
@@ -100,9 +101,15 @@ for line in sys.stdin:
 def test_two_processes(benchmark, table: Table, keys: int) -> None:
     """Two processes, each LOOP checks from C at once on the same table: a round is done when
     both are; ns/check is per process (the wall time of a round over LOOP)."""
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(_HAMMER), table.path, str(HOT), str(keys),
-                               str(LOOP)], text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(_HAMMER), table.path, str(HOT), str(keys), str(LOOP)],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     try:
         for p in procs:
             assert p.stdout is not None and p.stdout.readline() == "ready\n"

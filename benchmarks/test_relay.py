@@ -19,6 +19,7 @@ warning above 10% of a core and 0.1 s). A missing, duplicated or failed delivery
 
 Run: `pytest benchmarks/test_relay.py --benchmark-only -s` (part of `pytest benchmarks`; ~15 s).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,11 +43,11 @@ if str(TESTS) not in sys.path:
 
 from .relay_members import Member, Recorder, connect  # noqa: E402
 
-MEMBERS = int(os.environ.get("BENCH_RELAY_MEMBERS", "1000"))    # the sender included
+MEMBERS = int(os.environ.get("BENCH_RELAY_MEMBERS", "1000"))  # the sender included
 HELPERS = int(os.environ.get("BENCH_RELAY_HELPERS", "2"))
-MESSAGES = int(os.environ.get("BENCH_RELAY_MESSAGES", "300"))   # per throughput round
-ROUNDS = int(os.environ.get("BENCH_RELAY_ROUNDS", "3"))         # throughput rounds, the best kept
-PACED = int(os.environ.get("BENCH_RELAY_PACED", "100"))          # latency messages
+MESSAGES = int(os.environ.get("BENCH_RELAY_MESSAGES", "300"))  # per throughput round
+ROUNDS = int(os.environ.get("BENCH_RELAY_ROUNDS", "3"))  # throughput rounds, the best kept
+PACED = int(os.environ.get("BENCH_RELAY_PACED", "100"))  # latency messages
 INTERVAL_MS = float(os.environ.get("BENCH_RELAY_INTERVAL_MS", "50"))
 OTHER_WARN_PCT = 10.0  # percent of a core other processes may take during a round before the summary warns,
 OTHER_WARN_MIN_S = 0.1  # and CPU seconds (/proc counts 10 ms ticks per process: short rounds are coarse)
@@ -149,17 +150,24 @@ class Fanout:
         users = [f"m{n:05d}" for n in range(1, MEMBERS)]
         for i in range(HELPERS):
             argv = [sys.executable, str(HERE / "relay_members.py"), self.gw.url, GROUP, TOPIC, *users[i::HELPERS]]
-            self.helpers.append(await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self.stderr[i],
-                limit=2 ** 28))
+            self.helpers.append(
+                await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=self.stderr[i],
+                    limit=2**28,
+                )
+            )
         for ready in await asyncio.gather(*(self._hear(i) for i in range(HELPERS))):
             for pid, n in ready["workers"].items():
                 self.workers[int(pid)] += n
         info = (await self.sender.call("chat", "get_group_info", {"group_id": GROUP})).result
         assert len(info["members"]) == MEMBERS, f"the group has {len(info['members'])} members, not {MEMBERS}"
         self.gateway_pids = [self.gw.pid, *children(self.gw.pid)]
-        assert set(self.workers) == set(self.gateway_pids[1:]) and len(self.workers) == 2, \
+        assert set(self.workers) == set(self.gateway_pids[1:]) and len(self.workers) == 2, (
             f"members per worker {dict(self.workers)}, workers {self.gateway_pids[1:]}: not spread over both"
+        )
         await self.burst(10)  # warm-up (and the first check that every member gets every message)
 
     async def stop(self) -> None:
@@ -178,9 +186,16 @@ class Fanout:
 
     # ------------------------------------------------------------------ one measurement
     def _send(self, seq: int) -> asyncio.Future[Any]:
-        return self.sender.push(TOPIC, EVENT, {
-            "request_id": f"r{seq}", "service": "chat", "request_type": "handle_relay",
-            "args": {"group_id": GROUP, "message": {"seq": seq, "text": TEXT}}})
+        return self.sender.push(
+            TOPIC,
+            EVENT,
+            {
+                "request_id": f"r{seq}",
+                "service": "chat",
+                "request_type": "handle_relay",
+                "args": {"group_id": GROUP, "message": {"seq": seq, "text": TEXT}},
+            },
+        )
 
     async def _round(self, send: Callable[[], Awaitable[dict[int, float]]]) -> dict[str, Any]:
         """Sends with `send` (-> {seq: send time}) and waits until every member got every one of
@@ -192,34 +207,53 @@ class Fanout:
         sent = await send()
         for h in self.helpers:
             await self._say(h, {"cmd": "wait", "per_member": len(sent), "timeout": TIMEOUT_S})
-        _, reports = await asyncio.gather(self.rec.wait(len(sent), TIMEOUT_S),  # a timeout shows in the counts
-                                          asyncio.gather(*(self._hear(i) for i in range(len(self.helpers)))))
+        _, reports = await asyncio.gather(
+            self.rec.wait(len(sent), TIMEOUT_S),  # a timeout shows in the counts
+            asyncio.gather(*(self._hear(i) for i in range(len(self.helpers)))),
+        )
         gw_cpu, me_cpu = _cpu_s(self.gateway_pids) - gw_cpu, time.process_time() - me_cpu
         window = time.monotonic() - started
         tasks_s, softirq_s = (b - a for a, b in zip((tasks_s, softirq_s), _machine_s(), strict=True))
-        reports = [{**done, **noted} for done, noted in zip(reports, await self._ask_all({"cmd": "report"}),
-                                                                strict=True)]
+        reports = [
+            {**done, **noted} for done, noted in zip(reports, await self._ask_all({"cmd": "report"}), strict=True)
+        ]
         reports.append({**self.rec.counts(), **self.rec.report(), "cpu_s": 0.0})
         seqs = [s for r in reports for s in r["seq"]]
         times = [t for r in reports for t in r["t"]]
         counts = [c for r in reports for c in r["counts"]]
         got = Counter(seqs)
-        if min(counts) != len(sent) or max(counts) != len(sent) or set(got) != set(sent) \
-                or set(got.values()) != {MEMBERS}:
-            pytest.fail(f"not every member got every message once: messages per member {min(counts)}..{max(counts)} "
-                        f"of {len(sent)}; deliveries per message {min(got.values(), default=0)}.."
-                        f"{max(got.values(), default=0)} of {MEMBERS}; gateway: {self.gw.read_stderr()[-2000:]}")
+        if (
+            min(counts) != len(sent)
+            or max(counts) != len(sent)
+            or set(got) != set(sent)
+            or set(got.values()) != {MEMBERS}
+        ):
+            pytest.fail(
+                f"not every member got every message once: messages per member {min(counts)}..{max(counts)} "
+                f"of {len(sent)}; deliveries per message {min(got.values(), default=0)}.."
+                f"{max(got.values(), default=0)} of {MEMBERS}; gateway: {self.gw.read_stderr()[-2000:]}"
+            )
         self._check_answers(len(sent))
         helpers_cpu = sum(r["cpu_s"] for r in reports)
-        return {"sent": sent, "seqs": seqs, "times": times, "gateway_cpu_s": gw_cpu, "helpers_cpu_s": helpers_cpu,
-                "sender_cpu_s": me_cpu, "softirq_cpu_s": softirq_s, "window_s": window,
-                "other_cpu_s": max(0.0, tasks_s - gw_cpu - helpers_cpu - me_cpu)}
+        return {
+            "sent": sent,
+            "seqs": seqs,
+            "times": times,
+            "gateway_cpu_s": gw_cpu,
+            "helpers_cpu_s": helpers_cpu,
+            "sender_cpu_s": me_cpu,
+            "softirq_cpu_s": softirq_s,
+            "window_s": window,
+            "other_cpu_s": max(0.0, tasks_s - gw_cpu - helpers_cpu - me_cpu),
+        }
 
     async def _replied(self, replies: list[asyncio.Future[Any]]) -> None:
         done, _ = await asyncio.wait(replies, timeout=TIMEOUT_S)
         if len(done) < len(replies):
-            pytest.fail(f"{len(replies) - len(done)} of {len(replies)} messages had no reply in {TIMEOUT_S:g} s; "
-                        f"gateway: {self.gw.read_stderr()[-2000:]}")
+            pytest.fail(
+                f"{len(replies) - len(done)} of {len(replies)} messages had no reply in {TIMEOUT_S:g} s; "
+                f"gateway: {self.gw.read_stderr()[-2000:]}"
+            )
         bad = [f.result() for f in replies if f.result().get("status") != "ok"]
         assert not bad, f"{len(bad)} of {len(replies)} messages refused: {bad[:3]}"
 
@@ -228,12 +262,16 @@ class Fanout:
         answers = []
         while not self.sender.pushes.empty():
             answers.append(self.sender.pushes.get_nowait().payload)
-        bad = [a for a in answers if not (a.get("success") and a["result"] == {
-            "status": "relayed", "recipients_count": MEMBERS})]
+        bad = [
+            a
+            for a in answers
+            if not (a.get("success") and a["result"] == {"status": "relayed", "recipients_count": MEMBERS})
+        ]
         assert len(answers) == n and not bad, f"{len(answers)} answers for {n} messages; failed: {bad[:3]}"
 
     async def burst(self, n: int) -> dict[str, Any]:
         """`n` messages sent back to back, their answers awaited only after."""
+
         async def send() -> dict[int, float]:
             sent, replies = {}, []
             for seq in itertools.islice(self.seqs, n):
@@ -241,11 +279,13 @@ class Fanout:
                 replies.append(self._send(seq))
             await self._replied(replies)
             return sent
+
         return await self._round(send)
 
     async def paced(self, n: int, interval_s: float) -> dict[str, Any]:
         """`n` messages, one every `interval_s` (on a fixed schedule, so a late one does not
         delay the rest)."""
+
         async def send() -> dict[int, float]:
             sent, replies = {}, []
             start = time.monotonic()
@@ -255,6 +295,7 @@ class Fanout:
                 replies.append(self._send(seq))
             await self._replied(replies)
             return sent
+
         return await self._round(send)
 
 
@@ -262,22 +303,30 @@ def _cpu(r: dict[str, Any]) -> dict[str, float]:
     """CPU the gateway (master and workers) and the helpers used in a round, also per delivery:
     the gateway's share of a machine it shares with its clients."""
     n = len(r["times"])
-    return {"gateway_cpu_s": round(r["gateway_cpu_s"], 3), "helpers_cpu_s": round(r["helpers_cpu_s"], 3),
-            "gateway_cpu_us_per_delivery": round(r["gateway_cpu_s"] / n * 1e6, 2),
-            "helpers_cpu_us_per_delivery": round(r["helpers_cpu_s"] / n * 1e6, 2),
-            "sender_cpu_s": round(r["sender_cpu_s"], 3), "softirq_cpu_s": round(r["softirq_cpu_s"], 3),
-            "other_cpu_s": round(r["other_cpu_s"], 3),
-            "other_load_pct": round(r["other_cpu_s"] / r["window_s"] * 100, 1)}
+    return {
+        "gateway_cpu_s": round(r["gateway_cpu_s"], 3),
+        "helpers_cpu_s": round(r["helpers_cpu_s"], 3),
+        "gateway_cpu_us_per_delivery": round(r["gateway_cpu_s"] / n * 1e6, 2),
+        "helpers_cpu_us_per_delivery": round(r["helpers_cpu_s"] / n * 1e6, 2),
+        "sender_cpu_s": round(r["sender_cpu_s"], 3),
+        "softirq_cpu_s": round(r["softirq_cpu_s"], 3),
+        "other_cpu_s": round(r["other_cpu_s"], 3),
+        "other_load_pct": round(r["other_cpu_s"] / r["window_s"] * 100, 1),
+    }
 
 
 def _cpu_line(out: dict[str, Any]) -> str:
-    line = (f"CPU: gateway {out['gateway_cpu_s']:.2f} s ({out['gateway_cpu_us_per_delivery']:.1f} us/delivery), "
-            f"member helpers {out['helpers_cpu_s']:.2f} s ({out['helpers_cpu_us_per_delivery']:.1f} us/delivery), "
-            f"sender {out['sender_cpu_s']:.2f} s, softirq {out['softirq_cpu_s']:.2f} s, "
-            f"other processes {out['other_cpu_s']:.2f} s")
+    line = (
+        f"CPU: gateway {out['gateway_cpu_s']:.2f} s ({out['gateway_cpu_us_per_delivery']:.1f} us/delivery), "
+        f"member helpers {out['helpers_cpu_s']:.2f} s ({out['helpers_cpu_us_per_delivery']:.1f} us/delivery), "
+        f"sender {out['sender_cpu_s']:.2f} s, softirq {out['softirq_cpu_s']:.2f} s, "
+        f"other processes {out['other_cpu_s']:.2f} s"
+    )
     if out["other_load_pct"] > OTHER_WARN_PCT and out["other_cpu_s"] > OTHER_WARN_MIN_S:
-        line += (f" (WARNING: other processes took {out['other_load_pct']:.0f}% of a core: "
-                 "these figures are low; rerun on a quiet machine)")
+        line += (
+            f" (WARNING: other processes took {out['other_load_pct']:.0f}% of a core: "
+            "these figures are low; rerun on a quiet machine)"
+        )
     return line
 
 
@@ -325,20 +374,29 @@ def test_relay_fanout_throughput(benchmark, fanout):
         r = fanout.loop.run_until_complete(fanout.burst(MESSAGES))
         elapsed = max(r["times"]) - min(r["sent"].values())
         every, _ = _latencies(r)
-        out = {"members": MEMBERS, "members_per_worker": sorted(fanout.workers.values()), "messages": MESSAGES,
-               "deliveries": len(r["times"]), "elapsed_s": round(elapsed, 4),
-               "deliveries_per_s": round(len(r["times"]) / elapsed), "messages_per_s": round(MESSAGES / elapsed, 1),
-               "p50_delivery_ms": round(_pct(every, 0.50), 2), "p99_delivery_ms": round(_pct(every, 0.99), 2),
-               **_cpu(r)}
+        out = {
+            "members": MEMBERS,
+            "members_per_worker": sorted(fanout.workers.values()),
+            "messages": MESSAGES,
+            "deliveries": len(r["times"]),
+            "elapsed_s": round(elapsed, 4),
+            "deliveries_per_s": round(len(r["times"]) / elapsed),
+            "messages_per_s": round(MESSAGES / elapsed, 1),
+            "p50_delivery_ms": round(_pct(every, 0.50), 2),
+            "p99_delivery_ms": round(_pct(every, 0.99), 2),
+            **_cpu(r),
+        }
         if out["deliveries_per_s"] > best.get("deliveries_per_s", -1):
             best.clear()
             best.update(out)
 
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     benchmark.extra_info.update(best)
-    print(f"\nrelay fan-out: {MESSAGES} messages x {MEMBERS} members ({best['members_per_worker']} per worker): "
-          f"{best['deliveries_per_s']:,} deliveries/s ({best['messages_per_s']:,} messages/s, "
-          f"{best['elapsed_s'] * 1000:.0f} ms); {_cpu_line(best)}; best of {ROUNDS}")
+    print(
+        f"\nrelay fan-out: {MESSAGES} messages x {MEMBERS} members ({best['members_per_worker']} per worker): "
+        f"{best['deliveries_per_s']:,} deliveries/s ({best['messages_per_s']:,} messages/s, "
+        f"{best['elapsed_s'] * 1000:.0f} ms); {_cpu_line(best)}; best of {ROUNDS}"
+    )
     assert best["deliveries"] == MESSAGES * MEMBERS
 
 
@@ -351,15 +409,26 @@ def test_relay_delivery_latency(benchmark, fanout):
     def run() -> None:
         r = fanout.loop.run_until_complete(fanout.paced(PACED, INTERVAL_MS / 1000))
         every, last = _latencies(r)
-        out.update({"members": MEMBERS, "messages": PACED, "interval_ms": INTERVAL_MS,
-                    "offered_deliveries_per_s": round(MEMBERS * 1000 / INTERVAL_MS),
-                    "p50_ms": round(_pct(every, 0.50), 3), "p99_ms": round(_pct(every, 0.99), 3),
-                    "max_ms": round(max(every), 3), "last_member_p50_ms": round(_pct(last, 0.50), 3),
-                    "last_member_p99_ms": round(_pct(last, 0.99), 3), **_cpu(r)})
+        out.update(
+            {
+                "members": MEMBERS,
+                "messages": PACED,
+                "interval_ms": INTERVAL_MS,
+                "offered_deliveries_per_s": round(MEMBERS * 1000 / INTERVAL_MS),
+                "p50_ms": round(_pct(every, 0.50), 3),
+                "p99_ms": round(_pct(every, 0.99), 3),
+                "max_ms": round(max(every), 3),
+                "last_member_p50_ms": round(_pct(last, 0.50), 3),
+                "last_member_p99_ms": round(_pct(last, 0.99), 3),
+                **_cpu(r),
+            }
+        )
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(out)
-    print(f"\nrelay delivery latency: {PACED} messages, one every {INTERVAL_MS:g} ms, to {MEMBERS} members: "
-          f"p50 {out['p50_ms']:.2f} ms, p99 {out['p99_ms']:.2f} ms (max {out['max_ms']:.2f}); "
-          f"the last member per message p50 {out['last_member_p50_ms']:.2f} ms, "
-          f"p99 {out['last_member_p99_ms']:.2f} ms; {_cpu_line(out)}")
+    print(
+        f"\nrelay delivery latency: {PACED} messages, one every {INTERVAL_MS:g} ms, to {MEMBERS} members: "
+        f"p50 {out['p50_ms']:.2f} ms, p99 {out['p99_ms']:.2f} ms (max {out['max_ms']:.2f}); "
+        f"the last member per message p50 {out['last_member_p50_ms']:.2f} ms, "
+        f"p99 {out['last_member_p99_ms']:.2f} ms; {_cpu_line(out)}"
+    )

@@ -1,4 +1,5 @@
 """Micro-benchmarks of node selection: ns per `Selector.order()` call, per mode, over 4 nodes."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,9 @@ from genapi._core.select import NodeState, Selector
 from genapi.structs import Request
 
 NODES = [NodeState(f"10.0.0.{i}:7001") for i in range(1, 5)]
-REQUEST = Request(request_id="7f1c2e9a-42", service="demo", request_type="get_item",
-                  args={"user_id": "user-12345", "item_id": "abc"})
+REQUEST = Request(
+    request_id="7f1c2e9a-42", service="demo", request_type="get_item", args={"user_id": "user-12345", "item_id": "abc"}
+)
 
 
 def _custom(addresses: list[str], request: Request) -> str:
@@ -16,8 +18,11 @@ def _custom(addresses: list[str], request: Request) -> str:
 
 
 @pytest.mark.benchmark(group="select")
-@pytest.mark.parametrize("mode", ["random", "hash", "round_robin", {"hash": "user_id"}, {"sticky": "user_id"},
-                                  "custom"], ids=["random", "hash", "round_robin", "hash_arg", "sticky", "custom"])
+@pytest.mark.parametrize(
+    "mode",
+    ["random", "hash", "round_robin", {"hash": "user_id"}, {"sticky": "user_id"}, "custom"],
+    ids=["random", "hash", "round_robin", "hash_arg", "sticky", "custom"],
+)
 def test_selector_order(benchmark, mode):
     sel = Selector(mode, _custom if mode == "custom" else None)
     order = benchmark(sel.order, NODES, REQUEST)

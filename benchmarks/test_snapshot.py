@@ -2,6 +2,7 @@
 worker's read of a whole registry of 10, 1 000 and 10 000 FunConfigs (goal: 10 000 published
 and read back in well under 20 ms). The snapshot lives where `genapi serve` puts it, in
 /dev/shm (tmpfs) when there is one."""
+
 from __future__ import annotations
 
 import os
@@ -23,12 +24,21 @@ def registry(n: int) -> list[FunConfig]:
         arg_types: dict[str, object] = {"user_id": "string", "amount": "num"}
         if i % 2:
             arg_types["tags"] = {"type": "list_string", "max_items": 10}
-        out.append(FunConfig(
-            service=f"svc{i % 50}", request_type=f"op_{i}", mfa=f"app.handlers:op_{i}",
-            nodes=[f"10.0.{i % 7}.{j}:4100" for j in range(1, 4)],
-            choose_node_mode={"hash": "user_id"} if i % 3 else "round_robin",
-            timeout=3000, arg_types=arg_types, arg_orders=list(arg_types),
-            version=f"1.{i % 5}.0", retry={"all_nodes": 2}, check_permission={"arg": "user_id"}))
+        out.append(
+            FunConfig(
+                service=f"svc{i % 50}",
+                request_type=f"op_{i}",
+                mfa=f"app.handlers:op_{i}",
+                nodes=[f"10.0.{i % 7}.{j}:4100" for j in range(1, 4)],
+                choose_node_mode={"hash": "user_id"} if i % 3 else "round_robin",
+                timeout=3000,
+                arg_types=arg_types,
+                arg_orders=list(arg_types),
+                version=f"1.{i % 5}.0",
+                retry={"all_nodes": 2},
+                check_permission={"arg": "user_id"},
+            )
+        )
     return out
 
 

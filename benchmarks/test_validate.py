@@ -1,4 +1,5 @@
 """Micro-benchmarks of the compiled per-request hot spots: argument validation and decoding."""
+
 from __future__ import annotations
 
 import msgspec
@@ -24,9 +25,20 @@ ARGS = {
 }
 
 FRAME = msgspec.json.encode(
-    ["1", "42", "api:bench", "phoenix_gen_api",
-     {"request_id": "42", "service": "demo", "request_type": "echo", "version": "1.0.0",
-      "args": {"text": "hello", "n": 1}}])
+    [
+        "1",
+        "42",
+        "api:bench",
+        "phoenix_gen_api",
+        {
+            "request_id": "42",
+            "service": "demo",
+            "request_type": "echo",
+            "version": "1.0.0",
+            "args": {"text": "hello", "n": 1},
+        },
+    ]
+)
 MAX_SIZE = 1 << 20
 
 
@@ -57,6 +69,7 @@ def test_decode_request(benchmark):
 @pytest.mark.benchmark(group="decode")
 def test_decode_frame_and_request(benchmark):
     """Both steps, as the gateway runs them for every request frame."""
+
     def decode(frame):
         return decode_request(decode_v2(frame)[4], None, None, [], len(frame), MAX_SIZE)
 

@@ -21,10 +21,13 @@ def demo_gateway():
 @pytest.fixture
 def run():
     """Runs a coroutine on a fresh uvloop loop: `run(coro)`."""
+
     def _run(coro, timeout: float = 30):
         async def guarded():
             return await asyncio.wait_for(coro, timeout)
+
         return uvloop.run(guarded())
+
     return _run
 
 

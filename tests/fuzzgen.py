@@ -24,6 +24,7 @@ Frames leave as ready-made masked WebSocket frames (mask key 0), so the fuzzer c
 what a client library refuses to: RSV bits, reserved opcodes, unmasked or fragmented control
 frames, orphan continuations, bad lengths, any close code.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,8 +46,8 @@ STABLE_PREFIX = "fz:stable:"
 
 _decode = msgspec.json.Decoder().decode
 _canon = msgspec.json.Encoder(order="sorted").encode
-MAX_TOPIC_BYTES = 256     # the gateway's default max_topic_bytes
-JOIN_REF_MAX_CHARS = 64   # the longest string join_ref a channel keeps
+MAX_TOPIC_BYTES = 256  # the gateway's default max_topic_bytes
+JOIN_REF_MAX_CHARS = 64  # the longest string join_ref a channel keeps
 
 
 def _keepable(join_ref: Any) -> bool:
@@ -57,20 +58,87 @@ def _keepable(join_ref: Any) -> bool:
         return -(1 << 63) <= join_ref < (1 << 64)
     return type(join_ref) is str and len(join_ref) <= JOIN_REF_MAX_CHARS
 
+
 _MISSING = object()
 
 # ----------------------------------------------------------------------------- values
 ODD_PIECES = [
-    "", " ", "\n", "\r\n", "\r", "\t", "\x00", "\x01", "\x07", "\x1b[31mred\x1b[0m", "\x7f", "\x85",
-    "\u2028", "\u2029", "\u202e", "\u200b", "\ufeff", "\ufffd", "é", "ü", "日本", "😀", "👩‍👩‍👧",
-    "e\u0301", "\\", '"', "'", "`", "=", "a=b", 'k="v"', " key=value level=ERROR", "%s%d%n",
-    "{}", "[]", "null", "<script>", "../../etc/passwd", "\n2024-01-01 00:00:00,000 ERROR forged_event",
-    "\r\nX-Injected: 1", "phx_reply", "phoenix", EVENT, "demo", "echo", "1.0.0", "😀" * 20,
+    "",
+    " ",
+    "\n",
+    "\r\n",
+    "\r",
+    "\t",
+    "\x00",
+    "\x01",
+    "\x07",
+    "\x1b[31mred\x1b[0m",
+    "\x7f",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\u202e",
+    "\u200b",
+    "\ufeff",
+    "\ufffd",
+    "é",
+    "ü",
+    "日本",
+    "😀",
+    "👩‍👩‍👧",
+    "e\u0301",
+    "\\",
+    '"',
+    "'",
+    "`",
+    "=",
+    "a=b",
+    'k="v"',
+    " key=value level=ERROR",
+    "%s%d%n",
+    "{}",
+    "[]",
+    "null",
+    "<script>",
+    "../../etc/passwd",
+    "\n2024-01-01 00:00:00,000 ERROR forged_event",
+    "\r\nX-Injected: 1",
+    "phx_reply",
+    "phoenix",
+    EVENT,
+    "demo",
+    "echo",
+    "1.0.0",
+    "😀" * 20,
 ]
 EDGE_NUMBERS: list[Any] = [
-    0, -0.0, 1, -1, 0.5, -0.5, 1e-7, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
-    -1.7976931348623157e308, 2**31 - 1, 2**31, 2**32, 2**53, 2**53 + 1, 2**63 - 1, 2**63, 2**64,
-    -(2**63), -(2**63) - 1, 10**30, -(10**30), 123456789.123456789, 1e16, 1e300, -1e-300,
+    0,
+    -0.0,
+    1,
+    -1,
+    0.5,
+    -0.5,
+    1e-7,
+    5e-324,
+    2.2250738585072014e-308,
+    1.7976931348623157e308,
+    -1.7976931348623157e308,
+    2**31 - 1,
+    2**31,
+    2**32,
+    2**53,
+    2**53 + 1,
+    2**63 - 1,
+    2**63,
+    2**64,
+    -(2**63),
+    -(2**63) - 1,
+    10**30,
+    -(10**30),
+    123456789.123456789,
+    1e16,
+    1e300,
+    -1e-300,
 ]
 # JSON number texts msgspec may refuse or read oddly; sent verbatim
 RAW_NUMBERS = ["1e400", "-1e400", "1E5", "1e-400", "-0", "0.0e0", "10" * 200, "1" + "0" * 400, "0e10"]
@@ -119,8 +187,9 @@ def _deeper(fn: Any, arg: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- frames
-def ws_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True,
-             length: int | None = None) -> bytes:
+def ws_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, masked: bool = True, length: int | None = None
+) -> bytes:
     """One client frame with mask key 0 (the payload stays as is). `rsv` = the 3 RSV bits;
     `length` overrides the declared length (the payload is still appended as given)."""
     n = len(payload) if length is None else length
@@ -264,9 +333,15 @@ class ConnFuzzer:
         specs: dict[str, dict[str, Any]] = {
             "echo": {"text": s, "n": n},
             "echo_plain": {"text": s, "n": n},
-            "register": {"name": s, "age": n, "active": lambda: r.choice([True, False]),
-                         "id": lambda: r.choice(["6f1c2b3a-1d2e-4f5a-8b9c-0d1e2f3a4b5c", self.s(), "00000000-0000-0000-0000-000000000000"]),
-                         "tags": lambda: [self.s() for _ in range(r.randint(0, 12))]},
+            "register": {
+                "name": s,
+                "age": n,
+                "active": lambda: r.choice([True, False]),
+                "id": lambda: r.choice(
+                    ["6f1c2b3a-1d2e-4f5a-8b9c-0d1e2f3a4b5c", self.s(), "00000000-0000-0000-0000-000000000000"]
+                ),
+                "tags": lambda: [self.s() for _ in range(r.randint(0, 12))],
+            },
             # time-taking arguments stay small: the fuzzer looks for wrong answers, not for a
             # function that legitimately runs for its whole timeout
             "slow_echo": {"text": s, "delay_ms": lambda: r.choice([0, 1, r.randint(0, 30), -5, -1e308, "10", None])},
@@ -276,15 +351,27 @@ class ConnFuzzer:
             "blocking_sleep": {"ms": lambda: r.choice([0, 1, r.randint(0, 10), -1, 1e308, -1e308, "5", None, 10**30])},
             "whoami": {},
             "admin_stats": {},
-            "kinds": {"id": lambda: r.choice(["6f1c2b3a-1d2e-4f5a-8b9c-0d1e2f3a4b5c", self.s()]),
-                      "at": lambda: r.choice(["2024-01-01T00:00:00Z", "2024-01-01T00:00:00+25:00", "9999-12-31T23:59:59.999999+00:00", self.s(), "0000-00-00T00:00:00Z"]),
-                      "day": lambda: r.choice(["2024-02-29T12:00:00", "2023-02-29T12:00:00", self.s()]),
-                      "tags": lambda: [self.s() for _ in range(r.randint(0, 7))],
-                      "scores": lambda: [self.num() for _ in range(r.randint(0, 5))],
-                      "meta": lambda: r.choice([{"name": self.s()}, {"name": self.s(), "email": self.s(), "x": 1}, {}, self.value(1)]),
-                      "flag": lambda: r.choice([True, False, None, 0]),
-                      "rows": lambda: [self.value(1) for _ in range(r.randint(0, 12))],
-                      "anything": lambda: self.value(1)},
+            "kinds": {
+                "id": lambda: r.choice(["6f1c2b3a-1d2e-4f5a-8b9c-0d1e2f3a4b5c", self.s()]),
+                "at": lambda: r.choice(
+                    [
+                        "2024-01-01T00:00:00Z",
+                        "2024-01-01T00:00:00+25:00",
+                        "9999-12-31T23:59:59.999999+00:00",
+                        self.s(),
+                        "0000-00-00T00:00:00Z",
+                    ]
+                ),
+                "day": lambda: r.choice(["2024-02-29T12:00:00", "2023-02-29T12:00:00", self.s()]),
+                "tags": lambda: [self.s() for _ in range(r.randint(0, 7))],
+                "scores": lambda: [self.num() for _ in range(r.randint(0, 5))],
+                "meta": lambda: r.choice(
+                    [{"name": self.s()}, {"name": self.s(), "email": self.s(), "x": 1}, {}, self.value(1)]
+                ),
+                "flag": lambda: r.choice([True, False, None, 0]),
+                "rows": lambda: [self.value(1) for _ in range(r.randint(0, 12))],
+                "anything": lambda: self.value(1),
+            },
             "shout": {"text": lambda: r.choice(["", "quiet", self.s()])},
         }
         spec = specs.get(rt)
@@ -305,9 +392,12 @@ class ConnFuzzer:
     def payload(self) -> Any:
         r = self.rng
         rt = r.choice(FUNCTIONS) if r.random() < 0.85 else self.s()
-        p: dict[str, Any] = {"request_id": self.s() if r.random() < 0.5 else f"q{self.next_id()}",
-                             "service": SERVICE if r.random() < 0.9 else self.s(),
-                             "request_type": rt, "args": self.args_for(rt)}
+        p: dict[str, Any] = {
+            "request_id": self.s() if r.random() < 0.5 else f"q{self.next_id()}",
+            "service": SERVICE if r.random() < 0.9 else self.s(),
+            "request_type": rt,
+            "args": self.args_for(rt),
+        }
         if r.random() < 0.6:
             p["version"] = r.choice(["1.0.0", "1.0.0", "0.0.0", "", "2.0", self.s(), 1, None])
         roll = r.random()
@@ -354,8 +444,22 @@ class ConnFuzzer:
             i = r.randint(0, len(data))
             return data[:i] + r.choice([b"\xff", b"\xc3", b"\xe2\x82", b"\xf4\x90\x80\x80", b"\xed\xb0\x80"]) + data[i:]
         if k == 5:
-            return r.choice([b"", b" ", b"null", b"[]", b"{}", b"1", b'"s"', b"[[", b"[1,2,3,4,5,6]",
-                             b'["1","2"]', b'{"topic":1}', b"\x00" * 10]) + (b"" if r.random() < 0.7 else data)
+            return r.choice(
+                [
+                    b"",
+                    b" ",
+                    b"null",
+                    b"[]",
+                    b"{}",
+                    b"1",
+                    b'"s"',
+                    b"[[",
+                    b"[1,2,3,4,5,6]",
+                    b'["1","2"]',
+                    b'{"topic":1}',
+                    b"\x00" * 10,
+                ]
+            ) + (b"" if r.random() < 0.7 else data)
         if k == 6:
             return data.replace(b",", b", ", 1).replace(b"1", r.choice(BAD_NUMBERS).encode(), 1)
         return r.randbytes(r.randint(1, 64))
@@ -423,21 +527,49 @@ class ConnFuzzer:
         stable = r.choice(self.stable)
         sjr = self.stable_refs[stable]
         if roll < 0.34:  # request on a stable topic
-            return self.judge("request", self.encode(self.msg(sjr if r.random() < 0.8 else None, self.ref(), stable, EVENT, self.payload())))
+            return self.judge(
+                "request",
+                self.encode(self.msg(sjr if r.random() < 0.8 else None, self.ref(), stable, EVENT, self.payload())),
+            )
         if roll < 0.395:  # request with an odd ref
             return self.judge("odd_ref", self.encode(self.msg(sjr, self.ref(odd=True), stable, EVENT, self.payload())))
         if roll < 0.40:
             return self.deep_ref(stable, sjr)
         if roll < 0.46:  # requests elsewhere: a volatile or unjoined topic, a stale join_ref
             jr = r.choice([None, "stale", 0, sjr, self.value(1)])
-            return self.judge("request_elsewhere", self.encode(self.msg(jr, self.ref(), r.choice([self._topic(), stable]), EVENT, self.payload())))
+            return self.judge(
+                "request_elsewhere",
+                self.encode(self.msg(jr, self.ref(), r.choice([self._topic(), stable]), EVENT, self.payload())),
+            )
         if roll < 0.52:  # heartbeat
             if r.random() < 0.8:
                 return self.judge("heartbeat", self.encode(self.msg(None, self.ref(), "phoenix", "heartbeat", {})))
-            return self.judge("heartbeat_odd", self.encode(self.msg(self.value(1), self.ref(r.random() < 0.3), r.choice(["phoenix", self._topic()]), "heartbeat", self.value())))
+            return self.judge(
+                "heartbeat_odd",
+                self.encode(
+                    self.msg(
+                        self.value(1),
+                        self.ref(r.random() < 0.3),
+                        r.choice(["phoenix", self._topic()]),
+                        "heartbeat",
+                        self.value(),
+                    )
+                ),
+            )
         if roll < 0.58:  # join
             t = self._topic()
-            return self.judge("join", self.encode(self.msg(self.ref() if r.random() < 0.8 else self.value(1), self.ref(), t, "phx_join", self.value() if r.random() < 0.3 else {})))
+            return self.judge(
+                "join",
+                self.encode(
+                    self.msg(
+                        self.ref() if r.random() < 0.8 else self.value(1),
+                        self.ref(),
+                        t,
+                        "phx_join",
+                        self.value() if r.random() < 0.3 else {},
+                    )
+                ),
+            )
         if roll < 0.63:  # leave: a joined volatile topic, an unjoined one, a stable one with a stale join_ref
             k = r.random()
             if k < 0.5 and self.volatile:
@@ -448,10 +580,21 @@ class ConnFuzzer:
                 t, jr = stable, r.choice(["stale", 1, [sjr], sjr + "x"])
             else:
                 t, jr = self._topic(), self.value(1)
-            return self.judge("leave", self.encode(self.msg(jr, self.ref(), t, "phx_leave", self.value() if r.random() < 0.3 else {})))
+            return self.judge(
+                "leave", self.encode(self.msg(jr, self.ref(), t, "phx_leave", self.value() if r.random() < 0.3 else {}))
+            )
         if roll < 0.67:  # unknown events
-            ev = r.choice(["phx_reply", "phx_close", "phx_error", "presence_diff", "", "PHX_JOIN", "phoenix_gen_api ", self.s()])
-            return self.judge("unknown_event", self.encode(self.msg(r.choice([sjr, None, "x"]), self.ref(), r.choice([stable, self._topic()]), ev, self.value())))
+            ev = r.choice(
+                ["phx_reply", "phx_close", "phx_error", "presence_diff", "", "PHX_JOIN", "phoenix_gen_api ", self.s()]
+            )
+            return self.judge(
+                "unknown_event",
+                self.encode(
+                    self.msg(
+                        r.choice([sjr, None, "x"]), self.ref(), r.choice([stable, self._topic()]), ev, self.value()
+                    )
+                ),
+            )
         if roll < 0.79:  # structurally wrong frames
             base = self.msg(sjr, self.ref(), stable, EVENT, self.payload())
             return self.judge("malformed", self.encode(self.mutate(base)))
@@ -460,7 +603,12 @@ class ConnFuzzer:
             return self.judge("corrupt", self.encode(base, corrupt=True))
         if roll < 0.88:  # deep nesting in the payload; too deep for any parser half the time
             depth = r.choice([r.randint(50, 900), r.randint(1100, 5000)])
-            p = {"request_id": "deep", "service": SERVICE, "request_type": "kinds", "args": {"anything": self.deep(depth)}}
+            p = {
+                "request_id": "deep",
+                "service": SERVICE,
+                "request_type": "kinds",
+                "args": {"anything": self.deep(depth)},
+            }
             inp = self.judge("deep", self.encode(self.msg(sjr, self.ref(), stable, EVENT, p)))
             if inp is not None:
                 inp.too_deep = depth >= 1100
@@ -483,8 +631,15 @@ class ConnFuzzer:
         depth = self.rng.randint(960, 998)
         ref = "[" * depth + f'"d{c}"' + "]" * depth
         rid = f"deep{c}"
-        body = dumps(self.msg(sjr, Raw(ref), stable, EVENT, {"request_id": rid, "service": SERVICE,
-                                                               "request_type": "echo", "args": {"text": "deep"}}))
+        body = dumps(
+            self.msg(
+                sjr,
+                Raw(ref),
+                stable,
+                EVENT,
+                {"request_id": rid, "service": SERVICE, "request_type": "echo", "args": {"text": "deep"}},
+            )
+        )
         key = ref.encode()
         return Input("deep_ref", ws_frame(TEXT, body.encode()), allow=[key], deep_ref=key)
 
@@ -536,8 +691,15 @@ class ConnFuzzer:
         frames may carry a well-formed request, which may get at most one reply."""
         stable = self.stable[0]
         ref = self.ref()
-        req = dumps(self.msg(self.stable_refs[stable], ref, stable, EVENT,
-                             {"request_id": "t", "service": SERVICE, "request_type": "echo", "args": {"text": "t"}})).encode()
+        req = dumps(
+            self.msg(
+                self.stable_refs[stable],
+                ref,
+                stable,
+                EVENT,
+                {"request_id": "t", "service": SERVICE, "request_type": "echo", "args": {"text": "t"}},
+            )
+        ).encode()
         inp = self._terminal(req, kind, variant)
         inp.allow.append(canon(ref))
         return inp
@@ -547,39 +709,72 @@ class ConnFuzzer:
 
         def pick(options: list[int]) -> int:
             return r.choice(options) if variant is None else options[variant % len(options)]
+
         protocol = frozenset({1002})
         k = r.randint(0, TERMINAL_KINDS - 1) if kind is None else kind
         if k == 0:  # RSV bits without a negotiated extension: RFC 6455 §5.2 says fail the connection
-            return Input("rsv", ws_frame(TEXT, req, rsv=r.choice([1, 2, 4, 3, 7])), terminal="rsv", close_codes=protocol)
+            return Input(
+                "rsv", ws_frame(TEXT, req, rsv=r.choice([1, 2, 4, 3, 7])), terminal="rsv", close_codes=protocol
+            )
         if k == 1:  # a continuation with no message to continue
-            return Input("orphan_continuation", ws_frame(CONT, req), terminal="orphan_continuation", close_codes=protocol)
+            return Input(
+                "orphan_continuation", ws_frame(CONT, req), terminal="orphan_continuation", close_codes=protocol
+            )
         if k == 2:  # a new TEXT frame while a fragmented message is open
-            return Input("interrupted_fragments", ws_frame(TEXT, req[:5], fin=False) + ws_frame(TEXT, req),
-                         terminal="interrupted_fragments", close_codes=protocol)
+            return Input(
+                "interrupted_fragments",
+                ws_frame(TEXT, req[:5], fin=False) + ws_frame(TEXT, req),
+                terminal="interrupted_fragments",
+                close_codes=protocol,
+            )
         if k == 3:
-            body = r.choice([
-                ws_frame(r.choice([3, 4, 5, 6, 7, 11, 12, 13, 14, 15]), b"x"),  # reserved opcode
-                ws_frame(TEXT, req, masked=False),  # unmasked
-                ws_frame(PING, b"p", fin=False),  # fragmented control frame
-                ws_frame(PING, b"p" * 126),  # control frame over 125 bytes
-                ws_frame(TEXT, b"x", length=100) [:2] + struct.pack("!H", 5) + b"\0\0\0\0hello",  # 16-bit length < 126
-            ])
+            body = r.choice(
+                [
+                    ws_frame(r.choice([3, 4, 5, 6, 7, 11, 12, 13, 14, 15]), b"x"),  # reserved opcode
+                    ws_frame(TEXT, req, masked=False),  # unmasked
+                    ws_frame(PING, b"p", fin=False),  # fragmented control frame
+                    ws_frame(PING, b"p" * 126),  # control frame over 125 bytes
+                    ws_frame(TEXT, b"x", length=100)[:2]
+                    + struct.pack("!H", 5)
+                    + b"\0\0\0\0hello",  # 16-bit length < 126
+                ]
+            )
             return Input("bad_frame", body, terminal="bad_frame", close_codes=protocol)
         if k == 4:  # declared over the frame size limit
-            return Input("oversize", ws_frame(TEXT, b"[", length=r.choice([10**8, 2**40])), terminal="oversize",
-                         close_codes=frozenset({1009}))
+            return Input(
+                "oversize",
+                ws_frame(TEXT, b"[", length=r.choice([10**8, 2**40])),
+                terminal="oversize",
+                close_codes=frozenset({1009}),
+            )
         if k == 5:  # a close with a code a client may send: echoed, or answered with 1000
             code = pick(VALID_CLOSE_CODES)
-            return Input("close_valid", ws_frame(CLOSE, struct.pack("!H", code) + self.s().encode()[:100]),
-                         terminal="close_valid", close_codes=frozenset({code, 1000}))
+            return Input(
+                "close_valid",
+                ws_frame(CLOSE, struct.pack("!H", code) + self.s().encode()[:100]),
+                terminal="close_valid",
+                close_codes=frozenset({code, 1000}),
+            )
         if k == 6:  # a close with a code no endpoint may send (RFC 6455 §7.4): a protocol error
             code = pick(INVALID_CLOSE_CODES)
-            return Input("close_invalid", ws_frame(CLOSE, struct.pack("!H", code)), terminal="close_invalid", close_codes=protocol)
+            return Input(
+                "close_invalid",
+                ws_frame(CLOSE, struct.pack("!H", code)),
+                terminal="close_invalid",
+                close_codes=protocol,
+            )
         if k == 7:  # an empty close: answered with an empty close or 1000
-            return Input("close_empty", ws_frame(CLOSE, b""), terminal="close_empty", close_codes=frozenset({None, 1000}))
+            return Input(
+                "close_empty", ws_frame(CLOSE, b""), terminal="close_empty", close_codes=frozenset({None, 1000})
+            )
         if k == 8:  # a close reason that is not UTF-8, or a 1-byte close payload
             body = r.choice([struct.pack("!H", 1000) + b"\xff\xfe", b"\x03"])
-            return Input("close_malformed", ws_frame(CLOSE, body), terminal="close_malformed", close_codes=frozenset({1002, 1007}))
+            return Input(
+                "close_malformed",
+                ws_frame(CLOSE, body),
+                terminal="close_malformed",
+                close_codes=frozenset({1002, 1007}),
+            )
         return Input("eof_mid_frame", ws_frame(TEXT, req)[: r.randint(1, 10)], terminal=None)
 
     # -------------------------------------------------------------- the oracle
@@ -603,8 +798,11 @@ class ConnFuzzer:
         else:
             if type(msg) is not dict:
                 return inp
-            if any(k not in msg for k in ("topic", "event", "payload", "ref")) \
-                    or type(msg["topic"]) is not str or type(msg["event"]) is not str:
+            if (
+                any(k not in msg for k in ("topic", "event", "payload", "ref"))
+                or type(msg["topic"]) is not str
+                or type(msg["event"]) is not str
+            ):
                 if type(msg.get("topic")) is str:
                     inp.allow.append(canon(msg.get("ref")))
                 return inp
@@ -618,8 +816,9 @@ class ConnFuzzer:
                 inp.exact.append((key, "unmatched_topic"))
             elif matches:
                 if stable:
-                    inp.exact.append((key, "fragmented" if kind == "fragmented" else
-                                      "odd_ref" if kind == "odd_ref" else "request"))
+                    inp.exact.append(
+                        (key, "fragmented" if kind == "fragmented" else "odd_ref" if kind == "odd_ref" else "request")
+                    )
                 else:
                     inp.allow.append(key)  # the fuzzer may leave this topic before the answer
             return inp
@@ -661,8 +860,10 @@ class ConnFuzzer:
         if 5 + lj + lr + lt + le > len(data):
             return
         try:
-            fields = [data[a:b].decode() for a, b in ((5, 5 + lj), (5 + lj, 5 + lj + lr), (5 + lj + lr, 5 + lj + lr + lt))]
-            data[5 + lj + lr + lt: 5 + lj + lr + lt + le].decode()
+            fields = [
+                data[a:b].decode() for a, b in ((5, 5 + lj), (5 + lj, 5 + lj + lr), (5 + lj + lr, 5 + lj + lr + lt))
+            ]
+            data[5 + lj + lr + lt : 5 + lj + lr + lt + le].decode()
         except UnicodeDecodeError:
             return
         jr, ref, topic = fields[0] or None, fields[1] or None, fields[2]
@@ -675,15 +876,34 @@ TERMINAL_KINDS = 10  # ConnFuzzer.terminal(kind) for kind in range(TERMINAL_KIND
 VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
 INVALID_CLOSE_CODES = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535]
 TERMINAL_VARIANTS = {5: len(VALID_CLOSE_CODES), 6: len(INVALID_CLOSE_CODES)}
-FUNCTIONS = ["echo", "echo_plain", "register", "slow_echo", "count", "note", "notes", "blocking_sleep",
-             "whoami", "admin_stats", "kinds", "shout"]
+FUNCTIONS = [
+    "echo",
+    "echo_plain",
+    "register",
+    "slow_echo",
+    "count",
+    "note",
+    "notes",
+    "blocking_sleep",
+    "whoami",
+    "admin_stats",
+    "kinds",
+    "shout",
+]
 
 
 class FuzzGen:
     """The seeded source of every connection's inputs."""
 
-    def __init__(self, seed: int, *, max_channels: int = 100, max_payload: int = 1_000_000,
-                 terminal_rate: float = 0.3, v1_rate: float = 0.3) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        max_channels: int = 100,
+        max_payload: int = 1_000_000,
+        terminal_rate: float = 0.3,
+        v1_rate: float = 0.3,
+    ) -> None:
         self.rng = random.Random(seed)
         self.max_channels = max_channels
         self.max_payload = max_payload
@@ -693,9 +913,13 @@ class FuzzGen:
         self._conns = 0
         # random code points from every plane (no surrogates), drawn from a pool for speed
         r = self.rng
-        self.random_strings = ["".join(chr(r.choice([r.randint(0, 0x7F), r.randint(0x80, 0xD7FF),
-                                                     r.randint(0xE000, 0x10FFFF)])) for _ in range(r.randint(1, 30)))
-                               for _ in range(2000)]
+        self.random_strings = [
+            "".join(
+                chr(r.choice([r.randint(0, 0x7F), r.randint(0x80, 0xD7FF), r.randint(0xE000, 0x10FFFF)]))
+                for _ in range(r.randint(1, 30))
+            )
+            for _ in range(2000)
+        ]
 
     def connection(self) -> tuple[str, ConnFuzzer]:
         """(query string, fuzzer) for the next connection. Connection k draws everything from
@@ -713,11 +937,28 @@ class FuzzGen:
     @staticmethod
     def odd_handshake(r: random.Random) -> tuple[str, dict[str, str]]:
         """A query and headers for a connect attempt that may well be refused."""
-        query = r.choice(["vsn=3.0.0", "vsn=abc", "vsn=", "vsn=2", "token=garbage&vsn=2.0.0", "vsn=2.0.0&" + "a=b&" * 200,
-                          "vsn=%E0%A4%A", "vsn=2.0.0#frag", "vsn=1.0.0&vsn=9.9.9"])
-        headers = r.choice([{}, {"Sec-WebSocket-Protocol": "phoenix, base64url.bearer.phx.!!!"},
-                            {"Sec-WebSocket-Protocol": "x" * 300}, {"X-Forwarded-For": "1.2.3.4\r\nX-A: b"[:13]},
-                            {"Origin": "null"}])
+        query = r.choice(
+            [
+                "vsn=3.0.0",
+                "vsn=abc",
+                "vsn=",
+                "vsn=2",
+                "token=garbage&vsn=2.0.0",
+                "vsn=2.0.0&" + "a=b&" * 200,
+                "vsn=%E0%A4%A",
+                "vsn=2.0.0#frag",
+                "vsn=1.0.0&vsn=9.9.9",
+            ]
+        )
+        headers = r.choice(
+            [
+                {},
+                {"Sec-WebSocket-Protocol": "phoenix, base64url.bearer.phx.!!!"},
+                {"Sec-WebSocket-Protocol": "x" * 300},
+                {"X-Forwarded-For": "1.2.3.4\r\nX-A: b"[:13]},
+                {"Origin": "null"},
+            ]
+        )
         return query, headers
 
 
@@ -748,12 +989,20 @@ class Stats:
             self.violations.append((category, text[:600]))
 
     def summary(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "bytes_sent": self.bytes_sent, "replies": self.replies,
-                "pushes": self.pushes, "connections": self.connections,
-                "handshakes_refused": self.handshakes_refused, "expected": dict(self.expected),
-                "answered": dict(self.answered), "endings": dict(self.endings),
-                "violations": dict(self.violation_counts), "heartbeats": self.heartbeats,
-                "heartbeat_max_s": round(self.heartbeat_max_s, 3)}
+        return {
+            "inputs": self.inputs,
+            "bytes_sent": self.bytes_sent,
+            "replies": self.replies,
+            "pushes": self.pushes,
+            "connections": self.connections,
+            "handshakes_refused": self.handshakes_refused,
+            "expected": dict(self.expected),
+            "answered": dict(self.answered),
+            "endings": dict(self.endings),
+            "violations": dict(self.violation_counts),
+            "heartbeats": self.heartbeats,
+            "heartbeat_max_s": round(self.heartbeat_max_s, 3),
+        }
 
 
 class _Listener(WSListener):
@@ -797,12 +1046,19 @@ class FuzzConn:
         self.marker_no = 0
 
     @classmethod
-    async def open(cls, url: str, query: str, stats: Stats, v2: bool, headers: dict[str, str] | None = None) -> FuzzConn:
+    async def open(
+        cls, url: str, query: str, stats: Stats, v2: bool, headers: dict[str, str] | None = None
+    ) -> FuzzConn:
         self = cls(stats, v2)
         full = url + "/websocket" + ("?" + query if query else "")
-        self.transport, _ = await ws_connect(lambda: _Listener(self), full, extra_headers=headers,
-                                             disconnect_on_exception=False, max_frame_size=64 * 2**20,
-                                             websocket_handshake_timeout=10)
+        self.transport, _ = await ws_connect(
+            lambda: _Listener(self),
+            full,
+            extra_headers=headers,
+            disconnect_on_exception=False,
+            max_frame_size=64 * 2**20,
+            websocket_handshake_timeout=10,
+        )
         return self
 
     # -------------------------------------------------------------- inbound
@@ -856,8 +1112,11 @@ class FuzzConn:
     def _reply(self, key: bytes, raw: bytes) -> None:
         self.received[key] += 1
         if self.received[key] > self.allowed[key]:
-            self.stats.violate("extra_reply", f"phx_reply #{self.received[key]} for ref {key[:200]!r} "
-                                              f"(at most {self.allowed[key]} allowed): {raw[:300]!r}")
+            self.stats.violate(
+                "extra_reply",
+                f"phx_reply #{self.received[key]} for ref {key[:200]!r} "
+                f"(at most {self.allowed[key]} allowed): {raw[:300]!r}",
+            )
         if self.deep_refs and key in self.deep_refs:
             self.deep_refs.discard(key)
             self.stats.answered["deep_ref"] += 1
@@ -911,10 +1170,12 @@ class FuzzConn:
         key = canon(ref)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.markers[key] = fut
-        msg = [None, ref, "phoenix", "heartbeat", {}] if self.v2 else \
-            {"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": ref}
-        self.add(Input("marker", ws_frame(TEXT, dumps(msg).encode()),
-                       exact=[(key, "heartbeat")]))
+        msg = (
+            [None, ref, "phoenix", "heartbeat", {}]
+            if self.v2
+            else {"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": ref}
+        )
+        self.add(Input("marker", ws_frame(TEXT, dumps(msg).encode()), exact=[(key, "heartbeat")]))
         self.stats.inputs -= 1  # markers pace the fuzzer; they are not fuzz inputs
         self.stats.kinds["marker"] -= 1
         return fut
@@ -950,9 +1211,12 @@ class FuzzConn:
         self.stats.answered["deep_ref"] += refused
         missing = len(self.deep_refs) - refused
         if missing > 0:
-            self.stats.violate("deep_ref", f"{why}: {missing} of {self.deep_sent} requests with refs nested 960-998 "
-                                           f"levels deep got neither a phx_reply nor a 'nested too deeply' error, e.g. "
-                                           f"{sorted(self.deep_refs, key=len)[0][-40:]!r}")
+            self.stats.violate(
+                "deep_ref",
+                f"{why}: {missing} of {self.deep_sent} requests with refs nested 960-998 "
+                f"levels deep got neither a phx_reply nor a 'nested too deeply' error, e.g. "
+                f"{sorted(self.deep_refs, key=len)[0][-40:]!r}",
+            )
         self.deep_refs.clear()
         self.deep_sent = self.too_deep_sent = self.too_deep_seen = 0
         for body, n in self.pongs.items():
@@ -982,8 +1246,10 @@ class FuzzConn:
         try:
             await asyncio.wait_for(asyncio.shield(self.closed), timeout)
         except TimeoutError:
-            self.stats.violate(terminal.terminal, f"the connection stayed open {timeout:g} s after {terminal.kind}: "
-                                                  f"{terminal.data[:120]!r}")
+            self.stats.violate(
+                terminal.terminal,
+                f"the connection stayed open {timeout:g} s after {terminal.kind}: {terminal.data[:120]!r}",
+            )
             self.stats.endings[f"{terminal.terminal} -> still open"] += 1
             t.disconnect()
             return
@@ -991,14 +1257,27 @@ class FuzzConn:
         self.stats.endings[f"{terminal.terminal} -> {'no close frame' if code == 'none' else code}"] += 1
         if code not in terminal.close_codes:
             want = sorted(terminal.close_codes, key=lambda c: -1 if c is None else c)
-            self.stats.violate(terminal.terminal, f"after {terminal.kind} the server closed with "
-                                                  f"{'no close frame' if code == 'none' else code}, expected one of {want}: "
-                                                  f"{terminal.data[:120]!r}")
+            self.stats.violate(
+                terminal.terminal,
+                f"after {terminal.kind} the server closed with "
+                f"{'no close frame' if code == 'none' else code}, expected one of {want}: "
+                f"{terminal.data[:120]!r}",
+            )
 
 
-async def drive_connection(url: str, plan: tuple[str, ConnFuzzer], stats: Stats, n_inputs: int, *, pace: int = 64,
-                           batch: int = 8, answer_timeout: float = 20.0, grace: float = 3.0,
-                           ending: int | None = None, variant: int | None = None) -> int:
+async def drive_connection(
+    url: str,
+    plan: tuple[str, ConnFuzzer],
+    stats: Stats,
+    n_inputs: int,
+    *,
+    pace: int = 64,
+    batch: int = 8,
+    answer_timeout: float = 20.0,
+    grace: float = 3.0,
+    ending: int | None = None,
+    variant: int | None = None,
+) -> int:
     """One connection's life: open, join the stable topics, `n_inputs` fuzz inputs, check the
     answers, end (cleanly or with a terminal input). Returns the inputs sent.
 
@@ -1042,7 +1321,9 @@ async def drive_connection(url: str, plan: tuple[str, ConnFuzzer], stats: Stats,
             alive = await _marker(conn, markers.popleft(), answer_timeout)
         await asyncio.sleep(0)
     if conn.closed.done():
-        stats.violate("connection", f"the server closed a connection in the middle of fuzzing (close code {conn.close_code})")
+        stats.violate(
+            "connection", f"the server closed a connection in the middle of fuzzing (close code {conn.close_code})"
+        )
     elif alive:
         last = conn.marker()
         conn.flush()
@@ -1078,16 +1359,22 @@ async def odd_handshake(url: str, rng: random.Random, stats: Stats) -> None:
     await conn.end(None, 5.0)
 
 
-async def heartbeat_watch(url: str, stats: Stats, stop: asyncio.Event, interval: float = 0.25,
-                          timeout: float = 5.0) -> None:
+async def heartbeat_watch(
+    url: str, stats: Stats, stop: asyncio.Event, interval: float = 0.25, timeout: float = 5.0
+) -> None:
     """A well-behaved client beside the fuzzers: every heartbeat must be answered in `timeout` s."""
     conn = await FuzzConn.open(url, "vsn=2.0.0", stats, True)
     n = 0
     while not stop.is_set():
         n += 1
         key = f"hb{n}"
-        conn.add(Input("watch", ws_frame(TEXT, dumps([None, key, "phoenix", "heartbeat", {}]).encode()),
-                       exact=[(canon(key), "watch_heartbeat")]))
+        conn.add(
+            Input(
+                "watch",
+                ws_frame(TEXT, dumps([None, key, "phoenix", "heartbeat", {}]).encode()),
+                exact=[(canon(key), "watch_heartbeat")],
+            )
+        )
         stats.inputs -= 1  # the watchdog's heartbeats are not fuzz inputs
         conn.flush()
         t0 = time.monotonic()
@@ -1103,10 +1390,20 @@ async def heartbeat_watch(url: str, stats: Stats, stop: asyncio.Event, interval:
     await conn.end(None, 2.0)
 
 
-async def campaign(url: str, *, seed: int, inputs: int, connections: int, max_channels: int = 100,
-                   max_payload: int = 1_000_000, per_connection: tuple[int, int] = (100, 3000),
-                   handshake_rate: float = 0.02, stats: Stats | None = None, pace: int = 64,
-                   grace: float = 3.0) -> Stats:
+async def campaign(
+    url: str,
+    *,
+    seed: int,
+    inputs: int,
+    connections: int,
+    max_channels: int = 100,
+    max_payload: int = 1_000_000,
+    per_connection: tuple[int, int] = (100, 3000),
+    handshake_rate: float = 0.02,
+    stats: Stats | None = None,
+    pace: int = 64,
+    grace: float = 3.0,
+) -> Stats:
     """Sends about `inputs` fuzz inputs over `connections` parallel connections (each replaced
     by a fresh one when it ends) and checks every answer; a heartbeat watchdog runs beside."""
     stats = stats if stats is not None else Stats()
@@ -1140,8 +1437,12 @@ async def terminal_sweep(url: str, gen: FuzzGen, stats: Stats, inputs_each: int 
     lists), each on its own connection after a few fuzz inputs, ten connections at a time."""
     todo = [(k, v) for k in range(TERMINAL_KINDS) for v in range(TERMINAL_VARIANTS.get(k, 2))]
     for i in range(0, len(todo), 10):
-        await asyncio.gather(*(drive_connection(url, gen.connection(), stats, inputs_each, ending=k, variant=v, grace=1.0)
-                               for k, v in todo[i:i + 10]))
+        await asyncio.gather(
+            *(
+                drive_connection(url, gen.connection(), stats, inputs_each, ending=k, variant=v, grace=1.0)
+                for k, v in todo[i : i + 10]
+            )
+        )
 
 
 def gateway_config(**gateway: Any) -> str:
@@ -1179,7 +1480,9 @@ async def deep_ref_probe(url: str, gen: FuzzGen, stats: Stats, answer_timeout: f
     sjr = fz.stable_refs[stable]
 
     def req(ref: str, rt: str, args: dict[str, Any], cat: str) -> Input:
-        body = dumps([sjr, ref, stable, EVENT, {"request_id": ref, "service": SERVICE, "request_type": rt, "args": args}])
+        body = dumps(
+            [sjr, ref, stable, EVENT, {"request_id": ref, "service": SERVICE, "request_type": rt, "args": args}]
+        )
         return Input(cat, ws_frame(TEXT, body.encode()), exact=[(canon(ref), cat)])
 
     for i in range(40):

@@ -1,4 +1,5 @@
 """Starts and stops real `genapi serve` processes for tests and benchmarks."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-BANNER = re.compile(r"genapi listening on ws://([\d.]+):(\d+)(\S*) \(workers=(\d+), pid=(\d+)\)"
-                    r"(?: control on ([\d.]+:\d+))?")
+BANNER = re.compile(
+    r"genapi listening on ws://([\d.]+):(\d+)(\S*) \(workers=(\d+), pid=(\d+)\)"
+    r"(?: control on ([\d.]+:\d+))?"
+)
 
 
 # An anonymous gateway answering `w.pid` (which worker process answered): the workers' tests start from it.
@@ -65,9 +68,15 @@ class ChildProcess:
 class GatewayProcess(ChildProcess):
     """A `genapi serve` child process on a free loopback port, stopped by its pid."""
 
-    def __init__(self, config: str | None = None, *, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None, cpu: int | None = None,
-                 nofile: int | None = None) -> None:
+    def __init__(
+        self,
+        config: str | None = None,
+        *,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        cpu: int | None = None,
+        nofile: int | None = None,
+    ) -> None:
         """`nofile`: the process's open-files limit (soft and hard, as `ulimit -n`)."""
         self.config_path: str | None = None
         if config is not None:
@@ -84,10 +93,10 @@ class GatewayProcess(ChildProcess):
         full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(pp)}
         full_env.update(env or {})
         self.stderr = tempfile.TemporaryFile()
-        limit = None if nofile is None else (
-            lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.stderr, env=full_env,
-                                     cwd=str(HERE), text=True, preexec_fn=limit)
+        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self.stderr, env=full_env, cwd=str(HERE), text=True, preexec_fn=limit
+        )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         m = BANNER.search(line)
         if not m:

@@ -1,5 +1,6 @@
 """The service node the remote tests run (`genapi service run nodeapp:svc`). Each function tells
 which node answered (NODE_NAME from the environment), so tests can see the node selection."""
+
 from __future__ import annotations
 
 import asyncio

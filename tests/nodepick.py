@@ -1,4 +1,5 @@
 """A node resolver and a custom node selector for the remote tests (they run in the gateway)."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """A frame-level WebSocket client for protocol tests: sends exactly what it is given and
 records every frame the server sends, in order."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,8 +40,7 @@ class Raw:
         self.response: Any = None
 
     @classmethod
-    async def connect(cls, url: str, query: str = "vsn=2.0.0", headers: dict[str, str] | None = None,
-                      **kw: Any) -> Raw:
+    async def connect(cls, url: str, query: str = "vsn=2.0.0", headers: dict[str, str] | None = None, **kw: Any) -> Raw:
         self = cls()
         full = url + "/websocket" + (("?" + query) if query else "")
         self.transport, _ = await ws_connect(lambda: _L(self), full, extra_headers=headers, **kw)
@@ -84,7 +84,11 @@ class Raw:
 
 
 def request(rid: str, request_type: str = "echo", args: Any = None, service: str = "demo", **extra: Any) -> dict:
-    p = {"request_id": rid, "service": service, "request_type": request_type,
-         "args": {"text": "hi"} if args is None else args}
+    p = {
+        "request_id": rid,
+        "service": service,
+        "request_type": request_type,
+        "args": {"text": "hi"} if args is None else args,
+    }
     p.update(extra)
     return p

@@ -2,6 +2,7 @@
 the socket level: it does the upgrade itself, sends masked text frames, and reads only when told
 to (a client that stops reading is one that stops calling `recv`). `rcvbuf` shrinks the socket's
 receive buffer before connecting, so the server's output backs up quickly."""
+
 from __future__ import annotations
 
 import base64
@@ -13,8 +14,15 @@ from typing import Any
 
 
 class SockClient:
-    def __init__(self, host: str, port: int, *, path: str = "/socket/websocket?vsn=2.0.0",
-                 rcvbuf: int | None = None, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        path: str = "/socket/websocket?vsn=2.0.0",
+        rcvbuf: int | None = None,
+        timeout: float = 5.0,
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -22,9 +30,13 @@ class SockClient:
         self.sock.connect((host, port))
         self.buf = b""
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(4096)
             if not chunk:

@@ -1,5 +1,6 @@
 """One cheap telemetry handler on every request's stop event (the benchmarks' "one handler"
 case), attached when a gateway config names `telemetry_counter:count`."""
+
 from genapi import telemetry
 
 COUNT = [0]

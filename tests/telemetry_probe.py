@@ -1,5 +1,6 @@
 """Telemetry handlers inside a test gateway: attached when the gateway imports this module (a
 function of the config names it), read back through `events()`, a gateway function."""
+
 import time
 
 from genapi import telemetry
@@ -8,9 +9,17 @@ SEEN: list[dict] = []
 
 
 def _record(event, measurements, metadata, config):
-    SEEN.append({"event": event, "measurements": sorted(measurements), "metadata": sorted(metadata),
-                 "config": config, "service": metadata.get("service"), "success": metadata.get("success"),
-                 "kind": metadata.get("kind")})
+    SEEN.append(
+        {
+            "event": event,
+            "measurements": sorted(measurements),
+            "metadata": sorted(metadata),
+            "config": config,
+            "service": metadata.get("service"),
+            "success": metadata.get("success"),
+            "kind": metadata.get("kind"),
+        }
+    )
 
 
 def _boom(event, measurements, metadata, config):

@@ -1,5 +1,6 @@
 """The access log: at `info`, connect/join/leave/disconnect lines and one `call` line per request
 (connection, user, function, version, outcome, duration); nothing of it at the default level."""
+
 from __future__ import annotations
 
 import re
@@ -31,6 +32,7 @@ def _exercise(gw: GatewayProcess, run) -> None:
         c.send(["1", "9", "api:log", "phx_leave", {}])
         await c.recv_n(2)
         await c.close()
+
     run(go())
 
 
@@ -51,8 +53,12 @@ def test_one_call_line_per_request_at_info(run) -> None:
     assert re.search(r"queued_ms=[\d.]+$", by_id["ok1"])  # the wait for a slot, apart from the run time
     assert "outcome=error" in by_id["bad1"] and 'error="unsupported function: nope version 0.0.0"' in by_id["bad1"]
     assert "outcome=error" in by_id["unknown"] and "Missing required fields" in by_id["unknown"]
-    for rid, fn in (("as1", "demo.slow_echo"), ("st1", "demo.count"), ("nt1", "demo.note"),
-                    ("pl1", "demo.blocking_sleep")):
+    for rid, fn in (
+        ("as1", "demo.slow_echo"),
+        ("st1", "demo.count"),
+        ("nt1", "demo.note"),
+        ("pl1", "demo.blocking_sleep"),
+    ):
         assert f"fn={fn} " in by_id[rid] and "outcome=ok" in by_id[rid], by_id[rid]
     assert re.search(rf"INFO connect conn={re.escape(conn)} peer=\S+ user=None vsn=2.0.0", err)
     assert f"INFO join conn={conn} topic=api:log" in err and f"INFO leave conn={conn} topic=api:log" in err
@@ -93,6 +99,7 @@ def _boom(gw: GatewayProcess, run) -> None:
         c.send(["1", "2", "api:j", EV, request("b1", "boom", {"text": "x\nforged"}, service="t")])
         await c.recv_n(2)
         await c.close()
+
     run(go())
 
 
@@ -133,7 +140,8 @@ def test_tracebacks_only_at_debug_without_detail_error(run) -> None:
 
 
 def test_queue_wait_is_logged_apart_from_run_time(run) -> None:
-    gw = GatewayProcess("""
+    gw = GatewayProcess(
+        """
 [gateway]
 max_in_flight = 1
 
@@ -151,7 +159,9 @@ service = "t"
 request_type = "echo"
 mfa = "testapi:echo"
 arg_types = { text = "string" }
-""", extra_args=["--log-level", "info"])
+""",
+        extra_args=["--log-level", "info"],
+    )
 
     async def go() -> None:
         c = await Raw.connect(gw.url)

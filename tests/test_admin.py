@@ -1,6 +1,7 @@
 """`genapi admin ...` against running gateways (real processes, the real control port): status,
 the registry (list, show, disable, enable, delete) served by every worker, pushed services, the
 node pool over the workers, rate limits; human output and `--json`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,12 +19,15 @@ from genapi.cli import main
 from genapi.client import Client
 from node_proc import NodeProcess, wait_pushed
 
-CONFIG = PID_CONFIG + """
+CONFIG = (
+    PID_CONFIG
+    + """
 [[functions]]
 service = "w"
 request_type = "who"
 mfa = "testapi:pid"
 """
+)
 
 VERSIONED = """
 [[functions]]
@@ -65,8 +69,7 @@ async def answers(gw: GatewayProcess, n: int, rt: str, service: str = "w", **cal
     try:
         await asyncio.gather(*(c.join("api:w") for c in clients))
         who = await asyncio.gather(*(c.call("w", "who", topic="api:w") for c in clients))
-        got = await asyncio.gather(*(c.call(service, rt, topic="api:w", raise_on_error=False, **call)
-                                     for c in clients))
+        got = await asyncio.gather(*(c.call(service, rt, topic="api:w", raise_on_error=False, **call) for c in clients))
     finally:
         await asyncio.gather(*(c.close() for c in clients))
     out: dict[int, list[Any]] = {}
@@ -101,8 +104,11 @@ def test_status_of_the_gateway_and_its_workers(two: GatewayProcess, capsys: pyte
             return await asyncio.to_thread(admin_json, capsys, two.control, "status")
         finally:
             await asyncio.gather(*(c.close() for c in clients))
+
     status = asyncio.run(with_connections())
-    assert status["pid"] == two.pid and status["functions"] == 3 and status["pushed"] == 0  # w.pid, w.who, genapi.list_apis
+    assert (
+        status["pid"] == two.pid and status["functions"] == 3 and status["pushed"] == 0
+    )  # w.pid, w.who, genapi.list_apis
     assert status["uptime_s"] > 0 and status["version"]
     workers = status["workers"]
     assert [w["index"] for w in workers] == [0, 1]
@@ -117,8 +123,14 @@ def test_status_of_the_gateway_and_its_workers(two: GatewayProcess, capsys: pyte
 
     victim = workers[1]["pid"]
     os.kill(victim, signal.SIGKILL)
-    assert wait_until(lambda: (s := admin_json(capsys, two.control, "status"))["restarts"] == 1
-                      and s["workers"][1]["pid"] != victim and s["workers"][1]["ready"], timeout=10)
+    assert wait_until(
+        lambda: (
+            (s := admin_json(capsys, two.control, "status"))["restarts"] == 1
+            and s["workers"][1]["pid"] != victim
+            and s["workers"][1]["ready"]
+        ),
+        timeout=10,
+    )
     status = admin_json(capsys, two.control, "status")
     assert status["workers"][1]["restarts"] == 1 and status["workers"][0]["restarts"] == 0
 
@@ -139,8 +151,13 @@ def test_disable_enable_delete_reach_every_worker(two: GatewayProcess, capsys: p
     # a worker started after the change loads it from the snapshot
     victim = max(off)
     os.kill(victim, signal.SIGKILL)
-    assert wait_until(lambda: len(children(two.pid) - {victim}) == 2
-                      and all(w["ready"] for w in admin_json(capsys, two.control, "status")["workers"]), timeout=10)
+    assert wait_until(
+        lambda: (
+            len(children(two.pid) - {victim}) == 2
+            and all(w["ready"] for w in admin_json(capsys, two.control, "status")["workers"])
+        ),
+        timeout=10,
+    )
     restarted = every_worker(two, "pid")
     assert victim not in restarted
     assert {e for got in restarted.values() for e in got} == {"disabled function: pid version 0.0.0"}
@@ -188,8 +205,9 @@ def test_pushed_and_nodes_over_the_workers(two: GatewayProcess, capsys: pytest.C
             off = every_worker(two, "echo", service="inv", args={"text": "x"})
             assert all(e == "disabled function: echo version 0.0.0" for rs in off.values() for e in rs), off
             shown = admin_json(capsys, two.control, "functions", "show", "inv.echo")
-            assert len(shown) == 1 and shown[0]["disabled"] and sorted(shown[0]["nodes"]) == sorted(
-                [a.address, b.address])
+            assert (
+                len(shown) == 1 and shown[0]["disabled"] and sorted(shown[0]["nodes"]) == sorted([a.address, b.address])
+            )
 
 
 def test_one_worker_and_the_cluster_secret(capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,10 +246,19 @@ def test_one_worker_and_the_cluster_secret(capsys: pytest.CaptureFixture[str]) -
 
         # the installed command, without the secret: refused, exit status 2
         env = {k: v for k, v in os.environ.items() if k != "GENAPI_CLUSTER_SECRET"}
-        proc = subprocess.run([sys.executable, "-m", "genapi", "admin", "status", "--control", gw.control],
-                              capture_output=True, text=True, env=env, timeout=30)
+        proc = subprocess.run(
+            [sys.executable, "-m", "genapi", "admin", "status", "--control", gw.control],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
         assert proc.returncode == 2 and proc.stderr.startswith("genapi admin status: ")
-        proc = subprocess.run([sys.executable, "-m", "genapi", "admin", "pushed", "--control", gw.control],
-                              capture_output=True, text=True, env={**env, "GENAPI_CLUSTER_SECRET": "s3cret"},
-                              timeout=30)
+        proc = subprocess.run(
+            [sys.executable, "-m", "genapi", "admin", "pushed", "--control", gw.control],
+            capture_output=True,
+            text=True,
+            env={**env, "GENAPI_CLUSTER_SECRET": "s3cret"},
+            timeout=30,
+        )
         assert proc.returncode == 0 and proc.stdout.strip() == "no pushed services"

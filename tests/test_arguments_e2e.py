@@ -1,5 +1,6 @@
 """Every argument type, option, boundary and error, driven both through a real gateway over a
 socket and through the Python API of the compiled validator: the two must agree exactly."""
+
 import json
 
 import msgspec
@@ -21,11 +22,19 @@ CASES = [
     ("string-tuple-limit", ["string", 4], "abcd", (OK, "abcd")),
     ("string-tuple-over", ["string", 4], "abcde", (ERR, 'invalid argument size for "v", max 4 bytes')),
     ("string-utf8-at-limit", {"type": "string", "max_bytes": 10}, "é" * 5, (OK, "é" * 5)),
-    ("string-utf8-over", {"type": "string", "max_bytes": 10}, "é" * 5 + "a",
-     (ERR, 'invalid argument size for "v", max 10 bytes')),
+    (
+        "string-utf8-over",
+        {"type": "string", "max_bytes": 10},
+        "é" * 5 + "a",
+        (ERR, 'invalid argument size for "v", max 10 bytes'),
+    ),
     ("string-4byte-chars", {"type": "string", "max_bytes": 8}, "😀😀", (OK, "😀😀")),
-    ("string-4byte-over", {"type": "string", "max_bytes": 7}, "😀😀",
-     (ERR, 'invalid argument size for "v", max 7 bytes')),
+    (
+        "string-4byte-over",
+        {"type": "string", "max_bytes": 7},
+        "😀😀",
+        (ERR, 'invalid argument size for "v", max 7 bytes'),
+    ),
     ("string-wrong-type", "string", 5, (ERR, 'invalid argument type for "v", expected :string, got 5')),
     ("num-int", "num", 3, (OK, 3)),
     ("num-float", "num", 2.5, (OK, 2.5)),
@@ -35,12 +44,20 @@ CASES = [
     ("boolean-int", "boolean", 0, (ERR, 'invalid argument type for "v", expected :boolean, got 0')),
     ("uuid", "uuid", U1, (OK, U1)),
     ("uuid-upper", "uuid", U1.upper(), (OK, U1.upper())),
-    ("uuid-bad", "uuid", "550e8400e29b41d4a716446655440000",
-     (ERR, 'invalid argument value for "v", require a UUID format string')),
+    (
+        "uuid-bad",
+        "uuid",
+        "550e8400e29b41d4a716446655440000",
+        (ERR, 'invalid argument value for "v", require a UUID format string'),
+    ),
     ("datetime-z", "datetime", "2024-05-06T07:08:09Z", (OK, "2024-05-06T07:08:09Z")),
     ("datetime-offset", "datetime", "2024-05-06T07:08:09+07:00", (OK, "2024-05-06T07:08:09+07:00")),
-    ("datetime-naive", "datetime", "2024-05-06T07:08:09",
-     (ERR, 'datetime must include timezone offset (e.g. "Z" or "+00:00") for argument "v"')),
+    (
+        "datetime-naive",
+        "datetime",
+        "2024-05-06T07:08:09",
+        (ERR, 'datetime must include timezone offset (e.g. "Z" or "+00:00") for argument "v"'),
+    ),
     ("datetime-garbage", "datetime", "yesterday", (ERR, 'invalid datetime format for "v": "yesterday"')),
     ("naive-datetime", "naive_datetime", "2024-05-06T07:08:09", (OK, "2024-05-06T07:08:09")),
     ("naive-drops-offset", "naive_datetime", "2024-05-06T07:08:09+07:00", (OK, "2024-05-06T07:08:09")),
@@ -48,15 +65,31 @@ CASES = [
     ("list-nested-list", "list", [[1]], (ERR, 'nested list is not supported yet (argument "v")')),
     ("list-nested-map", "list", [{"a": 1}], (ERR, 'nested map is not supported yet (argument "v")')),
     ("list-at-max", {"type": "list", "max_items": 3}, [1, 2, 3], (OK, [1, 2, 3])),
-    ("list-over-max", {"type": "list", "max_items": 3}, [1, 2, 3, 4],
-     (ERR, 'list argument exceeds max items of 3 (argument "v")')),
+    (
+        "list-over-max",
+        {"type": "list", "max_items": 3},
+        [1, 2, 3, 4],
+        (ERR, 'list argument exceeds max items of 3 (argument "v")'),
+    ),
     ("list-string", {"type": "list_string", "max_items": 2, "max_item_bytes": 4}, ["ab", "éé"], (OK, ["ab", "éé"])),
-    ("list-string-item-over", {"type": "list_string", "max_item_bytes": 4}, ["éé", "ééa"],
-     (ERR, 'string item in list_string exceeds max byte size of 4 (argument "v")')),
-    ("list-string-too-many", ["list_string", 2], ["a", "b", "c"],
-     (ERR, 'list_string argument exceeds max items of 2 (argument "v")')),
-    ("list-string-bad-item", "list_string", ["a", 1],
-     (ERR, 'invalid item in list_string argument "v": expected string, got 1')),
+    (
+        "list-string-item-over",
+        {"type": "list_string", "max_item_bytes": 4},
+        ["éé", "ééa"],
+        (ERR, 'string item in list_string exceeds max byte size of 4 (argument "v")'),
+    ),
+    (
+        "list-string-too-many",
+        ["list_string", 2],
+        ["a", "b", "c"],
+        (ERR, 'list_string argument exceeds max items of 2 (argument "v")'),
+    ),
+    (
+        "list-string-bad-item",
+        "list_string",
+        ["a", 1],
+        (ERR, 'invalid item in list_string argument "v": expected string, got 1'),
+    ),
     ("list-num", "list_num", [1, 2.5], (OK, [1, 2.5])),
     ("list-num-bool", "list_num", [1, False], (ERR, 'invalid item in list_num argument "v": expected num, got false')),
     ("list-uuid", "list_uuid", [U1], (OK, [U1])),
@@ -68,10 +101,18 @@ CASES = [
     ("map", "map", {"a": 1, "b": "x"}, (OK, {"a": 1, "b": "x"})),
     ("map-at-max", ["map", 2], {"a": 1, "b": 2}, (OK, {"a": 1, "b": 2})),
     ("map-over-max", ["map", 2], {"a": 1, "b": 2, "c": 3}, (ERR, 'map argument exceeds max items of 2 (argument "v")')),
-    ("map-required", {"type": "map", "required": ["a", "b"]}, {"c": 1},
-     (ERR, 'map argument missing required keys: ["a", "b"] (argument "v")')),
-    ("map-accept", {"type": "map", "accept": ["a"]}, {"a": 1, "z": 2, "y": 3},
-     (ERR, 'map argument contains rejected keys: ["y", "z"] (argument "v")')),
+    (
+        "map-required",
+        {"type": "map", "required": ["a", "b"]},
+        {"c": 1},
+        (ERR, 'map argument missing required keys: ["a", "b"] (argument "v")'),
+    ),
+    (
+        "map-accept",
+        {"type": "map", "accept": ["a"]},
+        {"a": 1, "z": 2, "y": 3},
+        (ERR, 'map argument contains rejected keys: ["y", "z"] (argument "v")'),
+    ),
     ("map-required-accept-ok", {"type": "map", "required": ["a"], "accept": ["a", "b"]}, {"a": 1}, (OK, {"a": 1})),
     ("map-nested", "map", {"a": [1]}, (ERR, 'nested list is not supported yet (argument "v")')),
     ("map-wrong-type", "map", [1], (ERR, 'invalid argument type for "v", expected :map, got [1]')),
@@ -112,6 +153,7 @@ timeout = 1000
 def results(run):
     """Runs every case through one gateway; returns {case id: Response}."""
     with GatewayProcess(config()) as gw:
+
         async def go():
             c = await Client.connect(gw.url)
             await c.join("api:args")
@@ -121,6 +163,7 @@ def results(run):
                 out[cid] = await c.call("args", "c", args, version=f"{i + 1}.0.0", raise_on_error=False)
             await c.close()
             return out
+
         out = run(go())
         assert gw.alive()
     return out
@@ -129,6 +172,7 @@ def results(run):
 @pytest.fixture(scope="module")
 def run():
     import uvloop
+
     return lambda coro: uvloop.run(coro)
 
 
@@ -171,6 +215,7 @@ arg_orders = "map"
 timeout = 1000
 """
     with GatewayProcess(cfg) as gw:
+
         async def go():
             c = await Client.connect(gw.url)
             await c.join("api:lim")
@@ -190,4 +235,5 @@ timeout = 1000
                 else:
                     assert r.error == f"Invalid argument: {err}"
             await c.close()
+
         run(go())

@@ -1,5 +1,6 @@
 """Connect authentication (JWT HS256/RS256, callback, anonymous) and identity rules, through
 real gateway processes."""
+
 import os
 import tempfile
 import time
@@ -110,8 +111,7 @@ def hs_gateway():
 @pytest.fixture(scope="module")
 def rsa_keys():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     fd, path = tempfile.mkstemp(suffix=".pem")
     os.write(fd, pem)
     os.close(fd)
@@ -124,13 +124,16 @@ def refused(url, **kw):
         with pytest.raises(WSError) as e:
             await Client.connect(url, **kw)
         return str(e.value)
+
     return go()
 
 
 def test_hs256_token_in_params_and_subprotocol(hs_gateway, run):
     async def go():
-        for kw in ({"token": token("alice", roles=["admin"], device_id="phone")},
-                   {"auth_token": token("alice", roles=["admin"], device_id="phone")}):
+        for kw in (
+            {"token": token("alice", roles=["admin"], device_id="phone")},
+            {"auth_token": token("alice", roles=["admin"], device_id="phone")},
+        ):
             c = await Client.connect(hs_gateway.url, **kw)
             await c.join("api:x")
             r = await c.call("t", "who")
@@ -138,12 +141,17 @@ def test_hs256_token_in_params_and_subprotocol(hs_gateway, run):
             assert (await c.call("t", "admin", {"text": "x"})).success
             assert (await c.call("t", "any", {"text": "x"})).success
             await c.close()
+
     run(go())
 
 
 def test_bad_tokens_refuse_the_connect(hs_gateway, run):
-    for bad in (token(key="other-secret-0123456789abcdef0123456789"), token(exp=int(time.time()) - 10),
-                "garbage", token(sub="")):
+    for bad in (
+        token(key="other-secret-0123456789abcdef0123456789"),
+        token(exp=int(time.time()) - 10),
+        "garbage",
+        token(sub=""),
+    ):
         assert "403" in run(refused(hs_gateway.url, token=bad))
     assert "403" in run(refused(hs_gateway.url, auth_token=token(key="nope-0123456789abcdef0123456789abcdef")))
 
@@ -152,8 +160,15 @@ def test_identity_overrides_payload_and_roles_come_from_identity(hs_gateway, run
     async def go():
         c = await Raw.connect(hs_gateway.url, f"vsn=2.0.0&token={token('bob', roles=['user'])}")
         await c.join("api:x")
-        c.send(["1", "2", "api:x", EV, request("r1", "who", {}, service="t", user_id="mallory",
-                                             user_roles=["admin"], device_id="d2")])
+        c.send(
+            [
+                "1",
+                "2",
+                "api:x",
+                EV,
+                request("r1", "who", {}, service="t", user_id="mallory", user_roles=["admin"], device_id="d2"),
+            ]
+        )
         push = (await c.recv_n(2))[0]
         assert push[4]["result"]["info"] == {"request_id": "r1", "user_id": "bob", "device_id": "d2"}
         c.send(["1", "3", "api:x", EV, request("r2", "admin", {"text": "x"}, service="t", user_roles=["admin"])])
@@ -166,6 +181,7 @@ def test_identity_overrides_payload_and_roles_come_from_identity(hs_gateway, run
         c.send(["1", "6", "api:x", EV, request("r5", "own", {"text": "x"}, service="t")])
         assert (await c.recv_n(2))[0][4]["error"] == "Permission denied"
         await c.close()
+
     run(go())
     # every denial is logged with who, which request and the mode
     log = hs_gateway.read_stderr()
@@ -179,10 +195,18 @@ def test_require_verified_user_id(hs_gateway, run):
         await c.join("api:x")
         c.send(["1", "2", "api:x", EV, request("r1", "public", {"text": "x"}, service="t", user_id="claimed")])
         push, reply = await c.recv_n(2)
-        assert push[4] == {"request_id": "r1", "result": None, "success": False, "error": "Authentication required",
-                           "async": False, "has_more": False, "can_retry": False}
+        assert push[4] == {
+            "request_id": "r1",
+            "result": None,
+            "success": False,
+            "error": "Authentication required",
+            "async": False,
+            "has_more": False,
+            "can_retry": False,
+        }
         assert reply == ["1", "2", "api:x", "phx_reply", {"status": "error", "response": "Authentication required"}]
         await c.close()
+
     run(go())
 
 
@@ -198,6 +222,7 @@ def test_permission_callbacks(hs_gateway, run):
         assert (await c.call("t", "cb_raise", {"text": "x"}, raise_on_error=False)).error == "Permission denied"
         assert (await c.call("t", "admin", {"text": "x"}, raise_on_error=False)).error == "Permission denied"
         await c.close()
+
     run(go())
 
 
@@ -205,6 +230,7 @@ def test_rs256(rsa_keys, run):
     key, path = rsa_keys
     g = GatewayProcess(f'[auth]\njwt_public_key = "{path}"\n' + FUNCTIONS)
     try:
+
         async def go():
             c = await Client.connect(g.url, token=token("dave", key=key, alg="RS256", roles=["ops"]))
             await c.join("api:x")
@@ -213,6 +239,7 @@ def test_rs256(rsa_keys, run):
             other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             assert "403" in await refused(g.url, token=token("dave", key=other, alg="RS256"))
             assert "403" in await refused(g.url, token=token("dave"))  # HS256 not accepted
+
         run(go())
     finally:
         assert g.stop() == 0
@@ -221,6 +248,7 @@ def test_rs256(rsa_keys, run):
 def test_auth_callback(run):
     g = GatewayProcess('[auth]\ncallback = "testapi:auth_callback"\n' + FUNCTIONS)
     try:
+
         async def go():
             c = await Client.connect(g.url, token="let-me-in", params={"user": "erin"})
             await c.join("api:x")
@@ -234,19 +262,24 @@ def test_auth_callback(run):
             await c.close()
             anon = await Client.connect(g.url, token="anon")
             await anon.join("api:x")
-            assert (await anon.call("t", "public", {"text": "x"}, raise_on_error=False)).error == "Authentication required"
+            assert (
+                await anon.call("t", "public", {"text": "x"}, raise_on_error=False)
+            ).error == "Authentication required"
             await anon.close()
             for bad in ("nope", "boom"):
                 assert "403" in await refused(g.url, token=bad)
+
         run(go())
     finally:
         assert g.stop() == 0
 
 
 def test_any_authenticated_when_not_required(run):
-    g = GatewayProcess('[auth]\nrequire_verified_user_id = false\n'
-                       'jwt_secret = "k-0123456789abcdef0123456789abcdef"\n' + FUNCTIONS)
+    g = GatewayProcess(
+        '[auth]\nrequire_verified_user_id = false\njwt_secret = "k-0123456789abcdef0123456789abcdef"\n' + FUNCTIONS
+    )
     try:
+
         async def go():
             anon = await Client.connect(g.url)
             await anon.join("api:x")
@@ -257,6 +290,7 @@ def test_any_authenticated_when_not_required(run):
             await c.join("api:x")
             assert (await c.call("t", "any", {"text": "x"})).success
             await c.close()
+
         run(go())
     finally:
         assert g.stop() == 0
@@ -270,8 +304,10 @@ def raw_upgrade(port: int, target: str, extra: str = "") -> bytes:
 
     key = base64.b64encode(os.urandom(16)).decode()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode())
+        s.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
+        )
         out = b""
         while True:
             chunk = s.recv(65536)
@@ -289,9 +325,11 @@ def test_exp_is_required_and_time_claims_must_be_numbers(hs_gateway, run):
         assert "403" in await refused(hs_gateway.url, token=token("ann", nbf="0"))
         assert "403" in await refused(hs_gateway.url, token=token("ann", iat="0"))
         assert "403" in await refused(hs_gateway.url, token=token("ann", nbf=int(time.time()) + 600))
-        c = await Client.connect(hs_gateway.url, token=token("ann", exp=time.time() + 60.5, nbf=0,
-                                                              iat=int(time.time())))
+        c = await Client.connect(
+            hs_gateway.url, token=token("ann", exp=time.time() + 60.5, nbf=0, iat=int(time.time()))
+        )
         await c.close()
+
     run(go())
     log = hs_gateway.read_stderr()
     assert 'reason="token has no exp claim ([auth] require_exp = true)"' in log
@@ -303,6 +341,7 @@ def test_exp_is_required_and_time_claims_must_be_numbers(hs_gateway, run):
 def test_require_exp_false_accepts_tokens_without_exp(run):
     g = GatewayProcess(f'[auth]\njwt_secret = "{SECRET}"\nrequire_exp = false\n' + FUNCTIONS)
     try:
+
         async def go():
             c = await Client.connect(g.url, token=token("gus", exp=None))
             await c.join("api:x")
@@ -311,6 +350,7 @@ def test_require_exp_false_accepts_tokens_without_exp(run):
             # still refused: an expired exp, and an exp that is not a number
             assert "403" in await refused(g.url, token=token("gus", exp=int(time.time()) - 5))
             assert "403" in await refused(g.url, token=token("gus", exp="9999999999"))
+
         run(go())
     finally:
         assert g.stop() == 0
@@ -328,6 +368,7 @@ def test_two_different_tokens_refuse_the_connect(hs_gateway, run):
         await c.join("api:x")
         assert (await c.call("t", "who")).result["info"]["user_id"] == "hal"
         await c.close()
+
     run(go())
     assert 'reason="two different tokens: ?token= and the authToken subprotocol entry"' in hs_gateway.read_stderr()
 
@@ -339,8 +380,11 @@ def test_oversized_tokens_get_431(hs_gateway, run):
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert answer.endswith(b"request headers must be under 16384 bytes (a token that long cannot be sent)")
     b64 = __import__("base64").b64encode(huge.encode()).decode().rstrip("=")
-    answer = raw_upgrade(hs_gateway.port, "/socket/websocket?vsn=2.0.0",
-                         f"Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx.{b64}\r\n")
+    answer = raw_upgrade(
+        hs_gateway.port,
+        "/socket/websocket?vsn=2.0.0",
+        f"Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx.{b64}\r\n",
+    )
     assert answer.startswith(b"HTTP/1.1 431 ")
     # the same through a WebSocket client
     assert "431" in run(refused(hs_gateway.url, token=huge))
@@ -352,20 +396,30 @@ def test_oversized_tokens_get_431(hs_gateway, run):
         await c.join("api:x")
         assert (await c.call("t", "who")).result["info"]["user_id"] == "ivy"
         await c.close()
+
     run(go())
-    assert "connect_refused reason=\"request headers too large\" limit=16384" in hs_gateway.read_stderr()
+    assert 'connect_refused reason="request headers too large" limit=16384' in hs_gateway.read_stderr()
 
 
-@pytest.mark.parametrize("auth, needle", [
-    ('jwt_secret = "{secret}"\njwt_algorithm = "RS256"',
-     '[auth] key jwt_algorithm: "RS256" needs jwt_public_key (a PEM file), but jwt_secret is set'),
-    ('jwt_public_key = "{pem}"\njwt_algorithm = "HS256"',
-     '[auth] key jwt_algorithm: "HS256" needs jwt_secret (a shared secret), but jwt_public_key is set'),
-    ('jwt_algorithm = "HS512"', '[auth] key jwt_algorithm: "HS512" is set but there is no key'),
-    ('jwt_secret = """{pem_text}"""', "[auth] key jwt_secret is not a key for HS256: The specified key is an "
-                                      "asymmetric key"),
-    ('jwt_public_key = "{junk}"', "[auth] key jwt_public_key: {junk} is not a key for RS256"),
-])
+@pytest.mark.parametrize(
+    "auth, needle",
+    [
+        (
+            'jwt_secret = "{secret}"\njwt_algorithm = "RS256"',
+            '[auth] key jwt_algorithm: "RS256" needs jwt_public_key (a PEM file), but jwt_secret is set',
+        ),
+        (
+            'jwt_public_key = "{pem}"\njwt_algorithm = "HS256"',
+            '[auth] key jwt_algorithm: "HS256" needs jwt_secret (a shared secret), but jwt_public_key is set',
+        ),
+        ('jwt_algorithm = "HS512"', '[auth] key jwt_algorithm: "HS512" is set but there is no key'),
+        (
+            'jwt_secret = """{pem_text}"""',
+            "[auth] key jwt_secret is not a key for HS256: The specified key is an asymmetric key",
+        ),
+        ('jwt_public_key = "{junk}"', "[auth] key jwt_public_key: {junk} is not a key for RS256"),
+    ],
+)
 def test_check_refuses_an_algorithm_that_does_not_fit_the_key(rsa_keys, tmp_path, auth, needle):
     import subprocess
     import sys
@@ -377,7 +431,8 @@ def test_check_refuses_an_algorithm_that_does_not_fit_the_key(rsa_keys, tmp_path
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[auth]\n" + auth.format(**fill) + "\n")
     for extra in (["check"], ["serve", "--port", "0"]):  # both refuse before anything listens
-        out = subprocess.run([sys.executable, "-m", "genapi", *extra, "--config", str(cfg)],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [sys.executable, "-m", "genapi", *extra, "--config", str(cfg)], capture_output=True, text=True, timeout=30
+        )
         assert out.returncode == 2, out
         assert needle.format(**fill) in out.stderr

@@ -2,6 +2,7 @@
 join_refs) never stays in a worker after they leave, every request that decodes is answered
 even when its answer cannot be encoded as given, and WebSocket framing follows RFC 6455
 (fragments reassembled, RSV bits and invalid close codes closed with 1002, oversize 1009)."""
+
 import asyncio
 import json
 import struct
@@ -82,8 +83,13 @@ def test_topic_length_is_limited(gateway, run):
     async def go():
         c = await Raw.connect(gateway.url)
         too_long = "api:" + "x" * 29  # 33 bytes
-        assert await c.join(too_long, "1") == [None, "1", too_long, "phx_reply", {
-            "status": "error", "response": {"reason": "topic is longer than 32 bytes (max_topic_bytes)"}}]
+        assert await c.join(too_long, "1") == [
+            None,
+            "1",
+            too_long,
+            "phx_reply",
+            {"status": "error", "response": {"reason": "topic is longer than 32 bytes (max_topic_bytes)"}},
+        ]
         wide = "api:" + "é" * 15  # 19 characters, 34 UTF-8 bytes
         assert (await c.join(wide, "2"))[4]["response"]["reason"].startswith("topic is longer than 32 bytes")
         exact = "api:" + "x" * 28  # 32 bytes
@@ -95,6 +101,7 @@ def test_topic_length_is_limited(gateway, run):
         c.send(["1", "5", too_long, EV, request("r")])
         assert (await c.recv())[4] == {"status": "error", "response": {"reason": "unmatched topic"}}
         await c.close()
+
     run(go())
 
 
@@ -102,14 +109,20 @@ def test_join_ref_is_bounded(gateway, run):
     async def go():
         c = await Raw.connect(gateway.url)
         reason = "join_ref must be null, a number or a string of at most 64 characters"
-        for bad in ("j" * 65, ["a", "list"], {"an": "object"}, 10 ** 30):
+        for bad in ("j" * 65, ["a", "list"], {"an": "object"}, 10**30):
             c.send([bad, "1", "api:x", "phx_join", {}])
-            assert await c.recv() == [None, "1", "api:x", "phx_reply",
-                                      {"status": "error", "response": {"reason": reason}}]
+            assert await c.recv() == [
+                None,
+                "1",
+                "api:x",
+                "phx_reply",
+                {"status": "error", "response": {"reason": reason}},
+            ]
         for i, ok in enumerate(("j" * 64, 7, 2.5, None)):
             c.send([ok, "2", f"api:{i}", "phx_join", {}])
             assert await c.recv() == [ok, "2", f"api:{i}", "phx_reply", {"status": "ok", "response": {}}]
         await c.close()
+
     run(go())
 
 
@@ -130,6 +143,7 @@ def test_unique_topics_and_names_leave_nothing_behind(run):
     clients leave (before the bounds, this flood kept ~280 MiB and ~200 MiB for good)."""
     gw = GatewayProcess(FLOOD_CONFIG)
     try:
+
         async def topics(conn_no: int, count: int = 75):
             c = await Raw.connect(gw.url)
             for i in range(count):
@@ -180,6 +194,7 @@ def deep_client():
 def test_deep_ref_is_answered(gateway, run, deep_client):
     """A ref nested nearly as deep as the decoder allows decodes, but the encoder (called deeper
     in the stack, from a Task) may not take it: the answer comes with ref null and a reason."""
+
     async def go():
         c = await Raw.connect(gateway.url)
         assert (await c.join("api:x", "1"))[4]["status"] == "ok"
@@ -202,15 +217,18 @@ def test_deep_ref_is_answered(gateway, run, deep_client):
         assert salvaged > 0
         # heartbeats, joins and leaves with a deep ref are answered too
         deep = "[" * 985 + "]" * 985
-        for frame, events in ((f'[null, {deep}, "phoenix", "heartbeat", {{}}]', ["phx_reply"]),
-                              (f'["2", {deep}, "api:y", "phx_join", {{}}]', ["phx_reply"]),
-                              (f'["2", {deep}, "api:y", "phx_leave", {{}}]', ["phx_reply", "phx_close"]),
-                              (f'[null, {deep}, "api:unjoined", "{EV}", {{}}]', ["phx_reply"])):
+        for frame, events in (
+            (f'[null, {deep}, "phoenix", "heartbeat", {{}}]', ["phx_reply"]),
+            (f'["2", {deep}, "api:y", "phx_join", {{}}]', ["phx_reply"]),
+            (f'["2", {deep}, "api:y", "phx_leave", {{}}]', ["phx_reply", "phx_close"]),
+            (f'[null, {deep}, "api:unjoined", "{EV}", {{}}]', ["phx_reply"]),
+        ):
             c.send(frame)
             assert [m[3] for m in await c.recv_n(len(events))] == events
         c.send(["1", "9", "api:x", EV, request("after")])
         assert (await c.recv_n(2))[1] == ["1", "9", "api:x", "phx_reply", {"status": "ok", "response": "echo"}]
         await c.close()
+
     run(go())
 
 
@@ -231,8 +249,8 @@ def test_unencodable_parts_of_an_answer_become_null():
         while pos < len(data):
             n, pos = data[pos + 1], pos + 2
             if n == 126:
-                n, pos = int.from_bytes(data[pos:pos + 2], "big"), pos + 2
-            out.append(json.loads(data[pos:pos + n]))
+                n, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+            out.append(json.loads(data[pos : pos + n]))
             pos += n
         return out
 
@@ -282,6 +300,7 @@ def test_fragmented_text_message_is_reassembled(gateway, run):
         c.send(["1", "5", "api:x", EV, request("after")])
         assert (await c.recv_n(2))[1][1] == "5"
         await c.close()
+
     run(go())
 
 
@@ -295,6 +314,7 @@ def test_oversize_fragmented_message_closes_1009(gateway, run):
         t.send(WSMsgType.CONTINUATION, chunk, fin=False)
         assert await asyncio.wait_for(c.closed, 5) == 1009
         assert c.close_reason == b"message exceeds 69536 bytes (2 * max_payload_bytes + 65536)"
+
     run(go())
 
 
@@ -306,6 +326,7 @@ def test_rsv_bits_close_1002(gateway, run, bits):
         assert await asyncio.wait_for(c.closed, 5) == 1002
         assert c.close_reason == b"RSV bits set without a negotiated extension"
         assert c.frames.empty()  # the frame was not served
+
     run(go())
 
 
@@ -318,6 +339,7 @@ def test_rsv_bits_on_ping_and_continuation_close_1002(gateway, run):
         c.transport.send(WSMsgType.TEXT, b'[null, "1", ', fin=False)
         c.transport.send(WSMsgType.CONTINUATION, b'"phoenix", "heartbeat", {}]', fin=True, rsv1=True)
         assert await asyncio.wait_for(c.closed, 5) == 1002
+
     run(go())
 
 
@@ -327,6 +349,7 @@ def test_invalid_close_codes_close_1002(gateway, run, code):
         c = await Raw.connect(gateway.url)
         c.transport.send(WSMsgType.CLOSE, struct.pack("!H", code))
         assert await asyncio.wait_for(c.closed, 5) == 1002
+
     run(go())
 
 
@@ -336,6 +359,7 @@ def test_valid_close_codes_are_echoed(gateway, run, code):
         c = await Raw.connect(gateway.url)
         c.transport.send(WSMsgType.CLOSE, struct.pack("!H", code) + b"bye")
         assert await asyncio.wait_for(c.closed, 5) == code
+
     run(go())
 
 
@@ -350,6 +374,7 @@ def test_fragment_order_errors_close_1002(gateway, run):
         c.transport.send(WSMsgType.TEXT, json.dumps([None, "2", "phoenix", "heartbeat", {}]))
         assert await asyncio.wait_for(c.closed, 5) == 1002
         assert c.close_reason == b"new data frame before the fragmented message finished"
+
     run(go())
 
 
@@ -361,4 +386,5 @@ def test_pings_are_answered(gateway, run):
         assert (await c.recv())[1] == "1"
         assert not c.closed.done()
         await c.close()
+
     run(go())

@@ -1,4 +1,5 @@
 """The Python client (genapi.client) against real gateways."""
+
 import asyncio
 import os
 import signal
@@ -38,6 +39,7 @@ timeout = 1000
 
 def test_client_join_errors_pushes_and_v1(run):
     with GatewayProcess(RESTRICTED) as gw:
+
         async def go():
             c = await Client.connect(gw.url)
             with pytest.raises(PhoenixError) as e:
@@ -63,6 +65,7 @@ def test_client_join_errors_pushes_and_v1(run):
             r = await v1.call("demo", "echo", {"text": "v1"})
             assert r.result == {"text": "v1", "n": 1}
             await v1.close()
+
         run(go())
 
 
@@ -77,6 +80,7 @@ def test_client_sees_server_shutdown(run):
         assert c.close_code.value == 1001
         with pytest.raises(ConnectionError):
             c.push("api:x", "phoenix_gen_api", {})
+
     run(go())
     assert gw.stop() == 0
 
@@ -125,6 +129,7 @@ timeout = 30000
 
 def test_heartbeats_keep_an_idle_connection_past_the_idle_timeout(run):
     with GatewayProcess(DEMO) as gw:
+
         async def go():
             beating = await Client.connect(gw.url, heartbeat_interval=IDLE_MS / 1000 / 3)
             silent = await Client.connect(gw.url, heartbeat_interval=None)
@@ -137,17 +142,17 @@ def test_heartbeats_keep_an_idle_connection_past_the_idle_timeout(run):
             # the beating one sent nothing but heartbeats for longer than 3 idle timeouts
             await asyncio.sleep(3 * IDLE_MS / 1000)
             assert not beating.closed.done()
-            assert (await beating.call("demo", "echo", {"text": "still here"})).result == {"text": "still here",
-                                                                                           "n": 1}
+            assert (await beating.call("demo", "echo", {"text": "still here"})).result == {"text": "still here", "n": 1}
             await beating.close()
+
         run(go())
 
 
 def test_heartbeat_interval_must_be_positive(run):
     async def go():
-        with pytest.raises(ValueError, match="heartbeat_interval must be a positive number of seconds or None, "
-                                             "got 0"):
+        with pytest.raises(ValueError, match="heartbeat_interval must be a positive number of seconds or None, got 0"):
             await Client.connect("ws://127.0.0.1:9/socket", heartbeat_interval=0)
+
     run(go())
 
 
@@ -164,13 +169,16 @@ def test_a_stopped_server_is_detected_by_its_missing_heartbeat_reply(run):
         with pytest.raises(ConnectionLost) as e:
             await c.call("demo", "echo", {"text": "b"}, timeout=30, request_id="r-dead")
         waited = time.monotonic() - t0
-        assert str(e.value) == (f"connection to {gw.url}/websocket closed: no heartbeat reply within {interval} s "
-                                "(heartbeat_interval); the server is unreachable or stopped")
+        assert str(e.value) == (
+            f"connection to {gw.url}/websocket closed: no heartbeat reply within {interval} s "
+            "(heartbeat_interval); the server is unreachable or stopped"
+        )
         assert isinstance(e.value, ClientError) and isinstance(e.value, ConnectionError)
         assert waited < 10  # the heartbeat found it, not the call's 30 s timeout
         await asyncio.wait_for(c.closed, 5)
         with pytest.raises(ConnectionLost):
             await c.call("demo", "echo", {"text": "c"})
+
     try:
         run(go())
     finally:
@@ -178,8 +186,11 @@ def test_a_stopped_server_is_detected_by_its_missing_heartbeat_reply(run):
         assert gw.stop() == 0
 
 
-@pytest.mark.parametrize("sig,text", [(signal.SIGTERM, "closed by the server with code 1001"),
-                                      (signal.SIGKILL, "lost")], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    "sig,text",
+    [(signal.SIGTERM, "closed by the server with code 1001"), (signal.SIGKILL, "lost")],
+    ids=["SIGTERM", "SIGKILL"],
+)
 def test_pending_calls_fail_when_the_server_goes(run, sig, text):
     gw = GatewayProcess(DEMO)
 
@@ -193,6 +204,7 @@ def test_pending_calls_fail_when_the_server_goes(run, sig, text):
             await pending
         assert str(e.value) == f"connection to {gw.url}/websocket {text}"
         await asyncio.wait_for(c.closed, 5)
+
     try:
         run(go())
     finally:
@@ -211,8 +223,10 @@ def test_call_raises_typed_errors(run, demo_gateway):
         assert err.error == 'Invalid argument: invalid argument type for "text", expected :string, got 1'
         assert (err.request_id, err.can_retry) == ("bad-1", False)
         assert (err.response.success, err.response.error, err.response.request_id) == (False, err.error, "bad-1")
-        assert str(err) == ('demo.echo (request bad-1) failed: Invalid argument: invalid argument type for "text", '
-                            "expected :string, got 1")
+        assert str(err) == (
+            'demo.echo (request bad-1) failed: Invalid argument: invalid argument type for "text", '
+            "expected :string, got 1"
+        )
         with pytest.raises(CallFailed, match=r"unsupported function: nope version 0\.0\.0"):
             await c.call("demo", "nope")
         # raise_on_error=False returns the Response as a value
@@ -221,8 +235,10 @@ def test_call_raises_typed_errors(run, demo_gateway):
         # a stream function refuses call() and points to stream()
         with pytest.raises(StreamRequired) as e:
             await c.call("demo", "count", {"n": 3, "delay_ms": 20}, request_id="s-1")
-        assert str(e.value) == ('demo.count is a stream function (request s-1 answered "init" with has_more): '
-                                'read it with client.stream("demo", "count", ...) instead of call()')
+        assert str(e.value) == (
+            'demo.count is a stream function (request s-1 answered "init" with has_more): '
+            'read it with client.stream("demo", "count", ...) instead of call()'
+        )
         assert isinstance(e.value, TypeError)
         # the stream went on in the gateway; its chunks are dropped, not left in `pushes`
         assert [x.result async for x in c.stream("demo", "count", {"n": 3})] == [1, 2, 3, None]
@@ -233,8 +249,11 @@ def test_call_raises_typed_errors(run, demo_gateway):
             await c.call("demo", "slow_echo", {"text": "late", "delay_ms": 500}, timeout=0.2, request_id="r1")
         assert str(e.value) == "no reply to demo.slow_echo (request r1) within 0.2 s"
         assert isinstance(e.value, TimeoutError) and e.value.request_id == "r1"
-        with pytest.raises(ReplyTimeout, match=r"^no reply to demo.count \(request s-2\) within 0.2 s "
-                                               r"\(waiting for the next chunk\)$"):
+        with pytest.raises(
+            ReplyTimeout,
+            match=r"^no reply to demo.count \(request s-2\) within 0.2 s "
+            r"\(waiting for the next chunk\)$",
+        ):
             async for _ in c.stream("demo", "count", {"n": 2, "delay_ms": 500}, timeout=0.2, request_id="s-2"):
                 pass
         # a sync call that times out before its push and its reply: both are dropped when they come
@@ -246,6 +265,7 @@ def test_call_raises_typed_errors(run, demo_gateway):
         await c.close()
         with pytest.raises(ConnectionLost, match="the client was closed"):
             await c.call("demo", "echo", {"text": "x"})
+
     run(go())
 
 
@@ -255,8 +275,7 @@ def test_reconnect_rejoins_after_a_gateway_restart_on_the_same_port(run):
     holder: dict[str, GatewayProcess] = {}
 
     async def go():
-        c = await Client.connect(first.url, reconnect=True, reconnect_after=lambda tries: 0.1,
-                                 heartbeat_interval=1)
+        c = await Client.connect(first.url, reconnect=True, reconnect_after=lambda tries: 0.1, heartbeat_interval=1)
         await c.join("api:a", {"hello": "a"})
         await c.join("api:b")
         pending = asyncio.ensure_future(c.call("demo", "slow_echo", {"text": "x", "delay_ms": 20000}, timeout=30))
@@ -280,6 +299,7 @@ def test_reconnect_rejoins_after_a_gateway_restart_on_the_same_port(run):
         await c.leave("api:a")
         await c.close()
         assert c.closed.done()
+
     try:
         run(go())
     finally:

@@ -1,4 +1,5 @@
 """The config file and the CLI: bad files are refused naming table, key and problem."""
+
 import os
 import subprocess
 import sys
@@ -22,8 +23,13 @@ ANON = "[auth]\nrequire_verified_user_id = false\n"  # a file check and serve ac
 
 
 def genapi(*args, timeout=30):
-    return subprocess.run([sys.executable, "-m", "genapi", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=__file__.rsplit("/", 1)[0])
+    return subprocess.run(
+        [sys.executable, "-m", "genapi", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=__file__.rsplit("/", 1)[0],
+    )
 
 
 def test_help_explains_every_option():
@@ -36,61 +42,92 @@ def test_help_explains_every_option():
 
 def test_defaults_and_embedded_config():
     s = parse("")
-    assert (s.gateway.host, s.gateway.port, s.gateway.event, s.gateway.workers) == ("127.0.0.1", 4000, "phoenix_gen_api", 1)
+    assert (s.gateway.host, s.gateway.port, s.gateway.event, s.gateway.workers) == (
+        "127.0.0.1",
+        4000,
+        "phoenix_gen_api",
+        1,
+    )
     assert s.auth.require_verified_user_id is True
     from genapi.config import load
+
     demo = load(None)
     assert {f.request_type for f in demo.functions} >= {"echo", "slow_echo", "count", "note"}
     assert demo.auth.require_verified_user_id is False
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("[gateway]\nport = \"x\"", '[gateway] key port: must be between 0 and 65535 (0 = any free port), got "x"'),
-    ("[gateway]\nbogus = 1", "[gateway] key bogus: unknown key"),
-    ("[gateway]\nport = -1", "[gateway] key port: must be between 0 and 65535 (0 = any free port), got -1"),
-    ("[gateway]\nmax_in_flight = 0", "[gateway] key max_in_flight: must be positive, got 0"),
-    ("[gateway]\nmax_unsent_bytes = 1000",
-     "[gateway] key max_unsent_bytes: must be at least 65536 (the socket's write buffer high-water mark), got 1000"),
-    ("[gateway]\ndrain_timeout_ms = 0", "[gateway] key drain_timeout_ms: must be positive, got 0"),
-    ("[gateway]\nworkers = \"many\"", '[gateway] key workers: must be a positive integer or "auto"'),
-    ("[auth]\njwt_algorithm = \"none\"", "[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got \"none\""),
-    ("[auth]\njwt_secret = \"a\"\njwt_public_key = \"/x\"", "[auth]: set jwt_secret (HS256) or jwt_public_key"),
-    ("[auth]\njwt_public_key = \"/no/such.pem\"", "[auth] key jwt_public_key: no such file /no/such.pem"),
-    ("[extra]\na = 1", "unknown table extra; expected [gateway], [auth], [cluster], [rate_limiter], [relay], [[functions]] and [[services]]"),
-    ("[gatway]\nport = 1", "test.toml: unknown table gatway; did you mean [gateway]?"),
-    ("port = 1", "test.toml: key port is outside any table; it belongs under [gateway]"),
-    ("[gateway]\nprot = 1", "[gateway] key prot: unknown key; did you mean port?"),
-    ("[auth]\njwt_secert = \"k\"", "[auth] key jwt_secert: unknown key; did you mean jwt_secret?"),
-    (FN.replace("timeout", "timout"), "[[functions]] #1 (s.r) key timout: unknown key; did you mean timeout?"),
-    ("this is = not toml [", "not valid TOML"),
-    (FN.replace("timeout = 1000", "timeout = 50"),
-     "[[functions]] #1 (s.r) key timeout: must be between 100 and 300000 ms or \"infinity\", got 50"),
-    (FN.replace("timeout = 1000", "timeout = \"forever\""), 'key timeout: must be between 100 and 300000 ms or "infinity", got "forever"'),
-    (FN.replace('mfa = "testapi:nothing"', ""), "[[functions]] #1 (s.r): missing required key mfa"),
-    (FN.replace('mfa = "testapi:nothing"', 'mfa = "noColon"'), "key mfa: must be \"module:function\""),
-    (FN + 'response_type = "sometimes"', 'key response_type: must be one of sync, async, stream, none'),
-    (FN + 'check_permission = "admins"', "key check_permission: must be false"),
-    (FN + 'check_permission = { role = [] }', "key check_permission: must be false"),
-    (FN + 'version = "0.0.0"', 'key version: "0.0.0" is reserved'),
-    (FN + 'retry = { sometimes = 2 }', "key retry: must be a non-negative number, {same_node = N} or {all_nodes = N}, got {sometimes = 2}"),
-    (FN + 'choose_node_mode = "fastest"', "key choose_node_mode: must be one of random, hash, round_robin"),
-    (FN + 'nodes2 = 1', "[[functions]] #1 (s.r) key nodes2: unknown key; did you mean nodes?"),
-    (FN + 'hook_timeout = 0', "key hook_timeout: must be a positive number of ms"),
-    (FN + FN, "[[functions]] #2 (s.r): duplicate function s.r version None"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ('[gateway]\nport = "x"', '[gateway] key port: must be between 0 and 65535 (0 = any free port), got "x"'),
+        ("[gateway]\nbogus = 1", "[gateway] key bogus: unknown key"),
+        ("[gateway]\nport = -1", "[gateway] key port: must be between 0 and 65535 (0 = any free port), got -1"),
+        ("[gateway]\nmax_in_flight = 0", "[gateway] key max_in_flight: must be positive, got 0"),
+        (
+            "[gateway]\nmax_unsent_bytes = 1000",
+            "[gateway] key max_unsent_bytes: must be at least 65536 (the socket's write buffer high-water mark), got 1000",
+        ),
+        ("[gateway]\ndrain_timeout_ms = 0", "[gateway] key drain_timeout_ms: must be positive, got 0"),
+        ('[gateway]\nworkers = "many"', '[gateway] key workers: must be a positive integer or "auto"'),
+        (
+            '[auth]\njwt_algorithm = "none"',
+            '[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got "none"',
+        ),
+        ('[auth]\njwt_secret = "a"\njwt_public_key = "/x"', "[auth]: set jwt_secret (HS256) or jwt_public_key"),
+        ('[auth]\njwt_public_key = "/no/such.pem"', "[auth] key jwt_public_key: no such file /no/such.pem"),
+        (
+            "[extra]\na = 1",
+            "unknown table extra; expected [gateway], [auth], [cluster], [rate_limiter], [relay], [[functions]] and [[services]]",
+        ),
+        ("[gatway]\nport = 1", "test.toml: unknown table gatway; did you mean [gateway]?"),
+        ("port = 1", "test.toml: key port is outside any table; it belongs under [gateway]"),
+        ("[gateway]\nprot = 1", "[gateway] key prot: unknown key; did you mean port?"),
+        ('[auth]\njwt_secert = "k"', "[auth] key jwt_secert: unknown key; did you mean jwt_secret?"),
+        (FN.replace("timeout", "timout"), "[[functions]] #1 (s.r) key timout: unknown key; did you mean timeout?"),
+        ("this is = not toml [", "not valid TOML"),
+        (
+            FN.replace("timeout = 1000", "timeout = 50"),
+            '[[functions]] #1 (s.r) key timeout: must be between 100 and 300000 ms or "infinity", got 50',
+        ),
+        (
+            FN.replace("timeout = 1000", 'timeout = "forever"'),
+            'key timeout: must be between 100 and 300000 ms or "infinity", got "forever"',
+        ),
+        (FN.replace('mfa = "testapi:nothing"', ""), "[[functions]] #1 (s.r): missing required key mfa"),
+        (FN.replace('mfa = "testapi:nothing"', 'mfa = "noColon"'), 'key mfa: must be "module:function"'),
+        (FN + 'response_type = "sometimes"', "key response_type: must be one of sync, async, stream, none"),
+        (FN + 'check_permission = "admins"', "key check_permission: must be false"),
+        (FN + "check_permission = { role = [] }", "key check_permission: must be false"),
+        (FN + 'version = "0.0.0"', 'key version: "0.0.0" is reserved'),
+        (
+            FN + "retry = { sometimes = 2 }",
+            "key retry: must be a non-negative number, {same_node = N} or {all_nodes = N}, got {sometimes = 2}",
+        ),
+        (FN + 'choose_node_mode = "fastest"', "key choose_node_mode: must be one of random, hash, round_robin"),
+        (FN + "nodes2 = 1", "[[functions]] #1 (s.r) key nodes2: unknown key; did you mean nodes?"),
+        (FN + "hook_timeout = 0", "key hook_timeout: must be a positive number of ms"),
+        (FN + FN, "[[functions]] #2 (s.r): duplicate function s.r version None"),
+    ],
+)
 def test_bad_config_is_refused_naming_table_and_key(text, needle):
     with pytest.raises(ConfigError) as e:
         parse(text, "test.toml")
     assert needle in str(e.value)
 
 
-@pytest.mark.parametrize("text,needle", [
-    (FN.replace("testapi:nothing", "testapi:missing_fn"), 'has no function "missing_fn"'),
-    (FN.replace("testapi:nothing", "no_such_module:f"), 'cannot import module "no_such_module"'),
-    (FN + 'arg_types = { a = "strin" }', '(s.r) key arg_types: argument "a": unknown type "strin"'),
-    (FN + 'arg_types = { a = "string", b = "num" }', '(s.r) key arg_orders: arg_orders is missing argument(s): ["a", "b"]'),
-    (FN.replace('nodes = "local"', 'nodes = ["n1@host"]'), 'key nodes: node address "n1@host" must be "host:port"'),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        (FN.replace("testapi:nothing", "testapi:missing_fn"), 'has no function "missing_fn"'),
+        (FN.replace("testapi:nothing", "no_such_module:f"), 'cannot import module "no_such_module"'),
+        (FN + 'arg_types = { a = "strin" }', '(s.r) key arg_types: argument "a": unknown type "strin"'),
+        (
+            FN + 'arg_types = { a = "string", b = "num" }',
+            '(s.r) key arg_orders: arg_orders is missing argument(s): ["a", "b"]',
+        ),
+        (FN.replace('nodes = "local"', 'nodes = ["n1@host"]'), 'key nodes: node address "n1@host" must be "host:port"'),
+    ],
+)
 def test_serve_refuses_functions_it_cannot_bind(tmp_path, text, needle):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -118,6 +155,7 @@ def test_cli_overrides_and_bad_port():
 
 def test_port_taken_by_another_program_is_a_clear_error():
     import socket
+
     other = socket.socket()
     other.bind(("127.0.0.1", 0))
     other.listen()
@@ -130,8 +168,10 @@ def test_port_taken_by_another_program_is_a_clear_error():
 
 def function(rt, mfa, extra=""):
     """One [[functions]] table of service "svc"."""
-    return (f'[[functions]]\nservice = "svc"\nrequest_type = "{rt}"\nnodes = "local"\n'
-            f"mfa = {mfa}\ntimeout = 1000\n{extra}\n")
+    return (
+        f'[[functions]]\nservice = "svc"\nrequest_type = "{rt}"\nnodes = "local"\n'
+        f"mfa = {mfa}\ntimeout = 1000\n{extra}\n"
+    )
 
 
 def refused(tmp_path, text):
@@ -153,20 +193,27 @@ def test_bad_log_level_is_refused_by_check_and_serve_alike(tmp_path):
 
 def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path):
     """Keys and values first, then the callables of the functions whose keys are right."""
-    text = ('[gateway]\nlog_level = "verbose"\n[auth]\njwt_algorithm = "none"\n'
-            + function("a", '"testapi:nothing"', "timeout2 = 5") + function("b", '"testapi:nothing"', "retry = -1")
-            + function("b", '"testapi:nothing"') + function("c", '"testapi:echo"'))
-    expected = ['[gateway] key log_level: must be one of debug, info, warning, error, got "verbose"',
-                '[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got "none"',
-                "[[functions]] #1 (svc.a) key timeout2: unknown key; did you mean timeout?",
-                "[[functions]] #2 (svc.b) key retry: must be a non-negative number, {same_node = N} or "
-                "{all_nodes = N}, got -1",
-                "[[functions]] #3 (svc.b): duplicate function svc.b version None"]
+    text = (
+        '[gateway]\nlog_level = "verbose"\n[auth]\njwt_algorithm = "none"\n'
+        + function("a", '"testapi:nothing"', "timeout2 = 5")
+        + function("b", '"testapi:nothing"', "retry = -1")
+        + function("b", '"testapi:nothing"')
+        + function("c", '"testapi:echo"')
+    )
+    expected = [
+        '[gateway] key log_level: must be one of debug, info, warning, error, got "verbose"',
+        '[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got "none"',
+        "[[functions]] #1 (svc.a) key timeout2: unknown key; did you mean timeout?",
+        "[[functions]] #2 (svc.b) key retry: must be a non-negative number, {same_node = N} or {all_nodes = N}, got -1",
+        "[[functions]] #3 (svc.b): duplicate function svc.b version None",
+    ]
     with pytest.raises(ConfigError) as e:
         parse(text, "bad.toml")
     assert e.value.problems == expected and str(e.value) == "\n".join(expected)
-    expected.append("[[functions]] #4 (svc.c) key mfa: testapi:echo takes 1 to 2 positional arguments but the "
-                    "config passes 0 (no arg_types)")
+    expected.append(
+        "[[functions]] #4 (svc.c) key mfa: testapi:echo takes 1 to 2 positional arguments but the "
+        "config passes 0 (no arg_types)"
+    )
     err = refused(tmp_path, text)
     assert err.splitlines() == [f"genapi: error: {tmp_path / 'bad.toml'}: 6 problems"] + [f"  {p}" for p in expected]
 
@@ -189,35 +236,57 @@ def test_missing_required_keys_are_named_together():
 
 
 SIGNATURE_PROBLEMS = [
-    (function("few", '"testapi:echo"', 'arg_types = { a = "string", b = "num", c = "num" }\narg_orders = ["a", "b", "c"]'),
-     '[[functions]] #1 (svc.few) key mfa: testapi:echo takes 1 to 2 positional arguments but the config passes 3 '
-     '(arg_orders ["a", "b", "c"])'),
-    (function("nopredef", '"testapi:predefined"', 'arg_types = { text = "string" }'),
-     '[[functions]] #2 (svc.nopredef) key mfa: testapi:predefined takes 3 positional arguments but the config '
-     'passes 1 (arg_types ["text"])'),
-    (function("info", '"testapi:plain_echo"', 'arg_types = { text = "string" }\nrequest_info = true'),
-     '[[functions]] #3 (svc.info) key mfa: testapi:plain_echo takes 1 positional argument but the config passes 2 '
-     '(arg_types ["text"], request_info (one dict))'),
-    (function("noargs", '"testapi:echo"'),
-     "[[functions]] #4 (svc.noargs) key mfa: testapi:echo takes 1 to 2 positional arguments but the config passes 0 "
-     "(no arg_types)"),
-    (function("hooks", '"testapi:nothing"', 'before_execute = "testapi:allow_if_magic"\n'
-              'after_execute = "testapi:after_record"\npermission_callback = ["testapi:allow_async", ["x", "y"]]'),
-     "[[functions]] #5 (svc.hooks) key permission_callback: testapi:allow_async takes 2 positional arguments but "
-     'the gateway passes 3 (request, extra args ["x", "y"])\n'
-     "[[functions]] #5 (svc.hooks) key before_execute: testapi:allow_if_magic takes 1 positional argument but the "
-     "gateway passes 2 (request, fun_config)\n"
-     "[[functions]] #5 (svc.hooks) key after_execute: testapi:after_record takes 4 positional arguments but the "
-     "gateway passes 3 (request, fun_config, response)"),
-    (function("kw", '"testapi:keyword_only"', 'arg_types = { a = "string" }'),
-     "[[functions]] #6 (svc.kw) key mfa: testapi:keyword_only requires keyword-only argument(s) b; the gateway "
-     "passes positional arguments only"),
-    (function("remote", '"testapi:nothing"').replace('nodes = "local"', 'nodes = "testapi:no_resolver"'),
-     '[[functions]] #7 (svc.remote) key nodes: module "testapi" has no function "no_resolver" '
-     '("testapi:no_resolver")'),
-    (function("gone", '"testapi:no_such_function"', "disabled = true"),
-     '[[functions]] #8 (svc.gone) key mfa: module "testapi" has no function "no_such_function" '
-     '("testapi:no_such_function")'),
+    (
+        function(
+            "few", '"testapi:echo"', 'arg_types = { a = "string", b = "num", c = "num" }\narg_orders = ["a", "b", "c"]'
+        ),
+        "[[functions]] #1 (svc.few) key mfa: testapi:echo takes 1 to 2 positional arguments but the config passes 3 "
+        '(arg_orders ["a", "b", "c"])',
+    ),
+    (
+        function("nopredef", '"testapi:predefined"', 'arg_types = { text = "string" }'),
+        "[[functions]] #2 (svc.nopredef) key mfa: testapi:predefined takes 3 positional arguments but the config "
+        'passes 1 (arg_types ["text"])',
+    ),
+    (
+        function("info", '"testapi:plain_echo"', 'arg_types = { text = "string" }\nrequest_info = true'),
+        "[[functions]] #3 (svc.info) key mfa: testapi:plain_echo takes 1 positional argument but the config passes 2 "
+        '(arg_types ["text"], request_info (one dict))',
+    ),
+    (
+        function("noargs", '"testapi:echo"'),
+        "[[functions]] #4 (svc.noargs) key mfa: testapi:echo takes 1 to 2 positional arguments but the config passes 0 "
+        "(no arg_types)",
+    ),
+    (
+        function(
+            "hooks",
+            '"testapi:nothing"',
+            'before_execute = "testapi:allow_if_magic"\n'
+            'after_execute = "testapi:after_record"\npermission_callback = ["testapi:allow_async", ["x", "y"]]',
+        ),
+        "[[functions]] #5 (svc.hooks) key permission_callback: testapi:allow_async takes 2 positional arguments but "
+        'the gateway passes 3 (request, extra args ["x", "y"])\n'
+        "[[functions]] #5 (svc.hooks) key before_execute: testapi:allow_if_magic takes 1 positional argument but the "
+        "gateway passes 2 (request, fun_config)\n"
+        "[[functions]] #5 (svc.hooks) key after_execute: testapi:after_record takes 4 positional arguments but the "
+        "gateway passes 3 (request, fun_config, response)",
+    ),
+    (
+        function("kw", '"testapi:keyword_only"', 'arg_types = { a = "string" }'),
+        "[[functions]] #6 (svc.kw) key mfa: testapi:keyword_only requires keyword-only argument(s) b; the gateway "
+        "passes positional arguments only",
+    ),
+    (
+        function("remote", '"testapi:nothing"').replace('nodes = "local"', 'nodes = "testapi:no_resolver"'),
+        '[[functions]] #7 (svc.remote) key nodes: module "testapi" has no function "no_resolver" '
+        '("testapi:no_resolver")',
+    ),
+    (
+        function("gone", '"testapi:no_such_function"', "disabled = true"),
+        '[[functions]] #8 (svc.gone) key mfa: module "testapi" has no function "no_such_function" '
+        '("testapi:no_such_function")',
+    ),
 ]
 
 
@@ -230,19 +299,33 @@ def test_functions_that_cannot_take_their_arguments_are_refused_all_at_once(tmp_
 
 
 def test_functions_that_fit_are_accepted_and_listed(tmp_path):
-    text = (function("predef", '["testapi:predefined", [1, 2]]', 'arg_types = { text = "string" }', )
-            + function("map", '"testapi:as_map"', 'arg_types = { a = "string", b = "num" }\narg_orders = "map"')
-            + function("info", '"testapi:info"', 'arg_types = { a = "string" }\nrequest_info = true\n'
-                       'response_type = "stream"\nversion = "2.0.0"')
-            + function("push", '"testapi:push_style"', 'arg_types = { n = "num" }\nrequest_info = true')
-            + function("ordered", '"testapi:echo"', 'arg_types = { n = "num", text = "string" }\n'
-                       'arg_orders = ["text", "n"]')
-            + function("hooks", '"testapi:nothing"', 'before_execute = ["testapi:before_extra", ["tag"]]\n'
-                       'after_execute = ["testapi:after_record", ["/dev/null"]]\n'
-                       'permission_callback = ["testapi:allow_async", ["x"]]')
-            + function("builtin", '"builtins:max"', 'arg_types = { a = "num", b = "num" }\narg_orders = ["a", "b"]')
-            + function("off", '"testapi:echo"', "disabled = true")
-            + '[auth]\ncallback = "testapi:auth_callback"\n')
+    text = (
+        function(
+            "predef",
+            '["testapi:predefined", [1, 2]]',
+            'arg_types = { text = "string" }',
+        )
+        + function("map", '"testapi:as_map"', 'arg_types = { a = "string", b = "num" }\narg_orders = "map"')
+        + function(
+            "info",
+            '"testapi:info"',
+            'arg_types = { a = "string" }\nrequest_info = true\nresponse_type = "stream"\nversion = "2.0.0"',
+        )
+        + function("push", '"testapi:push_style"', 'arg_types = { n = "num" }\nrequest_info = true')
+        + function(
+            "ordered", '"testapi:echo"', 'arg_types = { n = "num", text = "string" }\narg_orders = ["text", "n"]'
+        )
+        + function(
+            "hooks",
+            '"testapi:nothing"',
+            'before_execute = ["testapi:before_extra", ["tag"]]\n'
+            'after_execute = ["testapi:after_record", ["/dev/null"]]\n'
+            'permission_callback = ["testapi:allow_async", ["x"]]',
+        )
+        + function("builtin", '"builtins:max"', 'arg_types = { a = "num", b = "num" }\narg_orders = ["a", "b"]')
+        + function("off", '"testapi:echo"', "disabled = true")
+        + '[auth]\ncallback = "testapi:auth_callback"\n'
+    )
     assert callable_problems(parse(text)) == []
     path = tmp_path / "ok.toml"
     path.write_text(text)
@@ -265,7 +348,8 @@ def test_auth_callback_signature_is_checked():
     settings = parse('[auth]\ncallback = "testapi:allow_if_magic"\n')
     assert callable_problems(settings) == [
         "[auth] key callback: testapi:allow_if_magic takes 1 positional argument but the gateway passes 2 "
-        "(params, headers)"]
+        "(params, headers)"
+    ]
 
 
 def test_import_problems_say_why(tmp_path):
@@ -279,13 +363,20 @@ def test_import_problems_say_why(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
     def check(*args):
-        return subprocess.run([str(Path(sys.executable).with_name("genapi")), "check", "--config", "gw.toml", *args],
-                              capture_output=True, text=True, timeout=30, cwd=tmp_path, env=env)
+        return subprocess.run(
+            [str(Path(sys.executable).with_name("genapi")), "check", "--config", "gw.toml", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+            env=env,
+        )
 
     proc = check()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr == ('genapi: error: [[functions]] #2 (svc.broken) key mfa: importing "broken" raised '
-                           "RuntimeError: no database\n")
+    assert proc.stderr == (
+        'genapi: error: [[functions]] #2 (svc.broken) key mfa: importing "broken" raised RuntimeError: no database\n'
+    )
     (tmp_path / "broken.py").write_text("def f():\n    pass\n")
     proc = check()
     assert proc.returncode == 0 and "ok, 2 function(s)" in proc.stdout, proc.stderr
@@ -295,9 +386,12 @@ def test_import_problems_say_why(tmp_path):
     first = proc.stderr.splitlines()[1]
     assert proc.returncode == 2 and first.startswith(
         '  [[functions]] #1 (svc.hello) key mfa: cannot import module "myapi" of "myapi:hello": No module named '
-        f"'myapi' (searched {elsewhere}, ")
-    assert first.endswith("; myapi.py is in the current directory, which is not on the import path: "
-                          "pass --app-dir . (or the directory that holds it)")
+        f"'myapi' (searched {elsewhere}, "
+    )
+    assert first.endswith(
+        "; myapi.py is in the current directory, which is not on the import path: "
+        "pass --app-dir . (or the directory that holds it)"
+    )
     (elsewhere / "myapi.py").write_text("def hello():\n    return 'there'\n")
     (elsewhere / "broken.py").write_text("def f():\n    pass\n")
     assert check("--app-dir", "elsewhere").returncode == 0
@@ -305,6 +399,7 @@ def test_import_problems_say_why(tmp_path):
 
 def test_version_is_the_package_version():
     from importlib.metadata import version
+
     proc = genapi("--version")
     assert proc.returncode == 0 and proc.stdout == f"genapi {__version__}\n"
     assert version("genapi") == __version__

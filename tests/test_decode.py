@@ -1,5 +1,6 @@
 """The compiled request decoder: frame envelopes and request payloads, including property
 tests (every input is either decoded or answered with a FrameError/DecodeError)."""
+
 import json
 
 import msgspec
@@ -11,10 +12,14 @@ from genapi._core.decode import DecodeError, FrameError, decode_binary, decode_r
 from genapi.structs import Request
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 def test_decode_v2_and_v1():
@@ -37,8 +42,16 @@ def test_decode_binary():
 
 
 def test_decode_request_identity_and_errors():
-    p = {"request_id": "r", "service": "s", "request_type": "t", "args": {"a": 1}, "version": "1.0.0",
-         "user_id": "forged", "device_id": "pd", "user_roles": ["admin"]}
+    p = {
+        "request_id": "r",
+        "service": "s",
+        "request_type": "t",
+        "args": {"a": 1},
+        "version": "1.0.0",
+        "user_id": "forged",
+        "device_id": "pd",
+        "user_roles": ["admin"],
+    }
     r = decode_request(p, "u", None, ["reader"], 10, 1000)
     assert r == Request("r", "s", "t", {"a": 1}, "1.0.0", "u", "pd", ["reader"])
     assert decode_request(p, None, "id-dev", None, 10, 1000).user_id is None
@@ -78,9 +91,13 @@ def test_any_bytes_decode_or_frame_error(data):
 
 
 @settings(max_examples=500, deadline=None)
-@given(json_values | st.fixed_dictionaries(
-    {"request_id": json_values, "service": json_values, "request_type": json_values},
-    optional={"args": json_values, "version": json_values, "device_id": json_values}))
+@given(
+    json_values
+    | st.fixed_dictionaries(
+        {"request_id": json_values, "service": json_values, "request_type": json_values},
+        optional={"args": json_values, "version": json_values, "device_id": json_values},
+    )
+)
 def test_any_payload_is_a_request_or_a_decode_error(payload):
     try:
         r = decode_request(payload, None, None, None, 10, 1_000_000)

@@ -1,5 +1,6 @@
 """API discovery (genapi.list_apis, `genapi apis`): what each caller may call, and argument
 schemas that accept exactly what the gateway accepts, through real gateway processes."""
+
 import json
 import subprocess
 import sys
@@ -125,6 +126,7 @@ mfa = "testapi:nothing"
 disabled = true
 """
 
+
 def max_bytes(validator, limit, instance, schema):
     """`x-maxBytes`: the gateway's limit in UTF-8 bytes (maxLength counts characters)."""
     if isinstance(instance, str) and len(instance.encode("utf-8", "surrogatepass")) > limit:
@@ -178,8 +180,12 @@ def test_lists_what_the_caller_may_call(gw, run):
                 assert r.error != "Permission denied", (e, r)
         # ... and an unlisted one (not disabled) fails it
         for c, entries in ((anon, a), (alice, u)):
-            for svc, rt in {("priv", "users"), ("priv", "readers"), ("priv", "admins"), ("priv", "own")} - names(entries):
-                r = await c.call(svc, rt, {"text": "x", "user_id": "alice"} if rt == "own" else {}, raise_on_error=False)
+            for svc, rt in {("priv", "users"), ("priv", "readers"), ("priv", "admins"), ("priv", "own")} - names(
+                entries
+            ):
+                r = await c.call(
+                    svc, rt, {"text": "x", "user_id": "alice"} if rt == "own" else {}, raise_on_error=False
+                )
                 assert r.error == "Permission denied", (svc, rt, r)
         # per-call checks are said; list_apis itself and disabled functions are not listed
         by = {(e["service"], e["request_type"]): e for e in u}
@@ -191,6 +197,7 @@ def test_lists_what_the_caller_may_call(gw, run):
         assert names(await listed(alice, service="priv")) == {k for k in USER if k[0] == "priv"}
         await anon.close()
         await alice.close()
+
     run(go())
 
 
@@ -206,6 +213,7 @@ def test_versions_are_grouped_by_shape(gw, run):
         # the latest entry's version is what a call without a version runs
         assert (await c.call("pub", "echo", {"text": "x"})).result == {"text": "x", "n": 2}
         await c.close()
+
     run(go())
 
 
@@ -214,55 +222,55 @@ GONE = object()
 # changes to BASE (GONE: the argument left out); each is sent to the gateway and checked against the schema
 CHANGES = [
     {},
-    {"s": "abcdef"},                                      # string over max_bytes
-    {"s": "ééé"},                                         # 3 characters, 6 bytes
-    {"s": "é€"},                                          # 5 bytes
+    {"s": "abcdef"},  # string over max_bytes
+    {"s": "ééé"},  # 3 characters, 6 bytes
+    {"s": "é€"},  # 5 bytes
     {"ls": ["é"]},
     {"ls": ["éé"]},
     {"m": {"k": "éééé"}},
-    {"m": {"k": "éééée"}},                                # value over string_max_bytes 8
+    {"m": {"k": "éééée"}},  # value over string_max_bytes 8
     {"s": "", "n": 1.5, "u": UUID.upper(), "ln": [1, 2.5], "b": True},
-    {"n": True},                                          # bool is not num
+    {"n": True},  # bool is not num
     {"n": "1"},
-    {"u": UUID[:-1]},                                     # short uuid
+    {"u": UUID[:-1]},  # short uuid
     {"u": UUID[:-1] + "g"},
     {"u": UUID + "\n"},
-    {"ln": GONE},                                         # a required argument missing
-    {"extra": 1},                                         # undeclared argument
-    {"s": None},                                          # null without allow_nil
-    {"b": None},                                          # null although a default exists
+    {"ln": GONE},  # a required argument missing
+    {"extra": 1},  # undeclared argument
+    {"s": None},  # null without allow_nil
+    {"b": None},  # null although a default exists
     {"dt": None, "lu": None, "lm": None, "m": None, "free": None, "a": None},
     {"dt": 5},
     {"dt": "2024-05-01T10:00:00+02:00"},
-    {"l": [1, "ab", None, True]},                         # over list's max_items 3
+    {"l": [1, "ab", None, True]},  # over list's max_items 3
     {"l": [1, "ab", None]},
-    {"l": ["123456789"]},                                 # item over [gateway] string_max_bytes 8
-    {"l": [[1]]},                                         # nested list
+    {"l": ["123456789"]},  # item over [gateway] string_max_bytes 8
+    {"l": [[1]]},  # nested list
     {"l": [{"a": 1}]},
     {"l": "abc"},
     {"ls": ["abc", "d"]},
-    {"ls": ["abcd"]},                                     # over max_item_bytes
-    {"ls": ["a", "b", "c"]},                              # over max_items
+    {"ls": ["abcd"]},  # over max_item_bytes
+    {"ls": ["a", "b", "c"]},  # over max_items
     {"ls": [1]},
     {"ln": ["1"]},
-    {"ln": [1, 2, 3, 4, 5]},                              # over [gateway] list_max_items 4
+    {"ln": [1, 2, 3, 4, 5]},  # over [gateway] list_max_items 4
     {"lu": [UUID]},
     {"lu": [UUID, UUID]},
     {"lu": ["x"]},
     {"lm": [{"a": 1, "b": "x"}, {}]},
-    {"lm": [{"a": 1, "b": 2, "c": 3, "d": 4}]},           # item over [gateway] map_max_items 3
+    {"lm": [{"a": 1, "b": 2, "c": 3, "d": 4}]},  # item over [gateway] map_max_items 3
     {"lm": [{"a": [1]}]},
     {"lm": [1]},
     {"m": {"k": 1, "v": "x"}},
-    {"m": {"v": "x"}},                                    # required key missing
-    {"m": {"k": 1, "z": 2}},                              # key not accepted
-    {"m": {"k": {"x": 1}}},                               # nested map
-    {"m": {"k": "123456789"}},                            # value over string_max_bytes
+    {"m": {"v": "x"}},  # required key missing
+    {"m": {"k": 1, "z": 2}},  # key not accepted
+    {"m": {"k": {"x": 1}}},  # nested map
+    {"m": {"k": "123456789"}},  # value over string_max_bytes
     {"free": {"a": 1, "b": 2, "c": 3}},
-    {"free": {"a": 1, "b": 2, "c": 3, "d": 4}},           # over map_max_items 3
+    {"free": {"a": 1, "b": 2, "c": 3, "d": 4}},  # over map_max_items 3
     {"free": []},
     {"a": {"deep": [[{}]]}, "a2": [1]},
-    {"a2": None},                                         # any takes null only with allow_nil
+    {"a2": None},  # any takes null only with allow_nil
 ]
 SAMPLES = [{k: v for k, v in {**BASE, **change}.items() if v is not GONE} for change in CHANGES]
 
@@ -283,6 +291,7 @@ def test_schemas_accept_what_the_gateway_accepts(gw, run):
         wrong = [v for v in verdicts if v[1] != v[2]]
         assert not wrong, wrong
         assert sum(v[1] for v in verdicts) >= 10 and sum(not v[1] for v in verdicts) >= 25  # both sides covered
+
     run(go())
 
 
@@ -290,10 +299,43 @@ def test_schema_follows_the_validator_offline():
     """Same check without a gateway, on the spec forms of one argument at a time: the Validator
     is what the gateway runs."""
     limits = Limits(6, 2, 2)
-    specs = ["string", ["string", 3], {"type": "string", "allow_nil": True, "default_value": "d"}, "num", "boolean",
-             "uuid", "any", ["list", 1], "list_num", ["map", 1], {"type": "map", "accept": []}]
-    values = [None, "", "abc", "abcd", "abcdefg", "éé", ["éé"], {"a": "éé"}, 0, -1.5, True, False, UUID, [], [1], [1, 2], ["x"],
-              {}, {"a": 1}, {"a": 1, "b": 2}, {"a": None}, {"a": []}]
+    specs = [
+        "string",
+        ["string", 3],
+        {"type": "string", "allow_nil": True, "default_value": "d"},
+        "num",
+        "boolean",
+        "uuid",
+        "any",
+        ["list", 1],
+        "list_num",
+        ["map", 1],
+        {"type": "map", "accept": []},
+    ]
+    values = [
+        None,
+        "",
+        "abc",
+        "abcd",
+        "abcdefg",
+        "éé",
+        ["éé"],
+        {"a": "éé"},
+        0,
+        -1.5,
+        True,
+        False,
+        UUID,
+        [],
+        [1],
+        [1, 2],
+        ["x"],
+        {},
+        {"a": 1},
+        {"a": 1, "b": 2},
+        {"a": None},
+        {"a": []},
+    ]
     for spec in specs:
         schema = discovery.arg_schema({"x": spec}, None, limits)
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -333,11 +375,13 @@ def test_built_once_per_registry_change():
 def test_discovery_off_is_an_unknown_function(run):
     cfg = CONFIG.replace("workers = 2", "workers = 1\ndiscovery = false")
     with GatewayProcess(cfg) as g:
+
         async def go():
             c = await connect(g, "alice")
             r = await c.call("genapi", "list_apis", None, raise_on_error=False)
             assert r.error == "unsupported function: list_apis version 0.0.0"
             await c.close()
+
         run(go())
 
 
@@ -362,6 +406,7 @@ def test_cli_from_control_port_and_config(run):
                 return await listed(c)
             finally:
                 await c.close()
+
         as_user = genapi("apis", "--control", g.control, "--json", "--user", "alice", "--role", "reader")
         assert json.loads(as_user.stdout) == run(alice())  # the same list as the channel's
 

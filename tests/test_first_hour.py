@@ -1,6 +1,7 @@
 """The first hour with genapi, through real processes: defaults that work, errors that teach.
 A busy port, a config that can never answer, tokens (made up, and from `genapi token`), origins,
 SIGHUP, a module in the current directory, "did you mean", and the README's own examples."""
+
 import os
 import re
 import signal
@@ -31,8 +32,7 @@ arg_types = { text = "string" }
 
 
 def genapi(*args, cwd=HERE, env=None, timeout=30):
-    return subprocess.run([GENAPI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env=env)
+    return subprocess.run([GENAPI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
 async def echo_ok(url, service="demo", text="hi", **kw):
@@ -45,6 +45,7 @@ async def echo_ok(url, service="demo", text="hi", **kw):
 
 # --------------------------------------------------------------------------- busy port
 
+
 def test_second_gateway_on_a_busy_port_is_refused_and_the_first_keeps_serving(run):
     port = free_port()
     first = GatewayProcess(extra_args=["--port", str(port), "--workers", "2"])  # its workers share the port
@@ -52,8 +53,10 @@ def test_second_gateway_on_a_busy_port_is_refused_and_the_first_keeps_serving(ru
         assert first.port == port
         second = genapi("serve", "--port", str(port))
         assert second.returncode == 2 and second.stdout == ""
-        assert second.stderr == (f"genapi: error: cannot listen on 127.0.0.1:{port}: address already in use "
-                                 f"(by another genapi, pid {first.pid}: stop it or choose another --port)\n")
+        assert second.stderr == (
+            f"genapi: error: cannot listen on 127.0.0.1:{port}: address already in use "
+            f"(by another genapi, pid {first.pid}: stop it or choose another --port)\n"
+        )
         # a different address on the same port is caught by the probe bind
         third = genapi("serve", "--port", str(port), "--host", "0.0.0.0")
         assert third.returncode == 2 and "address already in use (another process listens on it" in third.stderr
@@ -61,6 +64,7 @@ def test_second_gateway_on_a_busy_port_is_refused_and_the_first_keeps_serving(ru
         async def go():
             for i in range(6):  # every connection reaches the first gateway's workers
                 assert await echo_ok(first.url, text=str(i))
+
         run(go())
         assert first.alive()
     finally:
@@ -80,33 +84,44 @@ def test_a_gateway_on_a_port_0_gateway_port_is_refused(run):
 
 # --------------------------------------------------------------------------- auth
 
+
 def test_config_that_can_never_answer_is_refused_by_check_and_serve(tmp_path):
     path = tmp_path / "gw.toml"
     path.write_text(ECHO)
-    expected = ('genapi: error: [auth]: require_verified_user_id = true (the default) but no jwt_secret, '
-                'jwt_public_key or callback can verify a user, so every request would get "Authentication '
-                'required"; set [auth] jwt_secret (HS256 tokens), jwt_public_key (RS256) or callback, or '
-                "require_verified_user_id = false to serve anonymous clients\n")
+    expected = (
+        "genapi: error: [auth]: require_verified_user_id = true (the default) but no jwt_secret, "
+        'jwt_public_key or callback can verify a user, so every request would get "Authentication '
+        'required"; set [auth] jwt_secret (HS256 tokens), jwt_public_key (RS256) or callback, or '
+        "require_verified_user_id = false to serve anonymous clients\n"
+    )
     for cmd in ("check", "serve"):
-        proc = genapi(cmd, "--config", str(path), "--port", "0") if cmd == "serve" else genapi(cmd, "--config", str(path))
+        proc = (
+            genapi(cmd, "--config", str(path), "--port", "0") if cmd == "serve" else genapi(cmd, "--config", str(path))
+        )
         assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", expected)
     # an explicit require_verified_user_id = true is refused alike; a way to verify is accepted
     path.write_text("[auth]\nrequire_verified_user_id = true\n" + ECHO)
     assert genapi("check", "--config", str(path)).stderr == expected
-    for auth in ('jwt_secret = "k-0123456789abcdef0123456789abcdef"', 'callback = "testapi:auth_callback"',
-                 "require_verified_user_id = false"):
+    for auth in (
+        'jwt_secret = "k-0123456789abcdef0123456789abcdef"',
+        'callback = "testapi:auth_callback"',
+        "require_verified_user_id = false",
+    ):
         path.write_text(f"[auth]\n{auth}\n" + ECHO)
         proc = genapi("check", "--config", str(path))
         assert proc.returncode == 0 and proc.stdout.endswith("ok, 1 function(s)\n"), proc.stderr
     # reported with the file's other problems, in one run
     path.write_text("[gateway]\nprot = 1\n" + ECHO)
     proc = genapi("check", "--config", str(path))
-    assert proc.stderr.splitlines()[1:] == ["  [gateway] key prot: unknown key; did you mean port?",
-                                            "  " + expected.removeprefix("genapi: error: ").rstrip("\n")]
+    assert proc.stderr.splitlines()[1:] == [
+        "  [gateway] key prot: unknown key; did you mean port?",
+        "  " + expected.removeprefix("genapi: error: ").rstrip("\n"),
+    ]
 
 
 def test_a_token_to_a_gateway_without_auth_is_refused_with_403_and_logged(run):
     with GatewayProcess(ANON + ECHO) as gw:
+
         async def go():
             with pytest.raises(WSError) as e:
                 await Client.connect(gw.url, token="made-up")
@@ -115,10 +130,17 @@ def test_a_token_to_a_gateway_without_auth_is_refused_with_403_and_logged(run):
                 await Client.connect(gw.url, auth_token="made-up")  # phoenix.js authToken
             assert "403" in str(e.value)
             assert await echo_ok(gw.url, service="s")  # no token: anonymous, as configured
+
         run(go())
-        assert wait_until(lambda: gw.read_stderr().count(
-            'connect_refused reason="a token was presented but [auth] sets no jwt_secret, jwt_public_key or '
-            'callback to verify it"') == 2)
+        assert wait_until(
+            lambda: (
+                gw.read_stderr().count(
+                    'connect_refused reason="a token was presented but [auth] sets no jwt_secret, jwt_public_key or '
+                    'callback to verify it"'
+                )
+                == 2
+            )
+        )
 
 
 def test_genapi_token_calls_whoami_and_admin_stats_on_the_demo(demo_gateway, run):
@@ -145,6 +167,7 @@ def test_genapi_token_calls_whoami_and_admin_stats_on_the_demo(demo_gateway, run
         assert (await anon.call("demo", "echo", {"text": "hi"})).success
         assert (await anon.call("demo", "whoami", raise_on_error=False)).error == "Permission denied"
         await anon.close()
+
     run(go())
 
 
@@ -156,14 +179,18 @@ def test_genapi_token_names_what_the_config_lacks(tmp_path):
     path.write_text(ANON + ECHO)
     proc = genapi("token", "--sub", "a", "--config", str(path))
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == (f"genapi: error: {path}: [auth] sets no jwt_secret (HS256) or jwt_public_key (RS256): "
-                           "nothing verifies tokens; set [auth] jwt_secret to sign and verify tokens\n")
+    assert proc.stderr == (
+        f"genapi: error: {path}: [auth] sets no jwt_secret (HS256) or jwt_public_key (RS256): "
+        "nothing verifies tokens; set [auth] jwt_secret to sign and verify tokens\n"
+    )
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private, public = tmp_path / "private.pem", tmp_path / "public.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     path.write_text(f'[auth]\njwt_public_key = "{public}"\n' + ECHO)
     proc = genapi("token", "--sub", "a", "--config", str(path))
     assert proc.returncode == 2 and "pass the matching private key: --private-key FILE" in proc.stderr
@@ -172,17 +199,20 @@ def test_genapi_token_names_what_the_config_lacks(tmp_path):
     claims = jwt.decode(proc.stdout.strip(), public.read_text(), algorithms=["RS256"])
     assert claims["sub"] == "carol" and claims["roles"] == ["ops"]
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private.write_bytes(other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
+    private.write_bytes(
+        other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     proc = genapi("token", "--sub", "a", "--config", str(path), "--private-key", str(private))
     assert proc.returncode == 2 and f"[auth] jwt_public_key {public} verifies" in proc.stderr
 
 
 # --------------------------------------------------------------------------- origins
 
+
 def test_check_origin_list_refuses_with_403_and_accepts_listed_origins(run):
     cfg = '[gateway]\ncheck_origin = ["https://example.com", "//*.example.org", "http://localhost:3000"]\n'
     with GatewayProcess(cfg + ANON + ECHO) as gw:
+
         async def status(origin):
             try:
                 c = await Raw.connect(gw.url, headers={"Origin": origin} if origin else None)
@@ -195,18 +225,32 @@ def test_check_origin_list_refuses_with_403_and_accepts_listed_origins(run):
             return "ok" if push[4]["success"] else push[4]["error"]
 
         async def go():
-            for origin in ("https://example.com", "https://api.example.org", "http://a.b.example.org:8080",
-                           "http://localhost:3000", None):
+            for origin in (
+                "https://example.com",
+                "https://api.example.org",
+                "http://a.b.example.org:8080",
+                "http://localhost:3000",
+                None,
+            ):
                 assert await status(origin) == "ok", origin
-            for origin in ("https://evil.com", "http://example.com", "https://example.com:8443",
-                           "https://example.org", "https://evilexample.org", "http://localhost:3001", "null"):
+            for origin in (
+                "https://evil.com",
+                "http://example.com",
+                "https://example.com:8443",
+                "https://example.org",
+                "https://evilexample.org",
+                "http://localhost:3001",
+                "null",
+            ):
                 assert "403" in await status(origin), origin
+
         run(go())
         assert 'connect_refused reason="origin not allowed" origin=https://evil.com' in gw.read_stderr()
 
 
 def test_check_origin_true_by_default_and_off_in_the_demo(demo_gateway, run):
     with GatewayProcess(ANON + ECHO) as gw:
+
         async def go():
             # the default: the Origin's host must be the host connected to
             c = await Raw.connect(gw.url, headers={"Origin": "http://127.0.0.1:3000"})
@@ -218,10 +262,12 @@ def test_check_origin_true_by_default_and_off_in_the_demo(demo_gateway, run):
             c = await Raw.connect(demo_gateway.url, headers={"Origin": "https://evil.com"})
             assert (await c.join("api:x"))[4]["status"] == "ok"
             await c.close()
+
         run(go())
 
 
 # --------------------------------------------------------------------------- SIGHUP
+
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sighup_reloads_and_the_gateway_keeps_serving(workers, run):
@@ -229,6 +275,7 @@ def test_sighup_reloads_and_the_gateway_keeps_serving(workers, run):
     ends the gateway; the master (or a lone worker) reloads the config file, once."""
     gw = GatewayProcess(extra_args=["--workers", workers])
     try:
+
         def children():
             return set(subprocess.run(["pgrep", "-P", str(gw.pid)], capture_output=True, text=True).stdout.split())
 
@@ -247,15 +294,24 @@ def test_sighup_reloads_and_the_gateway_keeps_serving(workers, run):
 
 # --------------------------------------------------------------------------- import path
 
+
 def test_module_in_the_current_directory_is_imported(tmp_path, run):
     (tmp_path / "myapp.py").write_text("async def hello(name):\n    return {'greeting': 'hello ' + name}\n")
-    (tmp_path / "gw.toml").write_text(ANON + '[[functions]]\nservice = "myapp"\nrequest_type = "hello"\n'
-                                      'mfa = "myapp:hello"\narg_types = { name = "string" }\n')
+    (tmp_path / "gw.toml").write_text(
+        ANON + '[[functions]]\nservice = "myapp"\nrequest_type = "hello"\n'
+        'mfa = "myapp:hello"\narg_types = { name = "string" }\n'
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     check = genapi("check", "--config", "gw.toml", cwd=tmp_path, env=env)
     assert check.stdout == "myapp.hello - sync myapp:hello (name: string)\ngw.toml: ok, 1 function(s)\n"
-    proc = subprocess.Popen([GENAPI, "serve", "--config", "gw.toml", "--port", "0"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [GENAPI, "serve", "--config", "gw.toml", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         m = BANNER.search(proc.stdout.readline())  # type: ignore[union-attr]
         assert m, proc.stderr.read()  # type: ignore[union-attr]
@@ -265,6 +321,7 @@ def test_module_in_the_current_directory_is_imported(tmp_path, run):
             await c.join("api:x")
             assert (await c.call("myapp", "hello", {"name": "ada"})).result == {"greeting": "hello ada"}
             await c.close()
+
         run(go())
     finally:
         os.kill(proc.pid, signal.SIGTERM)
@@ -279,11 +336,14 @@ def test_module_in_the_current_directory_is_imported(tmp_path, run):
 
 # --------------------------------------------------------------------------- did you mean
 
+
 def test_misspelled_keys_get_a_guess(tmp_path):
     path = tmp_path / "gw.toml"
-    path.write_text('[gatway]\nport = 1\n[auth]\nrequire_verified_user_id = false\njwt_secert = "x"\n'
-                    '[[functions]]\nservice = "s"\nrequest_type = "r"\nmfa = "testapi:echo"\ntimout = 100\n'
-                    'arg_types = { text = { type = "strng", maxbytes = 3 } }\n')
+    path.write_text(
+        '[gatway]\nport = 1\n[auth]\nrequire_verified_user_id = false\njwt_secert = "x"\n'
+        '[[functions]]\nservice = "s"\nrequest_type = "r"\nmfa = "testapi:echo"\ntimout = 100\n'
+        'arg_types = { text = { type = "strng", maxbytes = 3 } }\n'
+    )
     proc = genapi("check", "--config", str(path))
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[1:] == [
@@ -291,14 +351,18 @@ def test_misspelled_keys_get_a_guess(tmp_path):
         "  [auth] key jwt_secert: unknown key; did you mean jwt_secret?",
         "  [[functions]] #1 (s.r) key timout: unknown key; did you mean timeout?",
     ]
-    path.write_text(ANON + '[[functions]]\nservice = "s"\nrequest_type = "r"\nmfa = "testapi:echo"\n'
-                    'arg_types = { text = { type = "string", maxbytes = 3 } }\n')
+    path.write_text(
+        ANON + '[[functions]]\nservice = "s"\nrequest_type = "r"\nmfa = "testapi:echo"\n'
+        'arg_types = { text = { type = "string", maxbytes = 3 } }\n'
+    )
     assert genapi("check", "--config", str(path)).stderr == (
         'genapi: error: [[functions]] #1 (s.r) key arg_types: argument "text": unknown option "maxbytes"; '
-        'did you mean "max_bytes"?\n')
+        'did you mean "max_bytes"?\n'
+    )
 
 
 # --------------------------------------------------------------------------- the README
+
 
 def readme_blocks() -> list[tuple[str, str]]:
     """Every fenced block right after a `<!-- readme-test -->` line: (language, code)."""
@@ -321,8 +385,9 @@ def test_readme_examples_run(demo_gateway, tmp_path):
             script.append(f"python - <<'README_PY'\n{code}README_PY")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True, cwd=tmp_path,
-                          env=env, timeout=60)
+    proc = subprocess.run(
+        ["bash", "-c", "\n".join(script)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout.splitlines()
     for line in expected:

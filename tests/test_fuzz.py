@@ -7,6 +7,7 @@ One campaign runs per module; each test checks one invariant of it.
 
 The longer run (a million inputs and more) is benchmarks/fuzz_run.py.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,14 +26,26 @@ CONNECTIONS = 6
 LIMITS = dict(max_payload_bytes=16384, max_channels=20, max_in_flight=8, max_queued=64, log_level="info")
 
 # invariants checked by test_requests_answered_exactly_once
-ANSWERED = ["request", "odd_ref", "control", "unmatched_topic", "binary", "heartbeat", "ping",
-            "extra_reply", "server_frame", "connection", "handshake"]
+ANSWERED = [
+    "request",
+    "odd_ref",
+    "control",
+    "unmatched_topic",
+    "binary",
+    "heartbeat",
+    "ping",
+    "extra_reply",
+    "server_frame",
+    "connection",
+    "handshake",
+]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S")
 
 
 class Outcome:
-    def __init__(self, stats: Stats, pid_before: int, pid_after: int, alive: bool, echo: tuple[object, object],
-                 stderr: str) -> None:
+    def __init__(
+        self, stats: Stats, pid_before: int, pid_after: int, alive: bool, echo: tuple[object, object], stderr: str
+    ) -> None:
         self.stats = stats
         self.pid_before = pid_before
         self.pid_after = pid_after
@@ -66,8 +79,17 @@ def outcome() -> Outcome:
         stats = Stats()
 
         async def run() -> tuple[object, object]:
-            await campaign(gw.url, seed=SEED, inputs=INPUTS, connections=CONNECTIONS, max_channels=20,
-                           max_payload=16384, per_connection=(300, 1500), stats=stats, grace=2.0)
+            await campaign(
+                gw.url,
+                seed=SEED,
+                inputs=INPUTS,
+                connections=CONNECTIONS,
+                max_channels=20,
+                max_payload=16384,
+                per_connection=(300, 1500),
+                stats=stats,
+                grace=2.0,
+            )
             await terminal_sweep(gw.url, FuzzGen(SEED + 1, max_channels=20, max_payload=16384), stats)
             return await _echo(gw.url)
 
@@ -89,9 +111,21 @@ def test_fuzz_campaign_ran(outcome: Outcome) -> None:
 def test_worker_survives_and_still_answers(outcome: Outcome) -> None:
     assert outcome.alive and outcome.pid_after == outcome.pid_before
     push, reply = outcome.echo
-    assert push == ["1", None, "api:after-fuzz", "phoenix_gen_api",
-                    {"request_id": "final", "result": {"text": "still here", "n": 1}, "success": True,
-                     "error": None, "async": False, "has_more": False, "can_retry": False}]
+    assert push == [
+        "1",
+        None,
+        "api:after-fuzz",
+        "phoenix_gen_api",
+        {
+            "request_id": "final",
+            "result": {"text": "still here", "n": 1},
+            "success": True,
+            "error": None,
+            "async": False,
+            "has_more": False,
+            "can_retry": False,
+        },
+    ]
     assert reply == ["1", "2", "api:after-fuzz", "phx_reply", {"status": "ok", "response": "echo"}]
 
 
@@ -123,8 +157,10 @@ def test_queued_requests_with_deeply_nested_refs_are_answered() -> None:
                 frames.append(frame.get_payload_as_bytes())
 
     def req(ref: str, rid: str, rt: str, args: str) -> bytes:
-        return (f'["1",{ref},"api:deep","phoenix_gen_api",{{"request_id":"{rid}","service":"demo",'
-                f'"request_type":"{rt}","args":{args}}}]').encode()
+        return (
+            f'["1",{ref},"api:deep","phoenix_gen_api",{{"request_id":"{rid}","service":"demo",'
+            f'"request_type":"{rt}","args":{args}}}]'
+        ).encode()
 
     depths = list(range(960, 999, 2))
 
@@ -153,7 +189,7 @@ def test_queued_requests_with_deeply_nested_refs_are_answered() -> None:
     refused = sum(b"nested too deeply" in f for f in frames)
     answered = [d for d in depths if pushes.count(f"d{d}") == 1]
     assert len(answered) + refused == len(depths) and len(answered) >= len(depths) // 2
-    assert answered == depths[:len(answered)]  # refused ones are only the deepest
+    assert answered == depths[: len(answered)]  # refused ones are only the deepest
     assert sorted(p for p in pushes if p[0] == "a") == [f"a{i}" for i in range(8)]
     assert sum(b'"phx_reply"' in f for f in frames) == 1 + 8 + len(answered) + 8
     assert "Traceback" not in gw.read_stderr()
@@ -166,7 +202,7 @@ def test_heartbeats_answered_while_fuzzing(outcome: Outcome) -> None:
 
 
 def test_no_traceback_in_the_log(outcome: Outcome) -> None:
-    assert "Traceback" not in outcome.stderr, outcome.stderr[outcome.stderr.find("Traceback") - 2000:][:6000]
+    assert "Traceback" not in outcome.stderr, outcome.stderr[outcome.stderr.find("Traceback") - 2000 :][:6000]
 
 
 def test_every_log_line_is_one_record(outcome: Outcome) -> None:
@@ -181,8 +217,9 @@ def test_fragmented_requests_answered(outcome: Outcome) -> None:
 
 
 def test_fragmentation_errors_close_the_connection(outcome: Outcome) -> None:
-    assert outcome.counts("orphan_continuation", "interrupted_fragments") == {}, \
-        outcome.violations("orphan_continuation", "interrupted_fragments")
+    assert outcome.counts("orphan_continuation", "interrupted_fragments") == {}, outcome.violations(
+        "orphan_continuation", "interrupted_fragments"
+    )
 
 
 def test_rsv_bits_close_the_connection(outcome: Outcome) -> None:

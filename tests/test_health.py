@@ -1,5 +1,6 @@
 """GET /health, /ready and /metrics on the gateway's own port: plain HTTP beside the WebSocket
 endpoint, for load balancers, Kubernetes probes and Prometheus. Real gateway processes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,8 +47,13 @@ def test_health_and_ready(three: GatewayProcess) -> None:
     assert get(three, "/health")[:1] == (200,)
     status, ctype, body = get(three, "/ready")
     assert status == 200 and ctype == "application/json"
-    assert json.loads(body) == {"ready": True, "workers": 3, "live": 3, "generation": json.loads(body)["generation"],
-                                "behind": []}
+    assert json.loads(body) == {
+        "ready": True,
+        "workers": 3,
+        "live": 3,
+        "generation": json.loads(body)["generation"],
+        "behind": [],
+    }
     assert get(three, "/nope")[0] == 404  # other paths stay the WebSocket endpoint's (404)
 
 
@@ -66,21 +72,28 @@ def test_metrics_add_up_over_the_workers(three: GatewayProcess) -> None:
         assert sample(before, "genapi_joins_total") >= n and sample(before, "genapi_accepted_total") >= n
         await asyncio.gather(*(c.close() for c in clients))
         return pids
+
     before_text = get(three, "/metrics")[2]
-    base = sample(before_text, "genapi_requests_total", service="w", request_type="pid", outcome="ok") \
-        if 'request_type="pid"' in before_text else 0
+    base = (
+        sample(before_text, "genapi_requests_total", service="w", request_type="pid", outcome="ok")
+        if 'request_type="pid"' in before_text
+        else 0
+    )
     pids = asyncio.run(main())
     assert len(pids) >= 2  # the calls were spread over workers
     status, ctype, text = get(three, "/metrics")
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
     assert sample(text, "genapi_requests_total", service="w", request_type="pid", outcome="ok") == base + n
     assert sample(text, "genapi_request_duration_seconds_count", service="w", request_type="pid") == base + n
-    assert sample(text, "genapi_request_duration_seconds_bucket", service="w", request_type="pid",
-                  le="+Inf") == base + n
+    assert (
+        sample(text, "genapi_request_duration_seconds_bucket", service="w", request_type="pid", le="+Inf") == base + n
+    )
     assert sample(text, "genapi_workers") == 3
     assert "# TYPE genapi_request_duration_seconds histogram" in text
     for i in range(3):
-        assert sample(text, "genapi_worker_config_generation", worker=str(i)) == sample(text, "genapi_config_generation")
+        assert sample(text, "genapi_worker_config_generation", worker=str(i)) == sample(
+            text, "genapi_config_generation"
+        )
 
 
 def test_ready_is_false_while_a_worker_is_down() -> None:
@@ -117,8 +130,10 @@ def test_one_worker_serves_its_own_view() -> None:
             await c.join("api:w")
             await c.call("w", "pid")
             await c.close()
+
         asyncio.run(call())
-        assert sample(get(gw, "/metrics")[2], "genapi_requests_total", service="w", request_type="pid",
-                      outcome="ok") == 1
+        assert (
+            sample(get(gw, "/metrics")[2], "genapi_requests_total", service="w", request_type="pid", outcome="ok") == 1
+        )
     finally:
         gw.stop()

@@ -2,6 +2,7 @@
 worker (other clients' heartbeats get through, its timeout fires), stops producing while its
 client is not reading (the worker's memory stays bounded), and a client that does not drain its
 output is aborted, not closed gracefully (which would wait for it to read)."""
+
 import os
 import re
 import threading

@@ -1,4 +1,5 @@
 """ruff and mypy over the tree, as configured in pyproject.toml: a finding fails the suite."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,6 +1,7 @@
 """Hostile clients against the log and the descriptor limit, through real gateway processes:
 client text cannot forge log lines, floods are summarized, the libraries' records are formatted,
 and a worker at its open-files limit refuses the excess without spinning and recovers."""
+
 import asyncio
 import base64
 import os
@@ -51,6 +52,7 @@ def test_client_text_cannot_forge_a_log_line(gateway, run):
         push = (await c.recv_n(2))[0]
         assert push[4]["error"] == "Permission denied"
         await c.close()
+
     run(go())
     text = gateway.read_stderr()
     assert_every_line_ours(text)
@@ -69,6 +71,7 @@ def test_a_flood_is_cut_and_summarized(gateway, run):
                 c.send(["1", str(j), "api:x", EV, request(f"r{j}", "admin_stats", {})])
             await c.recv_n(200)  # every request is still answered (push + reply)
         await c.close()
+
     run(go())
     # the summary comes when the window ends, even though nothing is logged after the flood
     assert wait_until(lambda: "log_suppressed" in gateway.read_stderr(), timeout=log.WINDOW + 5)
@@ -83,15 +86,18 @@ def test_a_flood_is_cut_and_summarized(gateway, run):
 def test_picows_records_are_genapi_lines(gateway):
     key = base64.b64encode(os.urandom(16)).decode()
     with socket.create_connection((gateway.host, gateway.port), timeout=5) as s:
-        s.sendall(f"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        s.sendall(
+            f"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
         assert s.recv(4096).startswith(b"HTTP/1.1 101 ")
         s.sendall(bytes([0x81, 0x05]) + b"hello")  # an unmasked client frame: picows's parser refuses it
         assert s.recv(4096)[:2] == b"\x88\x49"  # close 1002
     assert wait_until(lambda: "WS parser error" in gateway.read_stderr())
     text = gateway.read_stderr()
-    assert re.search(r"^\S+ \S+ ERROR picows fd=\d+ msg=\"WS parser error: .*Received un-masked frame from client",
-                     text, re.M), text
+    assert re.search(
+        r"^\S+ \S+ ERROR picows fd=\d+ msg=\"WS parser error: .*Received un-masked frame from client", text, re.M
+    ), text
     assert_every_line_ours(text)
 
 
@@ -104,12 +110,14 @@ def cpu_seconds(pid: int) -> float:
 def test_at_the_descriptor_limit_the_excess_is_refused_without_spinning(run):
     g = GatewayProcess(nofile=256)
     try:
+
         async def go():
             async def one():
                 try:
                     return await Raw.connect(g.url)
                 except WSError as exc:
                     return exc
+
             got = await asyncio.gather(*[one() for _ in range(300)])
             ok = [c for c in got if isinstance(c, Raw)]
             refused = [e for e in got if not isinstance(e, Raw)]
@@ -129,11 +137,12 @@ def test_at_the_descriptor_limit_the_excess_is_refused_without_spinning(run):
             for c in later:
                 assert (await c.join("api:x"))[4]["status"] == "ok"
                 await c.close()
+
         run(go(), timeout=60)
         assert g.alive()
         text = g.read_stderr()
         assert "fd_limit_low open_files=256" in text
-        assert "accept_refused reason=\"Too many open files\"" in text
+        assert 'accept_refused reason="Too many open files"' in text
         assert len(text) < 20_000, text[:2000]  # a few lines, no traceback storm
         assert_every_line_ours(text)
     finally:
@@ -144,8 +153,13 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_one():
     def limits():
         resource.setrlimit(resource.RLIMIT_NOFILE, (300, 4000))
 
-    p = subprocess.Popen([sys.executable, "-m", "genapi", "serve", "--port", "0", "--log-level", "info"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limits)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "genapi", "serve", "--port", "0", "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limits,
+    )
     try:
         assert "genapi listening" in p.stdout.readline()  # type: ignore[union-attr]
         with open(f"/proc/{p.pid}/limits") as f:

@@ -1,5 +1,6 @@
 """The request pipeline through a real gateway: lookup, versions, response modes, errors,
 timeouts, retries, hooks, permissions, concurrency and cancellation (behavior.md §1-5)."""
+
 import asyncio
 import os
 import tempfile
@@ -434,6 +435,7 @@ def test_versions_latest_disabled_and_unknown(gw, run):
         r = await c.call("nope", "echo", {"text": "a"}, raise_on_error=False)
         assert r.error == "unsupported function: echo version 0.0.0"
         await c.close()
+
     run(go())
 
 
@@ -442,32 +444,61 @@ def test_decode_errors_reply_error_with_push(gw, run):
         c = await Raw.connect(gw.url)
         await c.join("api:t")
         cases = [
-            ({"service": "t", "args": {}}, "unknown",
-             "Invalid request: Missing required fields: request_type, request_id"),
+            (
+                {"service": "t", "args": {}},
+                "unknown",
+                "Invalid request: Missing required fields: request_type, request_id",
+            ),
             ({"request_id": "r", "request_type": "echo"}, "r", "Invalid request: Missing required fields: service"),
-            ({"request_id": "r", "request_type": "", "service": "t"}, "r",
-             "Invalid request: Missing required fields: request_type"),
+            (
+                {"request_id": "r", "request_type": "", "service": "t"},
+                "r",
+                "Invalid request: Missing required fields: request_type",
+            ),
             ([1, 2], "unknown", "Invalid request: payload must be a JSON object, got array"),
             ("str", "unknown", "Invalid request: payload must be a JSON object, got string"),
-            ({"request_id": "r", "request_type": "echo", "service": "t", "args": [1]}, "r",
-             "Invalid request: args must be a JSON object, got array"),
-            ({"request_id": 5, "request_type": "echo", "service": "t"}, "unknown",
-             "Invalid request: request_id must be a string, got number"),
-            ({"request_id": "r", "request_type": "echo", "service": "t", "version": 2}, "r",
-             "Invalid request: version must be a string, got number"),
+            (
+                {"request_id": "r", "request_type": "echo", "service": "t", "args": [1]},
+                "r",
+                "Invalid request: args must be a JSON object, got array",
+            ),
+            (
+                {"request_id": 5, "request_type": "echo", "service": "t"},
+                "unknown",
+                "Invalid request: request_id must be a string, got number",
+            ),
+            (
+                {"request_id": "r", "request_type": "echo", "service": "t", "version": 2},
+                "r",
+                "Invalid request: version must be a string, got number",
+            ),
         ]
         for i, (payload, rid, msg) in enumerate(cases):
             c.send(["1", str(10 + i), "api:t", EV, payload])
             push, reply = await c.recv_n(2)
-            assert push[3] == EV and push[4] == {"request_id": rid, "result": None, "success": False,
-                                                 "error": msg, "async": False, "has_more": False,
-                                                 "can_retry": False}
+            assert push[3] == EV and push[4] == {
+                "request_id": rid,
+                "result": None,
+                "success": False,
+                "error": msg,
+                "async": False,
+                "has_more": False,
+                "can_retry": False,
+            }
             assert reply == ["1", str(10 + i), "api:t", "phx_reply", {"status": "error", "response": msg}]
         # unknown payload keys are ignored
-        c.send(["1", "30", "api:t", EV, request("u", "echo", {"text": "x"}, service="t", version="1.0.0",
-                                              whatever={"a": 1})])
+        c.send(
+            [
+                "1",
+                "30",
+                "api:t",
+                EV,
+                request("u", "echo", {"text": "x"}, service="t", version="1.0.0", whatever={"a": 1}),
+            ]
+        )
         assert (await c.recv_n(2))[0][4]["result"] == {"text": "x", "n": 1}
         await c.close()
+
     run(go())
 
 
@@ -486,6 +517,7 @@ def test_argument_errors_are_invalid_argument(gw, run):
         assert r.error == 'Invalid argument: invalid argument size for "text", max 3000 bytes'
         assert (await c.call("t", "echo", {"text": "é" * 1500}, version="1.0.0")).success
         await c.close()
+
     run(go())
 
 
@@ -497,6 +529,7 @@ def test_errors_with_detail_error(gw, run):
         r = await c.call("t", "plain_boom", raise_on_error=False)
         assert r.error == "Internal Server Error: ValueError: plain failure"
         await c.close()
+
     run(go())
 
 
@@ -518,6 +551,7 @@ def test_plain_functions_run_in_threads_and_dont_block(gw, run):
         assert (await blocker).result == "blocked"
         await c.close()
         await other.close()
+
     run(go())
 
 
@@ -533,6 +567,7 @@ def test_pool_full_is_service_unavailable(gw, run):
         assert all(x.result == "blocked" for x in await asyncio.gather(*calls))
         await c.close()
         await d.close()
+
     run(go())
 
 
@@ -548,13 +583,15 @@ def test_requests_over_the_in_flight_cap_queue_in_order(gw, run):
         push, _reply = await c.recv_n(2)
         assert push[4]["request_id"] == "big" and push[4]["can_retry"] is True
         for i in range(2):
-            c.send(["1", f"q{i}", "api:t", EV, request(f"q{i}", "echo", {"text": f"q{i}"}, service="t",
-                                                     version="1.0.0")])
+            c.send(
+                ["1", f"q{i}", "api:t", EV, request(f"q{i}", "echo", {"text": f"q{i}"}, service="t", version="1.0.0")]
+            )
         c.send(["1", "over", "api:t", EV, request("over", "echo", {"text": "x"}, service="t", version="1.0.0")])
         push, _reply = await c.recv_n(2)
         assert push[4]["request_id"] == "over" and push[4]["can_retry"] is True and push[4]["success"] is False
-        assert push[4]["error"] == ("Too many requests on this connection: 4 in flight and 2 waiting "
-                                    "(max_in_flight, max_queued)")
+        assert push[4]["error"] == (
+            "Too many requests on this connection: 4 in flight and 2 waiting (max_in_flight, max_queued)"
+        )
         # the connection keeps answering other frames while requests wait
         c.send([None, "hb", "phoenix", "heartbeat", {}])
         assert (await c.recv())[1] == "hb"
@@ -565,6 +602,7 @@ def test_requests_over_the_in_flight_cap_queue_in_order(gw, run):
         assert pushes[0].startswith("s") and pushes.index("q0") < pushes.index("q1")
         assert all(f[4]["success"] for f in frames if f[3] == EV)
         await c.close()
+
     run(go())
 
 
@@ -586,6 +624,7 @@ def test_timeouts(gw, run):
         chunks = [x async for x in c.stream("t", "stream_slow", {"path": os.path.join(TMP, "slow"), "n": 100})]
         assert chunks[-1].error == "local execution timed out after 200ms" and not chunks[-1].success
         await c.close()
+
     run(go())
 
 
@@ -596,6 +635,7 @@ def test_retry(gw, run):
         r = await c.call("t", "flaky_no_retry", {"key": "k2"}, raise_on_error=False)
         assert r.error == "Internal Server Error: RuntimeError: not yet"
         await c.close()
+
     run(go())
 
 
@@ -608,8 +648,15 @@ def test_argument_conversion_shapes(gw, run):
         # device_id from the payload is used when the identity has none
         raw = await Raw.connect(gw.url)
         await raw.join("api:t")
-        raw.send(["1", "2", "api:t", EV, request("dev", "info", {"text": "y"}, service="t", device_id="d9",
-                                               user_id="forged")])
+        raw.send(
+            [
+                "1",
+                "2",
+                "api:t",
+                EV,
+                request("dev", "info", {"text": "y"}, service="t", device_id="d9", user_id="forged"),
+            ]
+        )
         push = (await raw.recv_n(2))[0]
         assert push[4]["result"]["info"] == {"request_id": "dev", "user_id": None, "device_id": "d9"}
         await raw.close()
@@ -619,6 +666,7 @@ def test_argument_conversion_shapes(gw, run):
         r = await c.call("t", "nothing", {"x": 1}, raise_on_error=False)
         assert r.error == 'Invalid argument: extra arguments for "nothing", extra: ["x"]'
         await c.close()
+
     run(go())
 
 
@@ -628,16 +676,31 @@ def test_async_order(gw, run):
         await c.join("api:t")
         c.send(["1", "2", "api:t", EV, request("a1", "sleep_async", {"ms": 50}, service="t")])
         ack, reply, final = await c.recv_n(3)
-        assert ack[4] == {"request_id": "a1", "result": None, "success": True, "error": None, "async": True,
-                          "has_more": False, "can_retry": False}
+        assert ack[4] == {
+            "request_id": "a1",
+            "result": None,
+            "success": True,
+            "error": None,
+            "async": True,
+            "has_more": False,
+            "can_retry": False,
+        }
         assert reply[3] == "phx_reply" and reply[4] == {"status": "ok", "response": "sleep_async"}
-        assert final[4] == {"request_id": "a1", "result": "slept", "success": True, "error": None,
-                            "async": False, "has_more": False, "can_retry": False}
+        assert final[4] == {
+            "request_id": "a1",
+            "result": "slept",
+            "success": True,
+            "error": None,
+            "async": False,
+            "has_more": False,
+            "can_retry": False,
+        }
         # an argument error of an async call comes after the ack, as the final push
         c.send(["1", "3", "api:t", EV, request("a2", "sleep_async", {"ms": "x"}, service="t")])
         ack, reply, final = await c.recv_n(3)
         assert ack[4]["async"] is True and final[4]["error"].startswith("Invalid argument:")
         await c.close()
+
     run(go())
 
 
@@ -646,12 +709,20 @@ def test_fire_and_forget(gw, run):
         c = await Raw.connect(gw.url)
         await c.join("api:t")
         path = os.path.join(TMP, "fire.log")
-        c.send(["1", "2", "api:t", EV, request("f1", "fire", {"request": "f1", "config": "c", "response": "r",
-                                                             "path": path}, service="t")])
+        c.send(
+            [
+                "1",
+                "2",
+                "api:t",
+                EV,
+                request("f1", "fire", {"request": "f1", "config": "c", "response": "r", "path": path}, service="t"),
+            ]
+        )
         assert await c.recv() == ["1", "2", "api:t", "phx_reply", {"status": "ok", "response": "fire"}]
         assert wait_until(lambda: os.path.exists(path))
         assert await c.nothing(0.3)
         await c.close()
+
     run(go())
 
 
@@ -664,16 +735,22 @@ def test_streams(gw, run):
         body = [f[4] for f in frames if f[3] == EV]
         assert frames[1][3] == "phx_reply" and frames[1][4] == {"status": "ok", "response": "agen"}
         assert [(b["result"], b["has_more"], b["async"], b["success"]) for b in body] == [
-            ("init", True, True, True), ({"i": 0}, True, True, True), ({"i": 1}, True, True, True),
-            (None, False, True, True)]
+            ("init", True, True, True),
+            ({"i": 0}, True, True, True),
+            ({"i": 1}, True, True, True),
+            (None, False, True, True),
+        ]
         await c.close()
 
         cl = await connect(gw)
         got = [(r.result, r.has_more) async for r in cl.stream("t", "gen", {"n": 3})]
         assert got == [(0, True), (10, True), (20, True), (None, False)]
         got = [(r.result, r.has_more, r.success, r.error) async for r in cl.stream("t", "agen_fail", {"n": 2})]
-        assert got == [(0, True, True, None), (1, True, True, None),
-                       (None, False, False, "Internal Server Error: RuntimeError: stream broke")]
+        assert got == [
+            (0, True, True, None),
+            (1, True, True, None),
+            (None, False, False, "Internal Server Error: RuntimeError: stream broke"),
+        ]
         got = [(r.result, r.has_more) async for r in cl.stream("t", "push_style", {"n": 2})]
         assert got == [(0, True), (1, True), ("last", False)]
         got = [(r.result, r.has_more) async for r in cl.stream("t", "push_complete")]
@@ -685,6 +762,7 @@ def test_streams(gw, run):
         got = [(r.success, r.error) async for r in cl.stream("t", "agen", {"n": "x"})]
         assert got == [(False, 'Invalid argument: invalid argument type for "n", expected :num, got "x"')]
         await cl.close()
+
     run(go())
 
 
@@ -718,6 +796,7 @@ def test_cancel_on_leave_and_disconnect(gw, run):
         assert (await d.call("t", "watch", {"path": p5, "ms": 50})).result is None
         assert wait_until(lambda: _state(p5) == "finished")
         await d.close()
+
     run(go())
 
 
@@ -730,15 +809,22 @@ def test_hooks(gw, run):
         assert r.error == "hook rejected: not today"
         assert wait_until(lambda: "h2 False hook rejected: not today" in (_state(AFTER_LOG) or ""))
         assert "h1 True None" in _state(AFTER_LOG)
-        assert (await c.call("t", "hook_tuple", {"text": "a"}, raise_on_error=False)).error == "hook rejected: tuple says no"
-        assert (await c.call("t", "hook_raise", {"text": "a"}, raise_on_error=False)).error == "hook rejected: hook blew up"
-        assert (await c.call("t", "hook_slow", {"text": "a"}, raise_on_error=False)).error == "hook rejected: hook timed out after 200ms"
+        assert (
+            await c.call("t", "hook_tuple", {"text": "a"}, raise_on_error=False)
+        ).error == "hook rejected: tuple says no"
+        assert (
+            await c.call("t", "hook_raise", {"text": "a"}, raise_on_error=False)
+        ).error == "hook rejected: hook blew up"
+        assert (
+            await c.call("t", "hook_slow", {"text": "a"}, raise_on_error=False)
+        ).error == "hook rejected: hook timed out after 200ms"
         assert (await c.call("t", "hook_ignored", {"text": "a"})).result == {"text": "a", "n": 1}
         assert (await c.call("t", "hook_extra", {"text": "a"})).result == {"text": "tag:a", "n": 1}
         # a before hook may change the config: here it demands an authenticated user
         assert (await c.call("t", "hook_switch", {"text": "a"}, raise_on_error=False)).error == "Permission denied"
         assert (await c.call("t", "hook_async_fn", {"text": "a"})).result == {"text": "A", "n": 1}
         await c.close()
+
     run(go())
 
 
@@ -759,6 +845,7 @@ def test_unencodable_results_are_errors_not_silence(gw, run):
         err = await raw.recv()
         assert err[3] == "phx_error" and "nested too deeply" in err[4]["reason"]
         await raw.close()
+
     run(go())
 
 

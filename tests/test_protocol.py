@@ -1,4 +1,5 @@
 """Phoenix Channels protocol through a real gateway process (reference/phoenix-protocol.md)."""
+
 import asyncio
 import json
 import signal
@@ -50,18 +51,38 @@ def test_v2_join_heartbeat_call_leave(demo_gateway, run):
         assert await c.recv() == [None, "6", "phoenix", "phx_reply", {"status": "ok", "response": {}}]
         c.send(["5", "7", "api:x", EV, request("r1")])
         push, reply = await c.recv_n(2)
-        assert push == ["5", None, "api:x", EV, {
-            "request_id": "r1", "result": {"text": "hi", "n": 1}, "success": True, "error": None,
-            "async": False, "has_more": False, "can_retry": False}]
+        assert push == [
+            "5",
+            None,
+            "api:x",
+            EV,
+            {
+                "request_id": "r1",
+                "result": {"text": "hi", "n": 1},
+                "success": True,
+                "error": None,
+                "async": False,
+                "has_more": False,
+                "can_retry": False,
+            },
+        ]
         assert reply == ["5", "7", "api:x", "phx_reply", {"status": "ok", "response": "echo"}]
         c.send(["5", "8", "api:x", "phx_leave", {}])
-        assert await c.recv_n(2) == [["5", "8", "api:x", "phx_reply", {"status": "ok", "response": {}}],
-                                     ["5", "5", "api:x", "phx_close", {}]]
+        assert await c.recv_n(2) == [
+            ["5", "8", "api:x", "phx_reply", {"status": "ok", "response": {}}],
+            ["5", "5", "api:x", "phx_close", {}],
+        ]
         # after leaving, the topic is not joined any more
         c.send(["5", "9", "api:x", EV, request("r2")])
-        assert await c.recv() == [None, "9", "api:x", "phx_reply",
-                                  {"status": "error", "response": {"reason": "unmatched topic"}}]
+        assert await c.recv() == [
+            None,
+            "9",
+            "api:x",
+            "phx_reply",
+            {"status": "error", "response": {"reason": "unmatched topic"}},
+        ]
         await c.close()
+
     run(go())
 
 
@@ -70,14 +91,22 @@ def test_v1_objects_and_no_join_ref(demo_gateway, run):
         for query in ("", "vsn=1.0.0"):
             c = await Raw.connect(demo_gateway.url, query)
             c.send({"topic": "api:v1", "event": "phx_join", "payload": {}, "ref": "1", "join_ref": "1"})
-            assert await c.recv() == {"topic": "api:v1", "event": "phx_reply", "ref": "1",
-                                      "payload": {"status": "ok", "response": {}}}
+            assert await c.recv() == {
+                "topic": "api:v1",
+                "event": "phx_reply",
+                "ref": "1",
+                "payload": {"status": "ok", "response": {}},
+            }
             c.send({"topic": "api:v1", "event": EV, "payload": request("a"), "ref": "2"})
             push, reply = await c.recv_n(2)
             assert push["event"] == EV and push["ref"] is None and "join_ref" not in push
             assert push["payload"]["result"] == {"text": "hi", "n": 1}
-            assert reply == {"topic": "api:v1", "event": "phx_reply", "ref": "2",
-                             "payload": {"status": "ok", "response": "echo"}}
+            assert reply == {
+                "topic": "api:v1",
+                "event": "phx_reply",
+                "ref": "2",
+                "payload": {"status": "ok", "response": "echo"},
+            }
             c.send({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "3"})
             assert (await c.recv())["payload"] == {"status": "ok", "response": {}}
             # a V1 frame missing a required key is answered, the connection stays
@@ -87,6 +116,7 @@ def test_v1_objects_and_no_join_ref(demo_gateway, run):
             c.send({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "5"})
             assert (await c.recv())["ref"] == "5"
             await c.close()
+
     run(go())
 
 
@@ -96,6 +126,7 @@ def test_unsupported_vsn_is_403(demo_gateway, run, vsn):
         with pytest.raises(WSError) as e:
             await Raw.connect(demo_gateway.url, f"vsn={vsn}")
         assert "403" in str(e.value)
+
     run(go())
 
 
@@ -111,32 +142,42 @@ def test_subprotocol_phoenix_echoed_with_auth_token(demo_gateway, run):
     import jwt
 
     from genapi.config import load
+
     token = jwt.encode({"sub": "u", "exp": int(time.time()) + 60}, load(None).auth.jwt_secret, algorithm="HS256")
     b64 = base64.b64encode(token.encode()).decode().rstrip("=")
 
     async def go():
-        c = await Raw.connect(demo_gateway.url, headers={
-            "Sec-WebSocket-Protocol": f"phoenix, base64url.bearer.phx.{b64}"})
+        c = await Raw.connect(
+            demo_gateway.url, headers={"Sec-WebSocket-Protocol": f"phoenix, base64url.bearer.phx.{b64}"}
+        )
         assert c.response.headers.get("Sec-WebSocket-Protocol") == "phoenix"
         await c.close()
         plain = await Raw.connect(demo_gateway.url)
         assert plain.response.headers.get("Sec-WebSocket-Protocol") is None
         await plain.close()
+
     run(go())
 
 
 def test_unmatched_topic_duplicate_join_and_stale_refs(topics_gateway, run):
     async def go():
         c = await Raw.connect(topics_gateway.url)
-        assert await c.join("nope:x", "1") == [None, "1", "nope:x", "phx_reply",
-                                               {"status": "error", "response": {"reason": "unmatched topic"}}]
+        assert await c.join("nope:x", "1") == [
+            None,
+            "1",
+            "nope:x",
+            "phx_reply",
+            {"status": "error", "response": {"reason": "unmatched topic"}},
+        ]
         assert (await c.join("room:1", "2"))[4]["status"] == "ok"
         assert (await c.join("room:12", "3"))[4]["response"] == {"reason": "unmatched topic"}
         assert (await c.join("api:x", "4"))[4]["status"] == "ok"
         # duplicate join: new reply first, then the old join_ref's phx_close
         c.send(["5", "5", "api:x", "phx_join", {}])
-        assert await c.recv_n(2) == [["5", "5", "api:x", "phx_reply", {"status": "ok", "response": {}}],
-                                     ["4", "4", "api:x", "phx_close", {}]]
+        assert await c.recv_n(2) == [
+            ["5", "5", "api:x", "phx_reply", {"status": "ok", "response": {}}],
+            ["4", "4", "api:x", "phx_close", {}],
+        ]
         # stale join_ref: no answer; null join_ref: accepted
         c.send(["4", "6", "api:x", EV, request("stale")])
         assert await c.nothing()
@@ -146,8 +187,13 @@ def test_unmatched_topic_duplicate_join_and_stale_refs(topics_gateway, run):
         assert reply == ["5", "7", "api:x", "phx_reply", {"status": "ok", "response": "echo"}]
         # a push on a topic that is not joined
         c.send([None, "8", "api:other", EV, request("x")])
-        assert await c.recv() == [None, "8", "api:other", "phx_reply",
-                                  {"status": "error", "response": {"reason": "unmatched topic"}}]
+        assert await c.recv() == [
+            None,
+            "8",
+            "api:other",
+            "phx_reply",
+            {"status": "error", "response": {"reason": "unmatched topic"}},
+        ]
         # leave of a topic never joined: ok with the join_ref echoed
         c.send(["9", "9", "api:never", "phx_leave", {}])
         assert await c.recv() == ["9", "9", "api:never", "phx_reply", {"status": "ok", "response": {}}]
@@ -156,13 +202,16 @@ def test_unmatched_topic_duplicate_join_and_stale_refs(topics_gateway, run):
         assert await c.nothing()
         # channel limit (3): room:1, api:x joined; one more fits, the next is refused
         assert (await c.join("api:y", "11"))[4]["status"] == "ok"
-        assert (await c.join("api:z", "12"))[4] == {"status": "error",
-                                                    "response": {"reason": "too many channels joined"}}
+        assert (await c.join("api:z", "12"))[4] == {
+            "status": "error",
+            "response": {"reason": "too many channels joined"},
+        }
         # an unknown event on a joined topic gets an error reply naming the request event
         c.send(["5", "13", "api:x", "whatever", {}])
         r = await c.recv()
         assert r[1] == "13" and r[4]["status"] == "error" and EV in r[4]["response"]["reason"]
         await c.close()
+
     run(go())
 
 
@@ -178,6 +227,7 @@ def test_idle_connection_is_closed(topics_gateway, run):
         assert code == 1001
         assert not talk.closed.done()
         await talk.close()
+
     run(go())
 
 
@@ -207,6 +257,7 @@ def test_bad_frames_get_an_error_and_connection_survives(demo_gateway, run, name
         push, reply = await c.recv_n(2)
         assert push[4]["success"] is True and reply[4]["status"] == "ok"
         await c.close()
+
     run(go())
 
 
@@ -226,6 +277,7 @@ def test_binary_frames(demo_gateway, run):
         c.send(["5", "7", "api:bin", EV, request("ok")])
         assert (await c.recv_n(2))[1][4]["status"] == "ok"
         await c.close()
+
     run(go())
 
 
@@ -235,8 +287,7 @@ def test_oversize_payload_is_refused_and_connection_survives(topics_gateway, run
         await c.join("api:big")
         c.send(["1", "2", "api:big", EV, request("big", args={"text": "x" * 3000})])
         push, reply = await c.recv_n(2)
-        assert push[4]["error"].startswith(
-            "Invalid request: Request payload exceeds maximum size of 2000 bytes (got ")
+        assert push[4]["error"].startswith("Invalid request: Request payload exceeds maximum size of 2000 bytes (got ")
         assert push[4]["request_id"] == "big"
         assert reply[4]["status"] == "error" and reply[4]["response"] == push[4]["error"]
         c.send(["1", "3", "api:big", EV, request("small")])
@@ -244,6 +295,7 @@ def test_oversize_payload_is_refused_and_connection_survives(topics_gateway, run
         # far beyond the frame limit the socket is closed with 1009 (message too big)
         c.send(["1", "4", "api:big", EV, request("huge", args={"text": "x" * 200_000})])
         assert await asyncio.wait_for(c.closed, 5) == 1009
+
     run(go())
 
 
@@ -256,6 +308,7 @@ def test_sigterm_closes_clients_with_1001_and_exits_0(run):
         await asyncio.sleep(0.1)
         gw.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(c.closed, 5) == 1001
+
     run(go())
     assert gw.proc.wait(10) == 0
     assert gw.stop() == 0
@@ -280,6 +333,7 @@ def test_many_requests_in_one_read_batch(demo_gateway, run):
         assert [r[1] for r in replies] == [str(100 + i) for i in range(50)]
         assert [p[4]["result"]["text"] for p in pushes] == [str(i) for i in range(50)]
         await c.close()
+
     run(go())
 
 
@@ -294,12 +348,15 @@ def test_several_workers_share_the_port(run):
             push, reply = await c.recv_n(2)
             assert push[4]["result"]["text"] == str(i) and reply[4]["status"] == "ok"
         return clients
+
     run(go())
     import subprocess
+
     children = subprocess.run(["pgrep", "-P", str(gw.pid)], capture_output=True, text=True).stdout.split()
     assert len(children) == 2
     assert gw.stop() == 0
     import os
+
     for pid in children:
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
 
@@ -328,6 +385,7 @@ def test_supervisor_restarts_a_dead_worker(run):
             c.send(["1", "2", "api:r", EV, request(f"r{i}")])
             assert (await c.recv_n(2))[1][4]["status"] == "ok"
             await c.close()
+
     run(go())
     assert gw.stop() == 0
 
@@ -341,8 +399,12 @@ def test_client_that_does_not_read_gets_every_answer_later(demo_gateway):
 
     sock = socket.create_connection(("127.0.0.1", demo_gateway.port))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(4096)
@@ -362,12 +424,13 @@ def test_client_that_does_not_read_gets_every_answer_later(demo_gateway):
 
     import threading
 
-    frames = [frame(json.dumps(["1", str(i + 2), "api:bp", EV, request(f"q{i}", args={"text": big})]))
-              for i in range(n)]
+    frames = [
+        frame(json.dumps(["1", str(i + 2), "api:bp", EV, request(f"q{i}", args={"text": big})])) for i in range(n)
+    ]
 
     def send_all():
         for i in range(0, n, 100):
-            sock.sendall(b"".join(frames[i:i + 100]))
+            sock.sendall(b"".join(frames[i : i + 100]))
         sender_done.append(True)
 
     def rss_kb() -> int:
@@ -378,6 +441,7 @@ def test_client_that_does_not_read_gets_every_answer_later(demo_gateway):
     t = threading.Thread(target=send_all, daemon=True)
     t.start()
     import time
+
     time.sleep(1.5)  # not reading: the server must pause us instead of buffering everything
     grown_mb = (rss_kb() - rss_before) / 1024
     assert not sender_done, "the server read 40 MB of requests from a client that reads nothing"
@@ -402,8 +466,8 @@ def test_client_that_does_not_read_gets_every_answer_later(demo_gateway):
                 ln, off = int.from_bytes(buf[2:10], "big"), 10
             if len(buf) < off + ln:
                 break
-            msg = json.loads(bytes(buf[off:off + ln]))
-            del buf[:off + ln]
+            msg = json.loads(bytes(buf[off : off + ln]))
+            del buf[: off + ln]
             if msg[3] == "phx_reply":
                 assert msg[4]["status"] == "ok"
                 replies += 1

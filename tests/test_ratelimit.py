@@ -1,5 +1,6 @@
 """Rate limits end to end: `[rate_limiter]` over real workers sharing one table, the reference's
 refusal, runtime control through the control port and `genapi ratelimit`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,9 @@ from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.client import Client
 from node_proc import control
 
-BASE = PID_CONFIG + """
+BASE = (
+    PID_CONFIG
+    + """
 [[functions]]
 service = "w"
 request_type = "keyed"
@@ -26,6 +29,7 @@ arg_types = {{ text = "string" }}
 [rate_limiter]
 {limits}
 """
+)
 
 
 def gateway(limits: str, workers: int = 3) -> GatewayProcess:
@@ -36,8 +40,9 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def calls(gw: GatewayProcess, n: int, rt: str = "pid", args: dict[str, Any] | None = None,
-                connections: int = 30) -> list[Any]:
+async def calls(
+    gw: GatewayProcess, n: int, rt: str = "pid", args: dict[str, Any] | None = None, connections: int = 30
+) -> list[Any]:
     """`n` calls spread over `connections` fresh connections (so over the workers)."""
     clients = await asyncio.gather(*(Client.connect(gw.url) for _ in range(connections)))
     try:
@@ -65,14 +70,19 @@ def test_a_limit_holds_exactly_across_the_workers() -> None:
 
 
 def test_the_window_slides() -> None:
-    gw = gateway('[[rate_limiter.api_limits]]\nservice = "w"\nrequest_type = "keyed"\nkey = "text"\n'
-                 'max_requests = 3\nwindow_ms = 1200\n', workers=2)
+    gw = gateway(
+        '[[rate_limiter.api_limits]]\nservice = "w"\nrequest_type = "keyed"\nkey = "text"\n'
+        "max_requests = 3\nwindow_ms = 1200\n",
+        workers=2,
+    )
     try:
+
         async def go() -> list[Any]:
             out = []
             for text in ("a", "a", "a", "a", "b"):
                 out.append((await calls(gw, 1, "keyed", {"text": text}, connections=1))[0])
             return out
+
         first = run(go())
         assert [r.success for r in first] == [True, True, True, False, True]  # "b" counts apart
         assert first[3].error == "Rate limit exceeded. Please retry after 2 seconds."
@@ -84,9 +94,11 @@ def test_the_window_slides() -> None:
 
 
 def test_global_and_api_limits_combine_and_only_admitted_requests_count() -> None:
-    limits = ('[[rate_limiter.global_limits]]\nkey = "ip_address"\nmax_requests = 6\nwindow_ms = 60000\n'
-              '[[rate_limiter.api_limits]]\nservice = "w"\nrequest_type = "keyed"\nkey = "ip_address"\n'
-              'max_requests = 2\nwindow_ms = 60000\n')
+    limits = (
+        '[[rate_limiter.global_limits]]\nkey = "ip_address"\nmax_requests = 6\nwindow_ms = 60000\n'
+        '[[rate_limiter.api_limits]]\nservice = "w"\nrequest_type = "keyed"\nkey = "ip_address"\n'
+        "max_requests = 2\nwindow_ms = 60000\n"
+    )
     gw = gateway(limits)
     try:
         keyed = run(calls(gw, 5, "keyed", {"text": "x"}, connections=5))
@@ -130,6 +142,7 @@ def test_runtime_changes_reach_every_worker_and_the_cli_controls_them() -> None:
 def test_a_worker_killed_mid_traffic_leaves_the_table_usable() -> None:
     gw = gateway('[[rate_limiter.global_limits]]\nkey = "text"\nmax_requests = 400\nwindow_ms = 60000\n', workers=2)
     try:
+
         async def traffic() -> list[Any]:
             clients = await asyncio.gather(*(Client.connect(gw.url) for _ in range(20)))
             await asyncio.gather(*(c.join("api:r") for c in clients))
@@ -141,12 +154,14 @@ def test_a_worker_killed_mid_traffic_leaves_the_table_usable() -> None:
                         out.append(await c.call("w", "keyed", {"text": "k"}, topic="api:r", raise_on_error=False))
                     except Exception:  # its worker was killed under it
                         return
+
             killer = asyncio.get_running_loop().call_later(0.2, lambda: os.kill(max(children(gw.pid)), signal.SIGKILL))
             await asyncio.gather(*(one(c) for c in clients))
             killer.cancel()
             for c in clients:
                 await c.close()
             return out
+
         got = run(traffic())
         assert sum(r.success for r in got) <= 400
         assert wait_until(lambda: len(children(gw.pid)) == 2, timeout=10)
@@ -168,14 +183,23 @@ def test_ip_address_behind_a_trusted_proxy_is_the_forwarded_one() -> None:
             c = await Raw.connect(gw.url, headers={"X-Forwarded-For": f"10.9.9.9, {forwarded}"})
             await c.join("api:r")
             for i in range(3):
-                c.send(["1", str(i + 2), "api:r", "phoenix_gen_api",
-                        {"request_id": f"r{i}", "service": "w", "request_type": "pid", "args": {}}])
+                c.send(
+                    [
+                        "1",
+                        str(i + 2),
+                        "api:r",
+                        "phoenix_gen_api",
+                        {"request_id": f"r{i}", "service": "w", "request_type": "pid", "args": {}},
+                    ]
+                )
                 push, _reply = await c.recv_n(2)
                 out.append(push[4]["success"])
             await c.close()
         return out
 
-    trusted = GatewayProcess(BASE.format(limits=limit).replace("[auth]", '[gateway]\ntrusted_proxies = ["127.0.0.1"]\n\n[auth]'))
+    trusted = GatewayProcess(
+        BASE.format(limits=limit).replace("[auth]", '[gateway]\ntrusted_proxies = ["127.0.0.1"]\n\n[auth]')
+    )
     try:  # the proxy (127.0.0.1) is trusted: each forwarded client has its own 2
         assert run(three_each(trusted)) == [True, True, False, True, True, False]
     finally:

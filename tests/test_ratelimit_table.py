@@ -1,5 +1,6 @@
 """The shared-memory rate-limit table (genapi._core.ratelimit): the reference's sliding log,
 exact across processes, bounded, and usable after a holder of a shard lock is killed."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,13 @@ def table(path: str) -> Iterator[Table]:
 
 
 def _child(code: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _together(children: list[subprocess.Popen[str]]) -> list[int]:
@@ -63,7 +69,7 @@ def test_window_slides_admissions_leave_one_by_one(table: Table) -> None:
     for t in (0, 100, 200):
         assert table.check("k", 0, 3, WINDOW, now_ms=t) == 0
     assert table.check("k", 0, 3, WINDOW, now_ms=999) == -1
-    assert table.check("k", 0, 3, WINDOW, now_ms=1000) == 0     # 0 left the window: one fits
+    assert table.check("k", 0, 3, WINDOW, now_ms=1000) == 0  # 0 left the window: one fits
     assert table.check("k", 0, 3, WINDOW, now_ms=1000) == -100  # next out is 100, at 1100
     assert table.check("k", 0, 3, WINDOW, now_ms=1099) == -1
     assert table.check("k", 0, 3, WINDOW, now_ms=1100) == 0
@@ -85,10 +91,10 @@ def test_keys_and_limit_ids_count_separately(table: Table) -> None:
     assert table.check(b"user_id:a", 0, 1, WINDOW, now_ms=1) == 0
     assert table.check(b"user_id:a", 0, 1, WINDOW, now_ms=1) < 0
     assert table.check(b"user_id:b", 0, 1, WINDOW, now_ms=1) == 0
-    assert table.check(b"user_id:a", 7, 1, WINDOW, now_ms=1) == 0   # another limit on the same key
-    assert table.check("user_id:a", 0, 1, WINDOW, now_ms=1) < 0     # str and its utf-8 bytes: one key
+    assert table.check(b"user_id:a", 7, 1, WINDOW, now_ms=1) == 0  # another limit on the same key
+    assert table.check("user_id:a", 0, 1, WINDOW, now_ms=1) < 0  # str and its utf-8 bytes: one key
     h = key_hash("user_id:a")
-    assert table.check_hash(h, 0, 1, WINDOW, 1) < 0                 # the hash counts the same slot
+    assert table.check_hash(h, 0, 1, WINDOW, 1) < 0  # the hash counts the same slot
     assert table.check_hash(h, 9, 1, WINDOW, 1) == 0
     assert table.stats()["used_slots"] == 4
 
@@ -113,7 +119,9 @@ def test_create_refuses_bad_geometry(path: str) -> None:
         Table.create(path, slots=10)
     free = os.statvfs(os.path.dirname(path)).f_bavail * os.statvfs(os.path.dirname(path)).f_frsize
     slots = free // 8000 + 64  # rings of 1000 u64: more than is free
-    with pytest.raises(ValueError, match=rf"rate-limit table of \d+ bytes \(slots={slots}, ring=1000\) exceeds the \d+ bytes free"):
+    with pytest.raises(
+        ValueError, match=rf"rate-limit table of \d+ bytes \(slots={slots}, ring=1000\) exceeds the \d+ bytes free"
+    ):
         Table.create(path, slots=slots, ring=1000)
     assert not os.path.exists(path)
 
@@ -237,7 +245,7 @@ def test_create_replaces_and_unlink_removes(path: str) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert second.check("k", 0, 1, WINDOW, now_ms=1) == 0  # a fresh table
     assert Table.open(path).status("k", 0, 1, WINDOW, now_ms=1)["used"] == 1
-    assert first.check("k", 0, 1, WINDOW, now_ms=1) < 0    # the old mapping is still its own
+    assert first.check("k", 0, 1, WINDOW, now_ms=1) < 0  # the old mapping is still its own
     unlink(path)
     assert not os.path.exists(path)
     unlink(path)  # already gone: fine
@@ -288,8 +296,12 @@ def test_check_many_in_two_processes_neither_deadlocks_nor_overadmits(path: str)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(1, 4), st.integers(1, 50),
-                          st.integers(0, 20)), max_size=200))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(1, 4), st.integers(1, 50), st.integers(0, 20)),
+        max_size=200,
+    )
+)
 def test_matches_the_reference_sliding_log(path: str, calls: list[tuple[int, int, int, int, int]]) -> None:
     """Any sequence of checks (keys, limit ids, and max/window that vary from call to call, the
     ring of 4 wrapping) decides and answers exactly as the reference's log of timestamps. (The

@@ -1,4 +1,5 @@
 """The versioned registry and the FunConfig/Response structs."""
+
 import msgspec
 import pytest
 
@@ -58,8 +59,14 @@ def test_add_replaces_same_version():
 def test_response_wire_shape_has_all_seven_keys():
     enc = msgspec.json.encode
     assert msgspec.json.decode(enc(Response.sync("r", {"a": 1}))) == {
-        "request_id": "r", "result": {"a": 1}, "success": True, "error": None, "async": False,
-        "has_more": False, "can_retry": False}
+        "request_id": "r",
+        "result": {"a": 1},
+        "success": True,
+        "error": None,
+        "async": False,
+        "has_more": False,
+        "can_retry": False,
+    }
     assert msgspec.json.decode(enc(Response.ack("r")))["async"] is True
     chunk = msgspec.json.decode(enc(Response.chunk("r", 5)))
     assert (chunk["async"], chunk["has_more"], chunk["result"]) == (True, True, 5)
@@ -71,13 +78,44 @@ def test_response_wire_shape_has_all_seven_keys():
 
 def test_fun_config_defaults_match_the_reference():
     c = cfg("1.0.0")
-    assert (c.choose_node_mode, c.arg_types, c.arg_orders, c.response_type, c.check_permission,
-            c.permission_callback, c.disabled, c.retry, c.before_execute, c.after_execute, c.hook_timeout,
-            c.request_info) == ("random", None, [], "sync", False, None, False, None, None, None, 5000, False)
+    assert (
+        c.choose_node_mode,
+        c.arg_types,
+        c.arg_orders,
+        c.response_type,
+        c.check_permission,
+        c.permission_callback,
+        c.disabled,
+        c.retry,
+        c.before_execute,
+        c.after_execute,
+        c.hook_timeout,
+        c.request_info,
+    ) == ("random", None, [], "sync", False, None, False, None, None, None, 5000, False)
     assert c.errors() == []
     assert FunConfig(service="s", request_type="r", nodes="local", timeout="infinity", mfa="m:f").timeout_ms() is None
-    bad = FunConfig(service="", request_type="", nodes=[], timeout=99, mfa="x", response_type="x",
-                    check_permission={"arg": ""}, retry=-1, hook_timeout=-5, arg_orders="list")
+    bad = FunConfig(
+        service="",
+        request_type="",
+        nodes=[],
+        timeout=99,
+        mfa="x",
+        response_type="x",
+        check_permission={"arg": ""},
+        retry=-1,
+        hook_timeout=-5,
+        arg_orders="list",
+    )
     fields = [e.split(":")[0] for e in bad.errors()]
-    assert fields == ["request_type", "service", "nodes", "timeout", "mfa", "response_type", "check_permission",
-                      "arg_orders", "retry", "hook_timeout"]
+    assert fields == [
+        "request_type",
+        "service",
+        "nodes",
+        "timeout",
+        "mfa",
+        "response_type",
+        "check_permission",
+        "arg_orders",
+        "retry",
+        "hook_timeout",
+    ]

@@ -2,6 +2,7 @@
 every group type, order per sender, cleanup when a connection goes or a worker dies, a slow
 member bounded, and the Python sides (RelayClient on the control port, in-worker functions).
 Real gateway processes and sockets throughout."""
+
 from __future__ import annotations
 
 import asyncio
@@ -113,7 +114,11 @@ def test_public_group_reaches_members_on_every_worker(gw: GatewayProcess) -> Non
         alice, bob, carol = await spread(gw, "alice", "bob", "carol")
         g = gid("pub")
         assert await ok(alice, "create_group", group_id=g, group_type="public") == {
-            "group_id": g, "group_type": "public", "status": "active", "roles": ["admin"]}
+            "group_id": g,
+            "group_type": "public",
+            "status": "active",
+            "roles": ["admin"],
+        }
         assert await ok(bob, "join_group", group_id=g) == {"group_id": g, "status": "active"}
         assert await ok(carol, "join_group", group_id=g) == {"group_id": g, "status": "active"}
         assert await refused(bob, "join_group", group_id=g) == RELAY_TEXTS["already_member"]
@@ -121,10 +126,14 @@ def test_public_group_reaches_members_on_every_worker(gw: GatewayProcess) -> Non
         assert resp is not None and resp.result == {"status": "relayed", "recipients_count": 3}
         for c in (alice, bob, carol):  # the sender too, exactly once each
             got = await received(c)
-            assert got["group_id"] == g and got["from_user_id"] == "alice" and got["message"] == {"text": "hi", "n": [1]}
+            assert (
+                got["group_id"] == g and got["from_user_id"] == "alice" and got["message"] == {"text": "hi", "n": [1]}
+            )
             assert got["timestamp"].endswith("Z")
-        assert await ok(bob, "handle_relay", group_id=g, message="from bob") == {"status": "relayed",
-                                                                                 "recipients_count": 3}
+        assert await ok(bob, "handle_relay", group_id=g, message="from bob") == {
+            "status": "relayed",
+            "recipients_count": 3,
+        }
         for c in (alice, bob, carol):
             got = await received(c)
             assert (got["from_user_id"], got["message"]) == ("bob", "from bob")
@@ -134,6 +143,7 @@ def test_public_group_reaches_members_on_every_worker(gw: GatewayProcess) -> Non
         assert await refused(alice, "mute_member", group_id=g, user_id="bob") == RELAY_TEXTS["not_strict_private"]
         assert await refused(alice, "unmute_member", group_id=g, user_id="bob") == RELAY_TEXTS["not_strict_private"]
         await close_all(alice, bob, carol)
+
     asyncio.run(main())
 
 
@@ -146,15 +156,20 @@ def test_private_group_matrix(gw: GatewayProcess) -> None:
         assert await refused(bob, "join_group", group_id=g) == RELAY_TEXTS["already_member"]
         # pending: cannot send, does not receive, cannot accept
         assert await refused(bob, "handle_relay", group_id=g, message="x") == RELAY_TEXTS["pending"]
-        assert await ok(alice, "handle_relay", group_id=g, message="before") == {"status": "relayed",
-                                                                                 "recipients_count": 1}
+        assert await ok(alice, "handle_relay", group_id=g, message="before") == {
+            "status": "relayed",
+            "recipients_count": 1,
+        }
         assert (await received(alice))["message"] == "before"
         await ok(carol, "join_group", group_id=g)
         assert await refused(bob, "accept_member", group_id=g, user_id="carol") == RELAY_TEXTS["not_active"]
         assert await refused(dave, "accept_member", group_id=g, user_id="carol") == RELAY_TEXTS["not_member"]
         assert await refused(alice, "accept_member", group_id=g, user_id="dave") == RELAY_TEXTS["user_not_in_group"]
-        assert await ok(alice, "accept_member", group_id=g, user_id="bob") == {"group_id": g, "user_id": "bob",
-                                                                               "status": "active"}
+        assert await ok(alice, "accept_member", group_id=g, user_id="bob") == {
+            "group_id": g,
+            "user_id": "bob",
+            "status": "active",
+        }
         assert await refused(alice, "accept_member", group_id=g, user_id="bob") == RELAY_TEXTS["user_not_pending"]
         # any active member accepts in a private group
         assert (await ok(bob, "accept_member", group_id=g, user_id="carol"))["status"] == "active"
@@ -165,11 +180,15 @@ def test_private_group_matrix(gw: GatewayProcess) -> None:
         # a non-public group's info is for its members
         assert await refused(dave, "get_group_info", group_id=g) == RELAY_TEXTS["not_member"]
         info = await ok(bob, "get_group_info", group_id=g)
-        assert {u: m["status"] for u, m in info["members"].items()} == {"alice": "active", "bob": "active",
-                                                                         "carol": "active"}
+        assert {u: m["status"] for u, m in info["members"].items()} == {
+            "alice": "active",
+            "bob": "active",
+            "carol": "active",
+        }
         assert info["members"]["alice"]["roles"] == ["admin"] and info["members"]["bob"]["roles"] == ["member"]
         assert await refused(bob, "delete_group", group_id=g) == RELAY_TEXTS["not_admin"]
         await close_all(alice, bob, carol, dave)
+
     asyncio.run(main())
 
 
@@ -211,17 +230,20 @@ def test_strict_private_group_matrix(gw: GatewayProcess) -> None:
         assert await refused(bob, "handle_relay", group_id=g, message="x") == RELAY_TEXTS["not_found"]
         assert await refused(bob, "join_group", group_id=g) == RELAY_TEXTS["not_found"]
         await close_all(alice, bob, carol, dave)
+
     asyncio.run(main())
 
 
 def test_bad_input_is_refused_clearly(gw: GatewayProcess) -> None:
     async def main() -> None:
-        alice, = await spread(gw, "alice")
+        (alice,) = await spread(gw, "alice")
         g = gid("bad")
         error = await refused(alice, "create_group", group_id=g, group_type="secret")
         assert "group_type must be one of public, private, strict_private" in error and "'secret'" in error
-        assert await refused(alice, "create_group", group_id="é" * 129, group_type="public") == \
-            "group_id must be at most 256 bytes"
+        assert (
+            await refused(alice, "create_group", group_id="é" * 129, group_type="public")
+            == "group_id must be at most 256 bytes"
+        )
         await ok(alice, "create_group", group_id=g, group_type="public")
         assert await refused(alice, "create_group", group_id=g, group_type="public") == RELAY_TEXTS["already_exists"]
         assert await refused(alice, "leave_group", group_id=gid("none")) == RELAY_TEXTS["not_found"]
@@ -231,6 +253,7 @@ def test_bad_input_is_refused_clearly(gw: GatewayProcess) -> None:
         await anon.join(TOPIC)
         assert await refused(anon, "join_group", group_id=g) == PERMISSION_DENIED
         await close_all(alice, anon)
+
     asyncio.run(main())
 
 
@@ -244,8 +267,10 @@ def test_order_per_sender_across_workers(gw: GatewayProcess) -> None:
         n = 150
 
         async def burst(c: Client, who: str) -> None:
-            calls = [asyncio.ensure_future(c.call("chat", "handle_relay", {"group_id": g, "message": f"{who}{i}"}))
-                     for i in range(n)]
+            calls = [
+                asyncio.ensure_future(c.call("chat", "handle_relay", {"group_id": g, "message": f"{who}{i}"}))
+                for i in range(n)
+            ]
             for resp in await asyncio.gather(*calls):
                 assert resp is not None and resp.success, resp
 
@@ -256,6 +281,7 @@ def test_order_per_sender_across_workers(gw: GatewayProcess) -> None:
             assert [m for m in got if m[0] == "b"] == [f"b{i}" for i in range(n)]
             assert c.pushes.empty()
         await close_all(alice, bob, carol)
+
     asyncio.run(main())
 
 
@@ -271,6 +297,7 @@ def test_members_leave_when_their_connection_or_topic_goes(gw: GatewayProcess) -
         def members() -> Callable[[], Any]:
             async def now() -> set[str]:
                 return set((await ok(alice, "get_group_info", group_id=g))["members"])
+
             return now
 
         now = members()
@@ -287,8 +314,10 @@ def test_members_leave_when_their_connection_or_topic_goes(gw: GatewayProcess) -
         async def deleted() -> bool:
             resp = await alice.call("chat", "get_group_info", {"group_id": g}, raise_on_error=False)
             return resp is not None and resp.error == RELAY_TEXTS["not_found"]
+
         await eventually(deleted)
         await close_all(alice, carol)
+
     asyncio.run(main())
 
 
@@ -308,6 +337,7 @@ def test_a_killed_worker_takes_its_members_out(gw: GatewayProcess) -> None:
 
         async def bob_out() -> bool:
             return set((await ok(alice, "get_group_info", group_id=g))["members"]) == {"alice", "carol"}
+
         await eventually(bob_out)
         assert (await ok(alice, "handle_relay", group_id=g, message="still here"))["recipients_count"] == 2
         for c in (alice, carol):
@@ -315,8 +345,10 @@ def test_a_killed_worker_takes_its_members_out(gw: GatewayProcess) -> None:
 
         async def three() -> bool:  # the worker is back (the other tests share the gateway)
             return len(children(gw.pid)) == 3
+
         await eventually(three, 10)
         await close_all(alice, bob, carol)
+
     asyncio.run(main())
 
 
@@ -324,6 +356,7 @@ def test_a_slow_member_is_bounded(gw: GatewayProcess) -> None:
     """A member that stops reading gets nothing more once its connection's buffer is full: the
     overflow is dropped and logged (never queued without bound), the others get everything, and
     it receives again once it reads."""
+
     async def main() -> None:
         alice, slow = await spread(gw, "alice", "slow")
         g = gid("slow")
@@ -334,8 +367,10 @@ def test_a_slow_member_is_bounded(gw: GatewayProcess) -> None:
         big = "x" * 2900  # under string_max_bytes; the flood is ~ n × 3 KB
         n = 2000
         for start in range(0, n, 100):
-            calls = [alice.call("chat", "handle_relay", {"group_id": g, "message": f"{i} {big}"})
-                     for i in range(start, start + 100)]
+            calls = [
+                alice.call("chat", "handle_relay", {"group_id": g, "message": f"{i} {big}"})
+                for i in range(start, start + 100)
+            ]
             await asyncio.gather(*calls)
         got = [(await received(alice))["message"].split()[0] for _ in range(n)]
         assert got == [str(i) for i in range(n)]
@@ -351,12 +386,14 @@ def test_a_slow_member_is_bounded(gw: GatewayProcess) -> None:
                 await ok(alice, "handle_relay", group_id=g, message="last")
         assert 0 < seen < n
         await close_all(alice, slow)
+
     asyncio.run(main())
 
 
 def test_python_sides(gw: GatewayProcess) -> None:
     """RelayClient on the control port (service nodes, scripts, the admin side) and the
     in-worker functions (a local function calling genapi.relay) act on the same groups."""
+
     async def main() -> None:
         bob, carol = await spread(gw, "bob", "carol")
         g = gid("ops")
@@ -385,12 +422,14 @@ def test_python_sides(gw: GatewayProcess) -> None:
                 await rc.get_group_info(g)
             assert exc.value.code == "not_found"
         await close_all(bob, carol)
+
     asyncio.run(main())
 
 
 def test_one_worker_is_its_own_authority() -> None:
     g = GatewayProcess(CONFIG)
     try:
+
         async def main() -> None:
             alice, _ = await user(g, "alice")
             bob, _ = await user(g, "bob")
@@ -402,10 +441,13 @@ def test_one_worker_is_its_own_authority() -> None:
                 assert (await received(c))["message"] == "hey"
             await bob.close()
             async with RelayClient(g.control) as rc:
+
                 async def bob_out() -> bool:
                     return set((await rc.get_group_info("solo"))["members"]) == {"alice"}
+
                 await eventually(bob_out)
             await alice.close()
+
         asyncio.run(main())
     finally:
         g.stop()

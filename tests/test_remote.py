@@ -1,4 +1,5 @@
 """Service nodes end to end: real gateways, real `genapi service run` nodes, real sockets."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,9 @@ breaker_cooldown_ms = 400
 """
 
 
-def gateway(detail: bool = False, pull: int = 30000, extra: str = "", secret: str | None = None,
-            **kw: Any) -> GatewayProcess:
+def gateway(
+    detail: bool = False, pull: int = 30000, extra: str = "", secret: str | None = None, **kw: Any
+) -> GatewayProcess:
     line = f'secret = "{secret}"' if secret else ""
     return GatewayProcess(ANON.format(detail=str(detail).lower(), pull=pull, extra=extra, secret=line), **kw)
 
@@ -92,6 +94,7 @@ def test_every_response_type_through_a_node(one_node: Any) -> None:
             assert r.error == "Permission denied"
         finally:
             await c.close()
+
     run(go())
 
 
@@ -119,6 +122,7 @@ def test_cancel_reaches_the_node(tmp_path: Any) -> None:
                 await asyncio.sleep(0.2)
             finally:
                 await c.close()
+
         run(go())
         for mark in ("too_slow-cancelled", "slow-cancelled", "count-cancelled"):
             wait_for(lambda m=mark: (marks / f"m-{m}").exists(), what=mark)
@@ -137,8 +141,10 @@ def test_push_skip_force_verify_and_status(one_node: Any) -> None:
     assert control(gw.control, "$verify", ["nope", "1.0.0"]) == {"status": "not_found"}
     status = control(gw.control, "$pushed")["inv"]
     assert status["config_version"] == "1.0.0" and "echo@1.0.0" in status["functions"]
-    bad = dict(message, fun_configs=[dict(message["fun_configs"][0], nodes="local"),
-                                     dict(message["fun_configs"][1], timeout=5)])
+    bad = dict(
+        message,
+        fun_configs=[dict(message["fun_configs"][0], nodes="local"), dict(message["fun_configs"][1], timeout=5)],
+    )
     with pytest.raises(rpc.RpcError) as err:
         control(gw.control, "$push", [bad, True])
     assert err.value.code == rpc.REFUSED
@@ -156,8 +162,9 @@ def test_pull_with_version_check(tmp_path: Any) -> None:
             status = wait_pushed(gw.control, "inv", [address])
             assert status["source"] == "pull" and status["config_version"] == "1.0.0"
             updated = status["updated_at"]
-            wait_for(lambda: (control(gw.control, "$pushed")["inv"]["pulled_at"] or 0) > updated + 0.3,
-                     what="a later pull")
+            wait_for(
+                lambda: (control(gw.control, "$pushed")["inv"]["pulled_at"] or 0) > updated + 0.3, what="a later pull"
+            )
             assert control(gw.control, "$pushed")["inv"]["updated_at"] == updated  # same version: not re-applied
 
             async def call() -> Any:
@@ -166,20 +173,27 @@ def test_pull_with_version_check(tmp_path: Any) -> None:
                     return (await c.call("inv", "echo", {"text": "x"}, topic="api:t")).result
                 finally:
                     await c.close()
+
             assert run(call())["node"] == "p1"
             node.stop()
             wait_for(lambda: control(gw.control, "$pushed")["inv"]["pull_failures"] > 0, what="a failed pull")
             with NodeProcess([nowhere], name="p2", listen=address, env={"NODE_CONFIG_VERSION": "2.0.0"}):
-                wait_for(lambda: control(gw.control, "$pushed")["inv"]["config_version"] == "2.0.0",
-                         what="the new version pulled")
+                wait_for(
+                    lambda: control(gw.control, "$pushed")["inv"]["config_version"] == "2.0.0",
+                    what="the new version pulled",
+                )
                 assert control(gw.control, "$pushed")["inv"]["pull_failures"] == 0
                 assert run(call())["node"] == "p2"
 
 
 @pytest.fixture(scope="module")
 def three_nodes():
-    with gateway() as gw, NodeProcess([gw.control], name="n1") as a, \
-            NodeProcess([gw.control], name="n2") as b, NodeProcess([gw.control], name="n3") as c:
+    with (
+        gateway() as gw,
+        NodeProcess([gw.control], name="n1") as a,
+        NodeProcess([gw.control], name="n2") as b,
+        NodeProcess([gw.control], name="n3") as c,
+    ):
         wait_pushed(gw.control, "inv", [a.address, b.address, c.address])
         yield gw, [a, b, c]
 
@@ -191,8 +205,10 @@ def test_selection_modes(three_nodes: Any) -> None:
         c = await client(gw)
         out: dict[str, Any] = {}
         try:
+
             async def who(rt: str, args: dict[str, Any] | None = None) -> str:
                 return (await c.call("inv", rt, args, topic="api:t")).result
+
             out["rr"] = Counter([await who("where_rr") for _ in range(30)])
             out["random"] = Counter([await who("where") for _ in range(90)])
             out["hash"] = {k: {await who("where_hash", {"key": k}) for _ in range(5)} for k in map(str, range(30))}
@@ -200,6 +216,7 @@ def test_selection_modes(three_nodes: Any) -> None:
         finally:
             await c.close()
         return out
+
     out = run(go())
     assert out["rr"] == {"n1": 10, "n2": 10, "n3": 10}
     assert set(out["random"]) == {"n1", "n2", "n3"} and min(out["random"].values()) >= 10
@@ -218,13 +235,18 @@ def test_retry_same_node_and_all_nodes(three_nodes: Any) -> None:
     async def go() -> tuple[list[Any], list[Any]]:
         c = await client(gw)
         try:
-            same = [await c.call("inv", "flaky_same", {"key": f"s{i}"}, topic="api:t", raise_on_error=False)
-                    for i in range(6)]
-            every = [await c.call("inv", "flaky_all", {"key": f"a{i}"}, topic="api:t", raise_on_error=False)
-                     for i in range(6)]
+            same = [
+                await c.call("inv", "flaky_same", {"key": f"s{i}"}, topic="api:t", raise_on_error=False)
+                for i in range(6)
+            ]
+            every = [
+                await c.call("inv", "flaky_all", {"key": f"a{i}"}, topic="api:t", raise_on_error=False)
+                for i in range(6)
+            ]
             return same, every
         finally:
             await c.close()
+
     same, every = run(go())
     assert all(r.success for r in same), same
     assert all(not r.success and r.error == "Internal Server Error" for r in every), every
@@ -244,6 +266,7 @@ def test_another_node_answers_after_a_kill(three_nodes: Any) -> None:
             return got
         finally:
             await c.close()
+
     got = run(go())
     assert set(got) == {"n2", "n3"}  # every call answered, none by the dead node
     nodes_status = control(gw.control, "$nodes")
@@ -263,13 +286,16 @@ nodes = ["{address}"]
 arg_types = {{ key = "string" }}
 """
     with gateway(extra=extra) as gw:
+
         async def calls(n: int) -> list[Any]:
             c = await client(gw)
             try:
-                return [await c.call("fixed", "where", {"key": ""}, topic="api:t", raise_on_error=False)
-                        for _ in range(n)]
+                return [
+                    await c.call("fixed", "where", {"key": ""}, topic="api:t", raise_on_error=False) for _ in range(n)
+                ]
             finally:
                 await c.close()
+
         first = run(calls(3))
         assert [r.error for r in first[:2]] == ["no target nodes available"] * 2
         assert first[2].error == "Service temporarily unavailable" and first[2].can_retry
@@ -298,6 +324,7 @@ def test_node_killed_mid_stream() -> None:
             finally:
                 await c.close()
             return got
+
         got = run(go())
         end = got[-2]
         assert not end.success and end.error.startswith("Internal Server Error: node ") and "lost" in end.error
@@ -328,7 +355,8 @@ def test_cluster_secret() -> None:
 
 def test_listeners_without_a_secret_stay_on_loopback() -> None:
     cfg = ANON.format(detail="false", pull=30000, extra="", secret="").replace(
-        "[gateway]\n", '[gateway]\ncontrol_host = "0.0.0.0"\n')
+        "[gateway]\n", '[gateway]\ncontrol_host = "0.0.0.0"\n'
+    )
     with GatewayProcess(cfg) as gw:
         assert gw.control.startswith("127.0.0.1:")
         assert "listener_loopback_only" in gw.read_stderr()
@@ -337,11 +365,20 @@ def test_listeners_without_a_secret_stay_on_loopback() -> None:
 def test_service_run_refuses_what_is_not_a_service() -> None:
     import subprocess
     import sys
+
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
-    for target, words in (("nodeapp:nope", "cannot load nodeapp:nope"), ("nodeapp:NODE", "not a genapi.service.Service"),
-                          ("nomodule:svc", "cannot load")):
-        p = subprocess.run([sys.executable, "-m", "genapi", "service", "run", target], env=env,
-                           capture_output=True, text=True, timeout=30)
+    for target, words in (
+        ("nodeapp:nope", "cannot load nodeapp:nope"),
+        ("nodeapp:NODE", "not a genapi.service.Service"),
+        ("nomodule:svc", "cannot load"),
+    ):
+        p = subprocess.run(
+            [sys.executable, "-m", "genapi", "service", "run", target],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert p.returncode == 2 and words in p.stderr, p.stderr
 
 
@@ -362,25 +399,43 @@ def test_readme_service_quick_start(tmp_path: Any) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     with GatewayProcess() as gw:  # the embedded demo config, as `genapi serve`
+
         def here(code: str) -> str:
-            return (code.replace("127.0.0.1:4001", gw.control).replace("127.0.0.1:4000", f"127.0.0.1:{gw.port}")
-                    .replace("127.0.0.1:7001", node_address))
-        node = subprocess.Popen(["bash", "-c", here(sh)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+            return (
+                code.replace("127.0.0.1:4001", gw.control)
+                .replace("127.0.0.1:4000", f"127.0.0.1:{gw.port}")
+                .replace("127.0.0.1:7001", node_address)
+            )
+
+        node = subprocess.Popen(
+            ["bash", "-c", here(sh)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             banner = node.stdout.readline()  # type: ignore[union-attr]
             assert f"genapi service inventory listening on {node_address}" in banner, node.stderr.read()  # type: ignore[union-attr]
             wait_pushed(gw.control, "inventory", [node_address])
-            out = subprocess.run([sys.executable, "-"], input=here(py), capture_output=True, text=True, env=env,
-                                 cwd=tmp_path, timeout=60)
+            out = subprocess.run(
+                [sys.executable, "-"], input=here(py), capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+            )
             expected = next(ln.strip()[2:] for ln in py.splitlines() if ln.strip().startswith("# {"))
             assert out.stdout.splitlines() == [expected], out.stdout + out.stderr
             nodejs = shutil.which("node")
             assert nodejs is not None, "`node` (Node.js 20+) is needed for the phoenix.js example"
             script = tmp_path / "call.js"
             script.write_text(here(js))
-            out = subprocess.run([nodejs, str(script)], capture_output=True, text=True, timeout=60,
-                                 env={**env, "NODE_PATH": str(repo / "tests" / "js" / "node_modules")})
+            out = subprocess.run(
+                [nodejs, str(script)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**env, "NODE_PATH": str(repo / "tests" / "js" / "node_modules")},
+            )
             expected = next(ln[3:] for ln in js.splitlines() if ln.startswith("// {"))
             assert out.stdout.splitlines() == [expected], out.stdout + out.stderr
         finally:
@@ -408,9 +463,14 @@ choose_node_mode = "nodepick:last"
 arg_types = { ms = "num" }
 """
     cfg = ANON.format(detail="false", pull=30000, extra=extra, secret="").replace(
-        "breaker_threshold", "node_max_in_flight = 1\nbreaker_threshold")
-    with NodeProcess([], name="A", listen=a), NodeProcess([], name="B", listen=b), \
-            GatewayProcess(cfg, env={"NODEPICK_NODES": f"{a},{b}"}) as gw:
+        "breaker_threshold", "node_max_in_flight = 1\nbreaker_threshold"
+    )
+    with (
+        NodeProcess([], name="A", listen=a),
+        NodeProcess([], name="B", listen=b),
+        GatewayProcess(cfg, env={"NODEPICK_NODES": f"{a},{b}"}) as gw,
+    ):
+
         async def go() -> list[Any]:
             c = await client(gw)
             try:
@@ -423,6 +483,7 @@ arg_types = { ms = "num" }
                 return [who, (await first).result["node"], (await second).result["node"], third]
             finally:
                 await c.close()
+
         who, first, second, third = run(go())
         assert who == ["B"] * 5  # the resolver's list, the custom selector's pick
         assert (first, second) == ("B", "A")  # B at its bound: the next node takes the call
@@ -440,17 +501,23 @@ def test_node_pushes_again_when_the_gateway_comes_back() -> None:
 
 def test_a_node_runs_only_what_it_declared() -> None:
     with NodeProcess([], name="d") as node:
+
         async def go() -> list[Any]:
             peer = await rpc.connect(node.address, None, "test")
             out = []
-            for target, args in (("os:getcwd", []), ("nodeapp:_mark", ["x"]), ("$nope", []),
-                                 ("nodeapp:echo", ["hi", 2])):
+            for target, args in (
+                ("os:getcwd", []),
+                ("nodeapp:_mark", ["x"]),
+                ("$nope", []),
+                ("nodeapp:echo", ["hi", 2]),
+            ):
                 try:
                     out.append(await peer.request(target, args, 5))
                 except rpc.RpcError as exc:
                     out.append((exc.code, exc.text))
             peer.close()
             return out
+
         out = run(go())
         assert out[0] == ("unknown", "no function 'os:getcwd' on this node")
         assert out[1] == ("unknown", "no function 'nodeapp:_mark' on this node")
@@ -468,8 +535,12 @@ def test_hostile_peers_get_an_answer_and_nothing_dies() -> None:
         wait_pushed(gw.control, "inv", [node.address])
         for address in (gw.control, node.address):
             host, port = address.rsplit(":", 1)
-            for junk in (b"\xff" * 64, struct.pack(">I", 2 ** 31) + b"x", struct.pack(">I", 3) + b"\x93\x01\x02",
-                         b"GET / HTTP/1.1\r\n\r\n"):
+            for junk in (
+                b"\xff" * 64,
+                struct.pack(">I", 2**31) + b"x",
+                struct.pack(">I", 3) + b"\x93\x01\x02",
+                b"GET / HTTP/1.1\r\n\r\n",
+            ):
                 s = sk.create_connection((host, int(port)), timeout=5)
                 s.sendall(junk)
                 s.settimeout(5)
@@ -479,8 +550,13 @@ def test_hostile_peers_get_an_answer_and_nothing_dies() -> None:
                 except OSError:
                     pass
                 s.close()
-        for target, args in (("$push", ["not a map"]), ("$push", []), ("$verify", []), ("$rl_status", []),
-                             ("$pushed", [1, 2, 3])):
+        for target, args in (
+            ("$push", ["not a map"]),
+            ("$push", []),
+            ("$verify", []),
+            ("$rl_status", []),
+            ("$pushed", [1, 2, 3]),
+        ):
             try:
                 control(gw.control, target, args)
             except rpc.RpcError as exc:
@@ -495,4 +571,5 @@ def test_hostile_peers_get_an_answer_and_nothing_dies() -> None:
                 return (await c.call("inv", "echo", {"text": "ok"}, topic="api:t")).result
             finally:
                 await c.close()
+
         assert run(still())["text"] == "ok"

@@ -1,5 +1,6 @@
 """The general request path driven in-process through the Reply object, without a socket: a
 `Sink` stands in for the connection and records the frames the pipeline sends."""
+
 from __future__ import annotations
 
 import asyncio
@@ -108,18 +109,19 @@ class Sink:
         while pos < len(data):
             n = data[pos + 1] & 0x7F
             if n == 126:
-                n, pos = int.from_bytes(data[pos + 2:pos + 4], "big"), pos + 4
+                n, pos = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
             elif n == 127:
-                n, pos = int.from_bytes(data[pos + 2:pos + 10], "big"), pos + 10
+                n, pos = int.from_bytes(data[pos + 2 : pos + 10], "big"), pos + 10
             else:
                 pos += 2
-            out.append(json.loads(data[pos:pos + n]))
+            out.append(json.loads(data[pos : pos + n]))
             pos += n
         return out
 
 
 def drive(request_type: str, args: dict, user_id: str | None = None, ser=V2) -> list:
     """Runs one request through Pipeline.run and returns the decoded frames it sent."""
+
     async def go() -> list:
         pipeline = Pipeline(parse(CONFIG))
         try:
@@ -131,12 +133,20 @@ def drive(request_type: str, args: dict, user_id: str | None = None, ser=V2) -> 
             return sink.messages()
         finally:
             pipeline.pool.shutdown()
+
     return asyncio.run(go())
 
 
 def ok(rid: str, result, **kw) -> dict:
-    base = {"request_id": rid, "result": result, "success": True, "error": None, "async": False,
-            "has_more": False, "can_retry": False}
+    base = {
+        "request_id": rid,
+        "result": result,
+        "success": True,
+        "error": None,
+        "async": False,
+        "has_more": False,
+        "can_retry": False,
+    }
     base.update(kw)
     return base
 
@@ -182,7 +192,8 @@ def test_refusals_in_the_reference_order():
     assert drive("mine", {"text": "a"}, user_id="u1")[0][4] == ok("r-mine", {"text": "a", "n": 1})
     assert drive("rejected", {"text": "a"})[0][4] == fail("r-rejected", "hook rejected: not today")
     assert drive("echo", {"text": 5})[0][4] == fail(
-        "r-echo", 'Invalid argument: invalid argument type for "text", expected :string, got 5')
+        "r-echo", 'Invalid argument: invalid argument type for "text", expected :string, got 5'
+    )
 
 
 def test_fire_and_forget_sends_only_the_reply():
@@ -195,14 +206,18 @@ def test_v1_serializer_through_the_same_reply():
     assert frames[1]["event"] == "phx_reply" and frames[1]["ref"] == "7"
 
 
-@pytest.mark.parametrize("method,expected", [
-    ("push", [["1", None, "api:t", EV, ok("x", 1)]]),
-    ("reply", [["1", "7", "api:t", "phx_reply", {"status": "ok", "response": "rt"}]]),
-])
+@pytest.mark.parametrize(
+    "method,expected",
+    [
+        ("push", [["1", None, "api:t", EV, ok("x", 1)]]),
+        ("reply", [["1", "7", "api:t", "phx_reply", {"status": "ok", "response": "rt"}]]),
+    ],
+)
 def test_reply_methods(method, expected):
     sink = Sink()
     reply = Reply(sink, V2, "1", "7", "api:t", EV, "rt")
     from genapi.structs import Response
+
     if method == "push":
         reply.push(Response("x", 1))
     else:

@@ -1,4 +1,5 @@
 """Node selection (`Selector.order`) and per-node protection (`NodeState`) in genapi._core.select."""
+
 from __future__ import annotations
 
 import collections
@@ -32,8 +33,6 @@ def assert_ring(order: list[Any], pool: list[Any]) -> None:
     assert len(order) == len(pool)
     first = pool.index(order[0])
     assert order == pool[first:] + pool[:first]
-
-
 
 
 # ---- Selector: the order of each mode
@@ -258,15 +257,18 @@ def test_custom_raising_falls_back_to_random_and_warns_once(warnings: list[str])
     assert len([w for w in warnings if w.startswith("node_selector_failed")]) == 2
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("sometimes",), "choose_node_mode: must be one of"),
-    (({"hash": ""},), "choose_node_mode: must be one of"),
-    (({"hash": "a", "sticky": "b"},), "choose_node_mode: must be one of"),
-    (({"shard": "a"},), "choose_node_mode: must be one of"),
-    (("custom",), "custom: choose_node_mode custom needs the selector function"),
-    (("custom", "not callable"), "custom: choose_node_mode custom needs the selector function"),
-    (("hash", len), "custom: a selector function is only used with choose_node_mode custom"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sometimes",), "choose_node_mode: must be one of"),
+        (({"hash": ""},), "choose_node_mode: must be one of"),
+        (({"hash": "a", "sticky": "b"},), "choose_node_mode: must be one of"),
+        (({"shard": "a"},), "choose_node_mode: must be one of"),
+        (("custom",), "custom: choose_node_mode custom needs the selector function"),
+        (("custom", "not callable"), "custom: choose_node_mode custom needs the selector function"),
+        (("hash", len), "custom: a selector function is only used with choose_node_mode custom"),
+    ],
+)
 def test_selector_refuses_bad_settings(args: tuple[Any, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Selector(*args)
@@ -397,19 +399,32 @@ def test_calls_ending_while_open_leave_the_breaker_open() -> None:
 def test_snapshot() -> None:
     node = NodeState("10.0.0.1:7001", threshold=1)
     node.admit(0.0)
-    assert node.snapshot() == {"address": "10.0.0.1:7001", "state": "closed", "in_flight": 1,
-                               "failures": 0, "opened_ms_ago": None}
+    assert node.snapshot() == {
+        "address": "10.0.0.1:7001",
+        "state": "closed",
+        "in_flight": 1,
+        "failures": 0,
+        "opened_ms_ago": None,
+    }
     node.done(True, 50.0)
-    assert node.snapshot(now=50.25) == {"address": "10.0.0.1:7001", "state": "open", "in_flight": 0,
-                                        "failures": 1, "opened_ms_ago": 250}
+    assert node.snapshot(now=50.25) == {
+        "address": "10.0.0.1:7001",
+        "state": "open",
+        "in_flight": 0,
+        "failures": 1,
+        "opened_ms_ago": 250,
+    }
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"address": ""}, "address: must be a non-empty host:port"),
-    ({"max_in_flight": 0}, "max_in_flight: must be at least 1, not 0"),
-    ({"threshold": 0}, "threshold: must be at least 1, not 0"),
-    ({"cooldown_ms": -1}, "cooldown_ms: must be a non-negative number of ms, not -1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"address": ""}, "address: must be a non-empty host:port"),
+        ({"max_in_flight": 0}, "max_in_flight: must be at least 1, not 0"),
+        ({"threshold": 0}, "threshold: must be at least 1, not 0"),
+        ({"cooldown_ms": -1}, "cooldown_ms: must be a non-negative number of ms, not -1"),
+    ],
+)
 def test_node_state_refuses_bad_settings(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         NodeState(**{"address": "h:1", **kwargs})

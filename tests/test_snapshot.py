@@ -1,6 +1,7 @@
 """The registry snapshot in shared memory (genapi.host.snapshot): round trips, torn and corrupt files,
 segments left by a crashed master or owned by a live one, cleanup, and that a reader never sees
 a half-written generation."""
+
 from __future__ import annotations
 
 import os
@@ -30,23 +31,28 @@ from genapi.structs import FunConfig
 
 def configs(n: int, tag: str = "") -> list[FunConfig]:
     """Configs using most fields: remote nodes, versions, typed arguments, permissions, retry."""
-    return [FunConfig(service=f"svc{i % 7}", request_type=f"op{i}{tag}", mfa=f"app.handlers:op{i}",
-                      nodes=[f"10.0.0.{i % 5 + 1}:4100", f"10.0.1.{i % 3 + 1}:4100"],
-                      choose_node_mode={"hash": "user_id"} if i % 2 else "round_robin",
-                      timeout=3000 if i % 3 else "infinity", version=f"1.{i % 4}.0",
-                      arg_types={"user_id": "string", "amount": "num",
-                                 "tags": {"type": "list_string", "max_items": 10}},
-                      arg_orders=["user_id", "amount", "tags"], check_permission={"arg": "user_id"},
-                      retry={"all_nodes": 2}, response_type="async" if i % 4 == 0 else "sync")
-            for i in range(n)]
+    return [
+        FunConfig(
+            service=f"svc{i % 7}",
+            request_type=f"op{i}{tag}",
+            mfa=f"app.handlers:op{i}",
+            nodes=[f"10.0.0.{i % 5 + 1}:4100", f"10.0.1.{i % 3 + 1}:4100"],
+            choose_node_mode={"hash": "user_id"} if i % 2 else "round_robin",
+            timeout=3000 if i % 3 else "infinity",
+            version=f"1.{i % 4}.0",
+            arg_types={"user_id": "string", "amount": "num", "tags": {"type": "list_string", "max_items": 10}},
+            arg_orders=["user_id", "amount", "tags"],
+            check_permission={"arg": "user_id"},
+            retry={"all_nodes": 2},
+            response_type="async" if i % 4 == 0 else "sync",
+        )
+        for i in range(n)
+    ]
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
     """`code` in a child process importing the installed genapi, as the test process does."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=60)
-
-
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
 
 
 # ---- round trip
@@ -118,8 +124,11 @@ def test_a_truncated_file_is_torn(tmp_path: Path, cut: int) -> None:
     kept = len(data[:cut])
     path.write_bytes(data[:cut])
     body = len(data) - HEADER.size
-    expected = (rf"is torn: {kept} bytes, shorter than the {HEADER.size}-byte header" if kept < HEADER.size
-                else rf"is torn: header says {body} body bytes, file holds {kept - HEADER.size}")
+    expected = (
+        rf"is torn: {kept} bytes, shorter than the {HEADER.size}-byte header"
+        if kept < HEADER.size
+        else rf"is torn: header says {body} body bytes, file holds {kept - HEADER.size}"
+    )
     with pytest.raises(SnapshotError, match=expected):
         SnapshotReader(str(path)).read(1)
 
@@ -220,8 +229,9 @@ def test_a_segment_owned_by_a_live_master_is_refused(tmp_path: Path) -> None:
             raise SystemExit(3)
         """)
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert proc.stdout.strip() == (f"snapshot {path} belongs to the running process {os.getpid()} "
-                                   "(another master serves this address)")
+    assert proc.stdout.strip() == (
+        f"snapshot {path} belongs to the running process {os.getpid()} (another master serves this address)"
+    )
     assert SnapshotReader(str(path)).read(1).configs == configs(3)  # untouched
     writer.close()
 

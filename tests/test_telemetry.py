@@ -1,6 +1,7 @@
 """Telemetry: each event fires with the reference's keys, from the compiled fast path and the
 general path alike; a failing handler is detached without touching the request. Handlers live
 in the gateway process (tests/telemetry_probe.py, imported by the config)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -169,6 +170,7 @@ def test_request_events_fast_and_general_path(gw: GatewayProcess) -> None:
         exc = keys(evs, "genapi.hook.after.exception")  # testapi:after_raise raises
         assert exc and exc[0]["kind"] == "error" and {"reason", "kind"} <= set(exc[0]["metadata"])
         await c.close()
+
     asyncio.run(main())
 
 
@@ -184,6 +186,7 @@ def test_a_failing_handler_is_detached_and_the_request_unaffected(gw: GatewayPro
         resp = await c.call("probe", "attached", {"event": "genapi.executor.request.start"})
         assert resp is not None and resp.result is True  # the probe's, not the slow one's any more
         await c.close()
+
     asyncio.run(main())
     err = gw.read_stderr()
     assert "telemetry_handler_detached" in err and "handler bug" in err
@@ -220,6 +223,7 @@ def test_rate_limiter_retry_and_pool_events(gw: GatewayProcess) -> None:
         await c.close()
         with urllib.request.urlopen(f"http://{gw.host}:{gw.port}/metrics", timeout=5) as r:
             assert re.search(r"^genapi_rate_limited_total 1$", r.read().decode(), re.M)
+
     asyncio.run(main())
 
 
@@ -228,8 +232,12 @@ def test_config_events_on_push_and_reset(gw: GatewayProcess) -> None:
         c = await Client.connect(gw.url)
         await c.join("api:t")
         await events(c)
-        message = {"service": "pushed", "config_version": "1", "nodes": ["127.0.0.1:1"],
-                   "fun_configs": [{"request_type": "a", "mfa": "m:f", "nodes": ["127.0.0.1:1"]}]}
+        message = {
+            "service": "pushed",
+            "config_version": "1",
+            "nodes": ["127.0.0.1:1"],
+            "fun_configs": [{"request_type": "a", "mfa": "m:f", "nodes": ["127.0.0.1:1"]}],
+        }
         assert (await asyncio.to_thread(control, gw.control, "$push", [message]))["status"] == "accepted"
         await asyncio.to_thread(control, gw.control, "$rl_reset", ["ip_address", "127.0.0.1"])
         resp = await c.call("probe", "events", {"clear": True})
@@ -241,6 +249,7 @@ def test_config_events_on_push_and_reset(gw: GatewayProcess) -> None:
         reset = keys(evs, "genapi.rate_limiter.reset")
         assert reset and {"key", "rate_limit_key"} <= set(reset[0]["metadata"])
         await c.close()
+
     asyncio.run(main())
 
 
@@ -271,4 +280,5 @@ def test_breaker_pull_and_registry_events(gw: GatewayProcess) -> None:
         assert stop and stop[0]["measurements"] == ["count", "duration_us"]
         assert stop[0]["metadata"] == ["service", "version"]
         await c.close()
+
     asyncio.run(main())

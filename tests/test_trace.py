@@ -1,5 +1,6 @@
 """W3C traceparent: from the connect params or the request, through the gateway, to the
 function on the service node (real gateway and node processes)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,16 @@ TP_REQUEST = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 def test_valid() -> None:
     assert trace.valid(TP_CONNECT) == TP_CONNECT
-    for bad in (None, 42, "", TP_CONNECT.upper(), TP_CONNECT[:-1], "ff" + TP_CONNECT[2:],
-                "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01"):
+    for bad in (
+        None,
+        42,
+        "",
+        TP_CONNECT.upper(),
+        TP_CONNECT[:-1],
+        "ff" + TP_CONNECT[2:],
+        "00-" + "0" * 32 + "-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01",
+    ):
         assert trace.valid(bad) is None, bad
 
 
@@ -50,4 +59,5 @@ def test_traceparent_reaches_the_node(fn: str) -> None:
             _reply, q = await traced.request("inv", fn, {}, traceparent=TP_REQUEST)
             assert (await asyncio.wait_for(q.get(), 5)).result == TP_REQUEST
             await traced.close()
+
         asyncio.run(main())

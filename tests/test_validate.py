@@ -1,4 +1,5 @@
 """Tests of genapi._core.validate: argument validation and conversion (ArgumentHandler port)."""
+
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -11,8 +12,19 @@ from genapi._core.validate import ArgumentError, Limits, Validator
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 UUID2 = "AF0C1B2E-0000-4ABC-8DEF-0123456789AB"
 ALL_TYPES = [
-    "string", "num", "boolean", "uuid", "datetime", "naive_datetime", "map",
-    "list", "list_string", "list_num", "list_uuid", "list_map", "any",
+    "string",
+    "num",
+    "boolean",
+    "uuid",
+    "datetime",
+    "naive_datetime",
+    "map",
+    "list",
+    "list_string",
+    "list_num",
+    "list_uuid",
+    "list_map",
+    "any",
 ]
 LIST_TYPES = ["list", "list_string", "list_num", "list_uuid", "list_map"]
 
@@ -40,6 +52,7 @@ def spec_error(*a, **kw):
 
 
 # --------------------------------------------------------------------------- basics
+
 
 def test_argument_error_is_value_error():
     assert issubclass(ArgumentError, ValueError)
@@ -70,6 +83,7 @@ def test_names_property():
 
 
 # --------------------------------------------------------------------------- result shapes
+
 
 @pytest.mark.parametrize("arg_types", [None, {}])
 def test_no_arguments(arg_types):
@@ -142,11 +156,13 @@ def test_validator_is_reusable_and_does_not_mutate_args():
 
 # --------------------------------------------------------------------------- extra / missing / nil
 
+
 def test_extra_arguments_sorted_and_checked_first():
     v = Validator({"age": "num", "name": "string"}, ["name", "age"], "user.create")
     # Extra args are reported before the (also present) type error and missing argument.
     assert err(v, {"age": "bad", "zeta": 1, "alpha": 2}) == (
-        'extra arguments for "user.create", extra: ["alpha", "zeta"]')
+        'extra arguments for "user.create", extra: ["alpha", "zeta"]'
+    )
 
 
 def test_extra_argument_with_non_str_key():
@@ -203,7 +219,7 @@ def test_default_value():
 
 def test_default_value_and_allow_nil():
     v = Validator({"a": {"type": "num", "default_value": 18, "allow_nil": True}})
-    assert v.convert({}) == [18]           # absent -> default wins
+    assert v.convert({}) == [18]  # absent -> default wins
     assert v.convert({"a": None}) == [None]  # explicit nil allowed
     assert v.convert({"a": 2.5}) == [2.5]
 
@@ -233,6 +249,7 @@ def test_present_value_ignores_default():
 
 # --------------------------------------------------------------------------- string
 
+
 def test_string_ok():
     assert one("string", "hello") == ["hello"]
     assert one("string", "") == [""]
@@ -252,7 +269,7 @@ def test_string_default_max_bytes():
 
 @pytest.mark.parametrize("spec", [["string", 100], {"type": "string", "max_bytes": 100}])
 def test_string_max_bytes_multibyte(spec):
-    assert one(spec, "é" * 50) == ["é" * 50]                      # 100 bytes, 50 chars
+    assert one(spec, "é" * 50) == ["é" * 50]  # 100 bytes, 50 chars
     assert err1(spec, "é" * 50 + "a") == 'invalid argument size for "x", max 100 bytes'
     assert one(spec, "a" * 100) == ["a" * 100]
     assert err1(spec, "a" * 101) == 'invalid argument size for "x", max 100 bytes'
@@ -268,7 +285,7 @@ def test_string_utf8_byte_length(char, nbytes):
 
 
 def test_string_mixed_widths_at_limit():
-    s = "a" + "é" + "€" + "😀"   # 1 + 2 + 3 + 4 = 10 bytes, 4 chars
+    s = "a" + "é" + "€" + "😀"  # 1 + 2 + 3 + 4 = 10 bytes, 4 chars
     assert one(["string", 10], s) == [s]
     assert err1(["string", 9], s) == 'invalid argument size for "x", max 9 bytes'
 
@@ -284,19 +301,29 @@ def test_string_custom_limits():
 def test_string_subclass_accepted():
     class S(str):
         pass
+
     assert one("string", S("abc")) == ["abc"]
 
 
 # --------------------------------------------------------------------------- num / boolean
+
 
 @pytest.mark.parametrize("value", [0, -5, 3.25, 10**40, -0.0, float("inf")])
 def test_num_ok(value):
     assert one("num", value) == [value]
 
 
-@pytest.mark.parametrize("value,got", [
-    (True, "true"), (False, "false"), ("thirty", '"thirty"'), ("5", '"5"'), ([5], "[5]"), ({}, "{}"),
-])
+@pytest.mark.parametrize(
+    "value,got",
+    [
+        (True, "true"),
+        (False, "false"),
+        ("thirty", '"thirty"'),
+        ("5", '"5"'),
+        ([5], "[5]"),
+        ({}, "{}"),
+    ],
+)
 def test_num_wrong_type(value, got):
     assert err1("num", value) == f'invalid argument type for "x", expected :num, got {got}'
 
@@ -321,21 +348,25 @@ def test_boolean_wrong_type(value, got):
 
 # --------------------------------------------------------------------------- uuid
 
+
 @pytest.mark.parametrize("value", [UUID, UUID2, UUID.upper(), "00000000-0000-0000-0000-000000000000"])
 def test_uuid_ok(value):
     assert one("uuid", value) == [value]
 
 
-@pytest.mark.parametrize("value", [
-    UUID[:-1],                                  # 35 chars
-    UUID + "0",                                 # 37 chars
-    UUID.replace("-", ""),                      # no dashes
-    "123e4567-e89b-12d3-a456-42661417400g",     # non-hex
-    "123e4567e-89b-12d3-a456-426614174000",     # misplaced dash
-    "123e4567-e89b-12d3-a456-42661417400é",     # non-ASCII, 36 chars
-    "{123e4567-e89b-12d3-a456-426614174000}",
-    "",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        UUID[:-1],  # 35 chars
+        UUID + "0",  # 37 chars
+        UUID.replace("-", ""),  # no dashes
+        "123e4567-e89b-12d3-a456-42661417400g",  # non-hex
+        "123e4567e-89b-12d3-a456-426614174000",  # misplaced dash
+        "123e4567-e89b-12d3-a456-42661417400é",  # non-ASCII, 36 chars
+        "{123e4567-e89b-12d3-a456-426614174000}",
+        "",
+    ],
+)
 def test_uuid_invalid_value(value):
     assert err1("uuid", value) == 'invalid argument value for "x", require a UUID format string'
 
@@ -347,13 +378,19 @@ def test_uuid_wrong_type(value, got):
 
 # --------------------------------------------------------------------------- datetime
 
-@pytest.mark.parametrize("value,expected", [
-    ("2024-01-02T03:04:05Z", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
-    ("2024-01-02T03:04:05+00:00", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
-    ("2024-01-02T03:04:05.123456+07:00",
-     datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=timezone(timedelta(hours=7)))),
-    ("2024-01-02 03:04:05-05:30", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone(-timedelta(hours=5, minutes=30)))),
-])
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("2024-01-02T03:04:05Z", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2024-01-02T03:04:05+00:00", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        (
+            "2024-01-02T03:04:05.123456+07:00",
+            datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=timezone(timedelta(hours=7))),
+        ),
+        ("2024-01-02 03:04:05-05:30", datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone(-timedelta(hours=5, minutes=30)))),
+    ],
+)
 def test_datetime_ok(value, expected):
     (out,) = one("datetime", value)
     assert isinstance(out, datetime)
@@ -364,8 +401,7 @@ def test_datetime_ok(value, expected):
 
 @pytest.mark.parametrize("value", ["2024-01-02T03:04:05", "2024-01-02"])
 def test_datetime_requires_offset(value):
-    assert err1("datetime", value) == (
-        'datetime must include timezone offset (e.g. "Z" or "+00:00") for argument "x"')
+    assert err1("datetime", value) == ('datetime must include timezone offset (e.g. "Z" or "+00:00") for argument "x"')
 
 
 @pytest.mark.parametrize("value", ["nope", "", "2024-13-01T00:00:00Z", "2024-01-01T25:00:00Z"])
@@ -376,7 +412,8 @@ def test_datetime_unparseable(value):
 @pytest.mark.parametrize("value,got", [(5, "5"), (True, "true"), (["2024-01-01"], '["2024-01-01"]')])
 def test_datetime_wrong_type(value, got):
     assert err1("datetime", value) == (
-        f'invalid argument type for "x", expected :datetime (ISO 8601 string), got {got}')
+        f'invalid argument type for "x", expected :datetime (ISO 8601 string), got {got}'
+    )
 
 
 def test_naive_datetime_ok():
@@ -388,7 +425,7 @@ def test_naive_datetime_ok():
 @pytest.mark.parametrize("value", ["2024-01-02T03:04:05+02:00", "2024-01-02T03:04:05Z"])
 def test_naive_datetime_drops_offset(value):
     (out,) = one("naive_datetime", value)
-    assert out == datetime(2024, 1, 2, 3, 4, 5)   # wall time kept, offset dropped
+    assert out == datetime(2024, 1, 2, 3, 4, 5)  # wall time kept, offset dropped
     assert out.tzinfo is None
 
 
@@ -398,10 +435,12 @@ def test_naive_datetime_unparseable():
 
 def test_naive_datetime_wrong_type():
     assert err1("naive_datetime", 5) == (
-        'invalid argument type for "x", expected :naive_datetime (ISO 8601 string), got 5')
+        'invalid argument type for "x", expected :naive_datetime (ISO 8601 string), got 5'
+    )
 
 
 # --------------------------------------------------------------------------- map
+
 
 def test_map_ok_scalars_and_identity():
     value = {"s": "x", "i": 1, "f": 1.5, "b": True, "n": None}
@@ -419,7 +458,8 @@ def test_map_wrong_type(value, got):
 def test_map_non_str_key():
     assert err1("map", {1: 2}) == 'invalid argument type for "x", expected :map, got {"1":2}'
     assert err1({"type": "map", "accept": ["a"]}, {("t",): 2}).startswith(
-        'invalid argument type for "x", expected :map, got ')
+        'invalid argument type for "x", expected :map, got '
+    )
 
 
 def test_map_default_max_items():
@@ -439,13 +479,15 @@ def test_map_custom_limits():
     assert one("map", {"a": "abc"}, limits=lim) == [{"a": "abc"}]
     assert err1("map", {"a": 1, "b": 2}, limits=lim) == 'map argument exceeds max items of 1 (argument "x")'
     assert err1("map", {"a": "abcd"}, limits=lim) == (
-        'nested map string value exceeds max byte size for key "a" (argument "x")')
+        'nested map string value exceeds max byte size for key "a" (argument "x")'
+    )
 
 
 def test_map_string_value_limit():
     assert one("map", {"k": "é" * 1500}) == [{"k": "é" * 1500}]
     assert err1("map", {"k": "é" * 1500 + "a"}) == (
-        'nested map string value exceeds max byte size for key "k" (argument "x")')
+        'nested map string value exceeds max byte size for key "k" (argument "x")'
+    )
 
 
 def test_map_nested_values_refused():
@@ -486,6 +528,7 @@ def test_map_check_order_size_required_accept_values():
 
 # --------------------------------------------------------------------------- list
 
+
 def test_list_ok():
     value = ["s", 1, 2.5, True, None]
     out = one("list", value)
@@ -506,8 +549,7 @@ ITEM_FOR = {"list": 1, "list_string": "s", "list_num": 1, "list_uuid": UUID, "li
 def test_list_types_default_max_items(type_name):
     item = ITEM_FOR[type_name]
     assert len(one(type_name, [item] * 1000)[0]) == 1000
-    assert err1(type_name, [item] * 1001) == (
-        f'{type_name} argument exceeds max items of 1000 (argument "x")')
+    assert err1(type_name, [item] * 1001) == (f'{type_name} argument exceeds max items of 1000 (argument "x")')
 
 
 @pytest.mark.parametrize("type_name", LIST_TYPES)
@@ -524,14 +566,12 @@ def test_list_types_custom_limits(type_name):
     lim = Limits(list_max_items=2)
     item = ITEM_FOR[type_name]
     assert one(type_name, [item] * 2, limits=lim) == [[item] * 2]
-    assert err1(type_name, [item] * 3, limits=lim) == (
-        f'{type_name} argument exceeds max items of 2 (argument "x")')
+    assert err1(type_name, [item] * 3, limits=lim) == (f'{type_name} argument exceeds max items of 2 (argument "x")')
 
 
 def test_list_string_item_limit():
     assert one("list", ["é" * 1500]) == [["é" * 1500]]
-    assert err1("list", [1, "é" * 1500 + "a"]) == (
-        'string item in list exceeds max byte size of 3000 (argument "x")')
+    assert err1("list", [1, "é" * 1500 + "a"]) == ('string item in list exceeds max byte size of 3000 (argument "x")')
     lim = Limits(string_max_bytes=2)
     assert one("list", ["é"], limits=lim) == [["é"]]
     assert err1("list", ["éa"], limits=lim) == 'string item in list exceeds max byte size of 2 (argument "x")'
@@ -548,6 +588,7 @@ def test_list_unsupported_python_item():
 
 # --------------------------------------------------------------------------- list_string
 
+
 def test_list_string_ok():
     assert one("list_string", ["a", "", "é"]) == [["a", "", "é"]]
 
@@ -555,23 +596,27 @@ def test_list_string_ok():
 @pytest.mark.parametrize("item,got", [(1, "1"), (None, "null"), (True, "true"), (["a"], '["a"]')])
 def test_list_string_bad_item(item, got):
     assert err1("list_string", ["ok", item]) == (
-        f'invalid item in list_string argument "x": expected string, got {got}')
+        f'invalid item in list_string argument "x": expected string, got {got}'
+    )
 
 
 def test_list_string_default_max_item_bytes():
     assert one("list_string", ["a" * 3000]) == [["a" * 3000]]
     assert err1("list_string", ["a" * 3001]) == (
-        'string item in list_string exceeds max byte size of 3000 (argument "x")')
+        'string item in list_string exceeds max byte size of 3000 (argument "x")'
+    )
     lim = Limits(string_max_bytes=5)
     assert err1("list_string", ["abcdef"], limits=lim) == (
-        'string item in list_string exceeds max byte size of 5 (argument "x")')
+        'string item in list_string exceeds max byte size of 5 (argument "x")'
+    )
 
 
 def test_list_string_max_item_bytes_multibyte():
     spec = {"type": "list_string", "max_item_bytes": 100, "max_items": 2}
     assert one(spec, ["é" * 50, "a" * 100]) == [["é" * 50, "a" * 100]]
     assert err1(spec, ["a", "é" * 50 + "a"]) == (
-        'string item in list_string exceeds max byte size of 100 (argument "x")')
+        'string item in list_string exceeds max byte size of 100 (argument "x")'
+    )
 
 
 def test_list_string_tuple_form_sets_max_items_only():
@@ -580,6 +625,7 @@ def test_list_string_tuple_form_sets_max_items_only():
 
 
 # --------------------------------------------------------------------------- list_num / list_uuid / list_map
+
 
 def test_list_num():
     assert one("list_num", [1, 2.5, -3, 10**30]) == [[1, 2.5, -3, 10**30]]
@@ -611,12 +657,15 @@ def test_list_map_items_use_map_limits():
     lim = Limits(map_max_items=2, string_max_bytes=3)
     assert one("list_map", [{"a": 1, "b": "abc"}], limits=lim) == [[{"a": 1, "b": "abc"}]]
     assert err1("list_map", [{"a": 1, "b": 2, "c": 3}], limits=lim) == (
-        'map argument exceeds max items of 2 (argument "x")')
+        'map argument exceeds max items of 2 (argument "x")'
+    )
     assert err1("list_map", [{"a": "abcd"}], limits=lim) == (
-        'nested map string value exceeds max byte size for key "a" (argument "x")')
+        'nested map string value exceeds max byte size for key "a" (argument "x")'
+    )
 
 
 # --------------------------------------------------------------------------- any
+
 
 @pytest.mark.parametrize("value", [1, "s", [[1], {"a": [2]}], {"a": {"b": {}}}, True, 2.5])
 def test_any(value):
@@ -631,19 +680,20 @@ def test_any_still_refuses_nil_unless_allowed():
 
 # --------------------------------------------------------------------------- rendering of <got>
 
+
 def test_got_rendering_truncated():
     got = '"' + "a" * 59 + "..."
     assert err1("num", "a" * 100) == f'invalid argument type for "x", expected :num, got {got}'
     assert err1("num", "a" * 58) == 'invalid argument type for "x", expected :num, got "' + "a" * 58 + '"'
     long_list = list(range(100))
     rendered = "[" + ",".join(map(str, long_list))
-    assert err1("string", long_list) == (
-        f'invalid argument type for "x", expected :string, got {rendered[:60]}...')
+    assert err1("string", long_list) == (f'invalid argument type for "x", expected :string, got {rendered[:60]}...')
 
 
 def test_got_rendering_compact_json():
     assert err1("num", {"a": [1, None, False], "b": "é"}) == (
-        'invalid argument type for "x", expected :num, got {"a":[1,null,false],"b":"é"}')
+        'invalid argument type for "x", expected :num, got {"a":[1,null,false],"b":"é"}'
+    )
 
 
 def test_got_rendering_deep_nesting_does_not_blow_up():
@@ -668,51 +718,55 @@ def test_argument_names_and_request_type_quoted():
 
 # --------------------------------------------------------------------------- compile-time errors
 
-@pytest.mark.parametrize("spec,needle", [
-    ("strnig", 'unknown type "strnig"'),
-    (["strnig", 3], 'unknown type "strnig"'),
-    ({"type": "strnig"}, 'unknown type "strnig"'),
-    ({"type": "string", "maxbytes": 3}, 'unknown option "maxbytes"; did you mean "max_bytes"?'),
-    ("strnig", 'unknown type "strnig"; did you mean "string"?'),
-    ({"max_bytes": 3}, "type"),
-    ({"type": 5}, "type"),
-    (5, "spec"),
-    (None, "spec"),
-    (["string"], "[type, limit]"),
-    (["string", 1, 2], "[type, limit]"),
-    (["num", 3], "num"),
-    (["string", 0], "max_bytes"),
-    (["list", -1], "max_items"),
-    (["map", True], "max_items"),
-    ({"type": "string", "max_bytes": 0}, "max_bytes"),
-    ({"type": "string", "max_bytes": -5}, "max_bytes"),
-    ({"type": "string", "max_bytes": "10"}, "max_bytes"),
-    ({"type": "string", "max_bytes": 1.5}, "max_bytes"),
-    ({"type": "string", "max_bytes": True}, "max_bytes"),
-    ({"type": "list", "max_items": 0}, "max_items"),
-    ({"type": "list_string", "max_item_bytes": 0}, "max_item_bytes"),
-    ({"type": "num", "max_bytes": 3}, "max_bytes"),
-    ({"type": "string", "max_items": 3}, "max_items"),
-    ({"type": "list", "max_item_bytes": 3}, "max_item_bytes"),
-    ({"type": "list", "required": ["a"]}, "required"),
-    ({"type": "string", "accept": ["a"]}, "accept"),
-    ({"type": "list_map", "accept": ["a"]}, "accept"),
-    ({"type": "map", "required": "a"}, "required"),
-    ({"type": "map", "required": [1]}, "required"),
-    ({"type": "map", "accept": [None]}, "accept"),
-    ({"type": "map", "required": ["a", "a"]}, "required"),
-    ({"type": "map", "required": ["a"], "accept": ["b"]}, "required keys not in accept"),
-    ({"type": "num", "allow_nil": "yes"}, "allow_nil"),
-    ({"type": "num", "allow_nil?": 1}, "allow_nil?"),
-    ({"type": "num", "allow_nil": True, "allow_nil?": False}, "allow_nil"),
-    ({"type": "num", "default_value": "x"}, "default_value"),
-    ({"type": "num", "default_value": True}, "default_value"),
-    ({"type": "string", "max_bytes": 2, "default_value": "abc"}, "default_value"),
-    ({"type": "list_num", "default_value": [1, "2"]}, "default_value"),
-    ({"type": "uuid", "default_value": "nope"}, "default_value"),
-    ({"type": "datetime", "default_value": "2024-01-01T00:00:00"}, "default_value"),
-    ({"type": "map", "required": ["a"], "default_value": {}}, "default_value"),
-])
+
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ("strnig", 'unknown type "strnig"'),
+        (["strnig", 3], 'unknown type "strnig"'),
+        ({"type": "strnig"}, 'unknown type "strnig"'),
+        ({"type": "string", "maxbytes": 3}, 'unknown option "maxbytes"; did you mean "max_bytes"?'),
+        ("strnig", 'unknown type "strnig"; did you mean "string"?'),
+        ({"max_bytes": 3}, "type"),
+        ({"type": 5}, "type"),
+        (5, "spec"),
+        (None, "spec"),
+        (["string"], "[type, limit]"),
+        (["string", 1, 2], "[type, limit]"),
+        (["num", 3], "num"),
+        (["string", 0], "max_bytes"),
+        (["list", -1], "max_items"),
+        (["map", True], "max_items"),
+        ({"type": "string", "max_bytes": 0}, "max_bytes"),
+        ({"type": "string", "max_bytes": -5}, "max_bytes"),
+        ({"type": "string", "max_bytes": "10"}, "max_bytes"),
+        ({"type": "string", "max_bytes": 1.5}, "max_bytes"),
+        ({"type": "string", "max_bytes": True}, "max_bytes"),
+        ({"type": "list", "max_items": 0}, "max_items"),
+        ({"type": "list_string", "max_item_bytes": 0}, "max_item_bytes"),
+        ({"type": "num", "max_bytes": 3}, "max_bytes"),
+        ({"type": "string", "max_items": 3}, "max_items"),
+        ({"type": "list", "max_item_bytes": 3}, "max_item_bytes"),
+        ({"type": "list", "required": ["a"]}, "required"),
+        ({"type": "string", "accept": ["a"]}, "accept"),
+        ({"type": "list_map", "accept": ["a"]}, "accept"),
+        ({"type": "map", "required": "a"}, "required"),
+        ({"type": "map", "required": [1]}, "required"),
+        ({"type": "map", "accept": [None]}, "accept"),
+        ({"type": "map", "required": ["a", "a"]}, "required"),
+        ({"type": "map", "required": ["a"], "accept": ["b"]}, "required keys not in accept"),
+        ({"type": "num", "allow_nil": "yes"}, "allow_nil"),
+        ({"type": "num", "allow_nil?": 1}, "allow_nil?"),
+        ({"type": "num", "allow_nil": True, "allow_nil?": False}, "allow_nil"),
+        ({"type": "num", "default_value": "x"}, "default_value"),
+        ({"type": "num", "default_value": True}, "default_value"),
+        ({"type": "string", "max_bytes": 2, "default_value": "abc"}, "default_value"),
+        ({"type": "list_num", "default_value": [1, "2"]}, "default_value"),
+        ({"type": "uuid", "default_value": "nope"}, "default_value"),
+        ({"type": "datetime", "default_value": "2024-01-01T00:00:00"}, "default_value"),
+        ({"type": "map", "required": ["a"], "default_value": {}}, "default_value"),
+    ],
+)
 def test_bad_spec(spec, needle):
     msg = spec_error({"myarg": spec})
     assert '"myarg"' in msg
@@ -721,8 +775,7 @@ def test_bad_spec(spec, needle):
 
 def test_bad_default_value_message():
     msg = spec_error({"age": {"type": "num", "default_value": "x"}})
-    assert msg == (
-        'argument "age": invalid default_value: invalid argument type for "age", expected :num, got "x"')
+    assert msg == ('argument "age": invalid default_value: invalid argument type for "age", expected :num, got "x"')
 
 
 def test_unknown_option_message():
@@ -756,11 +809,23 @@ def test_every_type_compiles_in_all_forms(type_name):
     Validator({"a": {"type": type_name, "allow_nil?": False}})
 
 
-@pytest.mark.parametrize("type_name,default", [
-    ("string", "d"), ("num", 0), ("boolean", False), ("uuid", UUID), ("naive_datetime", "2024-01-01T00:00:00"),
-    ("map", {"a": 1}), ("list", [1, "a"]), ("list_string", ["a"]), ("list_num", [1]),
-    ("list_uuid", [UUID]), ("list_map", [{"a": 1}]), ("any", {"deep": [[1]]}),
-])
+@pytest.mark.parametrize(
+    "type_name,default",
+    [
+        ("string", "d"),
+        ("num", 0),
+        ("boolean", False),
+        ("uuid", UUID),
+        ("naive_datetime", "2024-01-01T00:00:00"),
+        ("map", {"a": 1}),
+        ("list", [1, "a"]),
+        ("list_string", ["a"]),
+        ("list_num", [1]),
+        ("list_uuid", [UUID]),
+        ("list_map", [{"a": 1}]),
+        ("any", {"deep": [[1]]}),
+    ],
+)
 def test_defaults_of_every_type(type_name, default):
     out = Validator({"a": {"type": type_name, "default_value": default}}).convert({})
     if type_name == "naive_datetime":
@@ -772,7 +837,11 @@ def test_defaults_of_every_type(type_name, default):
 # --------------------------------------------------------------------------- property tests
 
 json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
     | st.uuids().map(str)
     | st.datetimes(timezones=st.none() | st.just(UTC)).map(lambda d: d.isoformat())
 )

@@ -1,5 +1,6 @@
 """`genapi serve --workers N`: the master, SO_REUSEPORT workers, config broadcast over shared
 memory and a pipe, supervision, graceful drain. Real processes and sockets throughout."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,9 @@ from genapi.client import Client
 from genapi.host.snapshot import default_path
 from node_proc import NodeProcess, control
 
-CONFIG = PID_CONFIG + """
+CONFIG = (
+    PID_CONFIG
+    + """
 [[functions]]
 service = "w"
 request_type = "sleep"
@@ -26,6 +29,7 @@ arg_types = { ms = "num" }
 response_type = "async"
 timeout = 10000
 """
+)
 
 
 def run(coro: Any) -> Any:
@@ -50,8 +54,7 @@ async def pids(gw: GatewayProcess, n: int, rt: str = "pid", service: str = "w") 
         clients = await asyncio.gather(*(Client.connect(gw.url) for _ in range(min(100, n - start))))
         try:
             await asyncio.gather(*(c.join("api:w") for c in clients))
-            resps = await asyncio.gather(*(c.call(service, rt, topic="api:w", raise_on_error=False)
-                                           for c in clients))
+            resps = await asyncio.gather(*(c.call(service, rt, topic="api:w", raise_on_error=False) for c in clients))
             out += [r.result if r.success else r.error for r in resps]
         finally:
             await asyncio.gather(*(c.close() for c in clients))
@@ -100,6 +103,7 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_serving(three: GatewayP
             for c in clients:
                 await c.close()
             return [victim, before], after
+
         (victim, before), after = run(go())
         assert after == [p for p in before if p != victim]  # untouched: same connections, same workers
         assert wait_until(lambda: len(children(three.pid)) == 3 and victim not in children(three.pid), timeout=5)
@@ -125,6 +129,7 @@ def test_sigterm_drains_in_flight_calls_and_leaves_nothing_behind() -> None:
         result = await call
         await asyncio.wait_for(c.closed, 5)
         return result, c.close_code
+
     result, code = run(go())
     assert result.success and code == 1001
     assert gw.proc.wait(15) == 0
@@ -168,6 +173,7 @@ def test_sighup_reloads_the_config_file_on_every_worker(tmp_path: Path) -> None:
 def test_a_worker_that_keeps_crashing_is_restarted_with_backoff() -> None:
     gw = GatewayProcess(CONFIG, extra_args=["--workers", "2"])
     try:
+
         def slot0() -> int | None:
             for pid in children(gw.pid):
                 try:

@@ -1,4 +1,5 @@
 """Functions, hooks and callbacks the test gateways serve (imported by the gateway process)."""
+
 import asyncio
 import threading
 import time

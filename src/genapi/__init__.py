@@ -1,4 +1,5 @@
 """genapi: a dynamic API gateway over WebSockets speaking the Phoenix Channels protocol."""
+
 from genapi.request.hooks import Reject
 from genapi.structs import FunConfig, Request, Response
 

@@ -9,6 +9,7 @@
 Heartbeats every 30 s keep the connection alive and detect a dead server, as phoenix.js does;
 `reconnect=True` reconnects with backoff and rejoins. The reference is docs/client.md.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,17 @@ from genapi.errors import (
 )
 from genapi.structs import Response
 
-__all__ = ["CallFailed", "Client", "ClientError", "ConnectionLost", "PhoenixError", "Push", "ReplyTimeout",
-           "StreamRequired", "phoenix_backoff"]
+__all__ = [
+    "CallFailed",
+    "Client",
+    "ClientError",
+    "ConnectionLost",
+    "PhoenixError",
+    "Push",
+    "ReplyTimeout",
+    "StreamRequired",
+    "phoenix_backoff",
+]
 
 _dec = msgspec.json.Decoder()
 _enc = msgspec.json.Encoder()
@@ -96,8 +106,18 @@ class Client:
     """One connection. Requests go to the first joined topic unless `topic=` is given.
     Make one with `await Client.connect(url, ...)`."""
 
-    def __init__(self, url: str, headers: dict[str, str], vsn: str, event: str, *, heartbeat_interval: float | None,
-                 reconnect: bool, reconnect_after: Callable[[int], float], connect_timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        vsn: str,
+        event: str,
+        *,
+        heartbeat_interval: float | None,
+        reconnect: bool,
+        reconnect_after: Callable[[int], float],
+        connect_timeout: float,
+    ) -> None:
         self.url = url
         self.vsn = vsn
         self.event = event
@@ -128,17 +148,27 @@ class Client:
         self._reconnect_task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, url: str, *, params: dict[str, str] | None = None, token: str | None = None,
-                      auth_token: str | None = None, vsn: str | None = "2.0.0", event: str = "phoenix_gen_api",
-                      timeout: float = 10, heartbeat_interval: float | None = HEARTBEAT_INTERVAL,
-                      reconnect: bool = False,
-                      reconnect_after: Callable[[int], float] = phoenix_backoff) -> Client:
+    async def connect(
+        cls,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        token: str | None = None,
+        auth_token: str | None = None,
+        vsn: str | None = "2.0.0",
+        event: str = "phoenix_gen_api",
+        timeout: float = 10,
+        heartbeat_interval: float | None = HEARTBEAT_INTERVAL,
+        reconnect: bool = False,
+        reconnect_after: Callable[[int], float] = phoenix_backoff,
+    ) -> Client:
         """Connects to `url` (the socket mount such as ws://host:4000/socket, or the full
         .../socket/websocket URL). `token` goes in the query string; `auth_token` in the
         `Sec-WebSocket-Protocol` header as phoenix.js's `authToken` does. See docs/client.md."""
         if heartbeat_interval is not None and heartbeat_interval <= 0:
-            raise ValueError(f"heartbeat_interval must be a positive number of seconds or None, "
-                             f"got {heartbeat_interval!r}")
+            raise ValueError(
+                f"heartbeat_interval must be a positive number of seconds or None, got {heartbeat_interval!r}"
+            )
         if not url.rstrip("/").endswith("/websocket"):
             url = url.rstrip("/") + "/websocket"
         query = dict(params or {})
@@ -152,8 +182,16 @@ class Client:
         if auth_token is not None:
             b64 = base64.b64encode(auth_token.encode()).decode().rstrip("=")
             headers["Sec-WebSocket-Protocol"] = f"phoenix, base64url.bearer.phx.{b64}"
-        self = cls(url, headers, vsn or "1.0.0", event, heartbeat_interval=heartbeat_interval,
-                   reconnect=reconnect, reconnect_after=reconnect_after, connect_timeout=timeout)
+        self = cls(
+            url,
+            headers,
+            vsn or "1.0.0",
+            event,
+            heartbeat_interval=heartbeat_interval,
+            reconnect=reconnect,
+            reconnect_after=reconnect_after,
+            connect_timeout=timeout,
+        )
         await self._open()
         self.connected.set()
         return self
@@ -164,14 +202,21 @@ class Client:
         self.close_code = None
         try:
             transport, _ = await asyncio.wait_for(
-                ws_connect(lambda: _Listener(self), self.url, extra_headers=self._headers or None,
-                           max_frame_size=64 * 1024 * 1024), self.connect_timeout)
+                ws_connect(
+                    lambda: _Listener(self),
+                    self.url,
+                    extra_headers=self._headers or None,
+                    max_frame_size=64 * 1024 * 1024,
+                ),
+                self.connect_timeout,
+            )
         except TimeoutError:
             raise ReplyTimeout(f"the connect to {self._shown_url}", self.connect_timeout) from None
         self.transport = transport
         if self.heartbeat_interval is not None:
             self._heartbeat_task = asyncio.get_running_loop().create_task(
-                self._heartbeat_loop(transport, self.heartbeat_interval))
+                self._heartbeat_loop(transport, self.heartbeat_interval)
+            )
 
     # ------------------------------------------------------------------ incoming
     def _on_text(self, data: bytes) -> None:
@@ -180,8 +225,13 @@ class Client:
             if isinstance(msg, list):
                 join_ref, ref, topic, event, payload = msg[:5]
             else:
-                join_ref, ref, topic, event, payload = (None, msg.get("ref"), msg.get("topic"),
-                                                        msg.get("event"), msg.get("payload"))
+                join_ref, ref, topic, event, payload = (
+                    None,
+                    msg.get("ref"),
+                    msg.get("topic"),
+                    msg.get("event"),
+                    msg.get("payload"),
+                )
         except (msgspec.DecodeError, ValueError, AttributeError, TypeError):
             self.pushes.put_nowait(Push("", "undecodable", data))
             return
@@ -194,8 +244,12 @@ class Client:
                 return
             if self._late_refs.pop(sref, 0) is None:  # the reply to a call that timed out
                 return
-        if event == self.event and isinstance(payload, dict) and isinstance(rid := payload.get("request_id"), str) \
-                and not _relayed(payload):  # a relay group's message carries its sender's request_id
+        if (
+            event == self.event
+            and isinstance(payload, dict)
+            and isinstance(rid := payload.get("request_id"), str)
+            and not _relayed(payload)
+        ):  # a relay group's message carries its sender's request_id
             q = self._calls.get(rid)
             if q is not None:
                 try:
@@ -311,14 +365,14 @@ class Client:
                 reply = {"status": "timeout", "response": str(exc)}
             if reply.get("status") != "ok":
                 self._join_params.pop(topic, None)
-                log.warning("client_rejoin_refused", url=self._shown_url, topic=topic,
-                            response=reply.get("response"))
+                log.warning("client_rejoin_refused", url=self._shown_url, topic=topic, response=reply.get("response"))
 
     # ------------------------------------------------------------------ outgoing
     def send_raw(self, data: bytes | str, binary: bool = False) -> None:
         """Sends one frame as is (for tests of bad input)."""
-        self._transport().send(WSMsgType.BINARY if binary else WSMsgType.TEXT,
-                               data.encode() if isinstance(data, str) else data)
+        self._transport().send(
+            WSMsgType.BINARY if binary else WSMsgType.TEXT, data.encode() if isinstance(data, str) else data
+        )
 
     def _transport(self) -> WSTransport:
         t = self.transport
@@ -327,19 +381,22 @@ class Client:
                 raise ConnectionLost(CLIENT_CLOSED)
             if self.closed.done():
                 raise ConnectionLost(self._last_reason or CLIENT_CLOSED)
-            raise ConnectionLost(f"not connected ({self._last_reason}); reconnecting" if self.reconnect
-                                 else self._last_reason or f"not connected to {self._shown_url}")
+            raise ConnectionLost(
+                f"not connected ({self._last_reason}); reconnecting"
+                if self.reconnect
+                else self._last_reason or f"not connected to {self._shown_url}"
+            )
         return t
 
-    def _send(self, topic: str, event: str, payload: Any, join_ref: Any,
-              ref: str | None = None) -> tuple[str, asyncio.Future[Any]]:
+    def _send(
+        self, topic: str, event: str, payload: Any, join_ref: Any, ref: str | None = None
+    ) -> tuple[str, asyncio.Future[Any]]:
         t = self._transport()
         ref = ref or str(next(self._refs))
         fut = asyncio.get_running_loop().create_future()
         self._replies[ref] = fut
         if self.vsn.startswith("1."):
-            frame = _enc.encode({"topic": topic, "event": event, "payload": payload, "ref": ref,
-                                 "join_ref": join_ref})
+            frame = _enc.encode({"topic": topic, "event": event, "payload": payload, "ref": ref, "join_ref": join_ref})
         else:
             frame = _enc.encode([join_ref, ref, topic, event, payload])
         t.send(WSMsgType.TEXT, frame)
@@ -412,9 +469,18 @@ class Client:
     def _deadline(self, timeout: float, what: str, request_id: str | None = None, detail: str = "") -> _Deadline:
         return _Deadline(self, timeout, what, request_id, detail)
 
-    async def request(self, service: str, request_type: str, args: dict[str, Any] | None = None, *,
-                      version: str | None = None, topic: str | None = None, request_id: str | None = None,
-                      timeout: float = 10, **extra: Any) -> tuple[Any, asyncio.Queue[_Item]]:
+    async def request(
+        self,
+        service: str,
+        request_type: str,
+        args: dict[str, Any] | None = None,
+        *,
+        version: str | None = None,
+        topic: str | None = None,
+        request_id: str | None = None,
+        timeout: float = 10,
+        **extra: Any,
+    ) -> tuple[Any, asyncio.Queue[_Item]]:
         """Sends a request; returns (phx_reply payload, queue of its Responses). Low level: the
         caller reads the queue (an item that is a ClientError ends the call) and must `forget`
         the request id when done."""
@@ -422,15 +488,26 @@ class Client:
         async with self._deadline(timeout, f"{service}.{request_type}", rid):
             return await self._start(rid, service, request_type, args, version, topic, extra)
 
-    async def _start(self, rid: str, service: str, request_type: str, args: dict[str, Any] | None,
-                     version: str | None, topic: str | None, extra: dict[str, Any] | None = None,
-                     ) -> tuple[Any, asyncio.Queue[_Item]]:
+    async def _start(
+        self,
+        rid: str,
+        service: str,
+        request_type: str,
+        args: dict[str, Any] | None,
+        version: str | None,
+        topic: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[Any, asyncio.Queue[_Item]]:
         """Sends a request and waits for its phx_reply; the caller bounds the wait."""
         if not self.connected.is_set():
             await self._ready()
         tp = self._topic(topic)
-        payload: dict[str, Any] = {"request_id": rid, "service": service, "request_type": request_type,
-                                   "args": args if args is not None else {}}
+        payload: dict[str, Any] = {
+            "request_id": rid,
+            "service": service,
+            "request_type": request_type,
+            "args": args if args is not None else {},
+        }
         if version is not None:
             payload["version"] = version
         if extra:
@@ -450,9 +527,18 @@ class Client:
         """Stops routing a request's Responses (later ones are dropped). For `request` users."""
         self._drop(request_id)
 
-    async def call(self, service: str, request_type: str, args: dict[str, Any] | None = None, *,
-                   version: str | None = None, topic: str | None = None, request_id: str | None = None,
-                   timeout: float = 10, raise_on_error: bool = True) -> Response | None:
+    async def call(
+        self,
+        service: str,
+        request_type: str,
+        args: dict[str, Any] | None = None,
+        *,
+        version: str | None = None,
+        topic: str | None = None,
+        request_id: str | None = None,
+        timeout: float = 10,
+        raise_on_error: bool = True,
+    ) -> Response | None:
         """Calls a function and returns its final Response (after the acknowledgement for async
         functions); None for fire-and-forget functions. `timeout` bounds the whole call.
 
@@ -481,9 +567,17 @@ class Client:
             raise CallFailed(name, first)
         return first
 
-    async def stream(self, service: str, request_type: str, args: dict[str, Any] | None = None, *,
-                     version: str | None = None, topic: str | None = None, request_id: str | None = None,
-                     timeout: float = 30) -> AsyncIterator[Response]:
+    async def stream(
+        self,
+        service: str,
+        request_type: str,
+        args: dict[str, Any] | None = None,
+        *,
+        version: str | None = None,
+        topic: str | None = None,
+        request_id: str | None = None,
+        timeout: float = 30,
+    ) -> AsyncIterator[Response]:
         """Yields every Response of a stream call after the "init" chunk, the final one included
         (has_more false; success false with `error` when the stream failed: no exception).
         `timeout` bounds the wait for each chunk. A function that is not a stream yields its

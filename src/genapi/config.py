@@ -1,6 +1,7 @@
 """The TOML config file → typed settings. The rules are in the settings' types (schema.py words
 them); a bad file is refused with every problem at once, each naming the table, the key and the
 problem. `genapi check` and `genapi serve` both go through parse(), so they refuse alike."""
+
 from __future__ import annotations
 
 import os
@@ -20,14 +21,19 @@ JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512"]
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535, description="must be between 0 and 65535 (0 = any free port)")]
 TopicBytes = Annotated[int, msgspec.Meta(ge=1, le=65536, description="must be between 1 and 65536 (bytes)")]
-UnsentBytes = Annotated[int, msgspec.Meta(ge=65536, description=(
-    "must be at least 65536 (the socket's write buffer high-water mark)"))]
+UnsentBytes = Annotated[
+    int, msgspec.Meta(ge=65536, description=("must be at least 65536 (the socket's write buffer high-water mark)"))
+]
 Workers = Annotated[Positive | Literal["auto"], msgspec.Meta(description='must be a positive integer or "auto"')]
 
 
-CheckOrigin = Annotated[bool | list[str], msgspec.Meta(
-    description='must be true, false or a list of origins such as ["https://example.com", "//example.com", '
-                '"https://*.example.com"]')]
+CheckOrigin = Annotated[
+    bool | list[str],
+    msgspec.Meta(
+        description='must be true, false or a list of origins such as ["https://example.com", "//example.com", '
+        '"https://*.example.com"]'
+    ),
+]
 
 
 class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -35,7 +41,7 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port: Port = 4000
     workers: Workers = 1
     event: NonEmpty = "phoenix_gen_api"
-    metrics: bool = True                 # count requests for GET /metrics (host-wide, Prometheus text)
+    metrics: bool = True  # count requests for GET /metrics (host-wide, Prometheus text)
     topics: list[str] = msgspec.field(default_factory=lambda: ["*"])
     detail_error: bool = False
     path: str = "/socket"
@@ -132,9 +138,9 @@ class RelaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Relay groups (`genapi.relay`): bounds, so clients creating groups cannot grow the
     gateway's memory without limit."""
 
-    service: NonEmpty | None = None      # serve the nine operations as <service>.<op> (relay_functions)
-    max_groups: Positive = 100_000       # groups on the host; a create beyond it is refused
-    max_members: Positive = 10_000       # members of one group; a join beyond it is refused
+    service: NonEmpty | None = None  # serve the nine operations as <service>.<op> (relay_functions)
+    max_groups: Positive = 100_000  # groups on the host; a create beyond it is refused
+    max_members: Positive = 10_000  # members of one group; a join beyond it is refused
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -148,21 +154,36 @@ class Settings(msgspec.Struct, kw_only=True):
     source: str = "<embedded default>"
 
 
-_TABLES = {"gateway": "[gateway]", "auth": "[auth]", "cluster": "[cluster]", "rate_limiter": "[rate_limiter]",
-           "relay": "[relay]",
-           "functions": "[[functions]]", "services": "[[services]]"}
+_TABLES = {
+    "gateway": "[gateway]",
+    "auth": "[auth]",
+    "cluster": "[cluster]",
+    "rate_limiter": "[rate_limiter]",
+    "relay": "[relay]",
+    "functions": "[[functions]]",
+    "services": "[[services]]",
+}
 
 
 def _unknown_top_level(name: str) -> str:
     """Words a top-level name that is none of the three tables: a misspelled table, or a key
     written above its table's header."""
-    for table, struct in (("gateway", GatewaySettings), ("auth", AuthSettings), ("cluster", ClusterSettings),
-                          ("rate_limiter", RateLimiterSettings), ("relay", RelaySettings), ("functions", FunConfig),
-                          ("services", ServiceSource)):
+    for table, struct in (
+        ("gateway", GatewaySettings),
+        ("auth", AuthSettings),
+        ("cluster", ClusterSettings),
+        ("rate_limiter", RateLimiterSettings),
+        ("relay", RelaySettings),
+        ("functions", FunConfig),
+        ("services", ServiceSource),
+    ):
         if name in struct.__struct_fields__:
             return f"key {name} is outside any table; it belongs under {_TABLES[table]}"
-    hint = did_you_mean(name, _TABLES, "[{}]").replace("[functions]", "[[functions]]").replace(
-        "[services]", "[[services]]")
+    hint = (
+        did_you_mean(name, _TABLES, "[{}]")
+        .replace("[functions]", "[[functions]]")
+        .replace("[services]", "[[services]]")
+    )
     expected = "; expected [gateway], [auth], [cluster], [rate_limiter], [relay], [[functions]] and [[services]]"
     return f"unknown table {name}{hint or expected}"
 
@@ -177,8 +198,10 @@ def _check_origin_rule(value: bool | list[str]) -> str | None:
 
     for entry in value if isinstance(value, list) else []:
         if parse_origin(entry)[1] is None:
-            return (f'origin {render(entry)} has no host: write "https://{entry}" (that scheme only) or '
-                    f'"//{entry}" (any scheme)')
+            return (
+                f'origin {render(entry)} has no host: write "https://{entry}" (that scheme only) or '
+                f'"//{entry}" (any scheme)'
+            )
     return None
 
 
@@ -208,14 +231,20 @@ def _key_problems(auth: AuthSettings) -> list[str]:
             return []
         alg = "HS256" if secret is not None else "RS256"
     elif secret is None and public is None:
-        return [f"[auth] key jwt_algorithm: {render(alg)} is set but there is no key; set jwt_secret "
-                "(for HS256/HS384/HS512) or jwt_public_key (for RS256/RS384/RS512)"]
+        return [
+            f"[auth] key jwt_algorithm: {render(alg)} is set but there is no key; set jwt_secret "
+            "(for HS256/HS384/HS512) or jwt_public_key (for RS256/RS384/RS512)"
+        ]
     if alg.startswith("HS") and secret is None:
-        return [f"[auth] key jwt_algorithm: {render(alg)} needs jwt_secret (a shared secret), but "
-                "jwt_public_key is set; use RS256/RS384/RS512 with a public key"]
+        return [
+            f"[auth] key jwt_algorithm: {render(alg)} needs jwt_secret (a shared secret), but "
+            "jwt_public_key is set; use RS256/RS384/RS512 with a public key"
+        ]
     if alg.startswith("RS") and public is None:
-        return [f"[auth] key jwt_algorithm: {render(alg)} needs jwt_public_key (a PEM file), but "
-                "jwt_secret is set; use HS256/HS384/HS512 with a secret"]
+        return [
+            f"[auth] key jwt_algorithm: {render(alg)} needs jwt_public_key (a PEM file), but "
+            "jwt_secret is set; use HS256/HS384/HS512 with a secret"
+        ]
     if public is not None and not os.path.isfile(public):
         return []  # reported: no such file
     import jwt
@@ -256,8 +285,12 @@ def parse(text: str, source: str = "<string>") -> Settings:
     problems: list[str] = []
     for name in sorted(set(doc) - set(_TABLES)):
         problems.append(f"{source}: {_unknown_top_level(name)}")
-    gw, found = _table("[gateway]", GatewaySettings, doc.get("gateway", {}),
-                       (("path", _path_rule), ("check_origin", _check_origin_rule)))
+    gw, found = _table(
+        "[gateway]",
+        GatewaySettings,
+        doc.get("gateway", {}),
+        (("path", _path_rule), ("check_origin", _check_origin_rule)),
+    )
     problems += found
     auth, found = _table("[auth]", AuthSettings, doc.get("auth", {}), (("callback", _callback_rule),))
     problems += found
@@ -303,17 +336,33 @@ def parse(text: str, source: str = "<string>") -> Settings:
                 problems.append(f"{label}: duplicate function {ident[0]}.{ident[1]} version {ident[2]}")
             seen.add(ident)
     if relay is not None and relay.service is not None:  # the file's own entries of the same name win
-        functions += [cfg for cfg in relay_functions(relay.service)
-                      if (cfg.service, cfg.request_type, "None") not in seen]
+        functions += [
+            cfg for cfg in relay_functions(relay.service) if (cfg.service, cfg.request_type, "None") not in seen
+        ]
     if gw is not None and gw.discovery and (DISCOVERY_SERVICE, DISCOVERY_REQUEST_TYPE, "None") not in seen:
         functions.append(discovery_function(gw))
     if problems:
-        partial = Settings(gateway=gw or GatewaySettings(), auth=auth or AuthSettings(),
-                           cluster=cluster or ClusterSettings(), rate_limiter=limiter or RateLimiterSettings(),
-                           relay=relay or RelaySettings(), functions=functions, services=services, source=source)
+        partial = Settings(
+            gateway=gw or GatewaySettings(),
+            auth=auth or AuthSettings(),
+            cluster=cluster or ClusterSettings(),
+            rate_limiter=limiter or RateLimiterSettings(),
+            relay=relay or RelaySettings(),
+            functions=functions,
+            services=services,
+            source=source,
+        )
         raise ConfigError(problems, partial, numbers)
-    return Settings(gateway=gw, auth=auth, cluster=cluster, rate_limiter=limiter, relay=relay, functions=functions,
-                    services=services, source=source)
+    return Settings(
+        gateway=gw,
+        auth=auth,
+        cluster=cluster,
+        rate_limiter=limiter,
+        relay=relay,
+        functions=functions,
+        services=services,
+        source=source,
+    )
 
 
 RELAY_ARGS: dict[str, dict[str, Any]] = {  # each relay operation's client arguments (genapi.relay)
@@ -332,9 +381,17 @@ RELAY_ARGS: dict[str, dict[str, Any]] = {  # each relay operation's client argum
 def relay_functions(service: str) -> list[FunConfig]:
     """`[relay] service`: the nine relay operations as functions `<service>.<op>`, for any
     authenticated user (the operations themselves check who may do what in a group)."""
-    return [FunConfig(service=service, request_type=op, mfa=f"genapi.relay:{op}", arg_types=args,
-                      arg_orders=list(args), check_permission="any_authenticated")
-            for op, args in RELAY_ARGS.items()]
+    return [
+        FunConfig(
+            service=service,
+            request_type=op,
+            mfa=f"genapi.relay:{op}",
+            arg_types=args,
+            arg_orders=list(args),
+            check_permission="any_authenticated",
+        )
+        for op, args in RELAY_ARGS.items()
+    ]
 
 
 DISCOVERY_SERVICE, DISCOVERY_REQUEST_TYPE = "genapi", "list_apis"
@@ -345,10 +402,17 @@ def discovery_function(gw: GatewaySettings) -> FunConfig:
     """`[gateway] discovery` (on by default): `genapi.list_apis`, the functions the caller may
     call (discovery.py). The gateway's argument limits ride along as its predefined argument, so
     whoever reads the registry (`genapi apis` over the control port) builds the same schemas."""
-    limits = {"string_max_bytes": gw.string_max_bytes, "list_max_items": gw.list_max_items,
-              "map_max_items": gw.map_max_items}
-    return FunConfig(service=DISCOVERY_SERVICE, request_type=DISCOVERY_REQUEST_TYPE, mfa=[DISCOVERY_TARGET, [limits]],
-                     arg_types={"service": {"type": "string", "allow_nil": True}})
+    limits = {
+        "string_max_bytes": gw.string_max_bytes,
+        "list_max_items": gw.list_max_items,
+        "map_max_items": gw.map_max_items,
+    }
+    return FunConfig(
+        service=DISCOVERY_SERVICE,
+        request_type=DISCOVERY_REQUEST_TYPE,
+        mfa=[DISCOVERY_TARGET, [limits]],
+        arg_types={"service": {"type": "string", "allow_nil": True}},
+    )
 
 
 def auth_problems(auth: AuthSettings) -> list[str]:
@@ -356,10 +420,12 @@ def auth_problems(auth: AuthSettings) -> list[str]:
     can verify one (no jwt_secret, jwt_public_key or callback)."""
     if not auth.require_verified_user_id or auth.jwt_secret or auth.jwt_public_key or auth.callback:
         return []
-    return ["[auth]: require_verified_user_id = true (the default) but no jwt_secret, jwt_public_key or "
-            'callback can verify a user, so every request would get "Authentication required"; set '
-            "[auth] jwt_secret (HS256 tokens), jwt_public_key (RS256) or callback, or "
-            "require_verified_user_id = false to serve anonymous clients"]
+    return [
+        "[auth]: require_verified_user_id = true (the default) but no jwt_secret, jwt_public_key or "
+        'callback can verify a user, so every request would get "Authentication required"; set '
+        "[auth] jwt_secret (HS256 tokens), jwt_public_key (RS256) or callback, or "
+        "require_verified_user_id = false to serve anonymous clients"
+    ]
 
 
 def function_label(i: int, raw: Any) -> str:

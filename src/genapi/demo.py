@@ -1,5 +1,6 @@
 """The embedded `demo` service: one function per response type, type family and feature, so a
 newcomer can call something the moment `genapi serve` starts (see default.toml)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -69,12 +70,30 @@ async def admin_stats() -> dict[str, Any]:
     return {"notes": len(NOTES)}
 
 
-async def kinds(id: str, at: datetime, day: datetime, tags: list[str], scores: list[float],
-                meta: dict[str, Any], flag: bool, rows: list[dict[str, Any]], anything: Any) -> dict[str, Any]:
+async def kinds(
+    id: str,
+    at: datetime,
+    day: datetime,
+    tags: list[str],
+    scores: list[float],
+    meta: dict[str, Any],
+    flag: bool,
+    rows: list[dict[str, Any]],
+    anything: Any,
+) -> dict[str, Any]:
     """One argument of every type family; returns what the function received, converted."""
-    return {"id": id, "at": at.isoformat(), "day": day.isoformat(), "tags": tags, "scores": scores,
-            "meta": meta, "flag": flag, "rows": rows, "anything": anything,
-            "types": {"at": type(at).__name__, "tz": at.utcoffset() is not None}}
+    return {
+        "id": id,
+        "at": at.isoformat(),
+        "day": day.isoformat(),
+        "tags": tags,
+        "scores": scores,
+        "meta": meta,
+        "flag": flag,
+        "rows": rows,
+        "anything": anything,
+        "types": {"at": type(at).__name__, "tz": at.utcoffset() is not None},
+    }
 
 
 async def shout(text: str) -> str:

@@ -3,6 +3,7 @@
 Texts follow PhoenixGenApi's wording (reference/behavior.md) so clients written for it keep
 working; genapi's own additions say which field or limit failed.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,7 @@ class ConfigError(GenapiError, ValueError):
     is what of the file was valid (its functions numbered by `numbers`, their place in the
     file), so the callables of the valid functions can be checked in the same run."""
 
-    def __init__(self, problems: str | list[str], partial: Any = None,
-                 numbers: list[int] | None = None) -> None:
+    def __init__(self, problems: str | list[str], partial: Any = None, numbers: list[int] | None = None) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.partial = partial
         self.numbers = numbers
@@ -145,9 +145,11 @@ class StreamRequired(ClientError, TypeError):
 
     def __init__(self, service: str, request_type: str, request_id: str) -> None:
         self.request_id = request_id
-        super().__init__(f"{service}.{request_type} is a stream function (request {request_id} answered "
-                         f'"init" with has_more): read it with client.stream("{service}", '
-                         f'"{request_type}", ...) instead of call()')
+        super().__init__(
+            f"{service}.{request_type} is a stream function (request {request_id} answered "
+            f'"init" with has_more): read it with client.stream("{service}", '
+            f'"{request_type}", ...) instead of call()'
+        )
 
 
 class ReplyTimeout(ClientError, TimeoutError):
@@ -174,8 +176,10 @@ def connection_closed(url: str, code: Any) -> str:
 
 
 def heartbeat_timeout(url: str, interval: float) -> str:
-    return (f"connection to {url} closed: no heartbeat reply within {float(interval)} s "
-            "(heartbeat_interval); the server is unreachable or stopped")
+    return (
+        f"connection to {url} closed: no heartbeat reply within {float(interval)} s "
+        "(heartbeat_interval); the server is unreachable or stopped"
+    )
 
 
 CLIENT_CLOSED = "the client was closed"
@@ -202,8 +206,10 @@ def join_ref_invalid() -> str:
 
 def unencodable_answer(fields: list[str], exc: BaseException) -> str:
     """The reason sent when an answer could not be encoded (a client's ref nested too deeply)."""
-    return (f"the answer's {', '.join(fields)} could not be encoded as JSON ({type(exc).__name__}: {exc}) "
-            "and was sent as null")
+    return (
+        f"the answer's {', '.join(fields)} could not be encoded as JSON ({type(exc).__name__}: {exc}) "
+        "and was sent as null"
+    )
 
 
 # WebSocket close reasons (RFC 6455; at most 123 bytes each)
@@ -275,8 +281,10 @@ def not_serializable(exc: BaseException, detail: bool) -> str:
 
 
 def queue_full(max_in_flight: int, max_queued: int) -> str:
-    return (f"Too many requests on this connection: {max_in_flight} in flight and {max_queued} "
-            "waiting (max_in_flight, max_queued)")
+    return (
+        f"Too many requests on this connection: {max_in_flight} in flight and {max_queued} "
+        "waiting (max_in_flight, max_queued)"
+    )
 
 
 def unsupported_response_type(response_type: str) -> str:
@@ -323,8 +331,7 @@ def relay_error(code: str) -> RelayError:
 
 
 def relay_group_type(value: object) -> RelayError:
-    return RelayError("invalid_group_type",
-                      f"group_type must be one of public, private, strict_private, got {value!r}")
+    return RelayError("invalid_group_type", f"group_type must be one of public, private, strict_private, got {value!r}")
 
 
 def relay_too_many_groups(limit: int) -> RelayError:

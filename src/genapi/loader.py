@@ -1,4 +1,5 @@
 """Resolves `"module:function"` strings from configs into callables."""
+
 from __future__ import annotations
 
 import importlib
@@ -17,8 +18,7 @@ def load_callable(target: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise ValueError(f'cannot import module "{module_name}" of "{target}": {exc} '
-                         f"(searched {searched()})") from None
+        raise ValueError(f'cannot import module "{module_name}" of "{target}": {exc} (searched {searched()})') from None
     except ImportError as exc:
         raise ValueError(f'cannot import module "{module_name}" of "{target}": {exc}') from None
     for part in attr.split("."):

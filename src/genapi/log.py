@@ -12,6 +12,7 @@ counted and summarized in one line when the window ends,
 `log_suppressed event=... suppressed=N seconds=...`. So neither one connection nor many can
 make the worker write more than BURST lines of a kind per window.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,15 +28,17 @@ from typing import Any
 _logger = logging.getLogger("genapi")
 # the loggers of the libraries under the gateway; picows logs to genapi.picows (worker.py)
 FOREIGN = ("asyncio", "aiofastnet", "picows")
-BURST = 20        # records of one kind printed per window
-WINDOW = 5.0      # seconds
+BURST = 20  # records of one kind printed per window
+WINDOW = 5.0  # seconds
 
 _UNSAFE = re.compile('[\x00-\x20"=\\\\\x7f-\x9f\u2028\u2029]')
 _CONTROL = re.compile('[\x00-\x1f"\\\\\x7f-\x9f\u2028\u2029]')
-_CONTROL_NOT_NL = re.compile('[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]')
+_CONTROL_NOT_NL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _FRAME_CHUNKS = ("Traceback (most recent call last)", "  File ", "  [Previous line repeated")
-_CHAIN_CHUNKS = ("\nThe above exception was the direct cause of the following exception:\n\n",
-                 "\nDuring handling of the above exception, another exception occurred:\n\n")
+_CHAIN_CHUNKS = (
+    "\nThe above exception was the direct cause of the following exception:\n\n",
+    "\nDuring handling of the above exception, another exception occurred:\n\n",
+)
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
 
 
@@ -100,7 +103,7 @@ def _foreign(record: logging.LogRecord) -> str:
     """A library's record as a genapi line: `picows conn=17 msg="..."`."""
     name = record.name
     if name.startswith("genapi."):
-        name = name[len("genapi."):]
+        name = name[len("genapi.") :]
     base, _, rest = name.partition(".")
     try:
         msg = record.getMessage()
@@ -185,16 +188,23 @@ class _Handler(logging.StreamHandler):
 
     def _summarize(self, entry: list[Any], now: float) -> None:
         fields = {"event": entry[4], "suppressed": entry[2], "seconds": round(now - entry[0], 1)}
-        record = _logger.makeRecord("genapi", entry[3] or logging.WARNING, __file__, 0,
-                                    _fmt("log_suppressed", fields), (), None,
-                                    extra={"genapi_event": "log_suppressed", "genapi_fields": fields})
+        record = _logger.makeRecord(
+            "genapi",
+            entry[3] or logging.WARNING,
+            __file__,
+            0,
+            _fmt("log_suppressed", fields),
+            (),
+            None,
+            extra={"genapi_event": "log_suppressed", "genapi_fields": fields},
+        )
         entry[2] = 0
         logging.StreamHandler.handle(self, record)
 
 
 def _foreign_event(name: str) -> str:
     if name.startswith("genapi."):
-        name = name[len("genapi."):]
+        name = name[len("genapi.") :]
     return name.partition(".")[0]
 
 
@@ -249,8 +259,7 @@ def loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> 
     fields: dict[str, Any] = {"message": context.get("message", "")}
     if exc is not None:
         fields["error"] = f"{type(exc).__name__}: {exc}"
-    _log(logging.ERROR, "loop_exception", fields,
-         (type(exc), exc, exc.__traceback__) if exc is not None else None)
+    _log(logging.ERROR, "loop_exception", fields, (type(exc), exc, exc.__traceback__) if exc is not None else None)
 
 
 def _log(level: int, event: str, fields: dict[str, Any], exc_info: Any) -> None:

@@ -6,6 +6,7 @@ reported rather than the first one msgspec meets, and words each problem for a p
 A field whose rule reads badly in generic words carries its own in `Meta(description=...)`:
 every bad value of that field is then reported as "<description>, got <value>".
 """
+
 from __future__ import annotations
 
 import difflib
@@ -20,8 +21,16 @@ import msgspec
 __all__ = ["did_you_mean", "field_problem", "literal_values", "render", "table_problems"]
 
 _UNION = (Union, types.UnionType)
-_MSGSPEC_NAMES = {int: "int", float: "float", str: "str", bool: "bool", list: "array",
-                  tuple: "array", set: "array", dict: "object"}
+_MSGSPEC_NAMES = {
+    int: "int",
+    float: "float",
+    str: "str",
+    bool: "bool",
+    list: "array",
+    tuple: "array",
+    set: "array",
+    dict: "object",
+}
 
 
 def render(value: Any) -> str:
@@ -121,8 +130,9 @@ def _word(name: str, typ: Any, value: Any, text: str) -> str:
 Rule = tuple[str, Callable[[Any], "str | None"]]
 
 
-def table_problems(struct: type[msgspec.Struct], data: dict[str, Any],
-                   rules: Iterable[Rule] = ()) -> tuple[list[tuple[str, str]], list[str]]:
+def table_problems(
+    struct: type[msgspec.Struct], data: dict[str, Any], rules: Iterable[Rule] = ()
+) -> tuple[list[tuple[str, str]], list[str]]:
     """Checks one table read as `struct`, key by key, then each `(key, rule)` whose key is
     present and of the right type (rules say what a type cannot). Returns (a `(key, "key: ...")`
     per problem, in the table's order; the missing required keys)."""
@@ -165,4 +175,3 @@ def did_you_mean(word: str, choices: Iterable[str], template: str = "{}") -> str
 def literal_values(alias: Any) -> tuple[Any, ...]:
     """The values of a Literal alias (for constants derived from the types)."""
     return tuple(_literals(alias))
-

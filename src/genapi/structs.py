@@ -3,6 +3,7 @@
 They are msgspec Structs so that config files, pushed configs and wire payloads are decoded and
 encoded by one schema, as PhoenixGenApi's FunConfig/Request/Response are.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -71,30 +72,36 @@ class Response(msgspec.Struct, rename={"async_": "async"}, gc=False):
 ResponseType = Literal["sync", "async", "stream", "none"]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 _NODES = 'must be "local", a non-empty list of "host:port" node addresses, or a resolver "module:function"'
-Nodes = Annotated[NonEmpty | Annotated[list[NonEmpty], msgspec.Meta(min_length=1)],
-                  msgspec.Meta(description=_NODES)]
-Timeout = Annotated[Annotated[int, msgspec.Meta(ge=TIMEOUT_MIN_MS, le=TIMEOUT_MAX_MS)] | Literal["infinity"],
-                    msgspec.Meta(description=f'must be between {TIMEOUT_MIN_MS} and {TIMEOUT_MAX_MS} ms '
-                                             'or "infinity"')]
+Nodes = Annotated[NonEmpty | Annotated[list[NonEmpty], msgspec.Meta(min_length=1)], msgspec.Meta(description=_NODES)]
+Timeout = Annotated[
+    Annotated[int, msgspec.Meta(ge=TIMEOUT_MIN_MS, le=TIMEOUT_MAX_MS)] | Literal["infinity"],
+    msgspec.Meta(description=f'must be between {TIMEOUT_MIN_MS} and {TIMEOUT_MAX_MS} ms or "infinity"'),
+]
 _ONE = msgspec.Meta(min_length=1, max_length=1)  # a one-key table such as {hash = ARG}
 _TARGET = 'must be "module:function" or ["module:function", [extra args]]'
-Target = Annotated[str | Annotated[list[Any], msgspec.Meta(min_length=2, max_length=2)],
-                   msgspec.Meta(description=_TARGET)]
+Target = Annotated[
+    str | Annotated[list[Any], msgspec.Meta(min_length=2, max_length=2)], msgspec.Meta(description=_TARGET)
+]
 _NODE_MODE = 'must be one of random, hash, round_robin, {hash = ARG}, {sticky = ARG} or a custom "module:function"'
-NodeMode = Annotated[NonEmpty | Annotated[dict[Literal["hash", "sticky"], NonEmpty], _ONE],
-                     msgspec.Meta(description=_NODE_MODE)]
+NodeMode = Annotated[
+    NonEmpty | Annotated[dict[Literal["hash", "sticky"], NonEmpty], _ONE], msgspec.Meta(description=_NODE_MODE)
+]
 NODE_MODE_NAMES = ("random", "hash", "round_robin")
-ArgOrders = Annotated[list[str] | Literal["map"],
-                      msgspec.Meta(description='must be a list of argument names or "map"')]
+ArgOrders = Annotated[list[str] | Literal["map"], msgspec.Meta(description='must be a list of argument names or "map"')]
 _PERMISSION = 'must be false, "any_authenticated", {arg = NAME} or {role = [ROLES]}'
 _Roles = Annotated[list[str], msgspec.Meta(min_length=1)]
-Permission = Annotated[bool | Literal["any_authenticated"]
-                       | Annotated[dict[Literal["arg", "role"], NonEmpty | _Roles], _ONE],
-                       msgspec.Meta(description=_PERMISSION)]
+Permission = Annotated[
+    bool | Literal["any_authenticated"] | Annotated[dict[Literal["arg", "role"], NonEmpty | _Roles], _ONE],
+    msgspec.Meta(description=_PERMISSION),
+]
 _NonNegative = msgspec.Meta(ge=0)
-Retry = Annotated[Annotated[int, _NonNegative] | Annotated[float, _NonNegative]
-                  | Annotated[dict[Literal["same_node", "all_nodes"], Annotated[int, _NonNegative]], _ONE] | None,
-                  msgspec.Meta(description="must be a non-negative number, {same_node = N} or {all_nodes = N}")]
+Retry = Annotated[
+    Annotated[int, _NonNegative]
+    | Annotated[float, _NonNegative]
+    | Annotated[dict[Literal["same_node", "all_nodes"], Annotated[int, _NonNegative]], _ONE]
+    | None,
+    msgspec.Meta(description="must be a non-negative number, {same_node = N} or {all_nodes = N}"),
+]
 HookTimeout = Annotated[int, msgspec.Meta(gt=0, description="must be a positive number of ms")]
 
 RESPONSE_TYPES = literal_values(ResponseType)
@@ -148,8 +155,7 @@ def _target_rule(value: Any) -> str | None:
     if value is None:
         return None
     target, extra = (value[0], value[1]) if isinstance(value, list) else (value, [])
-    if (isinstance(target, str) and target.count(":") == 1 and all(target.split(":"))
-            and isinstance(extra, list)):
+    if isinstance(target, str) and target.count(":") == 1 and all(target.split(":")) and isinstance(extra, list):
         return None
     return f"{_TARGET}, got {render(value)}"
 
@@ -159,7 +165,7 @@ def _is_target(value: Any) -> bool:
 
 
 def _nodes_rule(nodes: Any) -> str | None:
-    """"local", a resolver "module:function", or "host:port" addresses."""
+    """ "local", a resolver "module:function", or "host:port" addresses."""
     if nodes == "local" or (isinstance(nodes, str) and _is_target(nodes) and not nodes.split(":")[1].isdigit()):
         return None
     if isinstance(nodes, list):
@@ -186,7 +192,7 @@ def _permission_rule(mode: Any) -> str | None:
     if mode is False or mode == "any_authenticated":
         return None
     if isinstance(mode, dict):
-        (kind, val), = mode.items()
+        ((kind, val),) = mode.items()
         if (kind == "arg") == isinstance(val, str):
             return None
     return f"{_PERMISSION}, got {render(mode)}"
@@ -198,14 +204,37 @@ def _version_rule(version: str | None) -> str | None:
     return None
 
 
-FUN_CONFIG_RULES = (("mfa", _target_rule), ("permission_callback", _target_rule),
-                    ("before_execute", _target_rule), ("after_execute", _target_rule),
-                    ("check_permission", _permission_rule), ("version", _version_rule),
-                    ("nodes", _nodes_rule), ("choose_node_mode", _node_mode_rule))
+FUN_CONFIG_RULES = (
+    ("mfa", _target_rule),
+    ("permission_callback", _target_rule),
+    ("before_execute", _target_rule),
+    ("after_execute", _target_rule),
+    ("check_permission", _permission_rule),
+    ("version", _version_rule),
+    ("nodes", _nodes_rule),
+    ("choose_node_mode", _node_mode_rule),
+)
 # the order errors() has always reported in
-_REPORT_ORDER = ("request_type", "service", "nodes", "timeout", "mfa", "permission_callback", "before_execute",
-                 "after_execute", "choose_node_mode", "response_type", "check_permission", "arg_orders",
-                 "version", "retry", "hook_timeout", "arg_types", "disabled", "request_info")
+_REPORT_ORDER = (
+    "request_type",
+    "service",
+    "nodes",
+    "timeout",
+    "mfa",
+    "permission_callback",
+    "before_execute",
+    "after_execute",
+    "choose_node_mode",
+    "response_type",
+    "check_permission",
+    "arg_orders",
+    "version",
+    "retry",
+    "hook_timeout",
+    "arg_types",
+    "disabled",
+    "request_info",
+)
 
 
 def split_target(value: str | list[Any]) -> tuple[str, list[Any]]:

@@ -12,6 +12,7 @@ start/stop, the rate-limit check) cost one pointer test in the compiled path
 Every worker emits its own events: attach handlers where they run (e.g. a module imported by
 the config, at import time), or use the host-wide metrics at `/metrics`.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,18 +24,40 @@ from genapi import log
 Handler = Callable[[str, dict[str, Any], dict[str, Any], Any], Any]
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "executor": ("genapi.executor.request.start", "genapi.executor.request.stop",
-                 "genapi.executor.request.exception", "genapi.executor.retry", "genapi.executor.retry.exhausted"),
+    "executor": (
+        "genapi.executor.request.start",
+        "genapi.executor.request.stop",
+        "genapi.executor.request.exception",
+        "genapi.executor.retry",
+        "genapi.executor.retry.exhausted",
+    ),
     "rate_limiter": ("genapi.rate_limiter.check", "genapi.rate_limiter.exceeded", "genapi.rate_limiter.reset"),
-    "hooks": ("genapi.hook.before.start", "genapi.hook.before.stop", "genapi.hook.before.exception",
-              "genapi.hook.after.start", "genapi.hook.after.stop", "genapi.hook.after.exception"),
-    "worker_pool": ("genapi.worker_pool.task.start", "genapi.worker_pool.task.stop",
-                    "genapi.worker_pool.task.exception", "genapi.worker_pool.task.rejected",
-                    "genapi.worker_pool.circuit_breaker.open",
-                    "genapi.worker_pool.circuit_breaker.close"),
-    "config": ("genapi.config.pull.start", "genapi.config.pull.stop", "genapi.config.push", "genapi.config.add",
-               "genapi.config.batch_add", "genapi.config.delete", "genapi.config.disable",
-               "genapi.config.enable"),
+    "hooks": (
+        "genapi.hook.before.start",
+        "genapi.hook.before.stop",
+        "genapi.hook.before.exception",
+        "genapi.hook.after.start",
+        "genapi.hook.after.stop",
+        "genapi.hook.after.exception",
+    ),
+    "worker_pool": (
+        "genapi.worker_pool.task.start",
+        "genapi.worker_pool.task.stop",
+        "genapi.worker_pool.task.exception",
+        "genapi.worker_pool.task.rejected",
+        "genapi.worker_pool.circuit_breaker.open",
+        "genapi.worker_pool.circuit_breaker.close",
+    ),
+    "config": (
+        "genapi.config.pull.start",
+        "genapi.config.pull.stop",
+        "genapi.config.push",
+        "genapi.config.add",
+        "genapi.config.batch_add",
+        "genapi.config.delete",
+        "genapi.config.disable",
+        "genapi.config.enable",
+    ),
 }
 EVENTS: tuple[str, ...] = tuple(e for events in CATEGORIES.values() for e in events)
 
@@ -95,6 +118,7 @@ def attach_default_logger(level: str = "debug") -> None:
 
     def logger(event: str, measurements: dict[str, Any], metadata: dict[str, Any], _config: Any) -> None:
         write("telemetry", event=event, **measurements, **{k: v for k, v in metadata.items() if k not in measurements})
+
     attach_all(DEFAULT_LOGGER, logger)
 
 
@@ -118,14 +142,22 @@ def execute(event: str, measurements: dict[str, Any], metadata: dict[str, Any]) 
             handler(event, measurements, metadata, config)
         except Exception as exc:
             detach(handler_id)
-            log.error("telemetry_handler_detached", handler_id=handler_id, telemetry_event=event,
-                      error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "telemetry_handler_detached",
+                handler_id=handler_id,
+                telemetry_event=event,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             continue
         took = time.perf_counter() - started
         if took > SLOW_HANDLER_S:
             detach(handler_id)
-            log.error("telemetry_handler_detached", handler_id=handler_id, telemetry_event=event,
-                      error=f"took {took * 1000:.0f} ms, over the {SLOW_HANDLER_S * 1000:.0f} ms a handler may take")
+            log.error(
+                "telemetry_handler_detached",
+                handler_id=handler_id,
+                telemetry_event=event,
+                error=f"took {took * 1000:.0f} ms, over the {SLOW_HANDLER_S * 1000:.0f} ms a handler may take",
+            )
 
 
 def span(prefix: str, metadata: dict[str, Any], fn: Callable[[], Any]) -> Any:
@@ -135,8 +167,11 @@ def span(prefix: str, metadata: dict[str, Any], fn: Callable[[], Any]) -> Any:
     try:
         out = fn()
     except Exception as exc:
-        execute(f"{prefix}.exception", {"duration_us": _us(started)},
-                {**metadata, "kind": "error", "reason": f"{type(exc).__name__}: {exc}"})
+        execute(
+            f"{prefix}.exception",
+            {"duration_us": _us(started)},
+            {**metadata, "kind": "error", "reason": f"{type(exc).__name__}: {exc}"},
+        )
         raise
     execute(f"{prefix}.stop", {"duration_us": _us(started)}, metadata)
     return out
@@ -149,10 +184,12 @@ def _changed() -> None:
     from genapi._core.reply import request_events
 
     task_events(any(e in _handlers for e in CATEGORIES["worker_pool"][:3]))
-    request_events(_request_start if REQUEST_START in _handlers else None,
-                   _request_stop if REQUEST_STOP in _handlers else None)
-    limit_events(_limit_check if LIMIT_CHECK in _handlers else None,
-                 _limit_exceeded if LIMIT_EXCEEDED in _handlers else None)
+    request_events(
+        _request_start if REQUEST_START in _handlers else None, _request_stop if REQUEST_STOP in _handlers else None
+    )
+    limit_events(
+        _limit_check if LIMIT_CHECK in _handlers else None, _limit_exceeded if LIMIT_EXCEEDED in _handlers else None
+    )
 
 
 REQUEST_START = "genapi.executor.request.start"
@@ -162,8 +199,12 @@ LIMIT_EXCEEDED = "genapi.rate_limiter.exceeded"
 
 
 def _who(request: Any) -> dict[str, Any]:
-    return {"request_id": request.request_id, "request_type": request.request_type, "service": request.service,
-            "user_id": request.user_id}
+    return {
+        "request_id": request.request_id,
+        "request_type": request.request_type,
+        "service": request.service,
+        "user_id": request.user_id,
+    }
 
 
 def _request_start(request: Any) -> None:
@@ -171,21 +212,40 @@ def _request_start(request: Any) -> None:
 
 
 def _request_stop(request: Any, response: Any, seconds: float) -> None:
-    execute(REQUEST_STOP, {"duration_us": int(seconds * 1_000_000)},
-            {**_who(request), "success": bool(response is not None and response.success),
-             "async": bool(response is not None and response.async_),
-             "error": None if response is None else response.error})
+    execute(
+        REQUEST_STOP,
+        {"duration_us": int(seconds * 1_000_000)},
+        {
+            **_who(request),
+            "success": bool(response is not None and response.success),
+            "async": bool(response is not None and response.async_),
+            "error": None if response is None else response.error,
+        },
+    )
 
 
 def _limit_check(request: Any, refusal: Any, seconds: float) -> None:
-    execute(LIMIT_CHECK, {"duration_us": int(seconds * 1_000_000)},
-            {**_who(request), "result": "ok" if refusal is None else "rate_limited"})
+    execute(
+        LIMIT_CHECK,
+        {"duration_us": int(seconds * 1_000_000)},
+        {**_who(request), "result": "ok" if refusal is None else "rate_limited"},
+    )
 
 
 def _limit_exceeded(request: Any, rule: Any, value: str, retry_after_ms: int, scope: Any) -> None:
-    execute(LIMIT_EXCEEDED, {"retry_after_ms": retry_after_ms},
-            {"key": rule.key, "value": value, "scope": scope, "max_requests": rule.max_requests,
-             "window_ms": rule.window_ms, "request_id": request.request_id, "user_id": request.user_id})
+    execute(
+        LIMIT_EXCEEDED,
+        {"retry_after_ms": retry_after_ms},
+        {
+            "key": rule.key,
+            "value": value,
+            "scope": scope,
+            "max_requests": rule.max_requests,
+            "window_ms": rule.window_ms,
+            "request_id": request.request_id,
+            "user_id": request.user_id,
+        },
+    )
 
 
 def _us(started: float) -> int:

@@ -6,6 +6,7 @@ or in a request beside `service` (for that call). An invalid value is ignored, a
 recommendation says (the call simply has no trace context). On a service node the running
 function reads it with `genapi.trace.current()`.
 """
+
 from __future__ import annotations
 
 import contextvars

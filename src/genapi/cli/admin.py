@@ -5,6 +5,7 @@ Each command is one control request, authenticated with the cluster secret
 (GENAPI_CLUSTER_SECRET), printed for a person or, with `--json`, as the answer itself. Changes
 (disable, enable, delete) return once every worker serves them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,50 +26,73 @@ TIMEOUT_S = 10.0
 
 def add_parser(sub: Any) -> None:
     """Adds `admin` and its commands to the `genapi` command's subparsers."""
-    ad = sub.add_parser("admin", help="inspect and operate a running gateway over its control port",
-                        description="Talks to a running gateway's control port (the cluster secret from "
-                                    "GENAPI_CLUSTER_SECRET): status of the gateway and its workers, the function "
-                                    "registry (list, show, disable, enable, delete), pushed services, the node "
-                                    "pool and breakers, rate limits. Changes apply to every worker before the "
-                                    "command returns.")
+    ad = sub.add_parser(
+        "admin",
+        help="inspect and operate a running gateway over its control port",
+        description="Talks to a running gateway's control port (the cluster secret from "
+        "GENAPI_CLUSTER_SECRET): status of the gateway and its workers, the function "
+        "registry (list, show, disable, enable, delete), pushed services, the node "
+        "pool and breakers, rate limits. Changes apply to every worker before the "
+        "command returns.",
+    )
     ad_sub = ad.add_subparsers(dest="admin_command", metavar="COMMAND", required=True)
-    st = ad_sub.add_parser("status", help="the gateway (pid, version, uptime, config generation, functions, "
-                                          "pushed services) and each worker (pid, alive, generation, restarts, "
-                                          "connections)")
+    st = ad_sub.add_parser(
+        "status",
+        help="the gateway (pid, version, uptime, config generation, functions, "
+        "pushed services) and each worker (pid, alive, generation, restarts, "
+        "connections)",
+    )
     fn = ad_sub.add_parser("functions", help="the function registry: list (default), show, disable, enable, delete")
     fn_sub = fn.add_subparsers(dest="fn_command", metavar="COMMAND")
     fn_cmds = [fn, fn_sub.add_parser("list", help="every function, all versions")]
-    for name, text in (("show", "one function's whole config (every version, or --version)"),
-                       ("disable", "refuse calls to a function with the disabled error (every version, or "
-                                   "--version); it stays disabled across re-pushes until enabled"),
-                       ("enable", "serve a disabled function again"),
-                       ("delete", "remove a function from the registry (until its service pushes it again)")):
+    for name, text in (
+        ("show", "one function's whole config (every version, or --version)"),
+        (
+            "disable",
+            "refuse calls to a function with the disabled error (every version, or "
+            "--version); it stays disabled across re-pushes until enabled",
+        ),
+        ("enable", "serve a disabled function again"),
+        ("delete", "remove a function from the registry (until its service pushes it again)"),
+    ):
         cmd = fn_sub.add_parser(name, help=text)
         cmd.add_argument("function", metavar="SERVICE.REQUEST_TYPE")
         cmd.add_argument("--version", help="only this version (default: every version)")
         fn_cmds.append(cmd)
-    pu = ad_sub.add_parser("pushed", help="services pushed by (or pulled from) service nodes: version, nodes, "
-                                          "functions, pull record")
-    no = ad_sub.add_parser("nodes", help="the service-node pool per node over the workers: breaker state, "
-                                         "calls in flight, failures, connected")
-    rl = ad_sub.add_parser("ratelimit", help="the same as `genapi ratelimit ...` (status, reset, config, "
-                                             "add-global, remove-global)", add_help=False)
+    pu = ad_sub.add_parser(
+        "pushed", help="services pushed by (or pulled from) service nodes: version, nodes, functions, pull record"
+    )
+    no = ad_sub.add_parser(
+        "nodes",
+        help="the service-node pool per node over the workers: breaker state, calls in flight, failures, connected",
+    )
+    rl = ad_sub.add_parser(
+        "ratelimit",
+        help="the same as `genapi ratelimit ...` (status, reset, config, add-global, remove-global)",
+        add_help=False,
+    )
     rl.add_argument("rest", nargs=argparse.REMAINDER, help="the `genapi ratelimit` command and its arguments")
     for cmd in (st, *fn_cmds, pu, no):
-        cmd.add_argument("--control", default=DEFAULT_CONTROL, metavar="HOST:PORT",
-                         help=f"the gateway's control port (default {DEFAULT_CONTROL})")
+        cmd.add_argument(
+            "--control",
+            default=DEFAULT_CONTROL,
+            metavar="HOST:PORT",
+            help=f"the gateway's control port (default {DEFAULT_CONTROL})",
+        )
         cmd.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
 def request(control: str, target: str, args: list[Any]) -> Any:
     """One control request, answered; rpc.RpcError when refused or unreachable (the command
     says so itself: the rpc layer's own warning about it is held back)."""
+
     async def ask() -> Any:
         peer = await rpc.connect(control, rpc.secret_from(None), "genapi-admin")
         try:
             return await peer.request(target, args, TIMEOUT_S)
         finally:
             peer.close()
+
     logger = logging.getLogger("genapi")
     level = logger.level
     logger.setLevel(max(logging.ERROR, level))
@@ -138,8 +162,13 @@ def _name(function: str) -> tuple[str, str]:
 
 def _pick(configs: list[dict[str, Any]], function: str, version: str | None) -> list[dict[str, Any]]:
     service, request_type = _name(function)
-    return [c for c in configs if c.get("service") == service and c.get("request_type") == request_type
-            and (version is None or c.get("version") == version)]
+    return [
+        c
+        for c in configs
+        if c.get("service") == service
+        and c.get("request_type") == request_type
+        and (version is None or c.get("version") == version)
+    ]
 
 
 def _yes(flag: Any) -> str:
@@ -157,14 +186,33 @@ def _plural(n: int, word: str) -> str:
 
 
 def render_status(s: dict[str, Any]) -> str:
-    head = (f"gateway pid {s['pid']}, genapi {s['version']}, up {_duration(s['uptime_s'])}, config generation "
-            f"{s['generation']}, {_plural(s['functions'], 'function')}, {_plural(s['pushed'], 'pushed service')}, "
-            f"{_plural(s['restarts'], 'worker restart')}")
-    rows = [[w.get("index"), w.get("pid"), _yes(w.get("alive")), _yes(w.get("ready")), w.get("generation"),
-             w.get("restarts"), w.get("recent_crashes"), w.get("connections"), w.get("in_flight")]
-            for w in s["workers"]]
-    return head + "\n" + _table(["worker", "pid", "alive", "ready", "generation", "restarts", "recent_crashes",
-                                 "connections", "in_flight"], rows)
+    head = (
+        f"gateway pid {s['pid']}, genapi {s['version']}, up {_duration(s['uptime_s'])}, config generation "
+        f"{s['generation']}, {_plural(s['functions'], 'function')}, {_plural(s['pushed'], 'pushed service')}, "
+        f"{_plural(s['restarts'], 'worker restart')}"
+    )
+    rows = [
+        [
+            w.get("index"),
+            w.get("pid"),
+            _yes(w.get("alive")),
+            _yes(w.get("ready")),
+            w.get("generation"),
+            w.get("restarts"),
+            w.get("recent_crashes"),
+            w.get("connections"),
+            w.get("in_flight"),
+        ]
+        for w in s["workers"]
+    ]
+    return (
+        head
+        + "\n"
+        + _table(
+            ["worker", "pid", "alive", "ready", "generation", "restarts", "recent_crashes", "connections", "in_flight"],
+            rows,
+        )
+    )
 
 
 def render_functions(configs: list[dict[str, Any]]) -> str:
@@ -201,9 +249,11 @@ def render_pushed(services: dict[str, Any]) -> str:
     out = []
     for name, s in services.items():
         pulled = f"pulled {_duration(now - s['pulled_at'])} ago" if s.get("pulled_at") else "never pulled"
-        line = (f"{name} {s['config_version']} ({s['source']}), nodes {', '.join(s['nodes']) or '-'}; "
-                f"{_plural(len(s['functions']), 'function')}; updated {_duration(now - s['updated_at'])} ago, "
-                f"{pulled}, {_plural(s['pull_failures'], 'pull failure')}")
+        line = (
+            f"{name} {s['config_version']} ({s['source']}), nodes {', '.join(s['nodes']) or '-'}; "
+            f"{_plural(len(s['functions']), 'function')}; updated {_duration(now - s['updated_at'])} ago, "
+            f"{pulled}, {_plural(s['pull_failures'], 'pull failure')}"
+        )
         if s.get("last_error"):
             line += f", last error: {s['last_error']}"
         out.append(line + "\n  " + ", ".join(s["functions"]))
@@ -215,8 +265,9 @@ def render_nodes(nodes: list[dict[str, Any]]) -> str:
         return "no service nodes"
     rows = []
     for n in nodes:
-        per = ", ".join(f"{w['index']}:{w['state']}{'' if w.get('connected') else ' (not connected)'}"
-                        for w in n.get("workers", []))
+        per = ", ".join(
+            f"{w['index']}:{w['state']}{'' if w.get('connected') else ' (not connected)'}" for w in n.get("workers", [])
+        )
         rows.append([n["address"], n["state"], n["in_flight"], n["failures"], _yes(n["connected"]), per])
     return _table(["node", "breaker", "in_flight", "failures", "connected", "per worker"], rows)
 

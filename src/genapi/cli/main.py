@@ -1,4 +1,5 @@
 """The `genapi` command."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,72 +31,130 @@ from genapi.structs import FunConfig, split_target
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="genapi",
-        description="genapi: a dynamic API gateway over WebSockets (Phoenix Channels protocol).")
+        prog="genapi", description="genapi: a dynamic API gateway over WebSockets (Phoenix Channels protocol)."
+    )
     p.add_argument("--version", action="version", version=f"genapi {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     s = sub.add_parser(
-        "serve", help="run the gateway",
+        "serve",
+        help="run the gateway",
         description="Run the gateway. Clients connect to ws://HOST:PORT/socket/websocket. Without "
-                    "--config it serves the embedded default: 127.0.0.1:4000 with the demo service.")
-    s.add_argument("--config", metavar="FILE",
-                   help="TOML config file ([gateway], [auth], [[functions]]); default: the embedded demo config")
+        "--config it serves the embedded default: 127.0.0.1:4000 with the demo service.",
+    )
+    s.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file ([gateway], [auth], [[functions]]); default: the embedded demo config",
+    )
     s.add_argument("--host", help="address to listen on (overrides [gateway] host)")
     s.add_argument("--port", type=int, help="port to listen on; 0 picks a free port (overrides [gateway] port)")
-    s.add_argument("--control-port", type=int, metavar="PORT",
-                   help="the control port service nodes push configs to; 0 picks a free port "
-                        "(overrides [gateway] control_port, default 4001)")
-    s.add_argument("--drain-timeout", type=float, metavar="SECONDS",
-                   help="on SIGTERM, how long in-flight calls may finish before clients are closed "
-                        "(overrides [gateway] shutdown_grace_ms; default 10)")
-    s.add_argument("--workers", metavar="N|auto",
-                   help='worker processes sharing the port; "auto" = one per CPU (overrides [gateway] workers)')
-    s.add_argument("--log-level", choices=literal_values(LogLevel),
-                   help="log verbosity (overrides [gateway] log_level; default warning)")
-    s.add_argument("--log-format", choices=["text", "json"],
-                   help="text: `time LEVEL event key=value ...` lines; json: one object per line "
-                        "(overrides [gateway] log_format; default text)")
-    c = sub.add_parser("check", help="validate a config file and exit",
-                       description="Load a config file, import every function, hook and callback it names, "
-                                   "check that each can take the arguments its config passes, and report "
-                                   "every problem at once (exit status 2). Prints the functions on success.")
+    s.add_argument(
+        "--control-port",
+        type=int,
+        metavar="PORT",
+        help="the control port service nodes push configs to; 0 picks a free port "
+        "(overrides [gateway] control_port, default 4001)",
+    )
+    s.add_argument(
+        "--drain-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, how long in-flight calls may finish before clients are closed "
+        "(overrides [gateway] shutdown_grace_ms; default 10)",
+    )
+    s.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help='worker processes sharing the port; "auto" = one per CPU (overrides [gateway] workers)',
+    )
+    s.add_argument(
+        "--log-level",
+        choices=literal_values(LogLevel),
+        help="log verbosity (overrides [gateway] log_level; default warning)",
+    )
+    s.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text: `time LEVEL event key=value ...` lines; json: one object per line "
+        "(overrides [gateway] log_format; default text)",
+    )
+    c = sub.add_parser(
+        "check",
+        help="validate a config file and exit",
+        description="Load a config file, import every function, hook and callback it names, "
+        "check that each can take the arguments its config passes, and report "
+        "every problem at once (exit status 2). Prints the functions on success.",
+    )
     c.add_argument("--config", metavar="FILE", help="TOML config file; default: the embedded demo config")
-    t = sub.add_parser("token", help="print a signed JWT for a user (for development and tests)",
-                       description="Print a JWT signed as the config's [auth] verifies it: with jwt_secret "
-                                   "(HS256/384/512), or with jwt_public_key given the matching --private-key "
-                                   "(RS256/384/512). Claims: sub, roles, device_id, iat, exp.")
+    t = sub.add_parser(
+        "token",
+        help="print a signed JWT for a user (for development and tests)",
+        description="Print a JWT signed as the config's [auth] verifies it: with jwt_secret "
+        "(HS256/384/512), or with jwt_public_key given the matching --private-key "
+        "(RS256/384/512). Claims: sub, roles, device_id, iat, exp.",
+    )
     t.add_argument("--sub", required=True, metavar="USER", help="the user id (the sub claim)")
-    t.add_argument("--role", action="append", default=[], metavar="ROLE",
-                   help="a role in the roles claim; repeat for several")
+    t.add_argument(
+        "--role", action="append", default=[], metavar="ROLE", help="a role in the roles claim; repeat for several"
+    )
     t.add_argument("--device", metavar="DEVICE", help="the device_id claim")
-    t.add_argument("--ttl", type=int, default=3600, metavar="SECONDS",
-                   help="seconds until the token expires (exp claim; default 3600)")
-    t.add_argument("--config", metavar="FILE", help="TOML config file whose [auth] verifies the token; "
-                                                    "default: the embedded demo config")
-    t.add_argument("--private-key", metavar="FILE",
-                   help="PEM private key matching [auth] jwt_public_key (RS* algorithms)")
-    svc = sub.add_parser("service", help="run a service node (the genapi.service SDK)",
-                         description="Service nodes serve functions declared with genapi.service to gateways.")
+    t.add_argument(
+        "--ttl",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="seconds until the token expires (exp claim; default 3600)",
+    )
+    t.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config file whose [auth] verifies the token; default: the embedded demo config",
+    )
+    t.add_argument(
+        "--private-key", metavar="FILE", help="PEM private key matching [auth] jwt_public_key (RS* algorithms)"
+    )
+    svc = sub.add_parser(
+        "service",
+        help="run a service node (the genapi.service SDK)",
+        description="Service nodes serve functions declared with genapi.service to gateways.",
+    )
     svc_sub = svc.add_subparsers(dest="service_command", metavar="COMMAND", required=True)
     r = svc_sub.add_parser(
-        "run", help="run a service node: listen for calls and push its configs to the gateways",
+        "run",
+        help="run a service node: listen for calls and push its configs to the gateways",
         description="Import MODULE:ATTR (a genapi.service.Service), listen for gateway calls on --listen, "
-                    "and push the service's function configs to each --gateway's control port (again "
-                    "whenever a gateway comes back). The cluster secret comes from GENAPI_CLUSTER_SECRET.")
+        "and push the service's function configs to each --gateway's control port (again "
+        "whenever a gateway comes back). The cluster secret comes from GENAPI_CLUSTER_SECRET.",
+    )
     r.add_argument("service", metavar="MODULE:ATTR", help="where the Service object is, e.g. inventory:svc")
-    r.add_argument("--listen", default="127.0.0.1:7001", metavar="HOST:PORT",
-                   help="address to listen on for gateway calls (default 127.0.0.1:7001; port 0 picks one)")
-    r.add_argument("--gateway", action="append", default=[], metavar="HOST:PORT",
-                   help="a gateway's control port to push to; repeat for several (default 127.0.0.1:4001)")
-    r.add_argument("--advertise", metavar="HOST:PORT",
-                   help="the address gateways call this node at (default: the listening address)")
+    r.add_argument(
+        "--listen",
+        default="127.0.0.1:7001",
+        metavar="HOST:PORT",
+        help="address to listen on for gateway calls (default 127.0.0.1:7001; port 0 picks one)",
+    )
+    r.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a gateway's control port to push to; repeat for several (default 127.0.0.1:4001)",
+    )
+    r.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        help="the address gateways call this node at (default: the listening address)",
+    )
     r.add_argument("--force", action="store_true", help="push even when the gateway has this config_version")
     r.add_argument("--log-level", choices=literal_values(LogLevel), default="info", help="log verbosity (default info)")
     r.add_argument("--log-format", choices=["text", "json"], default="text")
     admin.add_parser(sub)
-    rl = sub.add_parser("ratelimit", help="rate limits of a running gateway: status, reset, change",
-                        description="Talks to a running gateway's control port (the cluster secret from "
-                                    "GENAPI_CLUSTER_SECRET). Changes apply to every worker before the command returns.")
+    rl = sub.add_parser(
+        "ratelimit",
+        help="rate limits of a running gateway: status, reset, change",
+        description="Talks to a running gateway's control port (the cluster secret from "
+        "GENAPI_CLUSTER_SECRET). Changes apply to every worker before the command returns.",
+    )
     rl_sub = rl.add_subparsers(dest="rl_command", metavar="COMMAND", required=True)
     st = rl_sub.add_parser("status", help="a key value's use under each limit on that key (used, remaining, resets in)")
     st.add_argument("key", help="user_id, device_id, ip_address or an argument's name")
@@ -113,26 +172,37 @@ def _parser() -> argparse.ArgumentParser:
     rg = rl_sub.add_parser("remove-global", help="remove the global limit on KEY")
     rg.add_argument("key")
     for cmd in (st, rs, cf, ag, rg):
-        cmd.add_argument("--control", default="127.0.0.1:4001", metavar="HOST:PORT",
-                         help="the gateway's control port (default 127.0.0.1:4001)")
+        cmd.add_argument(
+            "--control",
+            default="127.0.0.1:4001",
+            metavar="HOST:PORT",
+            help="the gateway's control port (default 127.0.0.1:4001)",
+        )
         cmd.add_argument("--json", action="store_true", help="print the answer as JSON")
-    ap = sub.add_parser("apis", help="the functions clients may call, with their arguments (JSON Schema)",
-                        description="What genapi.list_apis answers: from a running gateway's control port "
-                                    "(--control, the cluster secret from GENAPI_CLUSTER_SECRET; the default) or "
-                                    "from a config file (--config). Every enabled function unless --user/--role "
-                                    "ask for what that caller may call.")
+    ap = sub.add_parser(
+        "apis",
+        help="the functions clients may call, with their arguments (JSON Schema)",
+        description="What genapi.list_apis answers: from a running gateway's control port "
+        "(--control, the cluster secret from GENAPI_CLUSTER_SECRET; the default) or "
+        "from a config file (--config). Every enabled function unless --user/--role "
+        "ask for what that caller may call.",
+    )
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--control", metavar="HOST:PORT", help="the gateway's control port (default 127.0.0.1:4001)")
     where.add_argument("--config", metavar="FILE", help="a config file instead of a running gateway")
     ap.add_argument("--user", metavar="USER", help="list what this user may call")
-    ap.add_argument("--role", action="append", default=[], metavar="ROLE",
-                    help="a role of the caller; repeat for several")
+    ap.add_argument(
+        "--role", action="append", default=[], metavar="ROLE", help="a role of the caller; repeat for several"
+    )
     ap.add_argument("--service", metavar="SERVICE", help="only this service's functions")
     ap.add_argument("--json", action="store_true", help="print the list as JSON")
     for cmd in (s, c, r):
-        cmd.add_argument("--app-dir", metavar="DIR", default=".",
-                         help="directory put first on the import path for the config's modules "
-                              "(default: the current directory)")
+        cmd.add_argument(
+            "--app-dir",
+            metavar="DIR",
+            default=".",
+            help="directory put first on the import path for the config's modules (default: the current directory)",
+        )
     return p
 
 
@@ -158,9 +228,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         changes["shutdown_grace_ms"] = int(args.drain_timeout * 1000)
     if getattr(args, "workers", None):
         changes["workers"] = int(args.workers) if args.workers.isdigit() else args.workers
-    problems = [problem for key, typ in (("port", Port), ("control_port", Port), ("workers", Workers),
-                                         ("shutdown_grace_ms", Positive))
-                if key in changes and (problem := field_problem(f"--{key}", typ, changes[key]))]
+    problems = [
+        problem
+        for key, typ in (("port", Port), ("control_port", Port), ("workers", Workers), ("shutdown_grace_ms", Positive))
+        if key in changes and (problem := field_problem(f"--{key}", typ, changes[key]))
+    ]
     if problems:  # the file's own rules, so the command line cannot set what the file may not
         raise ConfigError(problems)
     if getattr(args, "log_level", None):
@@ -195,9 +267,12 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler logs it: never a crash
     log.setup(gw.log_level, gw.log_format)
     if settings.source == "<embedded default>" and gw.host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning("demo_config_exposed", host=gw.host,
-                    note="the embedded demo's jwt_secret is public: anyone can sign tokens for it; "
-                         "serve your own --config beyond loopback")
+        log.warning(
+            "demo_config_exposed",
+            host=gw.host,
+            note="the embedded demo's jwt_secret is public: anyone can sign tokens for it; "
+            "serve your own --config beyond loopback",
+        )
     _check_functions(settings)
     workers = (os.cpu_count() or 1) if gw.workers == "auto" else int(gw.workers)
     try:  # with workers, the master only holds the port: each worker listens on it itself
@@ -206,12 +281,20 @@ def serve(settings: Settings) -> int:
         raise ConfigError(f"cannot listen on {gw.host}:{gw.port}: {exc.strerror}") from None
     port = sock.getsockname()[1]
     settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, port=port))
-    banner = (f"genapi listening on ws://{gw.host}:{port}{gw.path.rstrip('/')}/websocket "
-              f"(workers={workers}, pid={os.getpid()})")
+    banner = (
+        f"genapi listening on ws://{gw.host}:{port}{gw.path.rstrip('/')}/websocket "
+        f"(workers={workers}, pid={os.getpid()})"
+    )
     control = _control_socket(settings)
     if workers == 1:
-        uvloop.run(serve_worker(settings, sock, control=control,
-                                ready=lambda g: print(f"{banner} control on {g.control.address}", flush=True)))
+        uvloop.run(
+            serve_worker(
+                settings,
+                sock,
+                control=control,
+                ready=lambda g: print(f"{banner} control on {g.control.address}", flush=True),
+            )
+        )
         return 0
     from genapi.host.master import Master
 
@@ -228,8 +311,10 @@ def _control_socket(settings: Settings) -> socket.socket:
     try:
         return listening_socket(host, gw.control_port)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on the control port {host}:{gw.control_port}: {exc.strerror} "
-                          "(set [gateway] control_port or --control-port; 0 picks a free port)") from None
+        raise ConfigError(
+            f"cannot listen on the control port {host}:{gw.control_port}: {exc.strerror} "
+            "(set [gateway] control_port or --control-port; 0 picks a free port)"
+        ) from None
 
 
 def _builtin(cfg: FunConfig) -> bool:
@@ -243,8 +328,10 @@ def _describe(cfg: FunConfig) -> str:
     n: num = 1)`; `{...}` for arg_orders = "map" (one dict)."""
     target, predefined = split_target(cfg.mfa)
     mfa = f"{target} {render(predefined)}" if predefined else target
-    return (f"{cfg.service}.{cfg.request_type} {cfg.version or '-'} {cfg.response_type} {mfa} "
-            f"{_arguments(cfg)}{' (disabled)' if cfg.disabled else ''}")
+    return (
+        f"{cfg.service}.{cfg.request_type} {cfg.version or '-'} {cfg.response_type} {mfa} "
+        f"{_arguments(cfg)}{' (disabled)' if cfg.disabled else ''}"
+    )
 
 
 def _arguments(cfg: FunConfig) -> str:
@@ -289,14 +376,18 @@ def token(args: argparse.Namespace) -> str:
         if not algorithm.startswith("HS"):
             raise ConfigError(f"{where}: [auth] jwt_algorithm {algorithm} needs jwt_public_key, not jwt_secret")
         if args.private_key:
-            raise ConfigError(f"{where}: [auth] verifies {algorithm} tokens with jwt_secret; --private-key is "
-                              "for configs with jwt_public_key")
+            raise ConfigError(
+                f"{where}: [auth] verifies {algorithm} tokens with jwt_secret; --private-key is "
+                "for configs with jwt_public_key"
+            )
         return jwt.encode(claims, auth.jwt_secret, algorithm=algorithm)
     if auth.jwt_public_key is not None:
         algorithm = auth.jwt_algorithm or "RS256"
         if not args.private_key:
-            raise ConfigError(f"{where}: [auth] verifies {algorithm} tokens with jwt_public_key "
-                              f"{auth.jwt_public_key}; pass the matching private key: --private-key FILE")
+            raise ConfigError(
+                f"{where}: [auth] verifies {algorithm} tokens with jwt_public_key "
+                f"{auth.jwt_public_key}; pass the matching private key: --private-key FILE"
+            )
         try:
             with open(args.private_key, encoding="utf-8") as f:
                 private = f.read()
@@ -308,13 +399,20 @@ def token(args: argparse.Namespace) -> str:
             encoded = jwt.encode(claims, private, algorithm=algorithm)
             jwt.decode(encoded, public, algorithms=[algorithm])
         except (ValueError, TypeError, jwt.InvalidTokenError) as exc:
-            raise ConfigError(f"--private-key {args.private_key}: cannot sign {algorithm} tokens that "
-                              f"[auth] jwt_public_key {auth.jwt_public_key} verifies: {exc}") from None
+            raise ConfigError(
+                f"--private-key {args.private_key}: cannot sign {algorithm} tokens that "
+                f"[auth] jwt_public_key {auth.jwt_public_key} verifies: {exc}"
+            ) from None
         return encoded
-    via = (f"tokens are checked by [auth] callback {auth.callback}, which genapi token cannot sign for"
-           if auth.callback else "nothing verifies tokens")
-    raise ConfigError(f"{where}: [auth] sets no jwt_secret (HS256) or jwt_public_key (RS256): {via}; set "
-                      "[auth] jwt_secret to sign and verify tokens")
+    via = (
+        f"tokens are checked by [auth] callback {auth.callback}, which genapi token cannot sign for"
+        if auth.callback
+        else "nothing verifies tokens"
+    )
+    raise ConfigError(
+        f"{where}: [auth] sets no jwt_secret (HS256) or jwt_public_key (RS256): {via}; set "
+        "[auth] jwt_secret to sign and verify tokens"
+    )
 
 
 def _report(exc: ConfigError, source: str) -> None:
@@ -360,8 +458,10 @@ def _ratelimit(args: argparse.Namespace) -> int:
     elif cmd == "config":
         target, params = "$rl_config", []
     elif cmd == "add-global":
-        target, params = "$rl_global_add", [{"key": args.key, "max_requests": args.max_requests,
-                                             "window_ms": args.window_ms}]
+        target, params = (
+            "$rl_global_add",
+            [{"key": args.key, "max_requests": args.max_requests, "window_ms": args.window_ms}],
+        )
     else:
         target, params = "$rl_global_remove", [args.key]
 
@@ -371,6 +471,7 @@ def _ratelimit(args: argparse.Namespace) -> int:
             return await peer.request(target, params, 10.0)
         finally:
             peer.close()
+
     try:
         answer = asyncio.run(ask())
     except rpc.RpcError as exc:
@@ -380,8 +481,10 @@ def _ratelimit(args: argparse.Namespace) -> int:
         print(json.dumps(answer))
     elif cmd == "status":
         for row in answer if isinstance(answer, list) else []:
-            print(f"{row['key']}={row['value']}: {row['used']}/{row['max_requests']} used per {row['window_ms']} ms, "
-                  f"{row['remaining']} remaining, resets in {row['resets_in_ms']} ms")
+            print(
+                f"{row['key']}={row['value']}: {row['used']}/{row['max_requests']} used per {row['window_ms']} ms, "
+                f"{row['remaining']} remaining, resets in {row['resets_in_ms']} ms"
+            )
         if not answer:
             print(f"no limit on {args.key}" + (f" for {args.api}" if args.api else ""))
     else:
@@ -415,8 +518,11 @@ def _apis(args: argparse.Namespace) -> int:
             print(f"genapi apis: {control}: {getattr(exc, 'text', None) or exc}", file=sys.stderr)
             return 2
         if limits is None:
-            print(f"genapi apis: discovery is off on {control}: limits not set in a spec are shown as the "
-                  "defaults (3000 bytes, 1000 items)", file=sys.stderr)
+            print(
+                f"genapi apis: discovery is off on {control}: limits not set in a spec are shown as the "
+                "defaults (3000 bytes, 1000 items)",
+                file=sys.stderr,
+            )
     caller = discovery.Caller(args.user, tuple(args.role)) if args.user or args.role else None
     listed = discovery.apis(configs, limits or Limits(), caller, args.service)
     if args.json:
@@ -445,12 +551,15 @@ def _run_service(args: argparse.Namespace) -> int:
     from genapi.nodes.sdk import Service
 
     if not isinstance(obj, Service):
-        print(f"genapi service run: {args.service} is a {type(obj).__name__}, not a genapi.service.Service",
-              file=sys.stderr)
+        print(
+            f"genapi service run: {args.service} is a {type(obj).__name__}, not a genapi.service.Service",
+            file=sys.stderr,
+        )
         return 2
     try:
-        obj.run(listen=args.listen, gateways=args.gateway or ["127.0.0.1:4001"], advertise=args.advertise,
-                force=args.force)
+        obj.run(
+            listen=args.listen, gateways=args.gateway or ["127.0.0.1:4001"], advertise=args.advertise, force=args.force
+        )
     except OSError as exc:
         print(f"genapi service run: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
         return 2

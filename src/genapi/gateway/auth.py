@@ -4,6 +4,7 @@ anonymous. The result is the connection's Identity, the only source of user_id a
 A JWT must carry `exp` (unless `[auth] require_exp = false`); `exp`, `nbf` and `iat` must be
 numbers (RFC 7519 NumericDate: a string such as "9999999999" is refused). A token in `?token=`
 and a different one in the authToken subprotocol refuse the connect."""
+
 from __future__ import annotations
 
 import base64
@@ -53,7 +54,7 @@ def token_from_subprotocols(header: str | None) -> tuple[str | None, bool]:
         if item == "phoenix":
             offered = True
         elif item.startswith(BEARER_PREFIX):
-            b64 = item[len(BEARER_PREFIX):]
+            b64 = item[len(BEARER_PREFIX) :]
             b64 += "=" * (-len(b64) % 4)
             try:
                 token = base64.b64decode(b64.replace("-", "+").replace("_", "/"), validate=True).decode()
@@ -79,8 +80,7 @@ class Authenticator:
 
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
-        self._callback: Callable[..., Any] | None = (
-            load_callable(settings.callback) if settings.callback else None)
+        self._callback: Callable[..., Any] | None = load_callable(settings.callback) if settings.callback else None
         self._key: Any = None
         self._algorithms: list[str] = []
         if settings.jwt_secret is not None:
@@ -91,15 +91,15 @@ class Authenticator:
                 self._key = f.read()
             self._algorithms = [settings.jwt_algorithm or "RS256"]
 
-    def authenticate(self, params: dict[str, str], headers: dict[str, str],
-                     token: str | None) -> Identity:
+    def authenticate(self, params: dict[str, str], headers: dict[str, str], token: str | None) -> Identity:
         if self._callback is not None:
             return self._from_callback(params, headers, token)
         if self._key is not None and token:
             return self._from_jwt(token)
         if token and self._key is None:
-            raise Refused("a token was presented but [auth] sets no jwt_secret, jwt_public_key or callback "
-                          "to verify it")
+            raise Refused(
+                "a token was presented but [auth] sets no jwt_secret, jwt_public_key or callback to verify it"
+            )
         return ANONYMOUS
 
     def _from_jwt(self, token: str) -> Identity:
@@ -111,8 +111,7 @@ class Authenticator:
             raise Refused(f"invalid token: {type(exc).__name__}: {exc}") from None
         for claim in NUMERIC_DATES:
             value = claims.get(claim)
-            if claim in claims and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                    or value != value):
+            if claim in claims and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
                 raise Refused(f"token claim {claim} must be a number (NumericDate), got {value!r:.40}")
         exp = claims.get("exp")
         now = time.time()
@@ -133,8 +132,7 @@ class Authenticator:
         device = claims.get("device_id")
         return Identity(sub, roles, device if isinstance(device, str) else None)
 
-    def _from_callback(self, params: dict[str, str], headers: dict[str, str],
-                       token: str | None) -> Identity:
+    def _from_callback(self, params: dict[str, str], headers: dict[str, str], token: str | None) -> Identity:
         if token is not None and "auth_token" not in params:
             params = {**params, "auth_token": token}
         try:
@@ -153,9 +151,11 @@ class Authenticator:
             uid = out.get("user_id")
             roles = out.get("roles")
             dev = out.get("device_id")
-            return Identity(uid if isinstance(uid, str) and uid else None,
-                            list(roles) if isinstance(roles, (list, tuple)) else None,
-                            dev if isinstance(dev, str) else None)
+            return Identity(
+                uid if isinstance(uid, str) and uid else None,
+                list(roles) if isinstance(roles, (list, tuple)) else None,
+                dev if isinstance(dev, str) else None,
+            )
         log.error("auth_callback_bad_return", type=type(out).__name__)
         raise Refused("auth callback returned an unsupported value")
 

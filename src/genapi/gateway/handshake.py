@@ -1,6 +1,7 @@
 """The first bytes of a new socket, read ahead of picows: an upgrade request's head over picows's
 16 KB limit is answered 431 (picows would drop it without a word), a plain GET of /health,
 /ready or /metrics is answered here, and anything else is handed to picows with the socket."""
+
 from __future__ import annotations
 
 import asyncio
@@ -68,16 +69,19 @@ class Handshake(asyncio.Protocol):
             log.error("http_endpoint_failed", path=path, exc_info=True)
             status, ctype, body = 500, "text/plain", b"internal error\n"
         reason = {200: "OK", 503: "Service Unavailable"}.get(status, "Internal Server Error")
-        self.transport.write(b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\n"
-                             b"Content-Length: %d\r\n\r\n%s"
-                             % (status, reason.encode(), ctype.encode(), len(body), body))
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode(), ctype.encode(), len(body), body)
+        )
         self.transport.close()
 
     def _refuse(self) -> None:
         log.warning("connect_refused", reason="request headers too large", limit=HEAD_LIMIT)
         body = headers_too_large(HEAD_LIMIT).encode()
-        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
-                             b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         # read and drop what the client still sends, so closing does not reset the answer away
         self.draining = True
         self.transport.write_eof()

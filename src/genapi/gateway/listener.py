@@ -1,5 +1,6 @@
 """The listening socket of a worker: the port's ownership (a lock and a probe bind), SO_REUSEPORT
 sockets, the open-files limit, and the accept loop that refuses cleanly (503) at that limit."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,17 +31,22 @@ def raise_fd_limit() -> int:
             log.warning("fd_limit_not_raised", soft=soft, hard=hard, error=str(exc))
     log.info("fd_limit", open_files=soft, hard=hard)
     if soft < 4096:
-        log.warning("fd_limit_low", open_files=soft,
-                    hint="each connection holds one descriptor; raise the hard limit (ulimit -Hn)")
+        log.warning(
+            "fd_limit_low",
+            open_files=soft,
+            hint="each connection holds one descriptor; raise the hard limit (ulimit -Hn)",
+        )
     return soft
 
 
 _AT_LIMIT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
-            b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(AT_CONNECTION_LIMIT), AT_CONNECTION_LIMIT.encode()))
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(AT_CONNECTION_LIMIT), AT_CONNECTION_LIMIT.encode())
+)
 
 
 class Listener:
@@ -190,8 +196,10 @@ def listening_socket(host: str, port: int, listen: bool = True) -> socket.socket
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(exc.errno, "address already in use (another process listens on it: stop "
-                                           "it or choose another --port)") from None
+                raise PortInUse(
+                    exc.errno,
+                    "address already in use (another process listens on it: stop it or choose another --port)",
+                ) from None
             raise
         finally:
             probe.close()
@@ -220,8 +228,10 @@ def _lock_port(host: str, port: int) -> None:
         f.seek(0)
         owner = f.read().strip()
         f.close()
-        raise PortInUse(errno.EADDRINUSE, f"address already in use (by another genapi, pid {owner or '?'}: "
-                                          "stop it or choose another --port)") from None
+        raise PortInUse(
+            errno.EADDRINUSE,
+            f"address already in use (by another genapi, pid {owner or '?'}: stop it or choose another --port)",
+        ) from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")

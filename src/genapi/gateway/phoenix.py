@@ -2,6 +2,7 @@
 negotiates by `vsn`, the topic patterns clients may join and the origins they may connect from.
 Frames are built (compiled, `_core/wire.pyx`) as ready-to-write WebSocket text frames, so a
 connection can gather every frame answering one read batch and write them at once."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -92,9 +93,11 @@ def origin_checker(check_origin: bool | list[str]) -> Callable[[str, str | None]
     if check_origin is False:
         return None
     if check_origin is True:
+
         def same_host(origin: str, host: str | None) -> bool:
             origin_host = parse_origin(origin)[1]
             return origin_host is not None and host is not None and origin_host == parse_origin("//" + host)[1]
+
         return same_host
     allowed = [parse_origin(entry) for entry in check_origin]
 
@@ -103,8 +106,12 @@ def origin_checker(check_origin: bool | list[str]) -> Callable[[str, str | None]
         if host is None:
             return False
         for a_scheme, a_host, a_port in allowed:
-            if (a_scheme is None or a_scheme == scheme) and (a_port is None or a_port == port) and (
-                    a_host == host or (a_host is not None and a_host.startswith("*.") and host.endswith(a_host[1:]))):
+            if (
+                (a_scheme is None or a_scheme == scheme)
+                and (a_port is None or a_port == port)
+                and (a_host == host or (a_host is not None and a_host.startswith("*.") and host.endswith(a_host[1:])))
+            ):
                 return True
         return False
+
     return listed

@@ -2,6 +2,7 @@
 upgrade (routing, vsn, authentication), the idle sweeper, shutdown, and `serve`/`run_worker`
 that build and run it on the uvloop event loop. Each accepted socket is served by the compiled
 `Connection` (`_core/connection.pyx`)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -53,13 +54,13 @@ class Gateway:
         self.ws_path = gw.path.rstrip("/") + "/websocket"
         self.connections: set[Connection] = set()
         self.aborted = 0  # connections dropped for not reading their output (Connection.abort)
-        self.joins = 0    # channel joins accepted (for /metrics)
+        self.joins = 0  # channel joins accepted (for /metrics)
         self.accepted = 0  # connections upgraded (for /metrics)
         self._connection_ids = itertools.count(1)
         log_calls(log.enabled("info"))
         self.server: Listener | None = None
         self.control: Any = None  # the ControlPlane (control.py), once serving
-        self.limits: Any = None   # ratelimit.RateLimits, with [rate_limiter] enabled
+        self.limits: Any = None  # ratelimit.RateLimits, with [rate_limiter] enabled
         self._sweeper: asyncio.Task | None = None
         self.index = int(os.environ.get("GENAPI_WORKER_INDEX", "0"))
         self.generation = 0
@@ -93,12 +94,19 @@ class Gateway:
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(404, b"not found"), None)
         headers = {k.lower(): v for k, v in request.headers.items()}
         origin = headers.get("origin")
-        if origin is not None and self.origin_allowed is not None and not self.origin_allowed(
-                origin, headers.get("host")):
+        if (
+            origin is not None
+            and self.origin_allowed is not None
+            and not self.origin_allowed(origin, headers.get("host"))
+        ):
             check = self.settings.gateway.check_origin
-            log.warning("connect_refused", reason="origin not allowed", origin=origin,
-                        check_origin=check if check is not True else f"true (host {headers.get('host')})",
-                        hint="list the origin in [gateway] check_origin")
+            log.warning(
+                "connect_refused",
+                reason="origin not allowed",
+                origin=origin,
+                check_origin=check if check is not True else f"true (host {headers.get('host')})",
+                hint="list the origin in [gateway] check_origin",
+            )
             return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(403), None)
         params = dict(parse_qsl(target.query, keep_blank_values=True))
         ser = serializer_for(params.get("vsn"))
@@ -124,21 +132,31 @@ class Gateway:
         self.accepted += 1
         if offered:
             return WSUpgradeResponseWithListener(
-                WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": "phoenix"}), conn)
+                WSUpgradeResponse.create_101_response({"Sec-WebSocket-Protocol": "phoenix"}), conn
+            )
         return conn
 
     def protocol(self, peer: str | None = None) -> WSProtocol:
         """A new socket's picows protocol, as picows's `ws_create_server` builds it (picows is
         pinned: this is its 2.3.1 constructor); picows logs to genapi.picows (log.py formats it)."""
         gw = self.settings.gateway
-        return WSProtocol(None, None, False, lambda request: self.upgrade(request, peer), _PICOWS_LOGGER,
-                          False,   # disconnect_on_exception
-                          10,      # websocket_handshake_timeout (s)
-                          False, 20, 20, WSAutoPingStrategy.PING_WHEN_IDLE,  # no auto ping
-                          False,   # enable_auto_pong: the connection answers pings (checks RSV bits)
-                          gw.max_message_bytes,  # max_frame_size
-                          None,    # extra_headers
-                          16 * 1024)  # read_buffer_init_size
+        return WSProtocol(
+            None,
+            None,
+            False,
+            lambda request: self.upgrade(request, peer),
+            _PICOWS_LOGGER,
+            False,  # disconnect_on_exception
+            10,  # websocket_handshake_timeout (s)
+            False,
+            20,
+            20,
+            WSAutoPingStrategy.PING_WHEN_IDLE,  # no auto ping
+            False,  # enable_auto_pong: the connection answers pings (checks RSV bits)
+            gw.max_message_bytes,  # max_frame_size
+            None,  # extra_headers
+            16 * 1024,
+        )  # read_buffer_init_size
 
     async def start(self, sock: socket.socket | None = None) -> None:
         gw = self.settings.gateway
@@ -181,7 +199,7 @@ class Gateway:
             log.warning("drain_timeout", in_flight=busy, drain_s=drain_s)
         conns = list(self.connections)
         for i in range(0, len(conns), CLOSE_BATCH):
-            for conn in conns[i:i + CLOSE_BATCH]:
+            for conn in conns[i : i + CLOSE_BATCH]:
                 conn.close(WSCloseCode.GOING_AWAY, b"server shutting down")
             if i + CLOSE_BATCH < len(conns):
                 await asyncio.sleep(CLOSE_PAUSE_S)
@@ -196,13 +214,18 @@ class Gateway:
         self.pipeline.pool.shutdown()
 
 
-CLOSE_BATCH = 100     # clients closed at once when a worker stops
+CLOSE_BATCH = 100  # clients closed at once when a worker stops
 CLOSE_PAUSE_S = 0.02  # between batches: reconnects spread over time, not a stampede
 
 
-async def serve(settings: Settings, sock: socket.socket | None = None, ready: Any = None,
-                handle_sighup: bool = True, control: socket.socket | None = None,
-                master: socket.socket | None = None) -> None:
+async def serve(
+    settings: Settings,
+    sock: socket.socket | None = None,
+    ready: Any = None,
+    handle_sighup: bool = True,
+    control: socket.socket | None = None,
+    master: socket.socket | None = None,
+) -> None:
     """Runs one worker until SIGINT/SIGTERM (or its master says drain, or is gone). Alone
     (`master` None), it also serves the control port's socket `control` and SIGHUP reloads the
     config file's functions. Under a master it loads the master's config snapshots."""
@@ -228,8 +251,9 @@ async def serve(settings: Settings, sock: socket.socket | None = None, ready: An
         await link.start()  # the current snapshot, before a single connection is accepted
         sock = reuseport_socket(settings.gateway.host, settings.gateway.port)
     else:  # alone, this worker is the relay groups' authority
-        local = LocalRelay(Groups(settings.relay, lambda _worker, tokens, payload: seats.deliver(tokens, payload)),
-                           seats)
+        local = LocalRelay(
+            Groups(settings.relay, lambda _worker, tokens, payload: seats.deliver(tokens, payload)), seats
+        )
         seats.link = local
         groups = local.groups
     gateway.host = link.host if link is not None else LoneHost(gateway, groups)

@@ -12,6 +12,7 @@ served by all of them), where the original keeps the first; a newer version repl
 list with its pusher's. A pushed config may not be `nodes = "local"` (that would run code of the
 gateway's choosing named by a remote peer).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,10 +60,17 @@ class ServiceState:
         self.last_error: str | None = None
 
     def status(self) -> dict[str, Any]:
-        return {"service": self.service, "config_version": self.config_version, "nodes": self.nodes,
-                "functions": [f"{rt}@{v}" if v else rt for _s, rt, v in self.keys], "source": self.source,
-                "updated_at": self.updated_at, "pulled_at": self.pulled_at, "pull_failures": self.pull_failures,
-                "last_error": self.last_error}
+        return {
+            "service": self.service,
+            "config_version": self.config_version,
+            "nodes": self.nodes,
+            "functions": [f"{rt}@{v}" if v else rt for _s, rt, v in self.keys],
+            "source": self.source,
+            "updated_at": self.updated_at,
+            "pulled_at": self.pulled_at,
+            "pull_failures": self.pull_failures,
+            "last_error": self.last_error,
+        }
 
 
 class Refused(Exception):
@@ -72,11 +80,12 @@ class Refused(Exception):
 class ControlPlane:
     """Receives pushes on the control port and runs the pull loops, for one gateway process."""
 
-    def __init__(self, pipeline: Pipeline, settings: Settings,
-                 on_change: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
+    def __init__(
+        self, pipeline: Pipeline, settings: Settings, on_change: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.on_change = on_change  # the master's broadcast: a change is answered once every worker has it
-        self.limits: Any = None     # ratelimit.RateLimits, when [rate_limiter] is enabled
+        self.limits: Any = None  # ratelimit.RateLimits, when [rate_limiter] is enabled
         self.relay: Groups | None = None  # the host's relay groups, where this process holds them
         self.on_limits: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
         # the process holding this plane (master, or lone worker): its config generation, restarts
@@ -110,8 +119,16 @@ class ControlPlane:
             self.server.close()
 
     # ----------------------------------------------------------------- rpc handler
-    def call(self, peer: rpc.ServerPeer, cid: int, target: str, args: Any, timeout_ms: Any, stream: bool,
-             trace: str | None = None) -> None:
+    def call(
+        self,
+        peer: rpc.ServerPeer,
+        cid: int,
+        target: str,
+        args: Any,
+        timeout_ms: Any,
+        stream: bool,
+        trace: str | None = None,
+    ) -> None:
         try:
             if type(args) is not list:
                 raise Refused("args must be a list")
@@ -161,17 +178,28 @@ class ControlPlane:
         """`$status` (the gateway and its workers) or `$nodes` (the node pool, per node over the
         workers: only the workers hold live node links)."""
         try:
-            view: dict[str, Any] = await self.inspect() if self.inspect is not None else {
-                "generation": 0, "restarts": 0,
-                "workers": [{"index": 0, "pid": os.getpid(), "alive": True, "nodes": self.pipeline.nodes.status()}]}
+            view: dict[str, Any] = (
+                await self.inspect()
+                if self.inspect is not None
+                else {
+                    "generation": 0,
+                    "restarts": 0,
+                    "workers": [{"index": 0, "pid": os.getpid(), "alive": True, "nodes": self.pipeline.nodes.status()}],
+                }
+            )
             if target == "$nodes":
                 answer: Any = merge_nodes(view["workers"])
             else:
-                answer = {"pid": os.getpid(), "version": __version__,
-                          "uptime_s": round(time.monotonic() - self.started, 3), "generation": view["generation"],
-                          "functions": len(self.pipeline.registry), "pushed": len(self.services),
-                          "restarts": view["restarts"],
-                          "workers": [{k: v for k, v in w.items() if k != "nodes"} for w in view["workers"]]}
+                answer = {
+                    "pid": os.getpid(),
+                    "version": __version__,
+                    "uptime_s": round(time.monotonic() - self.started, 3),
+                    "generation": view["generation"],
+                    "functions": len(self.pipeline.registry),
+                    "pushed": len(self.services),
+                    "restarts": view["restarts"],
+                    "workers": [{k: v for k, v in w.items() if k != "nodes"} for w in view["workers"]],
+                }
         except Exception as exc:  # answered, logged; the control port goes on
             log.error("control_inspect_failed", target=target, exc_info=True)
             return peer.error(cid, rpc.REFUSED, f"{target}: {type(exc).__name__}: {exc}")
@@ -186,8 +214,9 @@ class ControlPlane:
         if version is not None and not isinstance(version, str):
             raise Refused(f"$fn_{op}: version must be a string or null, got {version!r}")
         registry = self.pipeline.registry
-        versions = [cfg.version for cfg in registry.list()
-                    if cfg.service == service and cfg.request_type == request_type]
+        versions = [
+            cfg.version for cfg in registry.list() if cfg.service == service and cfg.request_type == request_type
+        ]
         if version is not None:
             versions = [v for v in versions if v == version]
         if not versions:
@@ -207,17 +236,19 @@ class ControlPlane:
                 state = self.services.get(service)
                 if state is not None and key in state.keys:
                     state.keys = [k for k in state.keys if k != key]
-        log.warning("function_changed_by_admin", op=op, service=service, request_type=request_type,
-                    versions=versions)
+        log.warning("function_changed_by_admin", op=op, service=service, request_type=request_type, versions=versions)
         return {"status": f"{op}d", "service": service, "request_type": request_type, "versions": versions}
 
     def keep_disabled(self, configs: list[FunConfig]) -> list[FunConfig]:
         """`configs` with the functions disabled by hand disabled (a push, a pull, a reload)."""
         if not self.held_disabled:
             return configs
-        return [msgspec.structs.replace(c, disabled=True)
-                if not c.disabled and (c.service, c.request_type, c.version) in self.held_disabled else c
-                for c in configs]
+        return [
+            msgspec.structs.replace(c, disabled=True)
+            if not c.disabled and (c.service, c.request_type, c.version) in self.held_disabled
+            else c
+            for c in configs
+        ]
 
     def _relay(self, peer: rpc.ServerPeer, cid: int, args: list[Any]) -> None:
         """A relay-group operation from Python (RelayClient) or the CLI: `[op, {args}]`, with
@@ -234,8 +265,10 @@ class ControlPlane:
         rl_global_add, rl_global_remove. A change is answered once every worker has it."""
         limits = self.limits
         if limits is None:
-            raise Refused("rate limiting is off: [rate_limiter] enabled = false, or no limit was configured at "
-                          "start (the shared table is made at start: configure a limit and restart)")
+            raise Refused(
+                "rate limiting is off: [rate_limiter] enabled = false, or no limit was configured at "
+                "start (the shared table is made at start: configure a limit and restart)"
+            )
         if target == "$rl_status":
             key, value, service, request_type = [*args, None, None][:4]
             return peer.result(cid, limits.status(str(key), str(value), service, request_type))
@@ -268,8 +301,16 @@ class ControlPlane:
         it (or says which did not)."""
         assert self.on_change is not None
         sent = await self.on_change()
-        peer.result(cid, {**result, "generation": sent["generation"], "workers": sent["workers"],
-                          "missing": sent["missing"], "broadcast_ms": sent["ms"]})
+        peer.result(
+            cid,
+            {
+                **result,
+                "generation": sent["generation"],
+                "workers": sent["workers"],
+                "missing": sent["missing"],
+                "broadcast_ms": sent["ms"],
+            },
+        )
 
     def cancel(self, peer: rpc.ServerPeer, cid: int) -> None:
         pass
@@ -304,13 +345,23 @@ class ControlPlane:
         if state is not None:
             fresh.pulled_at, fresh.pull_failures = state.pulled_at, state.pull_failures
         self.services[message.service] = fresh
-        log.info("config_applied", service=message.service, config_version=message.config_version,
-                 functions=len(configs), nodes=message.nodes, source=source, forced=force)
+        log.info(
+            "config_applied",
+            service=message.service,
+            config_version=message.config_version,
+            functions=len(configs),
+            nodes=message.nodes,
+            source=source,
+            forced=force,
+        )
         if message.service not in self.configured:  # refreshed by pulls from its nodes from now on
             self._pull_from(message.service, fresh.nodes, first_delay=self.cluster.pull_interval_ms / 1000)
         if source == "push":
-            telemetry.execute("genapi.config.push", {"count": len(configs)},
-                              {"service": message.service, "version": message.config_version})
+            telemetry.execute(
+                "genapi.config.push",
+                {"count": len(configs)},
+                {"service": message.service, "version": message.config_version},
+            )
         return {"status": "accepted", "functions": len(configs)}
 
     def _configs(self, message: PushMessage, state: ServiceState | None) -> list[FunConfig]:
@@ -396,7 +447,7 @@ class ControlPlane:
                 if state is not None:
                     state.pull_failures += 1
                     state.last_error = text
-            delay = min(interval * 2 ** failures, max(PULL_BACKOFF_MAX_S, interval))
+            delay = min(interval * 2**failures, max(PULL_BACKOFF_MAX_S, interval))
 
     async def pull(self, service: str, nodes: list[str]) -> str:
         """One pull: asks each node in turn for its config version, and for the configs only when
@@ -413,8 +464,11 @@ class ControlPlane:
                 version = state.config_version
             return outcome
         finally:
-            telemetry.execute("genapi.config.pull.stop", {"duration_us": int((time.perf_counter() - started) * 1e6),
-                                                          "count": count}, {"service": service, "version": version})
+            telemetry.execute(
+                "genapi.config.pull.stop",
+                {"duration_us": int((time.perf_counter() - started) * 1e6), "count": count},
+                {"service": service, "version": version},
+            )
 
     async def _pull(self, service: str, nodes: list[str]) -> str:
         timeout = self.cluster.pull_timeout_ms / 1000
@@ -461,13 +515,27 @@ def merge_nodes(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for w in workers:
         for n in w.get("nodes") or []:
-            row = merged.setdefault(n["address"], {"address": n["address"], "state": "closed", "in_flight": 0,
-                                                   "failures": 0, "connected": False, "workers": []})
+            row = merged.setdefault(
+                n["address"],
+                {
+                    "address": n["address"],
+                    "state": "closed",
+                    "in_flight": 0,
+                    "failures": 0,
+                    "connected": False,
+                    "workers": [],
+                },
+            )
             if _BREAKER_ORDER.get(n.get("state"), 0) > _BREAKER_ORDER.get(row["state"], 0):
                 row["state"] = n["state"]
             row["in_flight"] += n.get("in_flight", 0)
             row["failures"] += n.get("failures", 0)
             row["connected"] = row["connected"] or bool(n.get("connected"))
-            row["workers"].append({"index": w.get("index"), "pid": w.get("pid"), **{
-                k: n.get(k) for k in ("state", "in_flight", "failures", "connected", "opened_ms_ago")}})
+            row["workers"].append(
+                {
+                    "index": w.get("index"),
+                    "pid": w.get("pid"),
+                    **{k: n.get(k) for k in ("state", "in_flight", "failures", "connected", "opened_ms_ago")},
+                }
+            )
     return [merged[a] for a in sorted(merged)]

@@ -1,4 +1,5 @@
 """A worker's end of the master–worker pipe."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,7 +44,7 @@ class MasterLink:
             self.writer.write(line)
 
     async def start(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(sock=self.sock, limit=2 ** 24)
+        self.reader, self.writer = await asyncio.open_connection(sock=self.sock, limit=2**24)
         self.seats.link = self.relay
         while True:  # the first generation, before serving
             message = await self._next()
@@ -74,8 +75,9 @@ class MasterLink:
             self.relay.answered(message)
             return "relay"
         if "collect" in message:  # the master gathers the host's metrics
-            self._write(msgspec.json.encode({"collected": message["collect"], "m": self.gateway.metrics_snapshot()})
-                        + b"\n")
+            self._write(
+                msgspec.json.encode({"collected": message["collect"], "m": self.gateway.metrics_snapshot()}) + b"\n"
+            )
             return "collect"
         if "host_re" in message:
             self.host.answered(message)
@@ -108,8 +110,13 @@ class MasterLink:
         fresh = self.gateway.pipeline.load(snap.configs)
         self.gateway.generation = snap.generation
         self._write(json.dumps({"ack": snap.generation}).encode() + b"\n")
-        log.info("config_loaded", generation=snap.generation, functions=len(snap.configs), bound=fresh,
-                 ms=round((time.perf_counter() - started) * 1000, 3))
+        log.info(
+            "config_loaded",
+            generation=snap.generation,
+            functions=len(snap.configs),
+            bound=fresh,
+            ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
     async def _read(self) -> None:
         while True:

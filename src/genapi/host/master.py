@@ -19,6 +19,7 @@ connections go); the master applies them in order, answers (`{"rr": id, "ok"|"er
 each worker holding receivers one `{"rd": [seats], "p": message}`. A dead worker's members leave
 their groups.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,8 @@ from genapi.request.pipeline import Pipeline
 
 ACK_TIMEOUT_S = 5.0
 RELAY_PIPE_MAX_BYTES = 64 * 1024 * 1024  # relayed messages a worker may have unread on its pipe
-RESTART_WINDOW_S = 10.0    # crashes within this window count towards a crash loop
-CRASH_LOOP = 3             # this many crashes in the window: restart with backoff
+RESTART_WINDOW_S = 10.0  # crashes within this window count towards a crash loop
+CRASH_LOOP = 3  # this many crashes in the window: restart with backoff
 BACKOFF_MAX_S = 30.0
 
 
@@ -90,8 +91,9 @@ class WorkerHandle:
 class Master:
     """Spawns, watches and restarts the workers; publishes config; drains on SIGTERM."""
 
-    def __init__(self, settings: Settings, workers: int, control_sock: socket.socket | None,
-                 drain_timeout: float, banner: str) -> None:
+    def __init__(
+        self, settings: Settings, workers: int, control_sock: socket.socket | None, drain_timeout: float, banner: str
+    ) -> None:
         self.settings = settings
         self.count = workers
         self.control_sock = control_sock
@@ -152,11 +154,15 @@ class Master:
         """Starts worker `w`: its pipe, its process, then its settings and the current generation."""
         ours, theirs = socket.socketpair()
         env = {**os.environ, "GENAPI_WORKER_FD": str(theirs.fileno()), "GENAPI_WORKER_INDEX": str(w.index)}
-        w.proc = subprocess.Popen([sys.executable, "-c", "from genapi.gateway.worker import run_worker; run_worker()"],
-                                  pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+        w.proc = subprocess.Popen(
+            [sys.executable, "-c", "from genapi.gateway.worker import run_worker; run_worker()"],
+            pass_fds=[theirs.fileno()],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
         theirs.close()
         w.pipe = ours
-        w.reader, w.writer = await asyncio.open_connection(sock=ours, limit=2 ** 24)
+        w.reader, w.writer = await asyncio.open_connection(sock=ours, limit=2**24)
         w.acked = 0
         w.greeted = False
         w.send({"settings": self.settings_json})
@@ -222,8 +228,10 @@ class Master:
         if what == "ready":
             out: Any = self.readiness()
         else:
-            out = metrics.render(await self.collect(), {"generation": self.snapshots.generation,
-                                                         "restarts": self.restarts(), "relay": self.groups.stats()})
+            out = metrics.render(
+                await self.collect(),
+                {"generation": self.snapshots.generation, "restarts": self.restarts(), "relay": self.groups.stats()},
+            )
         w.write(msgspec.json.encode({"host_re": message.get("id"), "out": out}) + b"\n")
 
     def readiness(self) -> dict[str, Any]:
@@ -261,20 +269,34 @@ class Master:
         workers = []
         for w in self.workers:
             snap = snaps.get(w.index, {})
-            workers.append({"index": w.index, "pid": w.pid, "alive": w.alive(), "ready": w.alive() and w.greeted,
-                            "generation": w.acked, "restarts": w.restarts, "recent_crashes": len(w.crashes),
-                            "connections": snap.get("connections"), "in_flight": snap.get("in_flight"),
-                            "nodes": snap.get("nodes", [])})
+            workers.append(
+                {
+                    "index": w.index,
+                    "pid": w.pid,
+                    "alive": w.alive(),
+                    "ready": w.alive() and w.greeted,
+                    "generation": w.acked,
+                    "restarts": w.restarts,
+                    "recent_crashes": len(w.crashes),
+                    "connections": snap.get("connections"),
+                    "in_flight": snap.get("in_flight"),
+                    "nodes": snap.get("nodes", []),
+                }
+            )
         return {"generation": self.snapshots.generation, "restarts": self.restarts(), "workers": workers}
 
     def _relay(self, w: WorkerHandle, message: dict[str, Any]) -> None:
         """A relay-group operation from worker `w`: applied in arrival order (so a sender's
         messages reach everyone in the order sent), answered, then its deliveries sent."""
         seat = message.get("seat")
-        got = self.groups.answer(str(message["relay"]), message.get("args"),
-                                 (w.pid, seat) if isinstance(seat, int) and w.pid else None)
-        out = {"rr": message.get("id"), "err": got.code, "text": got.text} if isinstance(got, RelayError) \
+        got = self.groups.answer(
+            str(message["relay"]), message.get("args"), (w.pid, seat) if isinstance(seat, int) and w.pid else None
+        )
+        out = (
+            {"rr": message.get("id"), "err": got.code, "text": got.text}
+            if isinstance(got, RelayError)
             else {"rr": message.get("id"), "ok": got}
+        )
         w.write(msgspec.json.encode(out) + b"\n")
         self.groups.flush()
 
@@ -285,8 +307,13 @@ class Master:
             if w.pid == pid and w.writer is not None:  # a dead worker's pipe is closed by the watcher
                 if w.backlog() > RELAY_PIPE_MAX_BYTES:
                     if not w.relay_dropped:
-                        log.warning("relay_worker_slow", index=w.index, pid=pid, backlog_bytes=w.backlog(),
-                                    note="relayed messages to its members are dropped until it catches up")
+                        log.warning(
+                            "relay_worker_slow",
+                            index=w.index,
+                            pid=pid,
+                            backlog_bytes=w.backlog(),
+                            note="relayed messages to its members are dropped until it catches up",
+                        )
                     w.relay_dropped += len(tokens)
                     return
                 if w.relay_dropped:
@@ -333,8 +360,9 @@ class Master:
             if w.alive() and w.greeted:
                 w.send({"limits": config, "seq": seq})
         deadline = time.monotonic() + ACK_TIMEOUT_S
-        while time.monotonic() < deadline and any(w.alive() and w.greeted and w.limits_acked < seq
-                                                  for w in self.workers):
+        while time.monotonic() < deadline and any(
+            w.alive() and w.greeted and w.limits_acked < seq for w in self.workers
+        ):
             await asyncio.sleep(0.005)
         missing = [w.index for w in self.workers if w.alive() and w.limits_acked < seq]
         return {"workers": sum(w.alive() for w in self.workers), "missing": missing}
@@ -353,8 +381,15 @@ class Master:
                     delay = 0.0
                     if len(w.crashes) >= CRASH_LOOP:
                         delay = min(2.0 ** (len(w.crashes) - CRASH_LOOP), BACKOFF_MAX_S)
-                        log.error("worker_crash_loop", index=w.index, pid=w.pid, exit=code,
-                                  crashes=len(w.crashes), window_s=RESTART_WINDOW_S, restart_in_s=delay)
+                        log.error(
+                            "worker_crash_loop",
+                            index=w.index,
+                            pid=w.pid,
+                            exit=code,
+                            crashes=len(w.crashes),
+                            window_s=RESTART_WINDOW_S,
+                            restart_in_s=delay,
+                        )
                     else:
                         log.warning("worker_exited", index=w.index, pid=w.pid, exit=code)
                     w.restart_at = now + delay

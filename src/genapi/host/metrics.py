@@ -5,6 +5,7 @@ Requests are counted in the compiled reply (`_core/reply.pyx`, one table row per
 everything else is read at scrape time from what the worker already keeps (connections,
 channels, slots, node breakers, relay seats), so a scrape costs the request path nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -51,7 +52,7 @@ def start() -> None:
 
 
 def _esc(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _labels(**labels: Any) -> str:
@@ -89,22 +90,24 @@ def render(workers: Iterable[dict[str, Any]], host: dict[str, Any]) -> str:
     bounds = latency_buckets()
     for (svc, rt), row in sorted(rows.items()):
         cumulative = 0
-        for bound, n in zip(bounds, row[3:3 + len(bounds)], strict=True):
+        for bound, n in zip(bounds, row[3 : 3 + len(bounds)], strict=True):
             cumulative += n
             out.sample("genapi_request_duration_seconds_bucket", cumulative, service=svc, request_type=rt, le=bound)
         out.sample("genapi_request_duration_seconds_bucket", row[0] + row[1], service=svc, request_type=rt, le="+Inf")
         out.sample("genapi_request_duration_seconds_sum", round(row[2], 6), service=svc, request_type=rt)
         out.sample("genapi_request_duration_seconds_count", row[0] + row[1], service=svc, request_type=rt)
-    for key, kind, text in (("connections", "gauge", "Open client connections."),
-                            ("channels", "gauge", "Joined channels (topics) over all connections."),
-                            ("in_flight", "gauge", "Requests holding a slot (running or answering)."),
-                            ("queued", "gauge", "Requests waiting for a slot on their connection."),
-                            ("aborted", "counter", "Connections dropped for not reading their output."),
-                            ("accepted", "counter", "Client connections accepted (upgraded to WebSocket)."),
-                            ("joins", "counter", "Channel joins accepted."),
-                            ("rate_limited", "counter", "Requests refused by a rate limit."),
-                            ("relay_delivered", "counter", "Relayed messages written to members' connections."),
-                            ("relay_dropped", "counter", "Relayed messages dropped for members not reading.")):
+    for key, kind, text in (
+        ("connections", "gauge", "Open client connections."),
+        ("channels", "gauge", "Joined channels (topics) over all connections."),
+        ("in_flight", "gauge", "Requests holding a slot (running or answering)."),
+        ("queued", "gauge", "Requests waiting for a slot on their connection."),
+        ("aborted", "counter", "Connections dropped for not reading their output."),
+        ("accepted", "counter", "Client connections accepted (upgraded to WebSocket)."),
+        ("joins", "counter", "Channel joins accepted."),
+        ("rate_limited", "counter", "Requests refused by a rate limit."),
+        ("relay_delivered", "counter", "Relayed messages written to members' connections."),
+        ("relay_dropped", "counter", "Relayed messages dropped for members not reading."),
+    ):
         name = f"genapi_{key}" + ("_total" if kind == "counter" else "")
         out.family(name, kind, text)
         out.sample(name, sum(s.get(key, 0) for s in snaps))

@@ -8,6 +8,7 @@ genapi differs: the counters live in one shared-memory table (`_core/ratelimit.p
 worker of the host maps, so a limit of L per window admits L across all workers, never L + 1.
 The per-request check is compiled (`_core/limits.pyx`) and runs in the one request path.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -67,9 +68,11 @@ class RateLimits:
         try:
             table = Table.create(path, slots=settings.table_slots, ring=ring)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"[rate_limiter]: cannot create the shared rate-limit table {path} "
-                              f"({settings.table_slots} slots x {ring} admissions x 8 bytes): {exc}; lower "
-                              "table_slots or max_requests_cap, or set enabled = false") from None
+            raise ConfigError(
+                f"[rate_limiter]: cannot create the shared rate-limit table {path} "
+                f"({settings.table_slots} slots x {ring} admissions x 8 bytes): {exc}; lower "
+                "table_slots or max_requests_cap, or set enabled = false"
+            ) from None
         return cls(settings, table)
 
     @classmethod
@@ -82,9 +85,11 @@ class RateLimits:
         ring = self.table.ring
         too_big = [lim for lim in [*settings.global_limits, *settings.api_limits] if lim.max_requests > ring]
         if too_big:
-            raise ConfigError(f"[rate_limiter] limit {too_big[0].key}: max_requests {too_big[0].max_requests} "
-                              f"is over what the running table counts ({ring}, the largest max_requests or "
-                              "max_requests_cap at start); raise max_requests_cap and restart")
+            raise ConfigError(
+                f"[rate_limiter] limit {too_big[0].key}: max_requests {too_big[0].max_requests} "
+                f"is over what the running table counts ({ring}, the largest max_requests or "
+                "max_requests_cap at start); raise max_requests_cap and restart"
+            )
         api: dict[tuple[str, str], list[tuple[int, str, int, int]]] = {}
         for lim in settings.api_limits:
             api.setdefault((lim.service, lim.request_type), []).append(_rule(lim))
@@ -100,8 +105,9 @@ class RateLimits:
             settings = msgspec.convert(raw, RateLimiterSettings)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"[rate_limiter]: {exc}") from None
-        settings = msgspec.structs.replace(settings, table_slots=self.settings.table_slots,
-                                           max_requests_cap=self.settings.max_requests_cap)
+        settings = msgspec.structs.replace(
+            settings, table_slots=self.settings.table_slots, max_requests_cap=self.settings.max_requests_cap
+        )
         self.apply(settings)
         return settings
 
@@ -127,17 +133,30 @@ class RateLimits:
     def _limits_on(self, key: str, service: str | None, request_type: str | None) -> list[GlobalLimit]:
         if service is None:
             return [g for g in self.settings.global_limits if g.key == key]
-        return [a for a in self.settings.api_limits
-                if a.key == key and a.service == service and a.request_type == request_type]
+        return [
+            a
+            for a in self.settings.api_limits
+            if a.key == key and a.service == service and a.request_type == request_type
+        ]
 
-    def status(self, key: str, value: str, service: str | None = None,
-               request_type: str | None = None) -> list[dict[str, Any]]:
+    def status(
+        self, key: str, value: str, service: str | None = None, request_type: str | None = None
+    ) -> list[dict[str, Any]]:
         """`rl_status`: for each limit on `key` (global, or of one function), the value's use."""
         out = []
         for lim in self._limits_on(key, service, request_type):
             st = self.table.status(f"{key}:{value}", limit_id(lim), lim.max_requests, lim.window_ms)
-            out.append({"key": key, "value": value, "service": service, "request_type": request_type,
-                        "max_requests": lim.max_requests, "window_ms": lim.window_ms, **st})
+            out.append(
+                {
+                    "key": key,
+                    "value": value,
+                    "service": service,
+                    "request_type": request_type,
+                    "max_requests": lim.max_requests,
+                    "window_ms": lim.window_ms,
+                    **st,
+                }
+            )
         return out
 
     def reset(self, key: str, value: str) -> int:
@@ -151,4 +170,3 @@ class RateLimits:
         self.table.close()
         if owner:
             unlink(path)
-

@@ -15,6 +15,7 @@ worker knows what changed without comparing, and a 10 000-config registry in whi
 function changed costs one decode). The writer pid lets a new master tell a segment left by a
 crashed one (pid dead: replaced) from one a running master owns (refused).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -98,8 +99,10 @@ def _ensure_dir(directory: str) -> None:
         os.chmod(directory, 0o700)
     owner = os.stat(directory).st_uid
     if owner != os.getuid():
-        raise RuntimeError(f"snapshot directory {directory} is owned by uid {owner}, not {os.getuid()}: "
-                           "refusing to write the registry there")
+        raise RuntimeError(
+            f"snapshot directory {directory} is owned by uid {owner}, not {os.getuid()}: "
+            "refusing to write the registry there"
+        )
 
 
 class SnapshotWriter:
@@ -122,17 +125,17 @@ class SnapshotWriter:
         if os.path.lexists(self.path):
             pid = _header_pid(self.path)
             if pid is not None and pid != self._pid and _pid_alive(pid):
-                raise RuntimeError(f"snapshot {self.path} belongs to the running process {pid} "
-                                   "(another master serves this address)")
+                raise RuntimeError(
+                    f"snapshot {self.path} belongs to the running process {pid} (another master serves this address)"
+                )
             if pid != self._pid:
-                log.warning("snapshot_stale_replaced", path=self.path,
-                            pid=pid if pid is not None else "unreadable")
+                log.warning("snapshot_stale_replaced", path=self.path, pid=pid if pid is not None else "unreadable")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
         directory, name = os.path.split(self.path)
         for entry in os.listdir(directory):
             if entry.startswith(name + ".") and entry.endswith(_TMP):
-                pid_text = entry[len(name) + 1:-len(_TMP)]
+                pid_text = entry[len(name) + 1 : -len(_TMP)]
                 if pid_text.isdigit() and (int(pid_text) == self._pid or not _pid_alive(int(pid_text))):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(directory, entry))
@@ -210,20 +213,24 @@ class SnapshotReader:
             size = os.fstat(fd).st_size
             head = os.pread(fd, HEADER.size, 0)
             if len(head) < HEADER.size:
-                raise SnapshotError(f"snapshot {path} is torn: {len(head)} bytes, shorter than the "
-                                    f"{HEADER.size}-byte header")
+                raise SnapshotError(
+                    f"snapshot {path} is torn: {len(head)} bytes, shorter than the {HEADER.size}-byte header"
+                )
             magic, version, found, pid, length = HEADER.unpack(head)
             if magic != MAGIC:
                 raise SnapshotError(f"snapshot {path} is corrupt: magic {magic!r}, expected {MAGIC!r}")
             if version != FORMAT_VERSION:
-                raise SnapshotError(f"snapshot {path} has format version {version}; "
-                                    f"this genapi reads version {FORMAT_VERSION}")
+                raise SnapshotError(
+                    f"snapshot {path} has format version {version}; this genapi reads version {FORMAT_VERSION}"
+                )
             if size != HEADER.size + length:
-                raise SnapshotError(f"snapshot {path} is torn: header says {length} body bytes, "
-                                    f"file holds {size - HEADER.size}")
+                raise SnapshotError(
+                    f"snapshot {path} is torn: header says {length} body bytes, file holds {size - HEADER.size}"
+                )
             if found < generation:
-                raise SnapshotError(f"snapshot {path} holds generation {found}, "
-                                    f"older than generation {generation} asked for")
+                raise SnapshotError(
+                    f"snapshot {path} holds generation {found}, older than generation {generation} asked for"
+                )
             last = self._last
             if last is not None and found == last.generation and pid == self._last_pid:
                 return last
@@ -272,5 +279,4 @@ def _read_exactly(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Snapshot", "SnapshotError", "SnapshotReader", "SnapshotWriter",
-           "default_path"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "Snapshot", "SnapshotError", "SnapshotReader", "SnapshotWriter", "default_path"]

@@ -1,5 +1,6 @@
 """The host's view from a worker (GET /ready, /metrics, `genapi admin status`): the worker alone
 is the whole host (LoneHost), or the master, asked over the pipe, knows every worker (MasterHost)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,21 +29,30 @@ class LoneHost:
 
     async def ready(self) -> dict[str, Any]:
         up = self._up()
-        return {"ready": up, "workers": 1, "live": 1 if up else 0, "generation": self.gateway.generation,
-                "behind": []}
+        return {"ready": up, "workers": 1, "live": 1 if up else 0, "generation": self.gateway.generation, "behind": []}
 
     async def inspect(self) -> dict[str, Any]:
         """The host for `genapi admin status|nodes`: this one worker."""
         snap = self.gateway.metrics_snapshot()
-        worker = {"index": 0, "pid": os.getpid(), "alive": True, "ready": self._up(),
-                  "generation": self.gateway.generation, "restarts": 0, "recent_crashes": 0,
-                  "connections": snap["connections"], "in_flight": snap["in_flight"], "nodes": snap["nodes"]}
+        worker = {
+            "index": 0,
+            "pid": os.getpid(),
+            "alive": True,
+            "ready": self._up(),
+            "generation": self.gateway.generation,
+            "restarts": 0,
+            "recent_crashes": 0,
+            "connections": snap["connections"],
+            "in_flight": snap["in_flight"],
+            "nodes": snap["nodes"],
+        }
         return {"generation": self.gateway.generation, "restarts": 0, "workers": [worker]}
 
     async def metrics(self) -> str:
         relay = self.groups.stats() if self.groups is not None else {}
-        return metrics.render([self.gateway.metrics_snapshot()], {"generation": self.gateway.generation,
-                                                                  "restarts": 0, "relay": relay})
+        return metrics.render(
+            [self.gateway.metrics_snapshot()], {"generation": self.gateway.generation, "restarts": 0, "relay": relay}
+        )
 
 
 class MasterHost:

@@ -2,6 +2,7 @@
 gateways (`_core/host.pyx`: every call runs there), and the pushers that keep each gateway's
 copy of its configs current.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -43,8 +44,9 @@ def converters(fn: Callable[..., Any]) -> list[tuple[int, Any]]:
     return out
 
 
-async def push_forever(service: Any, gateway: str, advertised: list[str], secret: bytes | None,
-                       force: bool = False) -> None:
+async def push_forever(
+    service: Any, gateway: str, advertised: list[str], secret: bytes | None, force: bool = False
+) -> None:
     """Pushes the Service's configs to one gateway, and again whenever that gateway comes back
     (the connection is kept open to notice). Failures are logged and retried with backoff."""
     delay = 0.5
@@ -54,8 +56,13 @@ async def push_forever(service: Any, gateway: str, advertised: list[str], secret
             peer = await rpc.connect(gateway, secret, name)
             try:
                 answer = await peer.request("$push", [service.push_config(advertised), force], PUSH_TIMEOUT_S)
-                log.info("config_pushed", gateway=gateway, service=service.name,
-                         config_version=service.config_version, status=answer.get("status"))
+                log.info(
+                    "config_pushed",
+                    gateway=gateway,
+                    service=service.name,
+                    config_version=service.config_version,
+                    status=answer.get("status"),
+                )
                 delay = 0.5
                 await peer.gone
                 log.warning("gateway_lost", gateway=gateway, note="will push again when it is back")
@@ -68,9 +75,17 @@ async def push_forever(service: Any, gateway: str, advertised: list[str], secret
         delay = min(delay * 2, 30.0)
 
 
-async def serve(service: Any, listen: str, gateways: list[str], *, advertise: str | None = None,
-                secret: str | None = None, force: bool = False, threads: int = 32,
-                ready: Callable[[str], None] | None = None) -> None:
+async def serve(
+    service: Any,
+    listen: str,
+    gateways: list[str],
+    *,
+    advertise: str | None = None,
+    secret: str | None = None,
+    force: bool = False,
+    threads: int = 32,
+    ready: Callable[[str], None] | None = None,
+) -> None:
     """Runs a service node until SIGINT/SIGTERM: listens on `listen` ("host:port"; port 0 picks
     one), pushes to every gateway, answers calls. `advertise` is the address gateways call
     (default: the listening address)."""
@@ -93,8 +108,9 @@ async def serve(service: Any, listen: str, gateways: list[str], *, advertise: st
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("service_node_ready", service=service.name, address=address, pid=os.getpid(),
-             functions=len(host_obj.functions))
+    log.info(
+        "service_node_ready", service=service.name, address=address, pid=os.getpid(), functions=len(host_obj.functions)
+    )
     if ready is not None:
         ready(address)
     await stop.wait()

@@ -1,5 +1,6 @@
 """Remote functions: each worker's links to its service nodes (`Nodes`), and the callee of a
 function served by them (`RemoteCallee`, compiled with its calls in `_core/remote.pyx`)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,8 +30,7 @@ class Nodes:
 
     def status(self) -> list[dict[str, Any]]:
         """Each node's breaker, calls in flight and whether this worker is connected to it."""
-        return [dict(link.state.snapshot(), connected=link.connected() is not None)
-                for link in self.links.values()]
+        return [dict(link.state.snapshot(), connected=link.connected() is not None) for link in self.links.values()]
 
     def close(self) -> None:
         for link in self.links.values():

@@ -21,6 +21,7 @@ With a cluster secret both sides prove they know it (challenge–response: the s
 sent); without one the proofs are empty and the listeners bind to loopback only. The
 connection itself (framing, handshake, batching, deadlines) is compiled: `_core/rpc.pyx`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,21 +34,32 @@ from genapi import log
 from genapi._core.rpc import ClientPeer, Peer, ServerPeer, Sink
 from genapi.errors import RpcError
 
-__all__ = ["ClientPeer", "Peer", "RpcError", "ServerPeer", "Sink", "connect", "listen", "listening_socket",
-           "loopback_only", "secret_from", "split_address"]
+__all__ = [
+    "ClientPeer",
+    "Peer",
+    "RpcError",
+    "ServerPeer",
+    "Sink",
+    "connect",
+    "listen",
+    "listening_socket",
+    "loopback_only",
+    "secret_from",
+    "split_address",
+]
 
 HELLO, AUTH, WELCOME, CALL, RESULT, ERROR, CHUNK, END, CANCEL, CREDIT = range(10)
 
 # ERROR codes: why a call failed (the text says what happened)
-RAISED = "raised"          # the function raised; text = "Type: message"
-UNKNOWN = "unknown"        # the node has no such function
-TIMEOUT = "timeout"        # the deadline passed
-LOST = "lost"              # the connection closed before the answer
-REFUSED = "refused"        # a control request was refused (text: why)
-AUTH_FAILED = "auth"       # the handshake failed
-PROTOCOL = "protocol"      # a malformed frame
+RAISED = "raised"  # the function raised; text = "Type: message"
+UNKNOWN = "unknown"  # the node has no such function
+TIMEOUT = "timeout"  # the deadline passed
+LOST = "lost"  # the connection closed before the answer
+REFUSED = "refused"  # a control request was refused (text: why)
+AUTH_FAILED = "auth"  # the handshake failed
+PROTOCOL = "protocol"  # a malformed frame
 
-STREAM_WINDOW = 64         # chunks a stream may send before the gateway grants more
+STREAM_WINDOW = 64  # chunks a stream may send before the gateway grants more
 
 
 def secret_from(configured: str | None) -> bytes | None:
@@ -60,14 +72,19 @@ def loopback_only(host: str, secret: bytes | None, what: str) -> str:
     """Without a secret a listener serves this host only: any other address becomes loopback, said at start."""
     if secret is not None or host in ("127.0.0.1", "::1", "localhost"):
         return host
-    log.warning("listener_loopback_only", listener=what, requested_host=host, host="127.0.0.1",
-                note="no cluster secret is set ([cluster] secret or GENAPI_CLUSTER_SECRET), so only this "
-                     "host may connect; set one to listen beyond loopback")
+    log.warning(
+        "listener_loopback_only",
+        listener=what,
+        requested_host=host,
+        host="127.0.0.1",
+        note="no cluster secret is set ([cluster] secret or GENAPI_CLUSTER_SECRET), so only this "
+        "host may connect; set one to listen beyond loopback",
+    )
     return "127.0.0.1"
 
 
 def split_address(address: str) -> tuple[str, int]:
-    """"host:port" (or "[v6]:port") → (host, port); ValueError naming the address otherwise."""
+    """ "host:port" (or "[v6]:port") → (host, port); ValueError naming the address otherwise."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f'node address {address!r} must be "host:port"')

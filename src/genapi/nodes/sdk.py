@@ -18,6 +18,7 @@ field the SDK owns, an object that is not a function), as Python does for a bad 
 SDK cannot map, a field value out of its rules, a duplicate), because that is the error the
 gateway raises for the same problems in a config file, so `genapi service run` reports both alike.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -49,13 +50,30 @@ REQUEST_INFO = "request_info"
 _OWNED = ("service", "mfa", "nodes")
 _FIELDS = tuple(f.name for f in msgspec.structs.fields(FunConfig))
 
-_PLAIN: dict[Any, str] = {str: "string", int: "num", float: "num", bool: "boolean", uuid.UUID: "uuid",
-                          datetime.datetime: "datetime", dict: "map", list: "list", typing.Any: "any"}
-_ITEMS: dict[Any, str] = {str: "list_string", int: "list_num", float: "list_num", uuid.UUID: "list_uuid",
-                          dict: "list_map", typing.Any: "list"}
-SUPPORTED_ANNOTATIONS = ("str, int, float, bool, uuid.UUID, datetime.datetime, dict, dict[str, X], list, "
-                         "list[str], list[int], list[float], list[uuid.UUID], list[dict], typing.Any, "
-                         "and X | None of these")
+_PLAIN: dict[Any, str] = {
+    str: "string",
+    int: "num",
+    float: "num",
+    bool: "boolean",
+    uuid.UUID: "uuid",
+    datetime.datetime: "datetime",
+    dict: "map",
+    list: "list",
+    typing.Any: "any",
+}
+_ITEMS: dict[Any, str] = {
+    str: "list_string",
+    int: "list_num",
+    float: "list_num",
+    uuid.UUID: "list_uuid",
+    dict: "list_map",
+    typing.Any: "list",
+}
+SUPPORTED_ANNOTATIONS = (
+    "str, int, float, bool, uuid.UUID, datetime.datetime, dict, dict[str, X], list, "
+    "list[str], list[int], list[float], list[uuid.UUID], list[dict], typing.Any, "
+    "and X | None of these"
+)
 _UNIONS = (typing.Union, types.UnionType)
 
 
@@ -121,8 +139,11 @@ class Service:
         for field, value in (("name", name), ("config_version", config_version)):
             if not isinstance(value, str):
                 raise TypeError(f"Service {field}: must be a str, got {type(value).__name__}")
-        problems = [f"Service {field}: must be a non-empty string, got {render(value)}"
-                    for field, value in (("name", name), ("config_version", config_version)) if not value]
+        problems = [
+            f"Service {field}: must be a non-empty string, got {render(value)}"
+            for field, value in (("name", name), ("config_version", config_version))
+            if not value
+        ]
         if not problems:  # the version's rules are FunConfig's
             probe = FunConfig(service=name, request_type="-", mfa="m:f", version=version)
             problems = [f"Service {p}" for p in probe.errors() if p.startswith("version")]
@@ -149,11 +170,14 @@ class Service:
         `service`, `mfa` and `nodes`, which the SDK sets."""
         for key in fields:
             if key in _OWNED:
-                raise TypeError(f"api() field {key}: set by the SDK (service = the Service's name, mfa = "
-                                "the function, nodes = the addresses the node listens on), not by the api")
+                raise TypeError(
+                    f"api() field {key}: set by the SDK (service = the Service's name, mfa = "
+                    "the function, nodes = the addresses the node listens on), not by the api"
+                )
             if key not in _FIELDS:
-                raise TypeError(f"api() got an unknown field {key}"
-                                f"{did_you_mean(key, [f for f in _FIELDS if f not in _OWNED])}")
+                raise TypeError(
+                    f"api() got an unknown field {key}{did_you_mean(key, [f for f in _FIELDS if f not in _OWNED])}"
+                )
 
         def declare(fn: F) -> F:
             self._declare(fn, fields)
@@ -180,12 +204,23 @@ class Service:
 
     def push_config(self, nodes: list[str]) -> dict[str, Any]:
         """The config push message body as plain data (what the gateway's control port takes)."""
-        return {"service": self.name, "config_version": self.config_version, "nodes": list(nodes),
-                "fun_configs": [msgspec.to_builtins(cfg) for cfg in self.configs(nodes)]}
+        return {
+            "service": self.name,
+            "config_version": self.config_version,
+            "nodes": list(nodes),
+            "fun_configs": [msgspec.to_builtins(cfg) for cfg in self.configs(nodes)],
+        }
 
     # ----------------------------------------------------------------------- running the node
-    def run(self, listen: str = "127.0.0.1:7001", gateways: list[str] | tuple[str, ...] = ("127.0.0.1:4001",), *,
-            advertise: str | None = None, secret: str | None = None, force: bool = False) -> None:
+    def run(
+        self,
+        listen: str = "127.0.0.1:7001",
+        gateways: list[str] | tuple[str, ...] = ("127.0.0.1:4001",),
+        *,
+        advertise: str | None = None,
+        secret: str | None = None,
+        force: bool = False,
+    ) -> None:
         """Serves this node until SIGINT/SIGTERM: listens for gateway calls on `listen` (port 0
         picks one) and pushes the configs to each gateway's control port, again whenever one
         comes back. `secret` defaults to GENAPI_CLUSTER_SECRET; `advertise` is the address
@@ -197,34 +232,48 @@ class Service:
         from genapi.nodes import node
 
         def ready(address: str) -> None:
-            print(f"genapi service {self.name} listening on {address} (pid={os.getpid()}, "
-                  f"functions={len(self._functions)})", flush=True)
+            print(
+                f"genapi service {self.name} listening on {address} (pid={os.getpid()}, "
+                f"functions={len(self._functions)})",
+                flush=True,
+            )
 
-        uvloop.run(node.serve(self, listen, list(gateways), advertise=advertise, secret=secret, force=force,
-                              ready=ready))
+        uvloop.run(
+            node.serve(self, listen, list(gateways), advertise=advertise, secret=secret, force=force, ready=ready)
+        )
 
     # ----------------------------------------------------------------------- declaration
     def _declare(self, fn: Callable[..., Any], fields: dict[str, Any]) -> None:
         if not inspect.isfunction(fn):
             what = "a bound method" if inspect.ismethod(fn) else f"a {type(fn).__name__}"
-            raise TypeError(f"Service {self.name!r}: api() declares module-level functions, got {what} "
-                            f"({fn!r}): the gateway calls a function by its module and name")
+            raise TypeError(
+                f"Service {self.name!r}: api() declares module-level functions, got {what} "
+                f"({fn!r}): the gateway calls a function by its module and name"
+            )
         qualified = f"{fn.__module__}.{fn.__qualname__}"
         label = f"function {qualified}"
         if "<" in fn.__qualname__ or "." in fn.__qualname__:
-            where = ("a lambda" if fn.__name__ == "<lambda>"
-                     else "defined inside a function" if "<locals>" in fn.__qualname__ else "defined in a class")
-            raise ConfigError(f"{label}: is {where}; only module-level functions can be declared, "
-                              "as the gateway calls a function by its module and name (the mfa)")
-        values: dict[str, Any] = {"request_type": fn.__name__, "timeout": DEFAULT_TIMEOUT_MS,
-                                  "version": self.version}
+            where = (
+                "a lambda"
+                if fn.__name__ == "<lambda>"
+                else "defined inside a function"
+                if "<locals>" in fn.__qualname__
+                else "defined in a class"
+            )
+            raise ConfigError(
+                f"{label}: is {where}; only module-level functions can be declared, "
+                "as the gateway calls a function by its module and name (the mfa)"
+            )
+        values: dict[str, Any] = {"request_type": fn.__name__, "timeout": DEFAULT_TIMEOUT_MS, "version": self.version}
         values.update(fields)
 
         kind = kind_of(fn)
         if kind in (GEN, ASYNCGEN) and values.get("response_type") != "stream":
             gen = "an async generator" if kind == ASYNCGEN else "a generator"
-            raise ConfigError(f'{label}: is {gen}, so it streams: declare it with response_type="stream" '
-                              f"(got {render(values.get('response_type', 'sync'))})")
+            raise ConfigError(
+                f'{label}: is {gen}, so it streams: declare it with response_type="stream" '
+                f"(got {render(values.get('response_type', 'sync'))})"
+            )
 
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())
@@ -253,8 +302,10 @@ class Service:
         key = (cfg.request_type, cfg.version)
         if key in self._declared:
             version = f" version {render(cfg.version)}" if cfg.version is not None else ""
-            raise ConfigError(f'Service "{self.name}": request_type {render(cfg.request_type)}{version} is '
-                              f"declared twice: by function {self._declared[key]} and by {qualified}")
+            raise ConfigError(
+                f'Service "{self.name}": request_type {render(cfg.request_type)}{version} is '
+                f"declared twice: by function {self._declared[key]} and by {qualified}"
+            )
         self._declared[key] = qualified
         self._configs.append(cfg)
         self._functions[mfa] = fn
@@ -266,21 +317,28 @@ class Service:
         named = [p for p in params if p.name == REQUEST_INFO]
         if not named:
             if values.get(REQUEST_INFO) is True and "arg_types" not in values and "arg_orders" not in values:
-                return [f"{label}: request_info=True appends the request info as the last argument: "
-                        f"name that parameter {REQUEST_INFO}"]
+                return [
+                    f"{label}: request_info=True appends the request info as the last argument: "
+                    f"name that parameter {REQUEST_INFO}"
+                ]
             return []
         if values.setdefault(REQUEST_INFO, True) is not True:
-            return [f"{label}: parameter {REQUEST_INFO!r} receives the request info, which "
-                    f"request_info={values[REQUEST_INFO]!r} does not pass: drop the field or rename the parameter"]
+            return [
+                f"{label}: parameter {REQUEST_INFO!r} receives the request info, which "
+                f"request_info={values[REQUEST_INFO]!r} does not pass: drop the field or rename the parameter"
+            ]
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if not positional or positional[-1] is not named[0]:
-            return [f"{label}: parameter {REQUEST_INFO!r} must be the last positional parameter: "
-                    "the gateway appends the request info after the arguments"]
+            return [
+                f"{label}: parameter {REQUEST_INFO!r} must be the last positional parameter: "
+                "the gateway appends the request info after the arguments"
+            ]
         return []
 
 
-def _map_signature(label: str, fn: Callable[..., Any],
-                   params: list[inspect.Parameter]) -> tuple[dict[str, Any], list[str]]:
+def _map_signature(
+    label: str, fn: Callable[..., Any], params: list[inspect.Parameter]
+) -> tuple[dict[str, Any], list[str]]:
     """arg_types from the parameters (in signature order) and the problems of those it cannot map.
     A default of None becomes `allow_nil` (the validator reads `default_value = None` as no
     default, and the function accepts None); a datetime or UUID default is sent as its string."""
@@ -293,8 +351,10 @@ def _map_signature(label: str, fn: Callable[..., Any],
         where = f"{label}, parameter {p.name!r}"
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             star = "*" if p.kind == p.VAR_POSITIONAL else "**"
-            problems.append(f"{where}: {star}{p.name} cannot be mapped: each argument needs a name and a type "
-                            "(or give arg_types and arg_orders explicitly)")
+            problems.append(
+                f"{where}: {star}{p.name} cannot be mapped: each argument needs a name and a type "
+                "(or give arg_types and arg_orders explicitly)"
+            )
             continue
         if p.kind == p.KEYWORD_ONLY:
             problems.append(f"{where}: is keyword-only, but the gateway passes arguments by position")
@@ -306,13 +366,17 @@ def _map_signature(label: str, fn: Callable[..., Any],
             holder = types.SimpleNamespace(__annotations__={p.name: p.annotation})
             annotation = typing.get_type_hints(holder, globalns=globalns)[p.name]
         except Exception as exc:
-            problems.append(f"{where}: annotation {p.annotation!r} cannot be resolved "
-                            f"({type(exc).__name__}: {exc}); supported annotations: {SUPPORTED_ANNOTATIONS}")
+            problems.append(
+                f"{where}: annotation {p.annotation!r} cannot be resolved "
+                f"({type(exc).__name__}: {exc}); supported annotations: {SUPPORTED_ANNOTATIONS}"
+            )
             continue
         found = annotation_type(annotation)
         if found is None:
-            problems.append(f"{where}: unsupported annotation {inspect.formatannotation(annotation)}; "
-                            f"supported annotations: {SUPPORTED_ANNOTATIONS}")
+            problems.append(
+                f"{where}: unsupported annotation {inspect.formatannotation(annotation)}; "
+                f"supported annotations: {SUPPORTED_ANNOTATIONS}"
+            )
             continue
         name, allow_nil = found
         spec: dict[str, Any] = {"type": name}
@@ -323,8 +387,10 @@ def _map_signature(label: str, fn: Callable[..., Any],
             if default is None:  # the function takes None: a missing argument is passed as nil
                 allow_nil = True
             elif not _json_like(default):
-                problems.append(f"{where}: default value {default!r} is not JSON-like (str, int, float, bool, "
-                                "None, list, dict, or a datetime or UUID, sent as its string form)")
+                problems.append(
+                    f"{where}: default value {default!r} is not JSON-like (str, int, float, bool, "
+                    "None, list, dict, or a datetime or UUID, sent as its string form)"
+                )
                 continue
             else:
                 spec["default_value"] = default

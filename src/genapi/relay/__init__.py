@@ -1,5 +1,6 @@
 """Relay groups: the operations (`genapi.relay:<op>` in configs, `await relay.join_group(...)` in a
 worker, `RelayClient` elsewhere), the rules (`groups`) and a worker's members (`seats`)."""
+
 from genapi.relay.ops import (
     CLIENT_ARGS,
     SEATING,
@@ -19,6 +20,19 @@ from genapi.relay.ops import (
 )
 
 __all__ = [
-    "CLIENT_ARGS", "SEATING", "RelayCallee", "RelayClient", "accept_member", "create_group", "delete_group",
-    "get_group_info", "handle_relay", "join_group", "leave_group", "mute_member", "op_of", "unmute_member", "use",
+    "CLIENT_ARGS",
+    "SEATING",
+    "RelayCallee",
+    "RelayClient",
+    "accept_member",
+    "create_group",
+    "delete_group",
+    "get_group_info",
+    "handle_relay",
+    "join_group",
+    "leave_group",
+    "mute_member",
+    "op_of",
+    "unmute_member",
+    "use",
 ]

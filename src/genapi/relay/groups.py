@@ -24,6 +24,7 @@ deleted (nothing could reach it again, and clients could otherwise fill the host
 groups), a client may read a non-public group's info only as a member, and a client deletes
 a group only as its admin.
 """
+
 from __future__ import annotations
 
 import time
@@ -49,8 +50,8 @@ from genapi.structs import Response
 
 GROUP_TYPES = ("public", "private", "strict_private")
 GROUP_ID_MAX_BYTES = 256  # ids are held for the group's life: a client's id is bounded
-Place = tuple[int, int]                                  # (worker pid, seat token)
-Deliver = Callable[[int, list[int], bytes], None]        # (worker, seat tokens, encoded Response)
+Place = tuple[int, int]  # (worker pid, seat token)
+Deliver = Callable[[int, list[int], bytes], None]  # (worker, seat tokens, encoded Response)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -65,8 +66,12 @@ class Member:
         self.joined_at = time.time()
 
     def info(self) -> dict[str, Any]:
-        return {"roles": list(self.roles), "status": self.status, "joined_at": _iso(self.joined_at),
-                "connected": self.place is not None}
+        return {
+            "roles": list(self.roles),
+            "status": self.status,
+            "joined_at": _iso(self.joined_at),
+            "connected": self.place is not None,
+        }
 
 
 class Group:
@@ -87,10 +92,10 @@ class Groups:
         self.max_members = settings.max_members
         self.deliver = deliver
         self.groups: dict[str, Group] = {}
-        self.at: dict[Place, set[tuple[str, str]]] = {}   # place → its (group, user) memberships
+        self.at: dict[Place, set[tuple[str, str]]] = {}  # place → its (group, user) memberships
         self.outbox: list[tuple[int, list[int], bytes]] = []
-        self.relayed = 0       # messages relayed
-        self.deliveries = 0    # deliveries sent to places (each reaches one connection)
+        self.relayed = 0  # messages relayed
+        self.deliveries = 0  # deliveries sent to places (each reaches one connection)
 
     # ------------------------------------------------------------------ the one entry
     def apply(self, op: str, args: dict[str, Any], place: Place | None = None) -> dict[str, Any]:
@@ -159,8 +164,12 @@ class Groups:
         group = self._group(group_id)
         if user_id is not None and group.group_type != "public" and user_id not in group.members:
             raise relay_error("not_member")
-        return {"group_id": group_id, "group_type": group.group_type, "created_at": _iso(group.created_at),
-                "members": {uid: m.info() for uid, m in group.members.items()}}
+        return {
+            "group_id": group_id,
+            "group_type": group.group_type,
+            "created_at": _iso(group.created_at),
+            "members": {uid: m.info() for uid, m in group.members.items()},
+        }
 
     # ------------------------------------------------------------------ membership
     def join_group(self, group_id: str, user_id: str, place: Place | None = None) -> dict[str, Any]:
@@ -229,8 +238,12 @@ class Groups:
             raise relay_error("not_member")
         if sender.status != "active":
             raise relay_error("pending" if sender.status == "pending" else "muted")
-        payload = _encode(Response(request_id, {"group_id": group_id, "from_user_id": user_id, "message": message,
-                                                "timestamp": _iso(time.time())}))
+        payload = _encode(
+            Response(
+                request_id,
+                {"group_id": group_id, "from_user_id": user_id, "message": message, "timestamp": _iso(time.time())},
+            )
+        )
         count = 0
         by_worker: dict[int, list[int]] = {}
         for member in group.members.values():
@@ -273,8 +286,12 @@ class Groups:
         return n
 
     def stats(self) -> dict[str, Any]:
-        return {"groups": len(self.groups), "members": sum(len(g.members) for g in self.groups.values()),
-                "relayed": self.relayed, "deliveries": self.deliveries}
+        return {
+            "groups": len(self.groups),
+            "members": sum(len(g.members) for g in self.groups.values()),
+            "relayed": self.relayed,
+            "deliveries": self.deliveries,
+        }
 
     # ------------------------------------------------------------------ helpers
     def _group(self, group_id: str) -> Group:
@@ -343,8 +360,9 @@ _OPS: dict[str, Callable[[Groups, dict[str, Any], Place | None], dict[str, Any]]
     "unmute_member": lambda g, a, p: g.unmute_member(a["group_id"], a["user_id"], a["target"]),
     "get_group_info": lambda g, a, p: g.get_group_info(a["group_id"], a.get("user_id")),
     "delete_group": lambda g, a, p: g.delete_group(a["group_id"], a.get("user_id")),
-    "handle_relay": lambda g, a, p: g.handle_relay(a["group_id"], a["user_id"], a["message"],
-                                                   a.get("request_id") or "relay"),
+    "handle_relay": lambda g, a, p: g.handle_relay(
+        a["group_id"], a["user_id"], a["message"], a.get("request_id") or "relay"
+    ),
     "stats": lambda g, a, p: g.stats(),
 }
 OPS = tuple(_OPS)

@@ -17,6 +17,7 @@ Three ways in, one set of rules (`groups.py`):
 
 Members added from Python have no connection: they count as members but nothing reaches them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,17 +46,21 @@ def use(seats: Seats | None) -> None:
 
 def _resolver(fut: asyncio.Future[Any]) -> Callable[[Any], None]:
     """The link's callback for an awaited operation (a no-op once the waiter was cancelled)."""
+
     def done(out: Any) -> None:
         if not fut.done():
             fut.set_result(out)
+
     return done
 
 
 async def _ask(op: str, **args: Any) -> dict[str, Any]:
     """One operation through this worker's link to the groups' authority."""
     if _seats is None or _seats.link is None:
-        raise RuntimeError(f"genapi.relay.{op} runs inside a gateway worker; elsewhere use "
-                           "genapi.relay.RelayClient (the gateway's control port)")
+        raise RuntimeError(
+            f"genapi.relay.{op} runs inside a gateway worker; elsewhere use "
+            "genapi.relay.RelayClient (the gateway's control port)"
+        )
     fut = asyncio.get_running_loop().create_future()
     _seats.link.ask(op, args, None, _resolver(fut))
     out = await fut
@@ -103,8 +108,17 @@ async def handle_relay(group_id: str, user_id: str, message: Any) -> dict[str, A
     return await _ask("handle_relay", group_id=group_id, user_id=user_id, message=message)
 
 
-for _fn in (create_group, join_group, leave_group, accept_member, mute_member, unmute_member, get_group_info,
-            delete_group, handle_relay):
+for _fn in (
+    create_group,
+    join_group,
+    leave_group,
+    accept_member,
+    mute_member,
+    unmute_member,
+    get_group_info,
+    delete_group,
+    handle_relay,
+):
     setattr(_fn, "relay_op", _fn.__name__)  # noqa: B010  # how the pipeline knows an mfa names one
 
 
@@ -185,8 +199,9 @@ class RelayClient:
     """The relay operations over a gateway's control port, for service nodes, scripts and the
     admin side (authenticated with the cluster secret). Use `async with RelayClient(...)`."""
 
-    def __init__(self, control: str = "127.0.0.1:4001", secret: str | bytes | None = None,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, control: str = "127.0.0.1:4001", secret: str | bytes | None = None, timeout_s: float = 10.0
+    ) -> None:
         self.control = control
         self.secret = rpc.secret_from(secret.decode() if isinstance(secret, bytes) else secret)
         self.timeout_s = timeout_s

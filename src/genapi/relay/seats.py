@@ -12,6 +12,7 @@ whose connection is not reading its output (the transport is over its high-water
 nothing more until it catches up: the relay's queue per member is that buffer, and what does
 not fit is dropped, counted and logged.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,7 +43,7 @@ class Seat:
         self.topic = topic
         self.token = token
         self.placed = False  # an operation that seats it was sent: the authority must hear when it goes
-        self.dropped = 0     # deliveries dropped since it last kept up
+        self.dropped = 0  # deliveries dropped since it last kept up
 
     def cancel(self) -> None:
         """The topic was left or joined again, or the connection closed (Connection._cancel)."""
@@ -138,8 +139,12 @@ class Seats:
 
     def _drop(self, seat: Seat) -> None:
         if not seat.dropped:
-            log.warning("relay_member_slow", conn=seat.conn.cid, topic=seat.topic,
-                        note="not reading its output: relayed messages are dropped until it catches up")
+            log.warning(
+                "relay_member_slow",
+                conn=seat.conn.cid,
+                topic=seat.topic,
+                note="not reading its output: relayed messages are dropped until it catches up",
+            )
         seat.dropped += 1
         self.dropped += 1
 

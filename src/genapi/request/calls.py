@@ -3,6 +3,7 @@
 
 The callee interface itself (`Callee`, `LocalCallee`) is compiled: `_core/callee.pyx`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,8 +73,14 @@ class StreamHandle:
     reading, or while `THREAD_WINDOW` of its chunks still wait for the loop, so what a stream
     keeps in memory stays bounded."""
 
-    def __init__(self, emit: Callable[[Response], None], request_id: str,
-                 loop: asyncio.AbstractEventLoop, push_style: bool = False, flow: Any = None) -> None:
+    def __init__(
+        self,
+        emit: Callable[[Response], None],
+        request_id: str,
+        loop: asyncio.AbstractEventLoop,
+        push_style: bool = False,
+        flow: Any = None,
+    ) -> None:
         self._emit = emit
         self._rid = request_id
         self._loop = loop

@@ -18,6 +18,7 @@ One entry per (service, request_type) and shape: versions whose response_type, a
 per-call check are the same share an entry (`versions`, ascending; null = unversioned);
 `latest` marks the entry holding the version a call without `version` runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,11 +37,22 @@ from genapi.structs import FunConfig, Response, split_target
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 # the sizes a spec's tuple form ["type", n] sets (as validate.pyx reads it)
-_TUPLE_OPTION = {"string": "max_bytes", "list": "max_items", "list_string": "max_items", "list_num": "max_items",
-                 "list_uuid": "max_items", "list_map": "max_items", "map": "max_items"}
-_UUID = {"type": "string", "minLength": 36, "maxLength": 36,  # the lengths: "$" also matches before a final "\n"
-         "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
-         "format": "uuid"}
+_TUPLE_OPTION = {
+    "string": "max_bytes",
+    "list": "max_items",
+    "list_string": "max_items",
+    "list_num": "max_items",
+    "list_uuid": "max_items",
+    "list_map": "max_items",
+    "map": "max_items",
+}
+_UUID = {
+    "type": "string",
+    "minLength": 36,
+    "maxLength": 36,  # the lengths: "$" also matches before a final "\n"
+    "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+    "format": "uuid",
+}
 
 
 @dataclass(frozen=True)
@@ -99,8 +111,7 @@ def _type_schema(kind: str, opts: dict[str, Any], limits: Limits) -> dict[str, A
     if kind == "list_uuid":
         return {"type": "array", "maxItems": items, "items": dict(_UUID)}
     if kind == "list_map":
-        item = {"type": "object", "maxProperties": limits.map_max_items,
-                "additionalProperties": _scalar(string_max)}
+        item = {"type": "object", "maxProperties": limits.map_max_items, "additionalProperties": _scalar(string_max)}
         return {"type": "array", "maxItems": items, "items": item}
     return {"not": {"type": "null"}}  # any: but null only with allow_nil
 
@@ -149,8 +160,13 @@ def catalog(configs: Iterable[FunConfig], limits: Limits) -> list[tuple[FunConfi
         try:
             out.append((cfg, arg_schema(cfg.arg_types, cfg.arg_orders, limits)))
         except ValueError as exc:  # not in a registry (its Entry compiled the same specs); a bad file
-            log.warning("discovery_schema_failed", service=cfg.service, request_type=cfg.request_type,
-                        version=cfg.version, error=str(exc))
+            log.warning(
+                "discovery_schema_failed",
+                service=cfg.service,
+                request_type=cfg.request_type,
+                version=cfg.version,
+                error=str(exc),
+            )
     out.sort(key=lambda item: (item[0].service, item[0].request_type, version_key(item[0].version)))
     return out
 
@@ -190,8 +206,9 @@ def _access(cfg: FunConfig, caller: Caller | None) -> Any:
     return None
 
 
-def listing(described: Sequence[tuple[FunConfig, dict[str, Any]]], caller: Caller | None,
-            service: str | None = None) -> list[dict[str, Any]]:
+def listing(
+    described: Sequence[tuple[FunConfig, dict[str, Any]]], caller: Caller | None, service: str | None = None
+) -> list[dict[str, Any]]:
     """The entries of `catalog()` output `caller` may call (None: all of them, the admin view)."""
     latest: dict[tuple[str, str], str | None] = {}
     for cfg, _ in described:  # ascending versions: the last one seen is the highest enabled
@@ -208,8 +225,14 @@ def listing(described: Sequence[tuple[FunConfig, dict[str, Any]]], caller: Calle
         shape = json.dumps([cfg.response_type, schema, access], sort_keys=True)
         entry = groups.get((cfg.service, cfg.request_type, shape))
         if entry is None:
-            entry = {"service": cfg.service, "request_type": cfg.request_type, "versions": [], "latest": False,
-                     "response_type": cfg.response_type, "args": schema}
+            entry = {
+                "service": cfg.service,
+                "request_type": cfg.request_type,
+                "versions": [],
+                "latest": False,
+                "response_type": cfg.response_type,
+                "args": schema,
+            }
             if access is not None:
                 entry[key_name] = access
             groups[(cfg.service, cfg.request_type, shape)] = entry
@@ -220,8 +243,9 @@ def listing(described: Sequence[tuple[FunConfig, dict[str, Any]]], caller: Calle
     return out
 
 
-def apis(configs: Iterable[FunConfig], limits: Limits, caller: Caller | None = None,
-         service: str | None = None) -> list[dict[str, Any]]:
+def apis(
+    configs: Iterable[FunConfig], limits: Limits, caller: Caller | None = None, service: str | None = None
+) -> list[dict[str, Any]]:
     """The listing of `configs` for `caller` (None: every enabled function, the admin view)."""
     return listing(catalog(configs, limits), caller, service)
 
@@ -229,8 +253,10 @@ def apis(configs: Iterable[FunConfig], limits: Limits, caller: Caller | None = N
 def list_apis(limits: dict[str, int], service: str | None = None) -> NoReturn:
     """The `mfa` of genapi.list_apis: the pipeline serves it with `ListApisCallee`, which answers
     from its worker's registry; there is nothing to call outside a gateway."""
-    raise RuntimeError("genapi.request.discovery:list_apis is served by the gateway (genapi.list_apis); "
-                       "elsewhere use genapi.request.discovery.apis(configs, limits)")
+    raise RuntimeError(
+        "genapi.request.discovery:list_apis is served by the gateway (genapi.list_apis); "
+        "elsewhere use genapi.request.discovery.apis(configs, limits)"
+    )
 
 
 class ListApisCallee(Callee):
@@ -308,8 +334,10 @@ def summary(entry: dict[str, Any]) -> str:
     args = entry["args"]
     required = set(args.get("required", ()))
     parts = [_arg_text(name, prop, name in required) for name, prop in args.get("properties", {}).items()]
-    line = (f"{entry['service']}.{entry['request_type']} {versions}{' (latest)' if entry['latest'] else ''} "
-            f"{entry['response_type']} ({', '.join(parts)})")
+    line = (
+        f"{entry['service']}.{entry['request_type']} {versions}{' (latest)' if entry['latest'] else ''} "
+        f"{entry['response_type']} ({', '.join(parts)})"
+    )
     rules = entry.get("permission") or {}
     mode = rules.get("check_permission")
     if isinstance(mode, dict) and "role" in mode:
@@ -329,5 +357,17 @@ def summary(entry: dict[str, Any]) -> str:
     return line
 
 
-__all__ = ["DISCOVERY_SERVICE", "Caller", "ListApisCallee", "apis", "arg_schema", "catalog", "from_control",
-           "is_discovery", "list_apis", "listing", "summary", "visible"]
+__all__ = [
+    "DISCOVERY_SERVICE",
+    "Caller",
+    "ListApisCallee",
+    "apis",
+    "arg_schema",
+    "catalog",
+    "from_control",
+    "is_discovery",
+    "list_apis",
+    "listing",
+    "summary",
+    "visible",
+]

@@ -5,6 +5,7 @@ with changes, `Reject(reason)` (or raises) to abort with `hook rejected: <reason
 else to continue unchanged. An after hook gets (request, fun_config, response, *extra); its
 return value is ignored and its failure never changes the response.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,24 +42,30 @@ async def _invoke(hook: Target, args: tuple, timeout_ms: int, pool: ThreadPool, 
             out = await asyncio.wait_for(pool.run(hook.fn, *args, *hook.extra), timeout)
     except Exception as exc:
         timed_out = isinstance(exc, TimeoutError)
-        telemetry.execute(f"{prefix}.exception", {"duration_us": int((time.perf_counter() - started) * 1e6)},
-                          {**meta, "kind": "timeout" if timed_out else "error",
-                           "reason": hook_timeout(timeout_ms) if timed_out else f"{type(exc).__name__}: {exc}"})
+        telemetry.execute(
+            f"{prefix}.exception",
+            {"duration_us": int((time.perf_counter() - started) * 1e6)},
+            {
+                **meta,
+                "kind": "timeout" if timed_out else "error",
+                "reason": hook_timeout(timeout_ms) if timed_out else f"{type(exc).__name__}: {exc}",
+            },
+        )
         raise
     telemetry.execute(f"{prefix}.stop", {"duration_us": int((time.perf_counter() - started) * 1e6)}, meta)
     return out
 
 
-async def run_before(hook: Target, request: Request, config: FunConfig,
-                     pool: ThreadPool) -> tuple[Request, FunConfig]:
+async def run_before(hook: Target, request: Request, config: FunConfig, pool: ThreadPool) -> tuple[Request, FunConfig]:
     try:
         out = await _invoke(hook, (request, config), config.hook_timeout, pool, "before")
     except TimeoutError:
         log.warning("hook_timeout", hook=hook.target, request_id=request.request_id)
         raise HookRejected(hook_timeout(config.hook_timeout)) from None
     except Exception as exc:
-        log.warning("hook_failed", hook=hook.target, request_id=request.request_id,
-                    error=f"{type(exc).__name__}: {exc}")
+        log.warning(
+            "hook_failed", hook=hook.target, request_id=request.request_id, error=f"{type(exc).__name__}: {exc}"
+        )
         raise HookRejected(str(exc) or type(exc).__name__) from None
     if isinstance(out, Reject):
         raise HookRejected(str(out.reason))
@@ -70,12 +77,14 @@ async def run_before(hook: Target, request: Request, config: FunConfig,
     return request, config
 
 
-async def run_after(hook: Target, request: Request, config: FunConfig, response: Response | None,
-                    pool: ThreadPool) -> None:
+async def run_after(
+    hook: Target, request: Request, config: FunConfig, response: Response | None, pool: ThreadPool
+) -> None:
     try:
         await _invoke(hook, (request, config, response), config.hook_timeout, pool, "after")
     except TimeoutError:
         log.warning("hook_timeout", hook=hook.target, request_id=request.request_id)
     except Exception as exc:
-        log.warning("hook_failed", hook=hook.target, request_id=request.request_id,
-                    error=f"{type(exc).__name__}: {exc}")
+        log.warning(
+            "hook_failed", hook=hook.target, request_id=request.request_id, error=f"{type(exc).__name__}: {exc}"
+        )

@@ -1,5 +1,6 @@
 """The permission callback and the denial log, in PhoenixGenApi's order: the callback when set,
 else the check_permission mode (compiled with the other request steps: `_core/dispatch.pyx`)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,11 +19,20 @@ async def check_callback(hook: Target, request: Request, timeout: float) -> bool
             out = await asyncio.wait_for(out, timeout)
         return bool(out)
     except Exception as exc:  # a broken callback must deny, never crash the worker
-        log.error("permission_callback_failed", callback=hook.target, request_id=request.request_id,
-                  error=f"{type(exc).__name__}: {exc}")
+        log.error(
+            "permission_callback_failed",
+            callback=hook.target,
+            request_id=request.request_id,
+            error=f"{type(exc).__name__}: {exc}",
+        )
         return False
 
 
 def log_denied(request: Request, mode: Any) -> None:
-    log.warning("permission_denied", user_id=request.user_id, request_id=request.request_id,
-                request_type=request.request_type, mode=mode)
+    log.warning(
+        "permission_denied",
+        user_id=request.user_id,
+        request_id=request.request_id,
+        request_type=request.request_type,
+        mode=mode,
+    )

@@ -9,6 +9,7 @@ Task runs here, calling those same compiled steps: hooks, the permission callbac
 stream and fire-and-forget responses, and retries. Calls go through the function's callee
 (`_core/callee.pyx`), whatever runs it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -93,8 +94,9 @@ class Pipeline:
         to the one it replaces keeps the old object and its Entry (nothing to rebind, and a
         snapshot publishes it without encoding it again)."""
         wanted = set(old)
-        current = {key: (c, e) for c, e in self.registry.items()
-                   if (key := (c.service, c.request_type, c.version)) in wanted}
+        current = {
+            key: (c, e) for c, e in self.registry.items() if (key := (c.service, c.request_type, c.version)) in wanted
+        }
         bound = []
         for cfg in configs:
             same = current.get((cfg.service, cfg.request_type, cfg.version))
@@ -135,8 +137,13 @@ class Pipeline:
                 bound.append((cfg, self.bind(cfg)))
                 fresh += 1
             except ValueError as exc:
-                log.error("config_not_bound", service=cfg.service, request_type=cfg.request_type,
-                          version=cfg.version, error=str(exc))
+                log.error(
+                    "config_not_bound",
+                    service=cfg.service,
+                    request_type=cfg.request_type,
+                    version=cfg.version,
+                    error=str(exc),
+                )
         removed = [item[0] for item in items if id(item[0]) not in kept]
         if len(bound) + len(removed) > 64:
             self.registry.replace_all([by_id[i] for i in kept] + bound)
@@ -160,9 +167,18 @@ class Pipeline:
             raise
         except Exception as exc:
             log.error("request_crashed", exc_info=True, request_id=req.request_id)
-            telemetry.execute("genapi.executor.request.exception", {},
-                              {"request_id": req.request_id, "request_type": req.request_type, "service": req.service,
-                               "user_id": req.user_id, "kind": "error", "reason": f"{type(exc).__name__}: {exc}"})
+            telemetry.execute(
+                "genapi.executor.request.exception",
+                {},
+                {
+                    "request_id": req.request_id,
+                    "request_type": req.request_type,
+                    "service": req.service,
+                    "user_id": req.user_id,
+                    "kind": "error",
+                    "reason": f"{type(exc).__name__}: {exc}",
+                },
+            )
             reply.answer(Response.fail(req.request_id, errors.REQUEST_FAILED))
 
     async def _run(self, reply: Reply, req: Request, entry: Entry) -> None:
@@ -195,8 +211,13 @@ class Pipeline:
             resp = await self.call(entry, req, reply)
             reply.outcome = resp  # never sent: the access log still tells how it went
             if not resp.success:
-                log.warning("call_failed", request_id=req.request_id, service=req.service,
-                            request_type=req.request_type, error=resp.error)
+                log.warning(
+                    "call_failed",
+                    request_id=req.request_id,
+                    service=req.service,
+                    request_type=req.request_type,
+                    error=resp.error,
+                )
             await self._after(entry, req, resp)
         elif rtype == "stream":
             reply.answer(Response.chunk(req.request_id, "init"))
@@ -238,9 +259,15 @@ class Pipeline:
             if attempt:
                 await asyncio.sleep(backoff(attempt))
                 log.info("call_retry", request_id=req.request_id, attempt=attempt)
-                telemetry.execute("genapi.executor.retry", {"attempt": entry.retries - attempt},
-                                  {"request_id": req.request_id, "mode": entry.config.retry,
-                                   "type": "local" if entry.config.nodes == "local" else "remote"})
+                telemetry.execute(
+                    "genapi.executor.retry",
+                    {"attempt": entry.retries - attempt},
+                    {
+                        "request_id": req.request_id,
+                        "mode": entry.config.retry,
+                        "type": "local" if entry.config.nodes == "local" else "remote",
+                    },
+                )
             try:
                 return Response(req.request_id, await callee.call(args, req, plan, reply))
             except CallError as exc:
@@ -251,15 +278,19 @@ class Pipeline:
                 resp = callee.failure(req, exc)
         assert resp is not None
         if entry.retries:
-            telemetry.execute("genapi.executor.retry.exhausted", {},
-                              {"request_id": req.request_id, "mode": entry.config.retry, "last_error": resp.error})
+            telemetry.execute(
+                "genapi.executor.retry.exhausted",
+                {},
+                {"request_id": req.request_id, "mode": entry.config.retry, "last_error": resp.error},
+            )
         return resp
 
     async def stream(self, entry: Entry, req: Request, emit: Any, flow: Reply | None = None) -> Response:
         """Pushes each chunk through `emit`; returns the final Response (end, last chunk or error).
         `flow` (the request's Reply) tells the stream when the client is not keeping up."""
-        handle = StreamHandle(emit, req.request_id, asyncio.get_running_loop(), push_style=entry.request_info,
-                              flow=flow)
+        handle = StreamHandle(
+            emit, req.request_id, asyncio.get_running_loop(), push_style=entry.request_info, flow=flow
+        )
         try:
             try:
                 args = arguments(entry, req, handle)

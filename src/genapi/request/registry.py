@@ -3,6 +3,7 @@
 Several versions of one (service, request_type) live side by side; a lookup without a version
 (or with the reserved "0.0.0") resolves to the highest enabled version.
 """
+
 from __future__ import annotations
 
 import builtins

@@ -5,6 +5,7 @@ config names and bind the arguments the gateway will pass to its signature, so a
 cannot take its configured arguments is refused at start, naming the function, rather than
 failing every call with a TypeError. Every problem of the file is reported at once.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +22,11 @@ from genapi.schema import render
 from genapi.structs import FunConfig, split_target
 
 # What the gateway passes before a hook's extra args (hooks.py, permissions.py, auth.py).
-_HOOK_ARGS = {"permission_callback": ["request"], "before_execute": ["request", "fun_config"],
-              "after_execute": ["request", "fun_config", "response"]}
+_HOOK_ARGS = {
+    "permission_callback": ["request"],
+    "before_execute": ["request", "fun_config"],
+    "after_execute": ["request", "fun_config", "response"],
+}
 _AUTH_CALLBACK_ARGS = ["params", "headers"]
 
 
@@ -136,8 +140,10 @@ def _fits(where: str, target: str, parts: list[tuple[int, str]] | None, who: str
     varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
     if len(required) <= n and (varargs or n <= len(positional)):
         keyword_only = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
-        return [f"{where}: {target} requires keyword-only argument(s) {', '.join(keyword_only)}; "
-                "the gateway passes positional arguments only"]
+        return [
+            f"{where}: {target} requires keyword-only argument(s) {', '.join(keyword_only)}; "
+            "the gateway passes positional arguments only"
+        ]
     if varargs:
         count = f"at least {len(required)}"
     elif len(required) == len(positional):
@@ -145,8 +151,10 @@ def _fits(where: str, target: str, parts: list[tuple[int, str]] | None, who: str
     else:
         count = f"{len(required)} to {len(positional)}"
     passed = ", ".join(text for k, text in parts if k) or ", ".join(text for _, text in parts) or "nothing"
-    return [f"{where}: {target} takes {count} positional argument{'' if count == '1' else 's'} "
-            f"but {who} passes {n} ({passed})"]
+    return [
+        f"{where}: {target} takes {count} positional argument{'' if count == '1' else 's'} "
+        f"but {who} passes {n} ({passed})"
+    ]
 
 
 def _path_hint(target: str) -> str:
@@ -162,5 +170,7 @@ def _path_hint(target: str) -> str:
         return ""
     if os.getcwd() in [os.path.abspath(p or ".") for p in sys.path]:
         return ""
-    return (f"; {top}{'.py' if os.path.isfile(f'{top}.py') else '/'} is in the current directory, "
-            "which is not on the import path: pass --app-dir . (or the directory that holds it)")
+    return (
+        f"; {top}{'.py' if os.path.isfile(f'{top}.py') else '/'} is in the current directory, "
+        "which is not on the import path: pass --app-dir . (or the directory that holds it)"
+    )
