@@ -1,5 +1,17 @@
 import asyncio
-from typing import Any
+from typing import Any, Final
+
+# The frame kinds, the first item of every frame.
+HELLO_: Final[int]
+AUTH_: Final[int]
+WELCOME_: Final[int]
+CALL_: Final[int]
+RESULT_: Final[int]
+ERROR_: Final[int]
+CHUNK_: Final[int]
+END_: Final[int]
+CANCEL_: Final[int]
+CREDIT_: Final[int]
 
 class Sink:
     deadline: float
