@@ -52,7 +52,9 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
-if str(TESTS) not in sys.path:  # gateway_proc; genapi itself is the installed package
+# tests/support (`from support.gateway_proc import ...`), shared with the tests. pytest puts tests/ on the
+# path only for test modules under it; benchmarks/ is a package, so its conftest adds tests/ here.
+if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 SERVER_CPU = 0
@@ -173,7 +175,7 @@ def bench_node(bench_gateway):
     """A service node (`tests/nodeapp.py`: service "inv") pushed to the bench gateway. Pinned to
     the gateway's CPU: the server side of a remote call (gateway + node) gets the same one core
     a local call gets, and the load generator keeps the other."""
-    from node_proc import NodeProcess, wait_pushed
+    from support.node_proc import NodeProcess, wait_pushed
 
     node = NodeProcess(
         [bench_gateway.control],
@@ -191,7 +193,7 @@ def bench_node(bench_gateway):
 def bench_gateway_2w():
     """`genapi serve --workers 2` (demo config), not pinned: the two workers have the two cores,
     which they share with the load generator."""
-    from gateway_proc import GatewayProcess
+    from support.gateway_proc import GatewayProcess
 
     gw = GatewayProcess(extra_args=["--workers", "2", "--log-level", "warning"])
     yield gw
@@ -205,7 +207,7 @@ def bench_gateway_limited():
     key: every loadgen connection comes from 127.0.0.1) and never refused by (1000 per ms)."""
     from importlib import resources
 
-    from gateway_proc import GatewayProcess
+    from support.gateway_proc import GatewayProcess
 
     config = resources.files("genapi").joinpath("default.toml").read_text() + (
         "\n[rate_limiter]\ntable_slots = 1024\n"
@@ -220,7 +222,7 @@ def bench_gateway_limited():
 def _demo_gateway(extra: str, gateway_keys: str = ""):
     from importlib import resources
 
-    from gateway_proc import GatewayProcess
+    from support.gateway_proc import GatewayProcess
 
     config = (
         resources.files("genapi")
@@ -251,7 +253,7 @@ def bench_gateway_telemetry():
 @pytest.fixture(scope="session")
 def bench_gateway():
     """`genapi serve` with the embedded default config (demo service), pinned to SERVER_CPU."""
-    from gateway_proc import GatewayProcess
+    from support.gateway_proc import GatewayProcess
 
     gw = GatewayProcess(cpu=SERVER_CPU if _can_pin() else None)
     yield gw

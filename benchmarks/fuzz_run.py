@@ -32,11 +32,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
-if str(TESTS) not in sys.path:
+if str(TESTS) not in sys.path:  # a script, not a pytest run: tests/support (fuzzgen, the process helpers) by hand
     sys.path.insert(0, str(TESTS))
 
-import fuzzgen  # noqa: E402
-from gateway_proc import GatewayProcess  # noqa: E402
+from support import fuzzgen  # noqa: E402
+from support.gateway_proc import GatewayProcess  # noqa: E402
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \S")
 LIMITS = dict(max_payload_bytes=16384, max_channels=20, max_in_flight=8, max_queued=64)
@@ -109,7 +109,7 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def _final(url: str, seed: int) -> tuple[dict[str, Any], Any]:
     """The terminal sweep and a well-formed echo call at the end."""
-    from rawclient import Raw, request
+    from support.rawclient import Raw, request
 
     stats = fuzzgen.Stats()
     gen = fuzzgen.FuzzGen(seed, max_channels=LIMITS["max_channels"], max_payload=LIMITS["max_payload_bytes"])

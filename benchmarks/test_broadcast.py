@@ -7,15 +7,9 @@ Run: `pytest benchmarks/test_broadcast.py --benchmark-only` (part of `pytest ben
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-TESTS = Path(__file__).resolve().parent.parent / "tests"
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
 
 CONFIG = """
 [auth]
@@ -43,7 +37,7 @@ def message(service: str, n: int, version: str) -> dict:
 
 @pytest.fixture(scope="module")
 def two_workers():
-    from gateway_proc import GatewayProcess
+    from support.gateway_proc import GatewayProcess
 
     gw = GatewayProcess(CONFIG, extra_args=["--workers", "2"])
     yield gw
@@ -56,7 +50,7 @@ def test_broadcast(benchmark, two_workers, n):
     """A service of `n` functions pushed once (all new: every worker binds them), then pushed
     again with one function changed per round (what a deploy of one change does): the broadcast
     (publish + every worker's acknowledgement) of each."""
-    from node_proc import control
+    from support.node_proc import control
 
     msg = message(f"bc{n}", n, "v0")
     first = control(two_workers.control, "$push", [msg, False], timeout=120)

@@ -37,9 +37,6 @@ import msgspec
 import pytest
 
 HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent / "tests"
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
 
 from .relay_members import Member, Recorder, connect  # noqa: E402
 
@@ -141,7 +138,7 @@ class Fanout:
 
     # ------------------------------------------------------------------ setup
     async def start(self) -> None:
-        from gateway_proc import children
+        from support.gateway_proc import children
 
         self.sender = await connect(self.gw.url, "sender", TOPIC)
         await self.sender.call("chat", "create_group", {"group_id": GROUP, "group_type": "public"})
@@ -345,7 +342,7 @@ def _latencies(r: dict[str, Any]) -> tuple[list[float], list[float]]:
 def fanout():
     import uvloop
 
-    from gateway_proc import GatewayProcess
+    from support.gateway_proc import GatewayProcess
 
     gw = GatewayProcess(CONFIG, extra_args=["--workers", "2", "--log-level", "warning"])
     loop = uvloop.new_event_loop()

@@ -1,13 +1,9 @@
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gateway_proc import GatewayProcess
+from support.gateway_proc import GatewayProcess
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from gateway_proc import GatewayProcess
-from rawclient import Raw, request
+from support.gateway_proc import GatewayProcess
+from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
 

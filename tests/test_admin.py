@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.cli import main
 from genapi.client import Client
-from node_proc import NodeProcess, wait_pushed
+from support.gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
+from support.node_proc import NodeProcess, wait_pushed
 
 CONFIG = (
     PID_CONFIG

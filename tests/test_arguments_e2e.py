@@ -6,9 +6,9 @@ import json
 import msgspec
 import pytest
 
-from gateway_proc import GatewayProcess
 from genapi._core.validate import ArgumentError, Limits, Validator
 from genapi.client import Client
+from support.gateway_proc import GatewayProcess
 
 MISSING = object()
 U1 = "550e8400-e29b-41d4-a716-446655440000"

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from picows import WSError
 
-from gateway_proc import GatewayProcess
 from genapi.client import Client
-from rawclient import Raw, request
+from support.gateway_proc import GatewayProcess
+from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
 SECRET = "s3cret-for-tests-0123456789abcdef0123456789"

@@ -11,9 +11,9 @@ import sys
 import pytest
 from picows import WSMsgType
 
-from gateway_proc import GatewayProcess
 from genapi._core import wire
-from rawclient import Raw, request
+from support.gateway_proc import GatewayProcess
+from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
 

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from gateway_proc import GatewayProcess
 from genapi.client import (
     CallFailed,
     Client,
@@ -19,6 +18,7 @@ from genapi.client import (
     phoenix_backoff,
 )
 from genapi.errors import GenapiError
+from support.gateway_proc import GatewayProcess
 
 RESTRICTED = """
 [gateway]

@@ -10,6 +10,7 @@ import pytest
 from genapi import __version__
 from genapi.config import ConfigError, parse
 from genapi.request.signatures import callable_problems
+from support.gateway_proc import SUPPORT
 
 FN = """
 [[functions]]
@@ -28,7 +29,7 @@ def genapi(*args, timeout=30):
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=__file__.rsplit("/", 1)[0],
+        cwd=SUPPORT,  # the app dir: configs name its modules (testapi:echo)
     )
 
 

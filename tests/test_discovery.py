@@ -8,13 +8,13 @@ import sys
 import jsonschema
 import pytest
 
-from gateway_proc import GatewayProcess
 from genapi._core.validate import Limits, Validator
 from genapi.client import Client
 from genapi.config import parse
 from genapi.errors import ArgumentError
 from genapi.request import discovery
 from genapi.request.pipeline import Pipeline
+from support.gateway_proc import GatewayProcess
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 

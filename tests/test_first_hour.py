@@ -13,9 +13,9 @@ import jwt
 import pytest
 from picows import WSError
 
-from gateway_proc import BANNER, GatewayProcess, free_port, wait_until
 from genapi.client import Client
-from rawclient import Raw, request
+from support.gateway_proc import BANNER, SUPPORT, GatewayProcess, free_port, wait_until
+from support.rawclient import Raw, request
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
@@ -31,7 +31,7 @@ arg_types = { text = "string" }
 """
 
 
-def genapi(*args, cwd=HERE, env=None, timeout=30):
+def genapi(*args, cwd=SUPPORT, env=None, timeout=30):  # cwd: the app dir, where testapi is
     return subprocess.run([GENAPI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 

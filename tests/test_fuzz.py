@@ -16,9 +16,9 @@ import re
 
 import pytest
 
-from fuzzgen import VALID_CLOSE_CODES, FuzzGen, Stats, campaign, gateway_config, terminal_sweep
-from gateway_proc import GatewayProcess
-from rawclient import Raw, request
+from support.fuzzgen import VALID_CLOSE_CODES, FuzzGen, Stats, campaign, gateway_config, terminal_sweep
+from support.gateway_proc import GatewayProcess
+from support.rawclient import Raw, request
 
 SEED = int(os.environ.get("GENAPI_FUZZ_SEED", "20240601"))
 INPUTS = int(os.environ.get("GENAPI_FUZZ_INPUTS", "6000"))

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.client import Client
+from support.gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 
 CONFIG = PID_CONFIG
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from gateway_proc import GatewayProcess, wait_until
-from sockclient import SockClient
+from support.gateway_proc import GatewayProcess, wait_until
+from support.sockclient import SockClient
 
 EV = "phoenix_gen_api"
 MiB = 1 << 20

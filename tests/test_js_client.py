@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway_proc import GatewayProcess
+from support.gateway_proc import GatewayProcess
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -23,7 +23,7 @@ JS_DIR = TESTS / "js"
 def _absolute_pythonpath() -> str:
     """GatewayProcess runs the server with cwd=tests/, so a relative PYTHONPATH (the documented
     `PYTHONPATH=src pytest ...`) would no longer find the package: make every entry absolute."""
-    entries = [str(TESTS)]
+    entries = [str(TESTS / "support")]
     entries += [str(Path(e).resolve()) for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
     return os.pathsep.join(dict.fromkeys(entries))
 

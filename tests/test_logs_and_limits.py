@@ -15,9 +15,9 @@ from urllib.parse import quote
 import pytest
 from picows import WSError
 
-from gateway_proc import GatewayProcess, wait_until
 from genapi import log
-from rawclient import Raw, request
+from support.gateway_proc import GatewayProcess, wait_until
+from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
 FORGED = "2030-01-01 00:00:00,000 ERROR forged_by_client user_id=admin"

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from gateway_proc import GatewayProcess, wait_until
 from genapi.client import Client
-from rawclient import Raw, request
+from support.gateway_proc import GatewayProcess, wait_until
+from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
 TMP = tempfile.mkdtemp(prefix="genapi-pipeline-")

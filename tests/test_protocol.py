@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 from picows import WSError
 
-from gateway_proc import GatewayProcess
-from rawclient import Raw, request
+from support.gateway_proc import GatewayProcess
+from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
 
@@ -365,7 +365,7 @@ def test_supervisor_restarts_a_dead_worker(run):
     import os
     import subprocess
 
-    from gateway_proc import wait_until
+    from support.gateway_proc import wait_until
 
     gw = GatewayProcess(extra_args=["--workers", "2"])
 

@@ -13,9 +13,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.client import Client
-from node_proc import control
+from support.gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
+from support.node_proc import control
 
 BASE = (
     PID_CONFIG
@@ -173,7 +173,7 @@ def test_a_worker_killed_mid_traffic_leaves_the_table_usable() -> None:
 
 
 def test_ip_address_behind_a_trusted_proxy_is_the_forwarded_one() -> None:
-    from rawclient import Raw
+    from support.rawclient import Raw
 
     limit = '[[rate_limiter.global_limits]]\nkey = "ip_address"\nmax_requests = 2\nwindow_ms = 60000\n'
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import GatewayProcess, children
 from genapi.client import Client, Push
 from genapi.errors import PERMISSION_DENIED, RELAY_TEXTS, RelayError
 from genapi.relay import RelayClient
+from support.gateway_proc import GatewayProcess, children
 
 CONFIG = """
 [auth]

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import GatewayProcess, free_port
 from genapi.client import Client
 from genapi.nodes import rpc
-from node_proc import NodeProcess, control, wait_pushed
+from support.gateway_proc import SUPPORT, GatewayProcess, free_port
+from support.node_proc import NodeProcess, control, wait_pushed
 
 ANON = """
 [gateway]
@@ -366,7 +366,7 @@ def test_service_run_refuses_what_is_not_a_service() -> None:
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    env = {**os.environ, "PYTHONPATH": str(SUPPORT)}
     for target, words in (
         ("nodeapp:nope", "cannot load nodeapp:nope"),
         ("nodeapp:NODE", "not a genapi.service.Service"),

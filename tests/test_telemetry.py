@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import GatewayProcess
 from genapi import telemetry
 from genapi.client import Client
-from node_proc import control
+from support.gateway_proc import GatewayProcess
+from support.node_proc import control
 
 CONFIG = """
 [auth]

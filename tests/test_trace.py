@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from gateway_proc import GatewayProcess
 from genapi import trace
 from genapi.client import Client
-from node_proc import NodeProcess, wait_pushed
+from support.gateway_proc import GatewayProcess
+from support.node_proc import NodeProcess, wait_pushed
 
 CONFIG = """
 [auth]

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
 from genapi.client import Client
 from genapi.host.snapshot import default_path
-from node_proc import NodeProcess, control
+from support.gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
+from support.node_proc import NodeProcess, control
 
 CONFIG = (
     PID_CONFIG

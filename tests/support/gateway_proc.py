@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+SUPPORT = Path(__file__).resolve().parent  # on the child's PYTHONPATH: the app modules configs name (testapi:pid)
+TESTS = SUPPORT.parent  # the child's cwd
 BANNER = re.compile(
     r"genapi listening on ws://([\d.]+):(\d+)(\S*) \(workers=(\d+), pid=(\d+)\)"
     r"(?: control on ([\d.]+:\d+))?"
@@ -89,13 +90,13 @@ class GatewayProcess(ChildProcess):
         args += extra_args or []
         if cpu is not None:
             args = ["taskset", "-c", str(cpu), *args]
-        pp = [str(HERE)] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        pp = [str(SUPPORT)] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(pp)}
         full_env.update(env or {})
         self.stderr = tempfile.TemporaryFile()
         limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=self.stderr, env=full_env, cwd=str(HERE), text=True, preexec_fn=limit
+            args, stdout=subprocess.PIPE, stderr=self.stderr, env=full_env, cwd=str(TESTS), text=True, preexec_fn=limit
         )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         m = BANNER.search(line)

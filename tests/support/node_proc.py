@@ -10,13 +10,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from gateway_proc import ChildProcess
 from genapi.nodes import rpc
+from support.gateway_proc import SUPPORT, TESTS, ChildProcess
 
-HERE = Path(__file__).resolve().parent
 BANNER = re.compile(r"genapi service (\S+) listening on ([\d.]+:\d+) \(pid=(\d+)")
 
 
@@ -40,13 +38,13 @@ class NodeProcess(ChildProcess):
         args += extra_args or []
         if cpu is not None:
             args = ["taskset", "-c", str(cpu), *args]
-        pp = [str(HERE)] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        pp = [str(SUPPORT)] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(pp), "NODE_NAME": name}
         full_env.update(env or {})
         self.name = name
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=self.stderr, env=full_env, cwd=str(HERE), text=True
+            args, stdout=subprocess.PIPE, stderr=self.stderr, env=full_env, cwd=str(TESTS), text=True
         )
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         m = BANNER.search(line)
