@@ -36,6 +36,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from support.configs import PID  # tests/support: on the path by benchmarks/conftest.py
+
 HERE = Path(__file__).resolve().parent
 
 from .relay_members import Member, Recorder, connect  # noqa: E402
@@ -50,7 +52,8 @@ OTHER_WARN_PCT = 10.0  # percent of a core other processes may take during a rou
 OTHER_WARN_MIN_S = 0.1  # and CPU seconds (/proc counts 10 ms ticks per process: short rounds are coarse)
 TIMEOUT_S = 30.0  # for every member to get a round's messages
 
-CONFIG = """
+CONFIG = (
+    """
 [gateway]
 idle_timeout_ms = 600000  # the members send nothing (no heartbeats) between rounds
 
@@ -59,12 +62,9 @@ callback = "testapi:auth_callback"
 
 [relay]
 service = "chat"
-
-[[functions]]
-service = "w"
-request_type = "pid"
-mfa = "testapi:pid"
 """
+    + PID
+)
 GROUP = "bench"
 TOPIC = "room:1"
 EVENT = "phoenix_gen_api"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from support.configs import echo
 from support.gateway_proc import GatewayProcess
 from support.rawclient import Raw, request
 
@@ -153,13 +154,8 @@ service = "t"
 request_type = "sleep"
 mfa = "testapi:sleep"
 arg_types = { ms = "num" }
-
-[[functions]]
-service = "t"
-request_type = "echo"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-""",
+"""
+        + echo("t"),
         extra_args=["--log-level", "info"],
     )
 

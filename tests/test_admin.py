@@ -16,7 +16,8 @@ import pytest
 
 from genapi.cli import main
 from genapi.client import Client
-from support.gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
+from support.configs import PID_CONFIG
+from support.gateway_proc import GatewayProcess, children, wait_until
 from support.node_proc import NodeProcess, wait_pushed
 
 CONFIG = (

@@ -12,12 +12,14 @@ import pytest
 from picows import WSMsgType
 
 from genapi._core import wire
+from support.configs import DEMO_ECHO
 from support.gateway_proc import GatewayProcess
 from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
 
-CONFIG = """
+CONFIG = (
+    """
 [gateway]
 topics = ["api:*"]
 max_topic_bytes = 32
@@ -25,16 +27,9 @@ max_payload_bytes = 2000
 
 [auth]
 require_verified_user_id = false
-
-[[functions]]
-service = "demo"
-request_type = "echo"
-nodes = "local"
-mfa = "genapi.demo:echo"
-arg_types = { text = "string", n = { type = "num", default_value = 1 } }
-arg_orders = ["text", "n"]
-timeout = 5000
-
+"""
+    + DEMO_ECHO
+    + """
 [[functions]]
 service = "demo"
 request_type = "note"
@@ -44,6 +39,7 @@ arg_types = { text = ["string", 200] }
 response_type = "none"
 timeout = 1000
 """
+)
 
 # the default payload limit (1 MB), so one frame may carry a topic or a name of about 2 MB
 FLOOD_CONFIG = """

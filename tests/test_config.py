@@ -10,6 +10,7 @@ import pytest
 from genapi import __version__
 from genapi.config import ConfigError, parse
 from genapi.request.signatures import callable_problems
+from support.configs import ANON  # a file check and serve accept needs a way to answer
 from support.gateway_proc import SUPPORT
 
 FN = """
@@ -20,7 +21,6 @@ nodes = "local"
 mfa = "testapi:nothing"
 timeout = 1000
 """
-ANON = "[auth]\nrequire_verified_user_id = false\n"  # a file check and serve accept needs a way to answer
 
 
 def genapi(*args, timeout=30):

@@ -14,6 +14,7 @@ import pytest
 from picows import WSError
 
 from genapi.client import Client
+from support.configs import ANON, echo
 from support.gateway_proc import BANNER, SUPPORT, GatewayProcess, free_port, wait_until
 from support.rawclient import Raw, request
 
@@ -21,14 +22,7 @@ HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 GENAPI = str(Path(sys.executable).with_name("genapi"))
 EV = "phoenix_gen_api"
-ANON = "[auth]\nrequire_verified_user_id = false\n"
-ECHO = """
-[[functions]]
-service = "s"
-request_type = "echo"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-"""
+ECHO = echo("s")
 
 
 def genapi(*args, cwd=SUPPORT, env=None, timeout=30):  # cwd: the app dir, where testapi is

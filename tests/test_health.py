@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from genapi.client import Client
-from support.gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
+from support.configs import PID_CONFIG
+from support.gateway_proc import GatewayProcess, children, wait_until
 
 CONFIG = PID_CONFIG
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from genapi.client import Client
+from support.configs import t
 from support.gateway_proc import GatewayProcess, wait_until
 from support.rawclient import Raw, request
 
@@ -27,15 +28,7 @@ thread_queue_limit = 2
 
 [auth]
 require_verified_user_id = false
-
-[[functions]]
-service = "t"
-request_type = "echo"
-version = "1.0.0"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = {{ text = "string" }}
-timeout = 1000
+{t("echo", version="1.0.0")}
 
 [[functions]]
 service = "t"
@@ -66,63 +59,13 @@ nodes = "local"
 mfa = "testapi:echo"
 timeout = 1000
 disabled = true
-
-[[functions]]
-service = "t"
-request_type = "plain"
-nodes = "local"
-mfa = "testapi:plain_echo"
-arg_types = {{ text = "string" }}
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "block"
-nodes = "local"
-mfa = "testapi:block"
-arg_types = {{ ms = "num" }}
-timeout = 5000
-
-[[functions]]
-service = "t"
-request_type = "block_short"
-nodes = "local"
-mfa = "testapi:block"
-arg_types = {{ ms = "num" }}
-timeout = 300
-
-[[functions]]
-service = "t"
-request_type = "sleep"
-nodes = "local"
-mfa = "testapi:sleep"
-arg_types = {{ ms = "num" }}
-timeout = 300
-
-[[functions]]
-service = "t"
-request_type = "sleep_async"
-nodes = "local"
-mfa = "testapi:sleep"
-arg_types = {{ ms = "num" }}
-response_type = "async"
-timeout = 300
-
-[[functions]]
-service = "t"
-request_type = "sleep_forever"
-nodes = "local"
-mfa = "testapi:sleep"
-arg_types = {{ ms = "num" }}
-timeout = "infinity"
-
-[[functions]]
-service = "t"
-request_type = "boom"
-nodes = "local"
-mfa = "testapi:boom"
-arg_types = {{ text = "string" }}
-timeout = 1000
+{t("plain")}
+{t("block")}
+{t("block", "block_short", timeout=300)}
+{t("sleep")}
+{t("sleep", "sleep_async", response_type="async")}
+{t("sleep", "sleep_forever", timeout="infinity")}
+{t("boom")}
 
 [[functions]]
 service = "t"

@@ -10,12 +10,14 @@ import urllib.request
 import pytest
 from picows import WSError
 
+from support.configs import DEMO_ECHO
 from support.gateway_proc import GatewayProcess
 from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
 
-TOPICS_CONFIG = """
+TOPICS_CONFIG = (
+    """
 [gateway]
 topics = ["api:*", "room:?"]
 idle_timeout_ms = 600
@@ -24,16 +26,9 @@ max_payload_bytes = 2000
 
 [auth]
 require_verified_user_id = false
-
-[[functions]]
-service = "demo"
-request_type = "echo"
-nodes = "local"
-mfa = "genapi.demo:echo"
-arg_types = { text = "string", n = { type = "num", default_value = 1 } }
-arg_orders = ["text", "n"]
-timeout = 5000
 """
+    + DEMO_ECHO
+)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from collections import Counter
 from typing import Any
 
 from genapi.client import Client
-from support.gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
+from support.configs import PID_CONFIG
+from support.gateway_proc import GatewayProcess, children, wait_until
 from support.node_proc import control
 
 BASE = (

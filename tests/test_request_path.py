@@ -13,83 +13,25 @@ from genapi.config import parse
 from genapi.gateway.phoenix import V1, V2
 from genapi.request.pipeline import Pipeline
 from genapi.structs import Request
+from support.configs import t
 
 EV = "phoenix_gen_api"
 
-CONFIG = """
+CONFIG = (
+    """
 [gateway]
 detail_error = true
 thread_pool_size = 2
-
-[[functions]]
-service = "t"
-request_type = "echo"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "plain"
-nodes = "local"
-mfa = "testapi:plain_echo"
-arg_types = { text = "string" }
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "slow"
-nodes = "local"
-mfa = "testapi:sleep"
-arg_types = { ms = "num" }
-response_type = "async"
-timeout = 200
-
-[[functions]]
-service = "t"
-request_type = "block"
-nodes = "local"
-mfa = "testapi:block"
-arg_types = { ms = "num" }
-timeout = 200
-
-[[functions]]
-service = "t"
-request_type = "gen"
-nodes = "local"
-mfa = "testapi:gen"
-arg_types = { n = "num" }
-response_type = "stream"
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "mine"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-check_permission = "any_authenticated"
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "rejected"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-before_execute = "testapi:before_reject"
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "fire"
-nodes = "local"
-mfa = "testapi:plain_echo"
-arg_types = { text = "string" }
-response_type = "none"
-timeout = 1000
 """
+    + t("echo")
+    + t("plain")
+    + t("sleep", "slow", response_type="async", timeout=200)
+    + t("block", timeout=200)
+    + t("gen")
+    + t("echo", "mine", check_permission="any_authenticated")
+    + t("echo", "rejected", before_execute="testapi:before_reject")
+    + t("plain", "fire", response_type="none")
+)
 
 
 class Sink:

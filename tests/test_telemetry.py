@@ -13,10 +13,12 @@ import pytest
 
 from genapi import telemetry
 from genapi.client import Client
+from support.configs import echo
 from support.gateway_proc import GatewayProcess
 from support.node_proc import control
 
-CONFIG = """
+CONFIG = (
+    """
 [auth]
 require_verified_user_id = false
 
@@ -52,52 +54,29 @@ request_type = "attached"
 mfa = "telemetry_probe:attached"
 arg_types = { event = "string" }
 
-[[functions]]
-service = "t"
-request_type = "echo"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-
-[[functions]]
-service = "t"
-request_type = "limited"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-
-[[functions]]
-service = "t"
-request_type = "hooked"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-before_execute = "testapi:before_upper"
-after_execute = "testapi:after_raise"
-response_type = "async"
-
+"""
+    + echo("t")
+    + echo("t", "limited")
+    + echo(
+        "t", "hooked", before_execute="testapi:before_upper", after_execute="testapi:after_raise", response_type="async"
+    )
+    + """
 [[functions]]
 service = "t"
 request_type = "flaky"
 mfa = "testapi:boom"
 arg_types = { text = "string" }
 retry = 2
-
-[[functions]]
-service = "t"
-request_type = "bfail"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-before_execute = "testapi:before_raise"
-
+"""
+    + echo("t", "bfail", before_execute="testapi:before_raise")
+    + """
 [[functions]]
 service = "t"
 request_type = "pboom"
 mfa = "testapi:plain_boom"
-
-[[functions]]
-service = "t"
-request_type = "spare"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-
+"""
+    + echo("t", "spare")
+    + """
 [[functions]]
 service = "t"
 request_type = "down"
@@ -110,6 +89,7 @@ request_type = "block"
 mfa = "testapi:block"
 arg_types = { ms = "num" }
 """
+)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import pytest
 
 from genapi.client import Client
 from genapi.host.snapshot import default_path
-from support.gateway_proc import PID_CONFIG, GatewayProcess, children, wait_until
+from support.configs import PID_CONFIG
+from support.gateway_proc import GatewayProcess, children, wait_until
 from support.node_proc import NodeProcess, control
 
 CONFIG = (

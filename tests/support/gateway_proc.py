@@ -22,18 +22,6 @@ BANNER = re.compile(
 )
 
 
-# An anonymous gateway answering `w.pid` (which worker process answered): the workers' tests start from it.
-PID_CONFIG = """
-[auth]
-require_verified_user_id = false
-
-[[functions]]
-service = "w"
-request_type = "pid"
-mfa = "testapi:pid"
-"""
-
-
 class ChildProcess:
     """A child process of a test (`proc`, `stderr`), stopped by its pid."""
 
