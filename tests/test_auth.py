@@ -12,13 +12,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from picows import WSError
 
 from genapi.client import Client
+from support.configs import t
 from support.gateway_proc import GatewayProcess
 from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
 SECRET = "s3cret-for-tests-0123456789abcdef0123456789"
 
-FUNCTIONS = """
+FUNCTIONS = (
+    """
 [[functions]]
 service = "t"
 request_type = "who"
@@ -26,71 +28,21 @@ nodes = "local"
 mfa = "testapi:info"
 request_info = true
 timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "any"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-check_permission = "any_authenticated"
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "own"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string", user_id = { type = "string", allow_nil = true } }
-arg_orders = ["text", "user_id"]
-check_permission = { arg = "user_id" }
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "admin"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-check_permission = { role = ["admin", "ops"] }
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "cb"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-permission_callback = "testapi:allow_if_magic"
-check_permission = { role = ["nobody"] }
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "cb_async"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-permission_callback = ["testapi:allow_async", ["open"]]
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "cb_raise"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-permission_callback = "testapi:perm_raises"
-timeout = 1000
-
-[[functions]]
-service = "t"
-request_type = "public"
-nodes = "local"
-mfa = "testapi:echo"
-arg_types = { text = "string" }
-timeout = 1000
 """
+    + t("echo", "any", check_permission="any_authenticated")
+    + t(
+        "echo",
+        "own",
+        arg_types={"text": "string", "user_id": {"type": "string", "allow_nil": True}},
+        arg_orders=["text", "user_id"],
+        check_permission={"arg": "user_id"},
+    )
+    + t("echo", "admin", check_permission={"role": ["admin", "ops"]})
+    + t("echo", "cb", permission_callback="testapi:allow_if_magic", check_permission={"role": ["nobody"]})
+    + t("echo", "cb_async", permission_callback=["testapi:allow_async", ["open"]])
+    + t("echo", "cb_raise", permission_callback="testapi:perm_raises")
+    + t("echo", "public")
+)
 
 
 def token(sub="u1", key=SECRET, alg="HS256", **claims):
