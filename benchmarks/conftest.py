@@ -172,7 +172,7 @@ def phx_min_server():
 
 @pytest.fixture(scope="session")
 def bench_node(bench_gateway):
-    """A service node (`tests/nodeapp.py`: service "inv") pushed to the bench gateway. Pinned to
+    """A service node (`tests/support/nodeapp.py`: service "inv") pushed to the bench gateway. Pinned to
     the gateway's CPU: the server side of a remote call (gateway + node) gets the same one core
     a local call gets, and the load generator keeps the other."""
     from support.node_proc import NodeProcess, wait_pushed

@@ -3,8 +3,8 @@ at once, checking the invariants of tests/test_fuzz.py all the way. Not part of 
 
     python benchmarks/fuzz_run.py --inputs 1000000 --seed 1
 
-Starts `genapi serve` (the demo functions with tight limits: tests/fuzzgen.py's gateway_config),
-runs tests/fuzzgen.py's campaign in `--procs` client processes (each its own seed stream and
+Starts `genapi serve` (the demo functions with tight limits: tests/support/fuzzgen.py's gateway_config),
+runs tests/support/fuzzgen.py's campaign in `--procs` client processes (each its own seed stream and
 `--connections` connections), then sweeps every connection-ending protocol violation, and
 finally checks that a well-formed echo call still succeeds. Prints progress every few seconds
 (inputs/s, replies, the gateway's RSS) and a JSON summary at the end: inputs, wall time,

@@ -1,5 +1,5 @@
 """Hostile and broken clients, seeded: a real gateway (the demo functions, tight limits, info
-logs) takes a few thousand fuzz inputs over several connections at once (tests/fuzzgen.py: bad
+logs) takes a few thousand fuzz inputs over several connections at once (tests/support/fuzzgen.py: bad
 JSON and UTF-8, wrong shapes and types, odd refs, deep nesting, control characters in every
 string, edge numbers, unknown events, joins and leaves, heartbeats, binary frames, pings,
 fragmented messages, odd handshakes), then every kind of connection-ending protocol violation.

@@ -1,6 +1,6 @@
 """Telemetry: each event fires with the reference's keys, from the compiled fast path and the
 general path alike; a failing handler is detached without touching the request. Handlers live
-in the gateway process (tests/telemetry_probe.py, imported by the config)."""
+in the gateway process (tests/support/telemetry_probe.py, imported by the config)."""
 
 from __future__ import annotations
 
