@@ -2,13 +2,13 @@
 proved the cluster secret (`control_auth.py`); `ControlClient` (`control_client.py`) is its
 client, one method per verb.
 
-    $push $verify $pushed                      config sync (configsync.py): service nodes push
-    $functions $status $nodes                  the registry, the gateway and its workers, the node pool
-    $fn_disable $fn_enable $fn_delete          an operator's switches on the registry
-    $ping                                      "pong"
-    $relay                                     a relay-group operation (RelayClient)
-    $rl_status $rl_reset $rl_config            rate limits: read and reset
-    $rl_update $rl_global_add $rl_global_remove rate limits: change
+    $push $verify $pushed                        config sync (configsync.py): service nodes push
+    $functions $status $nodes                    the registry, the gateway and its workers, the node pool
+    $fn_disable $fn_enable $fn_delete            an operator's switches on the registry
+    $ping                                        "pong"
+    $relay                                       a relay-group operation (RelayClient)
+    $rl_status $rl_reset $rl_config              rate limits: read and reset
+    $rl_update $rl_global_add $rl_global_remove  rate limits: change
 
 Each request is `target` (the verb) and `args` (a list). A verb not in the table is answered
 ERROR `unknown`; a request that cannot be applied (bad arguments, a refused push, a feature
