@@ -258,11 +258,9 @@ async def serve(
         groups = local.groups
     gateway.host = link.host if link is not None else LoneHost(gateway, groups)
     await gateway.start(sock)
-    gateway.control = ControlPlane(gateway.pipeline, settings)
-    gateway.control.limits = gateway.limits
-    gateway.control.relay = groups
+    inspect = gateway.host.inspect if master is None else None
+    gateway.control = ControlPlane(gateway.pipeline, settings, limits=gateway.limits, relay=groups, inspect=inspect)
     if master is None:
-        gateway.control.inspect = gateway.host.inspect
         await gateway.control.start(control)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
     for sig in (signal.SIGINT, signal.SIGTERM):

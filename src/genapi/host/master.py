@@ -102,10 +102,7 @@ class Master:
         gw = settings.gateway
         self.snapshots = SnapshotWriter(default_path(gw.host, gw.port))
         self.pipeline = Pipeline(settings)  # the authoritative registry; binding it validates a push
-        self.control = ControlPlane(self.pipeline, settings, on_change=self.broadcast)
         self.groups = Groups(settings.relay, self._deliver)  # relay groups: the host's one authority
-        self.control.relay = self.groups
-        self.control.inspect = self.inspect
         self.limits = None
         from genapi.host.ratelimit import limits_wanted
 
@@ -113,8 +110,15 @@ class Master:
             from genapi.host.ratelimit import RateLimits, table_path
 
             self.limits = RateLimits.create(settings.rate_limiter, table_path(gw.host, gw.port))
-            self.control.limits = self.limits
-            self.control.on_limits = self.broadcast_limits
+        self.control = ControlPlane(
+            self.pipeline,
+            settings,
+            on_change=self.broadcast,
+            limits=self.limits,
+            on_limits=self.broadcast_limits,
+            relay=self.groups,
+            inspect=self.inspect,
+        )
         self.limits_seq = 0
         self.workers = [WorkerHandle(i) for i in range(workers)]
         self._collect_seq = 0
