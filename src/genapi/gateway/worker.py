@@ -58,7 +58,7 @@ class HostView(Protocol):
 class Gateway:
     """Everything one worker process serves, given by `serve`: its functions (the bound
     registry), the dispatcher, the connections' context (`conns`: counters, open connections),
-    the rate limits, the relay seats, the control plane, and its index among the host's workers."""
+    the rate limits, the relay seats and its index among the host's workers."""
 
     def __init__(
         self,
@@ -68,7 +68,6 @@ class Gateway:
         conns: ConnectionContext,
         limits: RateLimits | None,
         seats: Seats,
-        control: ControlPlane,
         index: int,
     ) -> None:
         self.settings = settings
@@ -78,7 +77,6 @@ class Gateway:
         self.dispatcher = dispatcher
         self.conns = conns
         self.limits = limits
-        self.control = control
         self.index = index
         self.auth = Authenticator(settings.auth)
         self.origin_allowed = origin_checker(gw.check_origin)
@@ -103,14 +101,6 @@ class Gateway:
     def joins(self) -> int:
         """Channel joins accepted (for /metrics)."""
         return self.conns.joins
-
-    @property
-    def pipeline(self) -> _PipelineView:
-        """Transitional, for host/link.py and host/metrics.py until they are rebased on issue
-        19's split: they read `gateway.pipeline.{load, seats, nodes}`, which are now
-        `gateway.functions.load`, `gateway.seats` and `gateway.functions.nodes`. Remove after
-        the merge."""
-        return _PipelineView(self.functions, self.seats)
 
     async def http(self, path: str) -> tuple[int, str, bytes]:
         """/health: this worker answers; /ready: every worker up and on the current config
@@ -258,15 +248,6 @@ class Gateway:
             conn.abort("shutdown")
 
 
-class _PipelineView:
-    """Transitional (see `Gateway.pipeline`): the names host/link.py and host/metrics.py read."""
-
-    def __init__(self, functions: Functions, seats: Seats) -> None:
-        self.load = functions.load
-        self.seats = seats
-        self.nodes = functions.nodes
-
-
 CLOSE_BATCH = 100  # clients closed at once when a worker stops
 CLOSE_PAUSE_S = 0.02  # between batches: reconnects spread over time, not a stampede
 
@@ -314,11 +295,8 @@ async def serve(
     if lone:  # alone, this worker is the relay groups' authority
         groups = Groups(settings.relay, lambda _worker, tokens, payload: seats.deliver(tokens, payload))
         seats.link = LocalRelay(groups, seats)
-    plane = ControlPlane(functions, settings)  # type: ignore[arg-type]  # control.py: Functions after the merge
-    plane.limits = limits
-    plane.relay = groups
     index = int(os.environ.get("GENAPI_WORKER_INDEX", "0"))
-    gateway = Gateway(settings, functions, dispatcher, conns, limits, seats, plane, index)
+    gateway = Gateway(settings, functions, dispatcher, conns, limits, seats, index)
     stop = asyncio.Event()
     drain = [gw.shutdown_grace_ms / 1000]
     link = None
@@ -328,23 +306,24 @@ async def serve(
         await link.start()  # the current snapshot, before a single connection is accepted
         sock = reuseport_socket(gw.host, gw.port)
         host = link.host
+        plane = None  # the master serves the control port
     else:
-        lone_host = LoneHost(gateway, groups)
-        plane.inspect = lone_host.inspect
-        host = lone_host
+        host = LoneHost(gateway, groups)
+        plane = ControlPlane(functions, settings, limits=limits, relay=groups, inspect=host.inspect)
     await gateway.start(host, sock)
-    if lone:
+    if plane is not None:
         await plane.start(control)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if handle_sighup:
-        loop.add_signal_handler(signal.SIGHUP, lambda: reload_functions(gateway))
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_functions(gateway, plane))
     if ready is not None:
         ready(gateway)
     log.info("worker_ready", pid=os.getpid(), host=gw.host, port=gw.port)
     await stop.wait()
-    await plane.stop()
+    if plane is not None:
+        await plane.stop()
     await gateway.stop(drain[0])
     functions.nodes.close()
     pool.shutdown()
@@ -354,15 +333,17 @@ async def serve(
         limits.close(owner=lone)
 
 
-def reload_functions(gateway: Gateway) -> None:
-    """SIGHUP on a lone worker: the config file's functions again (pushed ones stay)."""
+def reload_functions(gateway: Gateway, plane: ControlPlane | None) -> None:
+    """SIGHUP on a lone worker: the config file's functions again (pushed ones stay, and those
+    disabled by hand through the control plane stay disabled)."""
     from genapi.config import load
 
     settings = gateway.settings
     try:
         fresh = load(None if settings.source == "<embedded default>" else settings.source)
         old = [(c.service, c.request_type, c.version) for c in settings.functions]
-        gateway.functions.replace(old, gateway.control.keep_disabled(fresh.functions))
+        functions = fresh.functions if plane is None else plane.keep_disabled(fresh.functions)
+        gateway.functions.replace(old, functions)
     except (ConfigError, ValueError) as exc:
         log.error("config_reload_failed", source=settings.source, error=str(exc))
         return

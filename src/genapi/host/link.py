@@ -34,7 +34,7 @@ class MasterLink:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.snapshots = SnapshotReader(default_path(gateway.settings.gateway.host, gateway.settings.gateway.port))
-        self.seats = gateway.pipeline.seats
+        self.seats = gateway.seats
         self.relay = PipeRelay(self._write)
         self.host = MasterHost(self._write)
         self.task: asyncio.Task[None] | None = None
@@ -107,7 +107,7 @@ class MasterLink:
         except SnapshotError as exc:
             log.error("snapshot_unreadable", generation=gen, error=str(exc))
             return
-        fresh = self.gateway.pipeline.load(snap.configs)
+        fresh = self.gateway.functions.load(snap.configs)
         self.gateway.generation = snap.generation
         self._write(json.dumps({"ack": snap.generation}).encode() + b"\n")
         log.info(

@@ -113,12 +113,15 @@ class Master:
 
             self.limits = RateLimits.create(settings.rate_limiter, table_path(gw.host, gw.port))
         self.groups = Groups(settings.relay, self._deliver)
-        self.control = ControlPlane(self.functions, settings, on_change=self.broadcast)  # type: ignore[arg-type]
-        self.control.relay = self.groups
-        self.control.inspect = self.inspect
-        if self.limits is not None:
-            self.control.limits = self.limits
-            self.control.on_limits = self.broadcast_limits
+        self.control = ControlPlane(
+            self.functions,
+            settings,
+            on_change=self.broadcast,
+            limits=self.limits,
+            on_limits=self.broadcast_limits,
+            relay=self.groups,
+            inspect=self.inspect,
+        )
         self.limits_seq = 0
         self.workers = [WorkerHandle(i) for i in range(workers)]
         self._collect_seq = 0
@@ -126,12 +129,6 @@ class Master:
         self._tasks: set[asyncio.Future[Any]] = set()
         self.stopping = False
         self.settings_json = msgspec.json.encode(settings).decode()
-
-    @property
-    def pipeline(self) -> Functions:
-        """Transitional: `broadcast` and `reload` (rewritten in issue 19's pipe work) read the
-        registry as `self.pipeline`; it is `self.functions`. Remove after the merge."""
-        return self.functions
 
     # ----------------------------------------------------------------- running
     async def run(self) -> int:
@@ -348,7 +345,7 @@ class Master:
     async def broadcast(self) -> dict[str, Any]:
         """Publishes the registry and returns once every live worker serves it (or ACK_TIMEOUT_S)."""
         started = time.perf_counter()
-        gen = self.snapshots.publish(self.pipeline.registry.configs())
+        gen = self.snapshots.publish(self.functions.registry.configs())
         for w in self.workers:
             if w.alive() and w.greeted:  # one still starting gets the newest generation after its hello
                 w.send({"gen": gen})
@@ -357,7 +354,7 @@ class Master:
         if missing:
             log.warning("config_not_acknowledged", generation=gen, workers=missing, timeout_s=ACK_TIMEOUT_S)
         else:
-            log.info("config_broadcast", generation=gen, functions=len(self.pipeline.registry), ms=ms)
+            log.info("config_broadcast", generation=gen, functions=len(self.functions.registry), ms=ms)
         return {"generation": gen, "workers": sum(w.alive() for w in self.workers), "missing": missing, "ms": ms}
 
     async def broadcast_limits(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -429,7 +426,7 @@ class Master:
         try:
             fresh = load(None if source == "<embedded default>" else source)
             old = [(c.service, c.request_type, c.version) for c in self.settings.functions]
-            self.pipeline.replace(old, self.control.keep_disabled(fresh.functions))
+            self.functions.replace(old, self.control.keep_disabled(fresh.functions))
         except (ConfigError, ValueError) as exc:
             log.error("config_reload_failed", source=source, error=str(exc))
             return

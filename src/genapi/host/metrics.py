@@ -19,7 +19,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def snapshot(gateway: Any) -> dict[str, Any]:
     """This worker's numbers, JSON-ready."""
     conns = list(gateway.connections)
-    seats = gateway.pipeline.seats
+    seats = gateway.seats
     return {
         "requests": [[svc, rt, *row.row()] for (svc, rt), row in _table().items()]
         + ([["_unknown", "_unknown", *unknown.row()]] if (unknown := unknown_row()).ok + unknown.error else []),
@@ -33,7 +33,7 @@ def snapshot(gateway: Any) -> dict[str, Any]:
         "rate_limited": gateway.limits.limiter.refused if gateway.limits is not None else 0,
         "relay_delivered": seats.delivered,
         "relay_dropped": seats.dropped,
-        "nodes": gateway.pipeline.nodes.status(),
+        "nodes": gateway.functions.nodes.status(),
     }
 
 
@@ -46,7 +46,7 @@ def _table() -> dict[tuple[str, str], Any]:
 
 def start() -> None:
     """Counts requests in this process from now on (a worker with `[gateway] metrics = true`),
-    for the functions bound from now on (call it before the pipeline binds any)."""
+    for the functions bound from now on (call it before any function is bound)."""
     global _live
     _live = request_metrics(True)
 

@@ -18,8 +18,9 @@ calling a node, or a node pushing to a gateway.
     CREDIT  client → server  [9, id, n]                         a stream may send n more chunks
 
 With a cluster secret both sides prove they know it (challenge–response: the secret is never
-sent); without one the proofs are empty and the listeners bind to loopback only. The
-connection itself (framing, handshake, batching, deadlines) is compiled: `_core/rpc.pyx`.
+sent); without one the proofs are empty and the listeners bind to loopback only (the control
+port's use of both rules: `host/control_auth.py`). The connection itself (framing, handshake,
+batching, deadlines) is compiled: `_core/rpc.pyx`.
 """
 
 from __future__ import annotations

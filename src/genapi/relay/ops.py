@@ -27,7 +27,7 @@ from typing import Any, cast
 from genapi._core.callee import Callee
 from genapi.config import RELAY_ARGS
 from genapi.errors import RelayError, relay_error
-from genapi.nodes import rpc
+from genapi.host.control_client import ControlClient
 from genapi.relay.seats import Seats
 from genapi.structs import FunConfig, Response
 
@@ -210,26 +210,22 @@ class RelayClient:
         self, control: str = "127.0.0.1:4001", secret: str | bytes | None = None, timeout_s: float = 10.0
     ) -> None:
         self.control = control
-        self.secret = rpc.secret_from(secret.decode() if isinstance(secret, bytes) else secret)
+        self.client = ControlClient(control, secret, name="genapi-relay", timeout_s=timeout_s)
+        self.secret = self.client.secret
         self.timeout_s = timeout_s
-        self._peer: Any = None
 
     async def __aenter__(self) -> RelayClient:
-        self._peer = await rpc.connect(self.control, self.secret, "genapi-relay")
+        await self.client.connect()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._peer is not None:
-            self._peer.close()
-            self._peer = None
+        self.client.close()
 
     async def _ask(self, op: str, **args: Any) -> dict[str, Any]:
-        if self._peer is None:
-            await self.__aenter__()
-        out = await self._peer.request("$relay", [op, args], self.timeout_s)
+        out = await self.client.relay(op, args)
         if isinstance(out, dict) and "error" in out:
             raise RelayError(str(out["error"]), str(out.get("text")))
         return cast(dict[str, Any], out)

@@ -21,12 +21,10 @@ from genapi._core.dispatch import Entry
 from genapi._core.handoff import ThreadPool
 from genapi._core.limits import RequestLimiter
 from genapi._core.reply import Reply
-from genapi.config import Settings
 from genapi.errors import ArgumentError, CallError, HookRejected
 from genapi.request import hooks, permissions
-from genapi.request.bind import Binder, Functions
+from genapi.request.bind import Binder
 from genapi.request.calls import StreamHandle, backoff
-from genapi.request.registry import Registry
 from genapi.structs import Request, Response
 
 
@@ -201,20 +199,3 @@ class GeneralPath:
             return handle.done.result() if handle.done.done() else Response.stream_end(req.request_id)
         finally:
             handle.stop()
-
-
-class Pipeline(Functions):
-    """Transitional, removed after issue 19's merge: host/control.py annotates its registry
-    owner as `Pipeline`, and `genapi check` (cli `_check_functions`) builds
-    `Pipeline(settings).pool.shutdown()`. Both become `bind.Functions`; `check` calls
-    `Functions.checked(settings)`, which binds with no thread pool."""
-
-    def __init__(self, settings: Settings) -> None:
-        registry: Registry[Entry] = Registry()
-        super().__init__(registry, Binder.checking(settings, registry), settings.functions)
-        self.pool = _NoPool()
-
-
-class _NoPool:
-    def shutdown(self) -> None:
-        pass
