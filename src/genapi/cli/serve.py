@@ -105,12 +105,11 @@ def serve(settings: Settings) -> int:
     )
     control = control_socket(settings)
     if workers == 1:
+        bound = control.getsockname() if control is not None else None
+        address = f"{bound[0]}:{bound[1]}" if bound is not None else ""
         uvloop.run(
             serve_worker(
-                settings,
-                sock,
-                control=control,
-                ready=lambda g: print(f"{banner} control on {g.control.address}", flush=True),
+                settings, sock, control=control, ready=lambda _g: print(f"{banner} control on {address}", flush=True)
             )
         )
         return 0
