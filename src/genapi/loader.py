@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from genapi._core.vocab import ASYNC, ASYNCGEN, GEN, SYNC
 from genapi.structs import split_target
 
 
@@ -36,8 +37,8 @@ def searched() -> str:
     return ", ".join(os.path.abspath(p or ".") for p in sys.path) or "nothing: sys.path is empty"
 
 
-# How a callable runs: on the loop (async def), in a thread (plain def), or as a stream.
-SYNC, ASYNC, GEN, ASYNCGEN = 0, 1, 2, 3
+# How a callable runs (on the loop, in a thread, or as a stream): the compiled core's `Kind`.
+__all__ = ["ASYNC", "ASYNCGEN", "GEN", "SYNC", "Target", "kind_of", "load_callable", "searched"]
 
 
 def kind_of(fn: Callable[..., Any]) -> int:
