@@ -127,8 +127,8 @@ cdef class RequestLimiter:
         rule, value = counted[refused]
         self.refused += 1
         if _stats.on_exceeded is not None:
-            _stats.on_exceeded(request, rule, value, -r,
-                         "global" if any(g is rule for g in self.globals) else [request.service, request.request_type])
+            scope = "global" if any(g is rule for g in self.globals) else [request.service, request.request_type]
+            _stats.on_exceeded(request, rule, value, -r, scope)
         log.info("rate_limited", request_id=request.request_id, key=rule.key, value=value,
                  max_requests=rule.max_requests, window_ms=rule.window_ms)
         return Response.fail(request.request_id, rate_limited(<long long>ceil(-r / 1000.0)), True)

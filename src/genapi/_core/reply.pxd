@@ -2,8 +2,8 @@
 from genapi._core.connection cimport Connection
 from genapi._core.stats cimport MetricRow
 
-
 cimport cython
+
 
 @cython.no_gc  # one per request; it forms no cycles that outlive the request
 cdef class Reply:
