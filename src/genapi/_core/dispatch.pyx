@@ -13,20 +13,19 @@ a Task), which calls the same steps of its Entry, in the same order, with the Ta
 neither path calls into the other.
 """
 from genapi import log
-from genapi.request import permissions
-from genapi.request.calls import retries
-from genapi.errors import (AUTH_REQUIRED, PERMISSION_DENIED, ArgumentError, DecodeError, disabled,
-                           invalid_argument, queue_full, unsupported)
+from genapi.errors import (AUTH_REQUIRED, PERMISSION_DENIED, ArgumentError, DecodeError, Disabled, NotFound,
+                           disabled, invalid_argument, queue_full, unsupported)
 from genapi.loader import Target
-from genapi.request.registry import Disabled, NotFound
 from genapi.structs import RESERVED_VERSION, Response, split_target
+from genapi._core.callee import retries
 
 from genapi._core.callee cimport Callee
 from genapi._core.connection cimport Connection, Handler
 from genapi._core.decode cimport decode_request
 from genapi._core.limits cimport RequestLimiter
 from genapi._core.validate cimport Validator
-from genapi._core.reply cimport MetricRow, Reply, metric_row, reply_to
+from genapi._core.reply cimport Reply, reply_to
+from genapi._core.stats cimport metric_row
 
 cdef str OK = "ok"
 cdef str ERROR = "error"
@@ -106,11 +105,17 @@ cdef bint _mode_allows(object mode, object request):
     return False
 
 
+cpdef log_denied(object request, object mode):
+    """The permission_denied line (the general path's callback denials write it too)."""
+    log.warning("permission_denied", user_id=request.user_id, request_id=request.request_id,
+                request_type=request.request_type, mode=mode)
+
+
 cpdef bint permitted_by_mode(Entry entry, object request):
     """The check_permission mode; a denial is logged."""
     if entry.mode is False or _mode_allows(entry.mode, request):
         return True
-    permissions.log_denied(request, entry.mode)
+    log_denied(request, entry.mode)
     return False
 
 

@@ -24,3 +24,16 @@ class FunctionHost:
     def cancel(self, peer: ServerPeer, cid: Any) -> None: ...
     def credit(self, peer: ServerPeer, cid: Any, n: Any) -> None: ...
     def lost(self, peer: ServerPeer) -> None: ...
+
+class Declared:
+    fn: Callable[..., Any]
+    kind: int
+    convert: list[Any]
+    def __init__(self, fn: Callable[..., Any], convert: list[Any]) -> None: ...
+
+class Running:
+    task: Any
+    future: Any
+    credit: int
+    granted: Any
+    def cancel(self) -> None: ...

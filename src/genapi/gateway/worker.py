@@ -25,7 +25,7 @@ from genapi import log, relay, trace
 from genapi._core.connection import Connection, ConnectionContext
 from genapi._core.dispatch import Dispatcher, Entry
 from genapi._core.handoff import ThreadPool
-from genapi._core.reply import log_calls
+from genapi._core.stats import log_calls
 from genapi._core.wire import on_unencodable
 from genapi.config import ConfigError, Settings
 from genapi.gateway.auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols

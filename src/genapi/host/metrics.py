@@ -1,7 +1,7 @@
 """Prometheus metrics for the whole host: each worker's numbers (`snapshot`), summed over the
 workers by whoever serves the scrape (`render`), in the Prometheus text format (0.0.4).
 
-Requests are counted in the compiled reply (`_core/reply.pyx`, one table row per function);
+Requests are counted in the compiled core (`_core/stats.pyx`, one table row per function);
 everything else is read at scrape time from what the worker already keeps (connections,
 channels, slots, node breakers, relay seats), so a scrape costs the request path nothing.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from genapi._core.reply import latency_buckets, request_metrics, unknown_row
+from genapi._core.stats import latency_buckets, request_metrics, unknown_row
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
