@@ -31,7 +31,7 @@ from genapi.config import ConfigError, Settings
 from genapi.gateway.auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
 from genapi.gateway.listener import Listener, listening_socket, raise_fd_limit, reuseport_socket
 from genapi.gateway.phoenix import origin_checker, serializer_for, topic_matcher
-from genapi.host import metrics
+from genapi.host import metrics, pipe
 from genapi.host.link import MasterLink
 from genapi.host.ratelimit import RateLimits, limits_wanted, table_path
 from genapi.host.view import LoneHost
@@ -365,10 +365,18 @@ def run_worker() -> None:
         if not chunk:
             return
         line += chunk
-    settings = msgspec.json.decode(json.loads(line)["settings"], type=Settings)
+    try:
+        first = pipe.decode_to_worker(line)
+        if not isinstance(first, pipe.Settings):
+            raise msgspec.ValidationError(f"expected the settings first, got {type(first).__name__}")
+    except msgspec.DecodeError as exc:  # nothing to serve without them
+        log.setup()
+        pipe.invalid("worker", int(os.environ.get("GENAPI_WORKER_INDEX", "0")), line, exc)
+        raise SystemExit(1) from None
+    settings = first.settings
     log.setup(settings.gateway.log_level, settings.gateway.log_format)
     os.environ.pop("GENAPI_WORKER_FD", None)
-    sock.sendall(json.dumps({"hello": os.getpid()}).encode() + b"\n")  # the master waits for it to go on
+    sock.sendall(pipe.encode(pipe.Hello(os.getpid())))  # the master waits for it to go on
     sock.setblocking(False)
     try:
         uvloop.run(serve(settings, None, handle_sighup=False, master=sock))
