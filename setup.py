@@ -2,7 +2,7 @@
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-MODULES = ["decode", "validate", "wire", "connection", "reply", "handoff", "select", "callee", "rpc", "remote", "host", "ratelimit", "limits", "dispatch"]
+MODULES = ["vocab", "stats", "decode", "validate", "wire", "connection", "reply", "handoff", "select", "callee", "rpc", "remote", "host", "ratelimit", "limits", "dispatch"]
 
 extensions = [
     Extension(f"genapi._core.{name}", [f"src/genapi/_core/{name}.pyx"], extra_compile_args=["-O2"])

@@ -13,7 +13,7 @@ from genapi.client import Client
 from genapi.config import parse
 from genapi.errors import ArgumentError
 from genapi.request import discovery
-from genapi.request.pipeline import Pipeline
+from genapi.request.bind import Functions
 from support.gateway_proc import GatewayProcess
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
@@ -355,21 +355,18 @@ def test_schema_follows_the_validator_offline():
 
 def test_built_once_per_registry_change():
     settings = parse(CONFIG)
-    p = Pipeline(settings)
-    try:
-        entry = p.registry.lookup("genapi", "list_apis", None)[1]
-        callee = entry.callee
-        assert isinstance(callee, discovery.ListApisCallee)
+    p = Functions.checked(settings)
+    entry = p.registry.lookup("genapi", "list_apis", None)[1]
+    callee = entry.callee
+    assert isinstance(callee, discovery.ListApisCallee)
 
-        class Req:
-            user_id, user_roles = "bob", ["ops"]
+    class Req:
+        user_id, user_roles = "bob", ["ops"]
 
-        before = names(callee.answer(Req, [{}, None]))
-        assert ("priv", "readers") in before
-        p.registry.disable("priv", "readers", None)
-        assert names(callee.answer(Req, [{}, None])) == before - {("priv", "readers")}
-    finally:
-        p.pool.shutdown()
+    before = names(callee.answer(Req, [{}, None]))
+    assert ("priv", "readers") in before
+    p.registry.disable("priv", "readers", None)
+    assert names(callee.answer(Req, [{}, None])) == before - {("priv", "readers")}
 
 
 def test_discovery_off_is_an_unknown_function(run):

@@ -8,10 +8,15 @@ import json
 
 import pytest
 
+from genapi._core.dispatch import Entry
+from genapi._core.handoff import ThreadPool
 from genapi._core.reply import Reply
 from genapi.config import parse
 from genapi.gateway.phoenix import V1, V2
-from genapi.request.pipeline import Pipeline
+from genapi.relay.seats import Seats
+from genapi.request.bind import Binder, Functions, node_links, value_limits
+from genapi.request.pipeline import GeneralPath
+from genapi.request.registry import Registry
 from genapi.structs import Request
 from support.configs import t
 
@@ -62,19 +67,25 @@ class Sink:
 
 
 def drive(request_type: str, args: dict, user_id: str | None = None, ser=V2) -> list:
-    """Runs one request through Pipeline.run and returns the decoded frames it sent."""
+    """Runs one request through GeneralPath.run and returns the decoded frames it sent."""
 
     async def go() -> list:
-        pipeline = Pipeline(parse(CONFIG))
+        settings = parse(CONFIG)
+        gw = settings.gateway
+        pool = ThreadPool(gw.thread_pool_size, gw.thread_queue_limit)
+        registry: Registry[Entry] = Registry()
+        binder = Binder(registry, value_limits(settings), node_links(settings), gw.detail_error, pool, Seats())
+        Functions(registry, binder, settings.functions)
+        general = GeneralPath(binder, pool, None, gw.detail_error)
         try:
-            entry = pipeline.registry.lookup("t", request_type, None)[1]
+            entry = registry.lookup("t", request_type, None)[1]
             sink = Sink()
             reply = Reply(sink, ser, "1", "7", "api:t", EV, request_type)
             req = Request(f"r-{request_type}", "t", request_type, args, user_id=user_id)
-            await pipeline.run(reply, req, entry)
+            await general.run(reply, req, entry)
             return sink.messages()
         finally:
-            pipeline.pool.shutdown()
+            pool.shutdown()
 
     return asyncio.run(go())
 

@@ -102,6 +102,14 @@ class RpcError(GenapiError):
         self.text = text
 
 
+class NotFound(LookupError):
+    """The registry has no such function (or version): `request.registry.Registry.lookup`."""
+
+
+class Disabled(LookupError):
+    """The function (or version) is configured but disabled."""
+
+
 class HookRejected(GenapiError):
     """A before hook aborted the request."""
 

@@ -9,7 +9,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from genapi._core.vocab import ASYNC, ASYNCGEN, GEN, SYNC  # how a callable runs: the compiled core's `Kind`
 from genapi.structs import split_target
+
+__all__ = ["ASYNC", "ASYNCGEN", "GEN", "SYNC", "Target", "kind_of", "load_callable", "searched"]
 
 
 def load_callable(target: str) -> Callable[..., Any]:
@@ -34,10 +37,6 @@ def load_callable(target: str) -> Callable[..., Any]:
 def searched() -> str:
     """The import path as a person reads it: every sys.path entry, made absolute."""
     return ", ".join(os.path.abspath(p or ".") for p in sys.path) or "nothing: sys.path is empty"
-
-
-# How a callable runs: on the loop (async def), in a thread (plain def), or as a stream.
-SYNC, ASYNC, GEN, ASYNCGEN = 0, 1, 2, 3
 
 
 def kind_of(fn: Callable[..., Any]) -> int:

@@ -82,7 +82,9 @@ _TARGET = 'must be "module:function" or ["module:function", [extra args]]'
 Target = Annotated[
     str | Annotated[list[Any], msgspec.Meta(min_length=2, max_length=2)], msgspec.Meta(description=_TARGET)
 ]
-_NODE_MODE = 'must be one of random, hash, round_robin, {hash = ARG}, {sticky = ARG} or a custom "module:function"'
+# The node selection modes as help text, written once (the compiled selector, `_core/select.pyx`, says it too).
+NODE_MODES = "random, hash, round_robin, {hash = ARG}, {sticky = ARG}"
+_NODE_MODE = f'must be one of {NODE_MODES} or a custom "module:function"'
 NodeMode = Annotated[
     NonEmpty | Annotated[dict[Literal["hash", "sticky"], NonEmpty], _ONE], msgspec.Meta(description=_NODE_MODE)
 ]

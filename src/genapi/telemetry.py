@@ -6,8 +6,8 @@ An event is a dotted name, e.g. `genapi.executor.request.stop`; a handler is
 emits, so they must be quick: one that raises, or takes over 50 ms, is detached and
 reported (`telemetry_handler_detached`), so it can never break or hold up requests again.
 With no handler attached an event costs a dict lookup; the per-request events (request
-start/stop, the rate-limit check) cost one pointer test in the compiled path
-(`_core/reply.pyx`, `_core/limits.pyx`), switched on only while a handler listens.
+start/stop, the rate-limit check) cost one pointer test in the compiled path: their hooks live
+in `_core/stats.pyx`, switched on only while a handler listens.
 
 Every worker emits its own events: attach handlers where they run (e.g. a module imported by
 the config, at import time), or use the host-wide metrics at `/metrics`.
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from genapi import log
+from genapi._core import stats
 
 Handler = Callable[[str, dict[str, Any], dict[str, Any], Any], Any]
 
@@ -178,16 +179,14 @@ def span(prefix: str, metadata: dict[str, Any], fn: Callable[[], Any]) -> Any:
 
 
 def _changed() -> None:
-    """Switches the compiled paths' per-request events on while a handler listens, off after."""
-    from genapi._core.handoff import task_events
-    from genapi._core.limits import limit_events
-    from genapi._core.reply import request_events
-
-    task_events(any(e in _handlers for e in CATEGORIES["worker_pool"][:3]))
-    request_events(
+    """Switches the compiled paths' events on while a handler listens, off after (the hooks
+    live in `_core/stats.pyx`; the core never imports this module)."""
+    stats.telemetry_events(execute if _handlers else None)
+    stats.task_events(any(e in _handlers for e in CATEGORIES["worker_pool"][:3]))
+    stats.request_events(
         _request_start if REQUEST_START in _handlers else None, _request_stop if REQUEST_STOP in _handlers else None
     )
-    limit_events(
+    stats.limit_events(
         _limit_check if LIMIT_CHECK in _handlers else None, _limit_exceeded if LIMIT_EXCEEDED in _handlers else None
     )
 

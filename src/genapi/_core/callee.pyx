@@ -21,19 +21,34 @@ import inspect
 from time import monotonic
 
 from genapi import log
-from genapi.request.calls import pass_turn, resume
+from genapi._core.turns import pass_turn, resume
 from genapi.errors import CallError, CallTimeout, internal, local_timeout
-from genapi.loader import ASYNC, ASYNCGEN, GEN, SYNC, kind_of
+from genapi.loader import kind_of
 from genapi.structs import Response
 
 from genapi._core.handoff cimport ThreadPool
 from genapi._core.reply cimport Reply
+from genapi._core.vocab cimport ASYNC, ASYNCGEN, GEN, SYNC
 
 from cpython.ref cimport Py_DECREF, PyObject
 
 from genapi._core.coro cimport PYGEN_RETURN, PyIter_Send
 
 cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
+
+
+def retries(retry):
+    """How many times a failed call is re-run: `N`, `{same_node = N}` or `{all_nodes = N}`."""
+    if retry is None:
+        return 0
+    if isinstance(retry, dict):
+        return int(next(iter(retry.values())))
+    return int(retry)
+
+
+def backoff(int attempt):
+    """Seconds to wait before re-run number `attempt` (1, 2, ...): 50 ms doubling, at most 1 s."""
+    return min(0.05 * 2 ** (attempt - 1), 1.0)
 
 
 cdef class Callee:

@@ -8,9 +8,31 @@ cdef class Handler:
                  Py_ssize_t size)
 
 
+cdef class ConnectionContext:
+    """What a connection reads of its worker, built once by the worker's composition root."""
+    cdef readonly str event
+    cdef readonly Handler handler       # the dispatcher: request events go to its `handle`
+    cdef readonly object start          # the dispatcher's `start`: a queued request takes its slot
+    cdef readonly object topic_allowed  # topic → may a client join it
+    cdef readonly int max_channels
+    cdef readonly int max_in_flight
+    cdef readonly Py_ssize_t max_queued
+    cdef readonly Py_ssize_t max_queued_bytes
+    cdef readonly Py_ssize_t max_topic_bytes
+    cdef readonly Py_ssize_t max_message
+    cdef readonly Py_ssize_t max_unsent_bytes
+    cdef readonly double drain_timeout
+    cdef readonly set connections       # the worker's open connections
+    cdef public long long aborted       # connections dropped for not reading their output
+    cdef public long long joins         # channel joins accepted
+    cdef object _ids
+
+    cpdef str next_id(self)
+
+
 cdef class Connection(WSListener):
 
-    cdef readonly object gateway
+    cdef readonly ConnectionContext ctx
     cdef readonly object ser
     cdef readonly bint v2                # the V2 (array) serializer, else V1
     cdef public object identity

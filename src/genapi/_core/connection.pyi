@@ -1,12 +1,31 @@
 import asyncio
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from picows import WSCloseCode, WSFrame, WSListener, WSTransport
 
+class ConnectionContext:
+    event: str
+    handler: Any
+    start: Any
+    topic_allowed: Callable[[str], bool]
+    max_channels: int
+    max_in_flight: int
+    max_queued: int
+    max_queued_bytes: int
+    max_topic_bytes: int
+    max_message: int
+    max_unsent_bytes: int
+    drain_timeout: float
+    connections: set[Connection]
+    aborted: int
+    joins: int
+    def __init__(self, gw: Any, handler: Any, topic_allowed: Callable[[str], bool]) -> None: ...
+    def next_id(self) -> str: ...
+
 class Connection(WSListener):
-    gateway: Any
+    ctx: ConnectionContext
     ser: Any
     v2: bool
     identity: Any
@@ -20,7 +39,7 @@ class Connection(WSListener):
     transport: WSTransport | None
     writing_paused: bool
     aborted: bool
-    def __init__(self, gateway: Any, ser: Any, identity: Any) -> None: ...
+    def __init__(self, ctx: ConnectionContext, ser: Any, identity: Any) -> None: ...
     def on_ws_connected(self, transport: WSTransport) -> None: ...
     def on_ws_disconnected(self, transport: WSTransport) -> None: ...
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None: ...
@@ -40,4 +59,5 @@ class Connection(WSListener):
     def abort(self, reason: str) -> None: ...
 
 class Handler:
+    """What the connection hands request events to (the dispatcher)."""
     def handle(self, conn: Connection, join_ref: Any, ref: Any, topic: str, payload: Any, size: int) -> None: ...

@@ -1,12 +1,17 @@
 # cython: language_level=3
 """One client socket, compiled: the picows listener that reads Phoenix frames, keeps the
 channel bookkeeping (joins, leaves, duplicate joins, stale join_refs) and gathers every frame
-answering one read batch into a single write. Requests are handed to the pipeline.
+answering one read batch into a single write. Requests are handed to the dispatcher.
+
+A connection knows its worker only through a `ConnectionContext` (the settings it reads, the
+dispatcher, the topic check, the worker's counters and connection ids), read once per connection.
 
 It subclasses picows's `WSListener` at C level (cimport), so picows calls `on_ws_frame` through
 the vtable and frame fields are read without Python attribute lookups.
 """
 import asyncio
+import itertools
+import os
 from collections import deque
 
 from picows.picows cimport WSCloseCode, WSFrame, WSMsgType, WSTransport
@@ -59,16 +64,43 @@ cdef class Handler:
         raise NotImplementedError
 
 
+cdef class ConnectionContext:
+    """What a connection reads of its worker: the `[gateway]` settings `gw`, the dispatcher
+    `handler`, the topic check, the worker's counters and connection ids."""
+
+    def __init__(self, gw, Handler handler not None, topic_allowed):
+        self.event = gw.event
+        self.handler = handler
+        self.start = handler.start
+        self.topic_allowed = topic_allowed
+        self.max_channels = gw.max_channels
+        self.max_in_flight = gw.max_in_flight
+        self.max_queued = gw.max_queued
+        self.max_queued_bytes = gw.max_queued_bytes
+        self.max_topic_bytes = gw.max_topic_bytes
+        self.max_message = gw.max_message_bytes
+        self.max_unsent_bytes = gw.max_unsent_bytes
+        self.drain_timeout = gw.drain_timeout_ms / 1000
+        self.connections = set()
+        self.aborted = 0
+        self.joins = 0
+        self._ids = itertools.count(1)
+
+    cpdef str next_id(self):
+        """`<pid>.<n>`: unique on the host, so log lines of one connection can be told apart."""
+        return f"{os.getpid()}.{next(self._ids)}"
+
+
 cdef class Connection(WSListener):
     """A client connection: its identity, serializer, joined topics and running calls."""
 
-    def __init__(self, gateway, ser, identity):
-        self.gateway = gateway
+    def __init__(self, ConnectionContext ctx not None, ser, identity):
+        self.ctx = ctx
         self.ser = ser
         self.v2 = ser.vsn == "2.0.0"
         self.identity = identity
-        self.cid = gateway.next_connection_id()
-        self.event = gateway.settings.gateway.event
+        self.cid = ctx.next_id()
+        self.event = ctx.event
         self.channels = {}
         self.tasks = {}
         self.in_flight = 0
@@ -80,20 +112,19 @@ cdef class Connection(WSListener):
         self.out_bytes = 0
         self.batching = False
         self._write = None
-        self._handler = gateway.pipeline.dispatcher
-        self._start = gateway.pipeline.start
-        self._topic_allowed = gateway.topic_allowed
-        gw = gateway.settings.gateway
-        self._max_channels = gw.max_channels
-        self._max_in_flight = gw.max_in_flight
-        self._max_queued = gw.max_queued
-        self._max_queued_bytes = gw.max_queued_bytes
-        self._max_topic_bytes = gw.max_topic_bytes
-        self._max_message = gw.max_message_bytes
+        self._handler = ctx.handler
+        self._start = ctx.start
+        self._topic_allowed = ctx.topic_allowed
+        self._max_channels = ctx.max_channels
+        self._max_in_flight = ctx.max_in_flight
+        self._max_queued = ctx.max_queued
+        self._max_queued_bytes = ctx.max_queued_bytes
+        self._max_topic_bytes = ctx.max_topic_bytes
+        self._max_message = ctx.max_message
         self._rx = RX_IDLE
         self._frag = None
-        self._max_unsent_bytes = gw.max_unsent_bytes
-        self._drain_timeout = gw.drain_timeout_ms / 1000
+        self._max_unsent_bytes = ctx.max_unsent_bytes
+        self._drain_timeout = ctx.drain_timeout
         self.writing_paused = False
         self.aborted = False
         self._waiters = None
@@ -105,14 +136,14 @@ cdef class Connection(WSListener):
         self._write = transport.underlying_transport.write
         self._unsent = transport.underlying_transport.get_write_buffer_size
         self._loop = asyncio.get_running_loop()
-        self.gateway.connections.add(self)
+        self.ctx.connections.add(self)
         if log.enabled("info"):
             peer = transport.underlying_transport.get_extra_info("peername")
             log.info("connect", conn=self.cid, peer=f"{peer[0]}:{peer[1]}" if type(peer) is tuple else peer,
                      user=self.identity.user_id, vsn=self.ser.vsn)
 
     cpdef on_ws_disconnected(self, WSTransport transport):
-        self.gateway.connections.discard(self)
+        self.ctx.connections.discard(self)
         log.info("disconnect", conn=self.cid, channels=len(self.channels), in_flight=self.in_flight)
         self.queue.clear()
         self.queued_bytes = 0
@@ -207,11 +238,11 @@ cdef class Connection(WSListener):
         self.aborted = True
         unsent = self._unsent()
         paused_ms = round((self._loop.time() - self._paused_at) * 1000) if self.writing_paused else 0
-        self.gateway.aborted += 1
+        self.ctx.aborted += 1
         peer = t.underlying_transport.get_extra_info("peername")
         log.warning("connection_aborted", conn=self.cid, reason=reason, unsent_bytes=unsent,
                     paused_ms=paused_ms, peer=f"{peer[0]}:{peer[1]}" if type(peer) is tuple else peer,
-                    total=self.gateway.aborted)
+                    total=self.ctx.aborted)
         self._write = None
         self.out.clear()
         self.out_bytes = 0
@@ -400,7 +431,7 @@ cdef class Connection(WSListener):
             return
         self.channels[topic] = join_ref
         log.info("join", conn=self.cid, topic=topic)
-        self.gateway.joins += 1
+        self.ctx.joins += 1
         self.send(ser.reply(join_ref, ref, topic, "ok", {}))
         if old is not _MISSING:  # duplicate join: close the old one after the new reply
             self._cancel(topic)

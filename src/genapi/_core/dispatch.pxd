@@ -22,6 +22,9 @@ cdef class Entry:
     cdef readonly bint plain_args
     cdef readonly object row             # the MetricRow its requests are counted in (None: not counted)
 
+    cpdef object admit(self, object request, object identity, RequestLimiter limiter)
+    cpdef list arguments(self, object request, object stream=*)
+
 
 cdef class Dispatcher(Handler):
     cdef object registry
@@ -33,13 +36,11 @@ cdef class Dispatcher(Handler):
     cdef int max_queued
     cdef dict cache
     cdef object seen_generation
-    cdef public RequestLimiter limiter
+    cdef readonly RequestLimiter limiter
 
     cdef object _lookup(self, str service, str request_type, object version)
     cpdef handle(self, Connection conn, join_ref, ref, str topic, payload, Py_ssize_t size)
     cpdef start(self, Reply reply, object request, Entry entry)
-    cpdef object limit(self, object request, Entry entry, object identity)
 
 
-cpdef list arguments(Entry entry, object request, object stream=*)
 cpdef bint permitted_by_mode(Entry entry, object request)

@@ -2,29 +2,30 @@
 """The request path's steps, written once and compiled; every request takes them:
 
 identity → decode → find the FunConfig → in-flight slot (or the connection's queue) →
-[before hook] → rate limit → permission → arguments → call.
+[before hook] → admit (rate limit → permission mode) → [permission callback] → arguments → call.
 
 `Dispatcher.handle` runs the steps up to the slot for every request. A request whose function
 needs nothing that takes a Task (hooks, permission callback, retry; sync response) goes on
-right here, inline: rate limit, permission mode, arguments, then `callee.start`, which answers
-straight to the `Reply`. Every other request runs the general path (`pipeline.Pipeline.run`, a
-Task), which calls the same steps (`limit`, `permitted_by_mode`, `arguments`) in the same order.
+right here, inline: `Entry.admit`, `Entry.arguments`, then `callee.start`, which answers
+straight to the `Reply`. Every other request runs the general path (`pipeline.GeneralPath.run`,
+a Task), which calls the same steps of its Entry, in the same order, with the Task-only steps
+(hooks, the permission callback, retries) around them. The steps are the Entry's methods, so
+neither path calls into the other.
 """
 from genapi import log
-from genapi.request import permissions
-from genapi.request.calls import retries
-from genapi.errors import (AUTH_REQUIRED, PERMISSION_DENIED, ArgumentError, DecodeError, disabled,
-                           invalid_argument, queue_full, unsupported)
+from genapi.errors import (AUTH_REQUIRED, PERMISSION_DENIED, ArgumentError, DecodeError, Disabled, NotFound,
+                           disabled, invalid_argument, queue_full, unsupported)
 from genapi.loader import Target
-from genapi.request.registry import Disabled, NotFound
 from genapi.structs import RESERVED_VERSION, Response, split_target
+from genapi._core.callee import retries
 
 from genapi._core.callee cimport Callee
 from genapi._core.connection cimport Connection, Handler
 from genapi._core.decode cimport decode_request
 from genapi._core.limits cimport RequestLimiter
 from genapi._core.validate cimport Validator
-from genapi._core.reply cimport MetricRow, Reply, metric_row, reply_to
+from genapi._core.reply cimport Reply, reply_to
+from genapi._core.stats cimport metric_row
 
 cdef str OK = "ok"
 cdef str ERROR = "error"
@@ -58,19 +59,31 @@ cdef class Entry:
     def __repr__(self):
         return f"<Entry {self.config.service}.{self.config.request_type} {self.config.version}>"
 
+    cpdef object admit(self, object request, object identity, RequestLimiter limiter):
+        """The admission steps in their order: rate limit (`limiter`: the compiled RequestLimiter
+        of `[rate_limiter]`, None without a table), then the permission mode. A refusal
+        Response, or None to go on. With a permission callback the mode is not checked: the
+        general path awaits the callback next."""
+        if limiter is not None and limiter.enabled:
+            refusal = limiter.check(request, identity)
+            if refusal is not None:
+                return refusal
+        if self.permission is None and not permitted_by_mode(self, request):
+            return Response.fail(request.request_id, PERMISSION_DENIED)
+        return None
 
-cpdef list arguments(Entry entry, object request, object stream=None):
-    """predefined args ++ validated args ++ [request info]; raises ArgumentError."""
-    cdef list args = entry.validator.convert(request.args)
-    if entry.predefined:
-        args = entry.predefined + args
-    if entry.request_info:
-        info = {"request_id": request.request_id, "user_id": request.user_id,
-                "device_id": request.device_id}
-        if stream is not None:
-            info["stream"] = stream
-        args.append(info)
-    return args
+    cpdef list arguments(self, object request, object stream=None):
+        """predefined args ++ validated args ++ [request info]; raises ArgumentError."""
+        cdef list args = self.validator.convert(request.args)
+        if self.predefined:
+            args = self.predefined + args
+        if self.request_info:
+            info = {"request_id": request.request_id, "user_id": request.user_id,
+                    "device_id": request.device_id}
+            if stream is not None:
+                info["stream"] = stream
+            args.append(info)
+        return args
 
 
 cdef bint _mode_allows(object mode, object request):
@@ -92,19 +105,26 @@ cdef bint _mode_allows(object mode, object request):
     return False
 
 
+cpdef log_denied(object request, object mode):
+    """The permission_denied line (the general path's callback denials write it too)."""
+    log.warning("permission_denied", user_id=request.user_id, request_id=request.request_id,
+                request_type=request.request_type, mode=mode)
+
+
 cpdef bint permitted_by_mode(Entry entry, object request):
     """The check_permission mode; a denial is logged."""
     if entry.mode is False or _mode_allows(entry.mode, request):
         return True
-    permissions.log_denied(request, entry.mode)
+    log_denied(request, entry.mode)
     return False
 
 
 cdef class Dispatcher(Handler):
     """The request entry of one worker. `general(reply, request, entry)` is the coroutine of the
-    general path, run in a Task; the dispatcher knows nothing else of it."""
+    general path, run in a Task; the dispatcher knows nothing else of it. `limiter`: the
+    compiled RequestLimiter of `[rate_limiter]`, None without a table."""
 
-    def __init__(self, registry, settings, general):
+    def __init__(self, registry, settings, general, RequestLimiter limiter=None):
         gw = settings.gateway
         self.registry = registry
         self.general = general
@@ -115,7 +135,7 @@ cdef class Dispatcher(Handler):
         self.max_queued = gw.max_queued
         self.cache = {}
         self.seen_generation = None
-        self.limiter = None
+        self.limiter = limiter
 
     cdef object _lookup(self, str service, str request_type, object version):
         """The Entry, or the error text; cached until the registry changes. Only names the
@@ -183,16 +203,12 @@ cdef class Dispatcher(Handler):
         if not entry.inline:
             conn.spawn(reply, self.general(reply, request, entry))
             return
-        if self.limiter is not None:
-            refusal = self.limit(request, entry, conn.identity)
-            if refusal is not None:
-                reply.finish(refusal)
-                return
-        if not permitted_by_mode(entry, request):
-            reply.finish(Response.fail(request.request_id, PERMISSION_DENIED))
+        refusal = entry.admit(request, conn.identity, self.limiter)
+        if refusal is not None:
+            reply.finish(refusal)
             return
         try:
-            args = entry.validator.convert(request.args) if entry.plain_args else arguments(entry, request)
+            args = entry.validator.convert(request.args) if entry.plain_args else entry.arguments(request)
         except ArgumentError as exc:
             reply.finish(Response.fail(request.request_id, invalid_argument(exc)))
             return
@@ -201,10 +217,3 @@ cdef class Dispatcher(Handler):
         except Exception as exc:  # a callee bug: the client still gets an answer, the slot comes back
             log.error("callee_start_crashed", exc_info=True, request_id=request.request_id)
             reply.finish(entry.callee.failure(request, exc))
-
-    cpdef object limit(self, object request, Entry entry, object identity):
-        """The rate-limit step: a refusal Response, or None to go on (`limiter`: the compiled
-        RequestLimiter of `[rate_limiter]`, None without a table)."""
-        if self.limiter is None or not self.limiter.enabled:
-            return None
-        return self.limiter.check(request, identity)

@@ -21,11 +21,12 @@ from genapi._core.clock cimport monotonic as _now
 
 from time import time_ns
 
-from genapi import log, telemetry
+from genapi import log
 from genapi.errors import Unavailable
 
 from genapi._core.connection cimport Connection
 from genapi._core.reply cimport Reply
+from genapi._core.stats cimport Stats, stats
 
 from genapi.structs import Response
 
@@ -34,25 +35,23 @@ cdef double SWEEP_S = 0.02   # how often deadlines of calls in threads are check
 cdef double STALL_S = 0.005  # waiting calls and none started this long: wake another thread
 
 
-cdef bint _task_events = False  # telemetry's worker_pool.task events, while a handler listens
-
-
-def task_events(bint on):
-    global _task_events
-    _task_events = on
+cdef Stats _stats = stats()  # task_events: telemetry's worker_pool.task events, while a handler listens
 
 
 cdef void _task_event(str pool, Job job) noexcept:
     """A thread job ended: its worker_pool.task start and stop (or exception), emitted on the loop."""
+    emit = _stats.emit
+    if emit is None:
+        return
     try:
         meta = {"pool_name": pool}
-        telemetry.execute("genapi.worker_pool.task.start", {"system_time": time_ns() - int(job.took * 1e9)}, meta)
+        emit("genapi.worker_pool.task.start", {"system_time": time_ns() - int(job.took * 1e9)}, meta)
         if job.ok:
-            telemetry.execute("genapi.worker_pool.task.stop", {"duration_us": int(job.took * 1e6)}, meta)
+            emit("genapi.worker_pool.task.stop", {"duration_us": int(job.took * 1e6)}, meta)
         else:
             exc = job.value
-            telemetry.execute("genapi.worker_pool.task.exception", {"duration_us": int(job.took * 1e6)},
-                              {**meta, "kind": "error", "reason": f"{type(exc).__name__}: {exc}"})
+            emit("genapi.worker_pool.task.exception", {"duration_us": int(job.took * 1e6)},
+                 {**meta, "kind": "error", "reason": f"{type(exc).__name__}: {exc}"})
     except Exception:
         pass
 
@@ -102,8 +101,9 @@ cdef class ThreadPool:
             self.loop = asyncio.get_running_loop()
             self._wake = self.loop.call_soon_threadsafe
         if len(self.pending) >= self.limit:
-            telemetry.execute("genapi.worker_pool.task.rejected", {"system_time": time_ns()},
-                              {"pool_name": "threads", "reason": "queue_full", "limit": self.limit})
+            if _stats.emit is not None:
+                _stats.emit("genapi.worker_pool.task.rejected", {"system_time": time_ns()},
+                            {"pool_name": "threads", "reason": "queue_full", "limit": self.limit})
             raise Unavailable()
 
     cdef _push(self, Job job):
@@ -211,7 +211,7 @@ cdef class ThreadPool:
             self.scheduled = False
         for job in items:
             self.pending.discard(job)
-            if _task_events and not job.skipped:
+            if _stats.task_events and not job.skipped:
                 _task_event(self.name, job)
             if job.settled:
                 continue

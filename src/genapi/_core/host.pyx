@@ -18,8 +18,11 @@ import msgspec
 
 from genapi import log
 from genapi.trace import CURRENT, valid as _valid_trace
-from genapi.request.calls import resume
-from genapi.loader import ASYNC, ASYNCGEN, GEN, SYNC, kind_of
+from genapi.loader import kind_of
+from genapi._core import vocab
+from genapi._core.turns import resume
+
+from genapi._core.vocab cimport ASYNC, ASYNCGEN, GEN, STREAM_WINDOW, SYNC
 
 from genapi._core.handoff cimport ThreadPool
 from genapi._core.rpc cimport ServerPeer
@@ -29,11 +32,10 @@ from cpython.ref cimport Py_DECREF, PyObject
 from genapi._core.coro cimport PYGEN_RETURN, PyIter_Send
 
 cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
-cdef int STREAM_WINDOW = 64       # rpc.STREAM_WINDOW
 cdef int GEN_BURST = 64           # items a plain generator yields per thread job
-cdef str RAISED = "raised"
-cdef str UNKNOWN = "unknown"
-cdef str PROTOCOL = "protocol"
+cdef str RAISED = vocab.RAISED
+cdef str UNKNOWN = vocab.UNKNOWN
+cdef str PROTOCOL = vocab.PROTOCOL
 
 
 cdef str _raised(exc):

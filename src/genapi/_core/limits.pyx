@@ -14,19 +14,12 @@ from genapi.errors import rate_limited, RATE_LIMIT_UNAVAILABLE
 from genapi.structs import Response
 
 from genapi._core.ratelimit cimport Table, now_ms
+from genapi._core.stats cimport Stats, stats
 
 from genapi._core.clock cimport monotonic as _now
 
 cdef object _xxh3 = xxhash.xxh3_64_intdigest
-cdef object _on_check = None     # telemetry: f(request, refusal or None, seconds), while a handler listens
-cdef object _on_exceeded = None  # telemetry: f(request, rule, value, retry_after_ms, scope)
-
-
-def limit_events(check, exceeded):
-    """The rate limiter's telemetry (telemetry.py sets them while handlers listen; None: off)."""
-    global _on_check, _on_exceeded
-    _on_check = check
-    _on_exceeded = exceeded
+cdef Stats _stats = stats()  # on_check, on_exceeded: the rate limiter's telemetry hooks
 cdef int K_USER = 0, K_DEVICE = 1, K_IP = 2, K_ARG = 3
 cdef enum:
     MAX_LIMITS = 16  # the table's check_many bound
@@ -78,11 +71,11 @@ cdef class RequestLimiter:
             return None
         cdef double t0
         try:
-            if _on_check is None:
+            if _stats.on_check is None:
                 return self._check(request, identity)
             t0 = _now()
             out = self._check(request, identity)
-            _on_check(request, out, _now() - t0)
+            _stats.on_check(request, out, _now() - t0)
             return out
         except Exception as exc:
             log.error("rate_limiter_failed", error=f"{type(exc).__name__}: {exc}", request_id=request.request_id,
@@ -133,9 +126,9 @@ cdef class RequestLimiter:
             return None
         rule, value = counted[refused]
         self.refused += 1
-        if _on_exceeded is not None:
-            _on_exceeded(request, rule, value, -r,
-                         "global" if any(g is rule for g in self.globals) else [request.service, request.request_type])
+        if _stats.on_exceeded is not None:
+            scope = "global" if any(g is rule for g in self.globals) else [request.service, request.request_type]
+            _stats.on_exceeded(request, rule, value, -r, scope)
         log.info("rate_limited", request_id=request.request_id, key=rule.key, value=value,
                  max_requests=rule.max_requests, window_ms=rule.window_ms)
         return Response.fail(request.request_id, rate_limited(<long long>ceil(-r / 1000.0)), True)

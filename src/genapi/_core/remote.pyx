@@ -17,20 +17,22 @@ from genapi import errors, log
 from genapi.errors import CallError, CallTimeout, RemoteFailure, RpcError, Unavailable
 from genapi.loader import load_callable
 from genapi.structs import Response, split_target
+from genapi._core import vocab
+from genapi._core.rpc import connect
 
 from genapi._core.callee cimport Callee
 from genapi._core.connection cimport Connection
 from genapi._core.reply cimport Reply
 from genapi._core.rpc cimport ClientPeer, Sink
 from genapi._core.select cimport ADMITTED, FULL, NodeState, Selector
+from genapi._core.vocab cimport STREAM_WINDOW
 
 cdef double INF = float("inf")
 cdef double RESOLVE_TTL_S = 1.0  # how long a resolver's node list is reused
-cdef int STREAM_WINDOW = 64       # rpc.STREAM_WINDOW: chunks a node may send before more are granted
 cdef int CREDIT_EVERY = STREAM_WINDOW // 2
-cdef str RAISED = "raised"
-cdef str TIMEOUT = "timeout"
-cdef str UNKNOWN = "unknown"
+cdef str RAISED = vocab.RAISED
+cdef str TIMEOUT = vocab.TIMEOUT
+cdef str UNKNOWN = vocab.UNKNOWN
 
 
 cdef class NodeLink:
@@ -61,11 +63,9 @@ cdef class NodeLink:
         return await asyncio.shield(self._connecting)
 
     async def _connect(self):
-        from genapi.nodes import rpc
-
         nodes = self.nodes
         try:
-            peer = await rpc.connect(self.address, nodes.secret, nodes.name, nodes.cluster.connect_timeout_ms / 1000)
+            peer = await connect(self.address, nodes.secret, nodes.name, nodes.cluster.connect_timeout_ms / 1000)
             self.peer = peer
             log.info("node_connected", node=self.address, name=peer.server_name)
             return peer

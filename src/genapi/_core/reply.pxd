@@ -1,19 +1,8 @@
 # Declarations of the reply object, so the dispatcher, callees and the thread handoff answer at C level.
 from genapi._core.connection cimport Connection
-
+from genapi._core.stats cimport MetricRow
 
 cimport cython
-
-cdef enum:
-    NBOUNDS = 14   # latency histogram bounds (reply.pyx BOUNDS)
-
-
-cdef class MetricRow:
-    cdef readonly long long ok
-    cdef readonly long long error
-    cdef readonly double seconds
-    cdef long long buckets[15]
-    cdef void add(self, bint ok, double seconds) noexcept
 
 
 @cython.no_gc  # one per request; it forms no cycles that outlive the request
@@ -50,4 +39,3 @@ cdef class Reply:
 
 
 cdef Reply reply_to(Connection conn, object join_ref, object ref, str topic, object request)
-cpdef object metric_row(str service, str request_type)

@@ -18,6 +18,9 @@ import msgspec
 
 from genapi import log
 from genapi.errors import RpcError
+from genapi._core import vocab
+
+from genapi._core.vocab cimport AUTH, CALL, CANCEL, CHUNK, CREDIT, END, ERROR, HELLO, RESULT, WELCOME
 
 from libc.string cimport memcpy
 
@@ -27,14 +30,12 @@ cdef object _decode = msgspec.msgpack.Decoder().decode
 cdef object _DecodeError = msgspec.DecodeError
 cdef double INF = float("inf")
 
-HELLO_, AUTH_, WELCOME_, CALL_, RESULT_, ERROR_, CHUNK_, END_, CANCEL_, CREDIT_ = range(10)
-
-cdef str RAISED = "raised"
-cdef str UNKNOWN = "unknown"
-cdef str TIMEOUT = "timeout"
-cdef str LOST = "lost"
-cdef str AUTH_FAILED = "auth"
-cdef str PROTOCOL = "protocol"
+cdef str RAISED = vocab.RAISED
+cdef str UNKNOWN = vocab.UNKNOWN
+cdef str TIMEOUT = vocab.TIMEOUT
+cdef str LOST = vocab.LOST
+cdef str AUTH_FAILED = vocab.AUTH_FAILED
+cdef str PROTOCOL = vocab.PROTOCOL
 
 cdef Py_ssize_t MAX_FRAME_BYTES = 64 * 1024 * 1024
 cdef double HANDSHAKE_TIMEOUT = 5.0
@@ -226,7 +227,7 @@ cdef class Peer:
         """Tells the peer why, logs it, and closes."""
         log.warning("rpc_connection_refused" if code == AUTH_FAILED else "rpc_connection_failed",
                     peer=self.peername, side="server" if self.server_side else "client", code=code, error=text)
-        self.send([ERROR_, 0, code, text])
+        self.send([ERROR, 0, code, text])
         self.close()
 
     cdef _handshake(self, list frame):
@@ -252,7 +253,7 @@ cdef class ServerPeer(Peer):
     def connection_made(self, transport):
         Peer.connection_made(self, transport)
         self._nonce = os.urandom(32)
-        self.send([HELLO_, self._nonce, self.secret is not None, self.name])
+        self.send([HELLO, self._nonce, self.secret is not None, self.name])
         self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._too_slow)
 
     def _too_slow(self):
@@ -260,7 +261,7 @@ cdef class ServerPeer(Peer):
             self.fail(AUTH_FAILED, f"no authentication within {HANDSHAKE_TIMEOUT:g} s")
 
     cdef _handshake(self, list frame):
-        if frame[0] != AUTH_ or len(frame) < 3:
+        if frame[0] != AUTH or len(frame) < 3:
             return self.fail(AUTH_FAILED, "expected AUTH as the first frame")
         proof, cnonce = frame[1], frame[2]
         if type(proof) is not bytes or type(cnonce) is not bytes or len(cnonce) != 32:
@@ -274,19 +275,19 @@ cdef class ServerPeer(Peer):
         if self._timer is not None:
             self._timer.cancel()
         self.ready = True
-        self.send([WELCOME_, _proof(self.secret, b"server", self._nonce, cnonce)])
+        self.send([WELCOME, _proof(self.secret, b"server", self._nonce, cnonce)])
         log.debug("rpc_peer_accepted", peer=self.peername, listener=self.name)
 
     cdef frame(self, list frame):
         kind = frame[0]
-        if kind == CALL_:
+        if kind == CALL:
             if len(frame) > 6:  # with the caller's traceparent
                 self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5], frame[6])
             else:
                 self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5])
-        elif kind == CANCEL_:
+        elif kind == CANCEL:
             self.handler.cancel(self, frame[1])
-        elif kind == CREDIT_:
+        elif kind == CREDIT:
             self.handler.credit(self, frame[1], frame[2])
         else:
             raise ValueError(f"unexpected frame kind {kind!r} from a client")
@@ -298,16 +299,16 @@ cdef class ServerPeer(Peer):
 
     # replies
     cpdef result(self, object call_id, object value):
-        self.send([RESULT_, call_id, value])
+        self.send([RESULT, call_id, value])
 
     cpdef error(self, object call_id, str code, str text):
-        self.send([ERROR_, call_id, code, text])
+        self.send([ERROR, call_id, code, text])
 
     cpdef chunk(self, object call_id, object value):
-        self.send([CHUNK_, call_id, value])
+        self.send([CHUNK, call_id, value])
 
     cpdef end(self, object call_id):
-        self.send([END_, call_id])
+        self.send([END, call_id])
 
 
 cdef class ClientPeer(Peer):
@@ -340,9 +341,9 @@ cdef class ClientPeer(Peer):
 
     cdef _handshake(self, list frame):
         kind = frame[0]
-        if kind == ERROR_:
+        if kind == ERROR:
             return self._refused(frame[3])
-        if kind == HELLO_ and not self._nonce:
+        if kind == HELLO and not self._nonce:
             nonce, secured = frame[1], frame[2]
             self.server_name = str(frame[3]) if len(frame) > 3 else ""
             if type(nonce) is not bytes or len(nonce) != 32:
@@ -354,8 +355,8 @@ cdef class ClientPeer(Peer):
                 return self._refused("the peer has no cluster secret configured; it cannot prove it is ours")
             self._nonce = nonce
             self._cnonce = os.urandom(32)
-            self.send([AUTH_, _proof(self.secret, b"client", nonce, self._cnonce), self._cnonce])
-        elif kind == WELCOME_ and self._nonce:
+            self.send([AUTH, _proof(self.secret, b"client", nonce, self._cnonce), self._cnonce])
+        elif kind == WELCOME and self._nonce:
             if not hmac.compare_digest(frame[1], _proof(self.secret, b"server", self._nonce, self._cnonce)):
                 return self._refused("the peer's proof of the cluster secret is wrong")
             self.ready = True
@@ -373,19 +374,19 @@ cdef class ClientPeer(Peer):
         cdef Sink sink
         kind = frame[0]
         call_id = frame[1]
-        if kind == RESULT_:
+        if kind == RESULT:
             sink = self.pending.pop(call_id, None)
             if sink is not None:
                 sink.result(frame[2])
-        elif kind == CHUNK_:
+        elif kind == CHUNK:
             sink = self.pending.get(call_id)
             if sink is not None:
                 sink.chunk(frame[2])
-        elif kind == END_:
+        elif kind == END:
             sink = self.pending.pop(call_id, None)
             if sink is not None:
                 sink.end()
-        elif kind == ERROR_:
+        elif kind == ERROR:
             if call_id == 0:
                 log.warning("rpc_peer_error", peer=self.address, code=frame[2], error=frame[3])
                 return
@@ -413,9 +414,9 @@ cdef class ClientPeer(Peer):
         cdef long long call_id = self._ids
         self.pending[call_id] = sink
         if trace is None:
-            self.send([CALL_, call_id, target, args, timeout_ms, stream])
+            self.send([CALL, call_id, target, args, timeout_ms, stream])
         else:
-            self.send([CALL_, call_id, target, args, timeout_ms, stream, trace])
+            self.send([CALL, call_id, target, args, timeout_ms, stream, trace])
         if not self._sweeping and sink.deadline != INF:
             self._sweeping = True
             self._loop.call_later(SWEEP_S, self._sweep)
@@ -424,11 +425,11 @@ cdef class ClientPeer(Peer):
     cpdef cancel(self, long long call_id):
         """The caller is gone: the server stops the call; its answer, if any, is dropped."""
         if self.pending.pop(call_id, None) is not None:
-            self.send([CANCEL_, call_id])
+            self.send([CANCEL, call_id])
 
     cpdef credit(self, long long call_id, int n):
         if call_id in self.pending:
-            self.send([CREDIT_, call_id, n])
+            self.send([CREDIT, call_id, n])
 
     def _sweep(self):
         """Times out the calls whose deadline passed; runs every SWEEP_S while any has one."""
@@ -448,3 +449,25 @@ cdef class ClientPeer(Peer):
         fut = self._loop.create_future()
         self.call(target, args, int(timeout_s * 1000), Waiter(fut, monotonic() + timeout_s))
         return await fut
+
+
+def split_address(str address):
+    """ "host:port" (or "[v6]:port") → (host, port); ValueError naming the address otherwise."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'node address {address!r} must be "host:port"')
+    return host.strip("[]"), int(port)
+
+
+async def connect(str address, secret, str name, double timeout_s=5.0):
+    """An authenticated connection to a server at "host:port"; RpcError(LOST or AUTH_FAILED) if none."""
+    host, port = split_address(address)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout_s):
+            _t, peer = await loop.create_connection(lambda: ClientPeer(secret, name, address), host, port)
+            return await peer.welcome
+    except TimeoutError:
+        raise RpcError(LOST, f"no connection to {address} within {timeout_s:g} s") from None
+    except OSError as exc:
+        raise RpcError(LOST, f"cannot connect to {address}: {exc.strerror or exc}") from None

@@ -36,14 +36,17 @@ import msgspec
 import xxhash
 
 from genapi._core.clock cimport monotonic as _monotonic
+from genapi._core.stats cimport Stats, stats
 
-from genapi import log, telemetry
+from genapi import log
+from genapi.structs import NODE_MODES
 
 globals().update(ADMITTED=ADMITTED, FULL=FULL, OPEN=OPEN)  # the enum's values, for Python callers
 
 cdef object _xxh3 = xxhash.xxh3_64_intdigest
 cdef object _json = msgspec.json.encode
 cdef object _MISSING = object()
+cdef Stats _stats = stats()  # emit: telemetry's hook for the breaker events
 
 cdef enum:
     BREAKER_CLOSED = 0
@@ -56,9 +59,12 @@ cdef tuple _BREAKER_NAMES = ("closed", "open", "half_open")
 cdef void _breaker_event(str what, str address, int failures) noexcept:
     """A node's breaker opened or closed: telemetry's worker_pool.circuit_breaker events (the
     reference's pool is our node), with the node's address as the pool name."""
+    emit = _stats.emit
+    if emit is None:
+        return
     try:
-        telemetry.execute("genapi.worker_pool.circuit_breaker." + what,
-                          {"consecutive_failures": failures} if what == "open" else {}, {"pool_name": address})
+        emit("genapi.worker_pool.circuit_breaker." + what,
+             {"consecutive_failures": failures} if what == "open" else {}, {"pool_name": address})
     except Exception:
         pass
 
@@ -70,7 +76,7 @@ cdef enum:
     MODE_STICKY = 4
     MODE_CUSTOM = 5
 
-cdef str _MODES_HELP = "random, hash, round_robin, {hash = ARG}, {sticky = ARG} or custom"
+cdef str _MODES_HELP = NODE_MODES + " or custom"
 
 
 @cython.final

@@ -14,14 +14,15 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
+from genapi.cli.check import describe
+from genapi.cli.common import add_control
+from genapi.host.control_client import ControlClient
 from genapi.nodes import rpc
-
-DEFAULT_CONTROL = "127.0.0.1:4001"
-TIMEOUT_S = 10.0
 
 
 def add_parser(sub: Any) -> None:
@@ -73,31 +74,23 @@ def add_parser(sub: Any) -> None:
     )
     rl.add_argument("rest", nargs=argparse.REMAINDER, help="the `genapi ratelimit` command and its arguments")
     for cmd in (st, *fn_cmds, pu, no):
-        cmd.add_argument(
-            "--control",
-            default=DEFAULT_CONTROL,
-            metavar="HOST:PORT",
-            help=f"the gateway's control port (default {DEFAULT_CONTROL})",
-        )
-        cmd.add_argument("--json", action="store_true", help="print the answer as JSON")
+        add_control(cmd)
+    ad.set_defaults(run=run)
 
 
-def request(control: str, target: str, args: list[Any]) -> Any:
-    """One control request, answered; rpc.RpcError when refused or unreachable (the command
-    says so itself: the rpc layer's own warning about it is held back)."""
+def request(control: str, ask: Callable[[ControlClient], Awaitable[Any]]) -> Any:
+    """One control request (`ask` of a ControlClient), answered; rpc.RpcError when refused or
+    unreachable (the command says so itself: the rpc layer's own warning about it is held back)."""
 
-    async def ask() -> Any:
-        peer = await rpc.connect(control, rpc.secret_from(None), "genapi-admin")
-        try:
-            return await peer.request(target, args, TIMEOUT_S)
-        finally:
-            peer.close()
+    async def asked() -> Any:
+        async with ControlClient(control, name="genapi-admin") as client:
+            return await ask(client)
 
     logger = logging.getLogger("genapi")
     level = logger.level
     logger.setLevel(max(logging.ERROR, level))
     try:
-        return asyncio.run(ask())
+        return asyncio.run(asked())
     finally:
         logger.setLevel(level)
 
@@ -106,20 +99,20 @@ def run(args: argparse.Namespace) -> int:
     """`genapi admin ...`: exit status 2 when the gateway refuses or cannot be reached."""
     cmd = args.admin_command
     if cmd == "ratelimit":
-        from genapi.cli.main import main
+        from genapi import cli
 
-        return main(["ratelimit", *args.rest])
+        return cli.main(["ratelimit", *args.rest])
     fn_cmd = getattr(args, "fn_command", None) or "list"
     label = f"genapi admin {cmd}" + (f" {fn_cmd}" if cmd == "functions" else "")
     try:
         if cmd == "status":
-            answer = request(args.control, "$status", [])
+            answer = request(args.control, ControlClient.status)
         elif cmd == "pushed":
-            answer = request(args.control, "$pushed", [])
+            answer = request(args.control, ControlClient.pushed)
         elif cmd == "nodes":
-            answer = request(args.control, "$nodes", [])
+            answer = request(args.control, ControlClient.nodes)
         elif fn_cmd in ("list", "show"):
-            answer = request(args.control, "$functions", [])
+            answer = request(args.control, ControlClient.functions)
             if fn_cmd == "show":
                 answer = _pick(answer, args.function, args.version)
                 if not answer:
@@ -128,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
                     return 2
         else:
             service, request_type = _name(args.function)
-            answer = request(args.control, f"$fn_{fn_cmd}", [service, request_type, args.version])
+            change = {
+                "disable": ControlClient.fn_disable,
+                "enable": ControlClient.fn_enable,
+                "delete": ControlClient.fn_delete,
+            }[fn_cmd]
+            answer = request(args.control, lambda c: change(c, service, request_type, args.version))
     except ValueError as exc:
         print(f"{label}: {exc}", file=sys.stderr)
         return 2
@@ -216,12 +214,11 @@ def render_status(s: dict[str, Any]) -> str:
 
 
 def render_functions(configs: list[dict[str, Any]]) -> str:
-    from genapi.cli.main import _describe
     from genapi.structs import FunConfig
 
     if not configs:
         return "no functions"
-    lines = [_describe(msgspec.convert(c, FunConfig)) for c in configs]
+    lines = [describe(msgspec.convert(c, FunConfig)) for c in configs]
     return "\n".join(lines) + f"\n{_plural(len(configs), 'function')}"
 
 

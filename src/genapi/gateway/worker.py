@@ -1,19 +1,20 @@
-"""One worker process: what it serves (Gateway: pipeline, authenticator, connections), the
-upgrade (routing, vsn, authentication), the idle sweeper, shutdown, and `serve`/`run_worker`
-that build and run it on the uvloop event loop. Each accepted socket is served by the compiled
-`Connection` (`_core/connection.pyx`)."""
+"""One worker process: what it serves (Gateway: functions, dispatcher, authenticator,
+connections), the upgrade (routing, vsn, authentication), the idle sweeper, shutdown, and the
+worker's composition root `serve` (every part built once, in one written order, and handed to
+what uses it), run on the uvloop event loop by `run_worker`. Each accepted socket is served by
+the compiled `Connection` (`_core/connection.pyx`), which sees the worker only through its
+`ConnectionContext`."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 import json
 import logging
 import os
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -21,56 +22,92 @@ from picows import WSAutoPingStrategy, WSCloseCode, WSUpgradeRequest, WSUpgradeR
 from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in picows.pyi
 
 from genapi import log, relay, trace
-from genapi._core.connection import Connection
-from genapi._core.reply import log_calls
+from genapi._core.connection import Connection, ConnectionContext
+from genapi._core.dispatch import Dispatcher, Entry
+from genapi._core.handoff import ThreadPool
+from genapi._core.stats import log_calls
+from genapi._core.wire import on_unencodable
 from genapi.config import ConfigError, Settings
 from genapi.gateway.auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
 from genapi.gateway.listener import Listener, listening_socket, raise_fd_limit, reuseport_socket
 from genapi.gateway.phoenix import origin_checker, serializer_for, topic_matcher
-from genapi.host import metrics
+from genapi.host import metrics, pipe
 from genapi.host.link import MasterLink
 from genapi.host.ratelimit import RateLimits, limits_wanted, table_path
 from genapi.host.view import LoneHost
 from genapi.relay.groups import Groups
-from genapi.relay.seats import LocalRelay
-from genapi.request.pipeline import Pipeline
+from genapi.relay.seats import LocalRelay, Seats
+from genapi.request.bind import Binder, Functions, node_links, value_limits
+from genapi.request.pipeline import GeneralPath
+from genapi.request.registry import Registry
+
+if TYPE_CHECKING:
+    from genapi.host.control import ControlPlane
 
 _PICOWS_LOGGER = logging.getLogger("genapi.picows")
 
 
-class Gateway:
-    """Everything one worker process serves: settings, pipeline, authenticator, connections."""
+class HostView(Protocol):
+    """The host as a worker's HTTP endpoints see it (`host/view.py`: LoneHost, MasterHost)."""
 
-    def __init__(self, settings: Settings) -> None:
+    async def ready(self) -> dict[str, Any]: ...
+
+    async def metrics(self) -> str: ...
+
+
+class Gateway:
+    """Everything one worker process serves, given by `serve`: its functions (the bound
+    registry), the dispatcher, the connections' context (`conns`: counters, open connections),
+    the rate limits, the relay seats and its index among the host's workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        functions: Functions,
+        dispatcher: Dispatcher,
+        conns: ConnectionContext,
+        limits: RateLimits | None,
+        seats: Seats,
+        index: int,
+    ) -> None:
         self.settings = settings
         gw = settings.gateway
-        if gw.metrics:  # before the pipeline binds functions: each Entry holds its row
-            metrics.start()
-        self.pipeline = Pipeline(settings)
+        self.functions = functions
+        self.seats = seats
+        self.dispatcher = dispatcher
+        self.conns = conns
+        self.limits = limits
+        self.index = index
         self.auth = Authenticator(settings.auth)
-        self.topic_allowed = topic_matcher(gw.topics)
         self.origin_allowed = origin_checker(gw.check_origin)
         self.trusted_proxies = frozenset(gw.trusted_proxies)
         self.ws_path = gw.path.rstrip("/") + "/websocket"
-        self.connections: set[Connection] = set()
-        self.aborted = 0  # connections dropped for not reading their output (Connection.abort)
-        self.joins = 0  # channel joins accepted (for /metrics)
         self.accepted = 0  # connections upgraded (for /metrics)
-        self._connection_ids = itertools.count(1)
-        log_calls(log.enabled("info"))
-        self.server: Listener | None = None
-        self.control: Any = None  # the ControlPlane (control.py), once serving
-        self.limits: Any = None  # ratelimit.RateLimits, with [rate_limiter] enabled
-        self._sweeper: asyncio.Task | None = None
-        self.index = int(os.environ.get("GENAPI_WORKER_INDEX", "0"))
         self.generation = 0
-        self.host: Any = None  # async ready() and metrics(): the host's view (the master's, or this worker's)
+        self.server: Listener | None = None
+        self.host: HostView | None = None  # given to `start`: the host's view (the master's, or this worker's)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def connections(self) -> set[Connection]:
+        return self.conns.connections
+
+    @property
+    def aborted(self) -> int:
+        """Connections dropped for not reading their output (Connection.abort)."""
+        return self.conns.aborted
+
+    @property
+    def joins(self) -> int:
+        """Channel joins accepted (for /metrics)."""
+        return self.conns.joins
 
     async def http(self, path: str) -> tuple[int, str, bytes]:
         """/health: this worker answers; /ready: every worker up and on the current config
         generation (503 otherwise); /metrics: the whole host's, in the Prometheus text format."""
         if path == "/health":
             return 200, "text/plain", b"ok\n"
+        assert self.host is not None  # the listener serves these only once started
         if path == "/ready":
             ready = await self.host.ready()
             return (200 if ready["ready"] else 503), "application/json", json.dumps(ready).encode() + b"\n"
@@ -80,10 +117,6 @@ class Gateway:
 
     def metrics_snapshot(self) -> dict[str, Any]:
         return {**metrics.snapshot(self), "index": self.index, "pid": os.getpid(), "generation": self.generation}
-
-    def next_connection_id(self) -> str:
-        """`<pid>.<n>`: unique on the host, so log lines of one connection can be told apart."""
-        return f"{os.getpid()}.{next(self._connection_ids)}"
 
     def upgrade(self, request: WSUpgradeRequest, peer: str | None = None) -> Any:
         """Routes and authenticates an upgrade: 404 for other paths, 403 for an Origin that
@@ -128,7 +161,7 @@ class Gateway:
         tp = trace.valid(params.get("traceparent"))
         if tp is not None:
             identity = msgspec.structs.replace(identity, traceparent=tp)
-        conn = Connection(self, ser, identity)
+        conn = Connection(self.conns, ser, identity)
         self.accepted += 1
         if offered:
             return WSUpgradeResponseWithListener(
@@ -158,8 +191,11 @@ class Gateway:
             16 * 1024,
         )  # read_buffer_init_size
 
-    async def start(self, sock: socket.socket | None = None) -> None:
+    async def start(self, host: HostView, sock: socket.socket | None = None) -> None:
+        """Serves the port (`sock`, else a socket of its own); `host`: the host's view that
+        /ready and /metrics answer from."""
         gw = self.settings.gateway
+        self.host = host
         if sock is None:
             sock = listening_socket(gw.host, gw.port)
         self.server = Listener(sock, self.protocol, self.http)
@@ -210,8 +246,6 @@ class Gateway:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort("shutdown")
-        self.pipeline.nodes.close()
-        self.pipeline.pool.shutdown()
 
 
 CLOSE_BATCH = 100  # clients closed at once when a worker stops
@@ -226,72 +260,90 @@ async def serve(
     control: socket.socket | None = None,
     master: socket.socket | None = None,
 ) -> None:
-    """Runs one worker until SIGINT/SIGTERM (or its master says drain, or is gone). Alone
-    (`master` None), it also serves the control port's socket `control` and SIGHUP reloads the
-    config file's functions. Under a master it loads the master's config snapshots."""
+    """The worker's composition root: builds every part once, in this order, each given what it
+    uses, then runs until SIGINT/SIGTERM (or its master says drain, or is gone). Alone (`master`
+    None), it also serves the control port's socket `control`, holds the relay groups and SIGHUP
+    reloads the config file's functions. Under a master it loads the master's config snapshots."""
     from genapi.host.control import ControlPlane
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(log.loop_exception)
     raise_fd_limit()
-    gateway = Gateway(settings)
-    stop = asyncio.Event()
-    drain = [settings.gateway.shutdown_grace_ms / 1000]
-    link = None
+    gw = settings.gateway
+    lone = master is None
+    log_calls(log.enabled("info"))
+    if gw.metrics:  # before any function is bound: each Entry holds its metrics row
+        metrics.start()
+    limits = None
     if limits_wanted(settings.rate_limiter):  # the table is the master's (a lone worker's own)
-        path = table_path(settings.gateway.host, settings.gateway.port)
-        rl = settings.rate_limiter
-        gateway.limits = RateLimits.open(rl, path) if master is not None else RateLimits.create(rl, path)
-        gateway.pipeline.dispatcher.limiter = gateway.limits.limiter
-    seats = gateway.pipeline.seats
-    relay.use(seats)
+        path = table_path(gw.host, gw.port)
+        limits = (
+            RateLimits.create(settings.rate_limiter, path) if lone else RateLimits.open(settings.rate_limiter, path)
+        )
+    limiter = limits.limiter if limits is not None else None
+    pool = ThreadPool(gw.thread_pool_size, gw.thread_queue_limit)
+    seats = Seats()  # this worker's relay-group members
+    relay.register_worker(seats)
+    registry: Registry[Entry] = Registry()
+    binder = Binder(registry, value_limits(settings), node_links(settings), gw.detail_error, pool, seats)
+    functions = Functions(registry, binder, settings.functions)
+    general = GeneralPath(binder, pool, limiter, gw.detail_error)
+    on_unencodable(general.unencodable)
+    dispatcher = Dispatcher(registry, settings, general.run, limiter)
+    conns = ConnectionContext(gw, dispatcher, topic_matcher(gw.topics))
     groups = None
+    if lone:  # alone, this worker is the relay groups' authority
+        groups = Groups(settings.relay, lambda _worker, tokens, payload: seats.deliver(tokens, payload))
+        seats.link = LocalRelay(groups, seats)
+    index = int(os.environ.get("GENAPI_WORKER_INDEX", "0"))
+    gateway = Gateway(settings, functions, dispatcher, conns, limits, seats, index)
+    stop = asyncio.Event()
+    drain = [gw.shutdown_grace_ms / 1000]
+    link = None
+    host: HostView
     if master is not None:
         link = MasterLink(master, gateway, stop, drain)
         await link.start()  # the current snapshot, before a single connection is accepted
-        sock = reuseport_socket(settings.gateway.host, settings.gateway.port)
-    else:  # alone, this worker is the relay groups' authority
-        local = LocalRelay(
-            Groups(settings.relay, lambda _worker, tokens, payload: seats.deliver(tokens, payload)), seats
-        )
-        seats.link = local
-        groups = local.groups
-    gateway.host = link.host if link is not None else LoneHost(gateway, groups)
-    await gateway.start(sock)
-    gateway.control = ControlPlane(gateway.pipeline, settings)
-    gateway.control.limits = gateway.limits
-    gateway.control.relay = groups
-    if master is None:
-        gateway.control.inspect = gateway.host.inspect
-        await gateway.control.start(control)
+        sock = reuseport_socket(gw.host, gw.port)
+        host = link.host
+        plane = None  # the master serves the control port
+    else:
+        host = LoneHost(gateway, groups)
+        plane = ControlPlane(functions, settings, limits=limits, relay=groups, inspect=host.inspect)
+    await gateway.start(host, sock)
+    if plane is not None:
+        await plane.start(control)
     gc.freeze()  # what startup built lives forever: keep the collector's full passes off it
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if handle_sighup:
-        loop.add_signal_handler(signal.SIGHUP, lambda: reload_functions(gateway))
-    gw = settings.gateway
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_functions(gateway, plane))
     if ready is not None:
         ready(gateway)
     log.info("worker_ready", pid=os.getpid(), host=gw.host, port=gw.port)
     await stop.wait()
-    await gateway.control.stop()
+    if plane is not None:
+        await plane.stop()
     await gateway.stop(drain[0])
+    functions.nodes.close()
+    pool.shutdown()
     if link is not None:
         link.close()
-    if gateway.limits is not None:
-        gateway.limits.close(owner=master is None)
+    if limits is not None:
+        limits.close(owner=lone)
 
 
-def reload_functions(gateway: Gateway) -> None:
-    """SIGHUP on a lone worker: the config file's functions again (pushed ones stay)."""
+def reload_functions(gateway: Gateway, plane: ControlPlane | None) -> None:
+    """SIGHUP on a lone worker: the config file's functions again (pushed ones stay, and those
+    disabled by hand through the control plane stay disabled)."""
     from genapi.config import load
 
     settings = gateway.settings
     try:
         fresh = load(None if settings.source == "<embedded default>" else settings.source)
         old = [(c.service, c.request_type, c.version) for c in settings.functions]
-        functions = fresh.functions if gateway.control is None else gateway.control.keep_disabled(fresh.functions)
-        gateway.pipeline.replace(old, functions)
+        functions = fresh.functions if plane is None else plane.keep_disabled(fresh.functions)
+        gateway.functions.replace(old, functions)
     except (ConfigError, ValueError) as exc:
         log.error("config_reload_failed", source=settings.source, error=str(exc))
         return
@@ -313,10 +365,18 @@ def run_worker() -> None:
         if not chunk:
             return
         line += chunk
-    settings = msgspec.json.decode(json.loads(line)["settings"], type=Settings)
+    try:
+        first = pipe.decode_to_worker(line)
+        if not isinstance(first, pipe.Settings):
+            raise msgspec.ValidationError(f"expected the settings first, got {type(first).__name__}")
+    except msgspec.DecodeError as exc:  # nothing to serve without them
+        log.setup()
+        pipe.invalid("worker", int(os.environ.get("GENAPI_WORKER_INDEX", "0")), line, exc)
+        raise SystemExit(1) from None
+    settings = first.settings
     log.setup(settings.gateway.log_level, settings.gateway.log_format)
     os.environ.pop("GENAPI_WORKER_FD", None)
-    sock.sendall(json.dumps({"hello": os.getpid()}).encode() + b"\n")  # the master waits for it to go on
+    sock.sendall(pipe.encode(pipe.Hello(os.getpid())))  # the master waits for it to go on
     sock.setblocking(False)
     try:
         uvloop.run(serve(settings, None, handle_sighup=False, master=sock))

@@ -1,16 +1,19 @@
-"""The gateway's control plane: configs pushed by service nodes to the control port, configs
-pulled from the nodes of `[[services]]`, and the status of both.
+"""The gateway's control port: a table of verbs, each a typed handler, served to clients that
+proved the cluster secret (`control_auth.py`); `ControlClient` (`control_client.py`) is its
+client, one method per verb.
 
-PhoenixGenApi's semantics (ConfigReceiver / ConfigPuller): a push is idempotent by
-`config_version` (the same version again is skipped unless `force`), `verify` answers matched /
-mismatch / not_found, a pushed service is then refreshed by pulls from its nodes, and a pull
-first asks the node's config version and fetches the configs only when it changed. Failed
-pulls are recorded and retried with exponential backoff (up to PULL_BACKOFF_MAX_S).
+    $push $verify $pushed                        config sync (configsync.py): service nodes push
+    $functions $status $nodes                    the registry, the gateway and its workers, the node pool
+    $fn_disable $fn_enable $fn_delete            an operator's switches on the registry
+    $ping                                        "pong"
+    $relay                                       a relay-group operation (RelayClient)
+    $rl_status $rl_reset $rl_config              rate limits: read and reset
+    $rl_update $rl_global_add $rl_global_remove  rate limits: change
 
-genapi differs: several nodes pushing the same service and version are merged (the service is
-served by all of them), where the original keeps the first; a newer version replaces the node
-list with its pusher's. A pushed config may not be `nodes = "local"` (that would run code of the
-gateway's choosing named by a remote peer).
+Each request is `target` (the verb) and `args` (a list). A verb not in the table is answered
+ERROR `unknown`; a request that cannot be applied (bad arguments, a refused push, a feature
+that is off) ERROR `refused` with the reason. A change (a push, a switch, a rate-limit change)
+is answered once every worker serves it, where the process has workers.
 """
 
 from __future__ import annotations
@@ -19,106 +22,103 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from genapi import __version__, log, telemetry
-from genapi.config import NonEmpty, Settings
+from genapi import __version__, log
+from genapi.config import Settings
+from genapi.engine.configs import ConfigStore, HostConfigs
 from genapi.errors import ConfigError, RelayError
+from genapi.host import control_auth
+from genapi.host.configsync import ConfigSync, Refused
 from genapi.nodes import rpc
 from genapi.relay.groups import Groups
-from genapi.request.pipeline import Pipeline
+from genapi.request.bind import Functions
 from genapi.structs import FunConfig
 
-PULL_BACKOFF_MAX_S = 300.0
+if TYPE_CHECKING:
+    from genapi.host.ratelimit import RateLimits
 
+__all__ = ["ControlPlane", "Handler", "Refused", "merge_nodes"]
 
-class PushMessage(msgspec.Struct, forbid_unknown_fields=True):
-    """What a service node pushes (PhoenixGenApi's PushConfig)."""
-
-    service: NonEmpty
-    config_version: NonEmpty
-    nodes: list[NonEmpty]
-    fun_configs: list[dict[str, Any]]
-
-
-class ServiceState:
-    """One pushed or pulled service as the gateway holds it."""
-
-    def __init__(self, message: PushMessage, keys: list[tuple[str, str, str | None]], source: str) -> None:
-        self.service = message.service
-        self.config_version = message.config_version
-        self.nodes = list(message.nodes)
-        self.fun_configs = message.fun_configs
-        self.keys = keys
-        self.source = source
-        self.updated_at = time.time()
-        self.pulled_at: float | None = None
-        self.pull_failures = 0
-        self.last_error: str | None = None
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "config_version": self.config_version,
-            "nodes": self.nodes,
-            "functions": [f"{rt}@{v}" if v else rt for _s, rt, v in self.keys],
-            "source": self.source,
-            "updated_at": self.updated_at,
-            "pulled_at": self.pulled_at,
-            "pull_failures": self.pull_failures,
-            "last_error": self.last_error,
-        }
-
-
-class Refused(Exception):
-    """A push that cannot be applied; the text names every problem."""
+# A verb's handler: the peer (for logs) and the request's args → the answer, or a coroutine
+# answering once the change is served (a push announced to the workers, the workers' status).
+Handler = Callable[[rpc.ServerPeer, list[Any]], Any]
+Broadcast = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class ControlPlane:
-    """Receives pushes on the control port and runs the pull loops, for one gateway process."""
+    """Serves the control port for one gateway process (the master, or a lone worker): routes
+    each verb to its handler; config sync runs beside it (`self.sync`)."""
 
     def __init__(
-        self, pipeline: Pipeline, settings: Settings, on_change: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self,
+        functions: Functions,
+        settings: Settings,
+        on_change: Broadcast | None = None,
+        *,
+        limits: RateLimits | None = None,
+        on_limits: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+        relay: Groups | None = None,
+        inspect: Broadcast | None = None,
+        store: ConfigStore | None = None,
     ) -> None:
-        self.pipeline = pipeline
+        self.functions = functions
         self.on_change = on_change  # the master's broadcast: a change is answered once every worker has it
-        self.limits: Any = None  # ratelimit.RateLimits, when [rate_limiter] is enabled
-        self.relay: Groups | None = None  # the host's relay groups, where this process holds them
-        self.on_limits: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+        self.limits = limits  # when [rate_limiter] is enabled
+        self.on_limits = on_limits  # the master's broadcast of a rate-limit change
+        self.relay = relay  # the host's relay groups, where this process holds them
         # the process holding this plane (master, or lone worker): its config generation, restarts
         # and workers (index, pid, alive, generation, restarts, connections, nodes) for `$status`/`$nodes`
-        self.inspect: Callable[[], Awaitable[dict[str, Any]]] | None = None
-        self.held_disabled: set[tuple[str, str, str | None]] = set()  # disabled by hand (admin)
+        self.inspect = inspect
+        self.secret = control_auth.server_secret(settings)
+        self.store: ConfigStore = store if store is not None else HostConfigs()
+        self.sync = ConfigSync(functions, settings, self.store, self.secret, on_change)
         self.started = time.monotonic()
-        self.cluster = settings.cluster
-        self.secret = rpc.secret_from(settings.cluster.secret)
-        self.services: dict[str, ServiceState] = {}
-        self.pullers: dict[str, asyncio.Task[None]] = {}
-        self.configured = {src.service: list(src.nodes) for src in settings.services}
         self.server: asyncio.Server | None = None
         self.address = ""
         self._tasks: set[asyncio.Future[None]] = set()
+        self.verbs: dict[str, Handler] = {
+            "$push": self._push,
+            "$verify": self._verify,
+            "$pushed": self._pushed,
+            "$functions": self._functions,
+            "$status": self._status,
+            "$nodes": self._nodes,
+            "$fn_disable": self._fn_disable,
+            "$fn_enable": self._fn_enable,
+            "$fn_delete": self._fn_delete,
+            "$ping": self._ping,
+            "$relay": self._relay,
+            "$rl_status": self._rl_status,
+            "$rl_reset": self._rl_reset,
+            "$rl_config": self._rl_config,
+            "$rl_update": self._rl_update,
+            "$rl_global_add": self._rl_global_add,
+            "$rl_global_remove": self._rl_global_remove,
+        }
 
     async def start(self, sock: socket.socket | None) -> None:
         """Serves the control port's socket (None: no control port) and starts the configured pulls."""
         if sock is not None:
-            self.server = await rpc.listen(sock, self.secret, "genapi-control", self)
+            self.server = await control_auth.serve(sock, self.secret, self)
             bound = sock.getsockname()
             self.address = f"{bound[0]}:{bound[1]}"
             log.info("control_port_ready", address=self.address, secured=self.secret is not None)
-        for service, nodes in self.configured.items():
-            self._pull_from(service, nodes, first_delay=0.0)
+        self.sync.start()
 
     async def stop(self) -> None:
-        for task in self.pullers.values():
-            task.cancel()
+        self.sync.stop()
         if self.server is not None:
             self.server.close()
 
-    # ----------------------------------------------------------------- rpc handler
+    def keep_disabled(self, configs: list[FunConfig]) -> list[FunConfig]:
+        """`configs` with the functions an operator disabled disabled (a reload keeps them so)."""
+        return self.sync.keep_disabled(configs)
+
+    # ----------------------------------------------------------------- the rpc handler
     def call(
         self,
         peer: rpc.ServerPeer,
@@ -132,185 +132,36 @@ class ControlPlane:
         try:
             if type(args) is not list:
                 raise Refused("args must be a list")
-            if target == "$push":
-                message, force = [*args, False][:2]
-                result = self.push(message, bool(force), "push")
-                if self.on_change is None or result["status"] != "accepted":
-                    peer.result(cid, result)
-                else:
-                    self._tasks.add(task := asyncio.ensure_future(self._announce(peer, cid, result)))
-                    task.add_done_callback(self._tasks.discard)
-            elif target == "$verify":
-                peer.result(cid, self.verify(*args[:2]))
-            elif target == "$pushed":
-                peer.result(cid, self.status())
-            elif target == "$functions":
-                peer.result(cid, [msgspec.to_builtins(cfg) for cfg in self.pipeline.registry.list()])
-            elif target in ("$nodes", "$status"):
-                self._later(self._inspect(peer, cid, target))
-            elif target in ("$fn_disable", "$fn_enable", "$fn_delete"):
-                service, request_type, version = [*args, None, None, None][:3]
-                result = self.change_function(target[4:], str(service), str(request_type), version)
-                if self.on_change is None:
-                    peer.result(cid, result)
-                else:
-                    self._later(self._announce(peer, cid, result))
-            elif target == "$ping":
-                peer.result(cid, "pong")
-            elif target == "$relay":
-                self._relay(peer, cid, args)
-            elif target.startswith("$rl_"):
-                self._rate_limits(peer, cid, target, args)
-            else:
-                peer.error(cid, rpc.UNKNOWN, f"no control request {target!r}")
+            handler = self.verbs.get(target)
+            if handler is None:
+                return peer.error(cid, rpc.UNKNOWN, f"no control request {target!r}")
+            answer = handler(peer, args)
         except (Refused, ConfigError) as exc:
-            log.warning("control_request_refused", peer=peer.peername, target=target, error=str(exc))
-            peer.error(cid, rpc.REFUSED, str(exc))
+            return self._refused(peer, cid, target, exc)
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
-            peer.error(cid, rpc.REFUSED, f"bad arguments for {target}: {type(exc).__name__}: {exc}")
-
-    def _later(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _inspect(self, peer: rpc.ServerPeer, cid: int, target: str) -> None:
-        """`$status` (the gateway and its workers) or `$nodes` (the node pool, per node over the
-        workers: only the workers hold live node links)."""
-        try:
-            view: dict[str, Any] = (
-                await self.inspect()
-                if self.inspect is not None
-                else {
-                    "generation": 0,
-                    "restarts": 0,
-                    "workers": [{"index": 0, "pid": os.getpid(), "alive": True, "nodes": self.pipeline.nodes.status()}],
-                }
-            )
-            if target == "$nodes":
-                answer: Any = merge_nodes(view["workers"])
-            else:
-                answer = {
-                    "pid": os.getpid(),
-                    "version": __version__,
-                    "uptime_s": round(time.monotonic() - self.started, 3),
-                    "generation": view["generation"],
-                    "functions": len(self.pipeline.registry),
-                    "pushed": len(self.services),
-                    "restarts": view["restarts"],
-                    "workers": [{k: v for k, v in w.items() if k != "nodes"} for w in view["workers"]],
-                }
-        except Exception as exc:  # answered, logged; the control port goes on
-            log.error("control_inspect_failed", target=target, exc_info=True)
-            return peer.error(cid, rpc.REFUSED, f"{target}: {type(exc).__name__}: {exc}")
-        peer.result(cid, answer)
-
-    def change_function(self, op: str, service: str, request_type: str, version: Any) -> dict[str, Any]:
-        """Disables, enables or deletes a function in the authoritative registry (PhoenixGenApi's
-        ConfigDb disable/enable/delete): one version, or every version when `version` is None.
-        A function disabled by hand stays disabled when its service pushes or is pulled again,
-        changed or not, until it is enabled (or deleted) by hand: an operator's switch is not
-        undone by a node's routine re-push."""
-        if version is not None and not isinstance(version, str):
-            raise Refused(f"$fn_{op}: version must be a string or null, got {version!r}")
-        registry = self.pipeline.registry
-        versions = [
-            cfg.version for cfg in registry.list() if cfg.service == service and cfg.request_type == request_type
-        ]
-        if version is not None:
-            versions = [v for v in versions if v == version]
-        if not versions:
-            which = f"{service}.{request_type}" + (f" version {version}" if version is not None else "")
-            raise Refused(f"$fn_{op}: no function {which}")
-        for v in versions:
-            key = (service, request_type, v)
-            if op == "disable":
-                registry.disable(service, request_type, v)
-                self.held_disabled.add(key)
-            elif op == "enable":
-                registry.enable(service, request_type, v)
-                self.held_disabled.discard(key)
-            else:
-                registry.delete(service, request_type, v)
-                self.held_disabled.discard(key)
-                state = self.services.get(service)
-                if state is not None and key in state.keys:
-                    state.keys = [k for k in state.keys if k != key]
-        log.warning("function_changed_by_admin", op=op, service=service, request_type=request_type, versions=versions)
-        return {"status": f"{op}d", "service": service, "request_type": request_type, "versions": versions}
-
-    def keep_disabled(self, configs: list[FunConfig]) -> list[FunConfig]:
-        """`configs` with the functions disabled by hand disabled (a push, a pull, a reload)."""
-        if not self.held_disabled:
-            return configs
-        return [
-            msgspec.structs.replace(c, disabled=True)
-            if not c.disabled and (c.service, c.request_type, c.version) in self.held_disabled
-            else c
-            for c in configs
-        ]
-
-    def _relay(self, peer: rpc.ServerPeer, cid: int, args: list[Any]) -> None:
-        """A relay-group operation from Python (RelayClient) or the CLI: `[op, {args}]`, with
-        the acting user named in the args (none for the admin side's delete and info). A
-        refusal by the group rules is an answer: {"error": code, "text": ...}."""
-        if self.relay is None:
-            raise Refused("relay groups are not held by this process")
-        out = self.relay.answer(str(args[0]), args[1] if len(args) > 1 else {})
-        peer.result(cid, {"error": out.code, "text": out.text} if isinstance(out, RelayError) else out)
-        self.relay.flush()
-
-    def _rate_limits(self, peer: rpc.ServerPeer, cid: int, target: str, args: list[Any]) -> None:
-        """rl_status, rl_reset, rl_config (read), and the changes: rl_update (the whole config),
-        rl_global_add, rl_global_remove. A change is answered once every worker has it."""
-        limits = self.limits
-        if limits is None:
-            raise Refused(
-                "rate limiting is off: [rate_limiter] enabled = false, or no limit was configured at "
-                "start (the shared table is made at start: configure a limit and restart)"
-            )
-        if target == "$rl_status":
-            key, value, service, request_type = [*args, None, None][:4]
-            return peer.result(cid, limits.status(str(key), str(value), service, request_type))
-        if target == "$rl_reset":
-            return peer.result(cid, {"freed": limits.reset(str(args[0]), str(args[1]))})
-        if target == "$rl_config":
-            return peer.result(cid, limits.config())
-        if target == "$rl_update":
-            limits.update(args[0])
-        elif target == "$rl_global_add":
-            limits.add_global(args[0])
-        elif target == "$rl_global_remove":
-            limits.remove_global(str(args[0]))
+            return peer.error(cid, rpc.REFUSED, f"bad arguments for {target}: {type(exc).__name__}: {exc}")
+        if asyncio.iscoroutine(answer):
+            task = asyncio.ensure_future(self._answer_later(peer, cid, target, answer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         else:
-            return peer.error(cid, rpc.UNKNOWN, f"no control request {target!r}")
-        log.warning("rate_limits_changed", by=peer.peername, request=target)
-        if self.on_limits is None:
-            return peer.result(cid, {"config": limits.config()})
-        task = asyncio.ensure_future(self._announce_limits(peer, cid, limits.config()))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            peer.result(cid, answer)
 
-    async def _announce_limits(self, peer: rpc.ServerPeer, cid: int, config: dict[str, Any]) -> None:
-        assert self.on_limits is not None
-        sent = await self.on_limits(config)
-        peer.result(cid, {"config": config, "workers": sent["workers"], "missing": sent["missing"]})
+    async def _answer_later(
+        self, peer: rpc.ServerPeer, cid: int, target: str, answer: Coroutine[Any, Any, Any]
+    ) -> None:
+        try:
+            value = await answer
+        except (Refused, ConfigError) as exc:
+            return self._refused(peer, cid, target, exc)
+        except Exception as exc:  # answered, logged; the control port goes on
+            log.error("control_request_failed", target=target, exc_info=True)
+            return peer.error(cid, rpc.REFUSED, f"{target}: {type(exc).__name__}: {exc}")
+        peer.result(cid, value)
 
-    async def _announce(self, peer: rpc.ServerPeer, cid: int, result: dict[str, Any]) -> None:
-        """Answers a change (a push, an admin's disable/enable/delete) once every worker serves
-        it (or says which did not)."""
-        assert self.on_change is not None
-        sent = await self.on_change()
-        peer.result(
-            cid,
-            {
-                **result,
-                "generation": sent["generation"],
-                "workers": sent["workers"],
-                "missing": sent["missing"],
-                "broadcast_ms": sent["ms"],
-            },
-        )
+    def _refused(self, peer: rpc.ServerPeer, cid: int, target: str, exc: Exception) -> None:
+        log.warning("control_request_refused", peer=peer.peername, target=target, error=str(exc))
+        peer.error(cid, rpc.REFUSED, str(exc))
 
     def cancel(self, peer: rpc.ServerPeer, cid: int) -> None:
         pass
@@ -321,189 +172,147 @@ class ControlPlane:
     def lost(self, peer: rpc.ServerPeer) -> None:
         pass
 
-    # ----------------------------------------------------------------- push, verify, status
-    def push(self, raw: Any, force: bool = False, source: str = "push") -> dict[str, Any]:
-        """Applies a pushed (or pulled) service config; raises Refused naming every problem."""
-        try:
-            message = msgspec.convert(raw, PushMessage)
-        except msgspec.ValidationError as exc:
-            raise Refused(f"push: {exc}") from None
-        state = self.services.get(message.service)
-        if state is not None and state.config_version == message.config_version and not force:
-            new_nodes = [n for n in message.nodes if n not in state.nodes]
-            if not new_nodes:
-                return {"status": "skipped", "reason": "version_matches"}
-            message.nodes = state.nodes + new_nodes  # another node of the same version: serve from all
-        configs = self.keep_disabled(self._configs(message, state))
-        old = state.keys if state is not None else []
-        try:
-            self.pipeline.replace(old, configs)
-        except ValueError as exc:
-            raise Refused(f"push of {message.service}: {exc}") from None
-        keys = [(c.service, c.request_type, c.version) for c in configs]
-        fresh = ServiceState(message, keys, source)
-        if state is not None:
-            fresh.pulled_at, fresh.pull_failures = state.pulled_at, state.pull_failures
-        self.services[message.service] = fresh
-        log.info(
-            "config_applied",
-            service=message.service,
-            config_version=message.config_version,
-            functions=len(configs),
-            nodes=message.nodes,
-            source=source,
-            forced=force,
-        )
-        if message.service not in self.configured:  # refreshed by pulls from its nodes from now on
-            self._pull_from(message.service, fresh.nodes, first_delay=self.cluster.pull_interval_ms / 1000)
-        if source == "push":
-            telemetry.execute(
-                "genapi.config.push",
-                {"count": len(configs)},
-                {"service": message.service, "version": message.config_version},
+    # ----------------------------------------------------------------- config sync
+    def _push(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        """[message, force?]: {"status": "accepted", "functions": n} (with the broadcast's
+        generation, workers, missing, broadcast_ms under a master) or {"status": "skipped", ...}."""
+        message, force = [*args, False][:2]
+        result = self.sync.push(message, bool(force), "push")
+        if self.on_change is None or result["status"] != "accepted":
+            return result
+        return self._announce(result)
+
+    def _verify(self, peer: rpc.ServerPeer, args: list[Any]) -> dict[str, Any]:
+        """[service, config_version]: matched, mismatch (with the held version) or not_found."""
+        return self.sync.verify(*args[:2])
+
+    def _pushed(self, peer: rpc.ServerPeer, args: list[Any]) -> dict[str, dict[str, Any]]:
+        return self.sync.status()
+
+    # ----------------------------------------------------------------- the registry, the gateway
+    def _functions(self, peer: rpc.ServerPeer, args: list[Any]) -> list[Any]:
+        return [msgspec.to_builtins(cfg) for cfg in self.functions.registry.list()]
+
+    async def _status(self, peer: rpc.ServerPeer, args: list[Any]) -> dict[str, Any]:
+        """The gateway (pid, version, uptime, generation, functions, pushed) and its workers."""
+        view = await self._view()
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "generation": view["generation"],
+            "functions": len(self.functions.registry),
+            "pushed": len(self.store),
+            "restarts": view["restarts"],
+            "workers": [{k: v for k, v in w.items() if k != "nodes"} for w in view["workers"]],
+        }
+
+    async def _nodes(self, peer: rpc.ServerPeer, args: list[Any]) -> list[dict[str, Any]]:
+        """The node pool, per node over the workers (only the workers hold live node links)."""
+        return merge_nodes((await self._view())["workers"])
+
+    async def _view(self) -> dict[str, Any]:
+        if self.inspect is not None:
+            return await self.inspect()
+        return {
+            "generation": 0,
+            "restarts": 0,
+            "workers": [{"index": 0, "pid": os.getpid(), "alive": True, "nodes": self.functions.nodes.status()}],
+        }
+
+    def _fn_disable(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        """[service, request_type, version or null (every version)]; held across re-pushes."""
+        return self._change_function("disable", args)
+
+    def _fn_enable(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        return self._change_function("enable", args)
+
+    def _fn_delete(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        return self._change_function("delete", args)
+
+    def _change_function(self, op: str, args: list[Any]) -> Any:
+        service, request_type, version = [*args, None, None, None][:3]
+        result = self.sync.change_function(op, str(service), str(request_type), version)
+        return result if self.on_change is None else self._announce(result)
+
+    def _ping(self, peer: rpc.ServerPeer, args: list[Any]) -> str:
+        return "pong"
+
+    async def _announce(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A change (a push, an admin's disable/enable/delete) answered once every worker serves
+        it (or says which did not)."""
+        assert self.on_change is not None
+        sent = await self.on_change()
+        return {
+            **result,
+            "generation": sent["generation"],
+            "workers": sent["workers"],
+            "missing": sent["missing"],
+            "broadcast_ms": sent["ms"],
+        }
+
+    # ----------------------------------------------------------------- relay groups
+    def _relay(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        """[op, {args}]: a relay-group operation from Python (RelayClient) or the CLI, with the
+        acting user named in the args (none for the admin side's delete and info). A refusal
+        by the group rules is an answer: {"error": code, "text": ...}."""
+        if self.relay is None:
+            raise Refused("relay groups are not held by this process")
+        out = self.relay.answer(str(args[0]), args[1] if len(args) > 1 else {})
+        asyncio.get_running_loop().call_soon(self.relay.flush)  # deliveries once the answer is queued
+        return {"error": out.code, "text": out.text} if isinstance(out, RelayError) else out
+
+    # ----------------------------------------------------------------- rate limits
+    def _limits(self) -> RateLimits:
+        if self.limits is None:
+            raise Refused(
+                "rate limiting is off: [rate_limiter] enabled = false, or no limit was configured at "
+                "start (the shared table is made at start: configure a limit and restart)"
             )
-        return {"status": "accepted", "functions": len(configs)}
+        return self.limits
 
-    def _configs(self, message: PushMessage, state: ServiceState | None) -> list[FunConfig]:
-        """The push's FunConfigs, every problem at once. One pushed exactly as before (same map,
-        same nodes) is the config already held: not checked again (a 10 000-function service
-        pushed again with one change costs one check)."""
-        problems: list[str] = []
-        configs: list[FunConfig] = []
-        seen: set[tuple[Any, Any]] = set()
-        before: dict[Any, dict[str, Any]] = {}
-        if state is not None and state.nodes == message.nodes:
-            before = {(r.get("request_type"), r.get("version")): r for r in state.fun_configs if isinstance(r, dict)}
-        for i, raw in enumerate(message.fun_configs, 1):
-            label = f"fun_configs #{i}" + (f" ({raw.get('request_type')})" if isinstance(raw, dict) else "")
-            if not isinstance(raw, dict):
-                problems.append(f"{label}: must be a map")
-                continue
-            ident = (raw.get("request_type"), raw.get("version"))
-            if before.get(ident) == raw and ident not in seen:
-                held = self.pipeline.registry.item(message.service, str(ident[0]), ident[1])
-                if held is not None:
-                    seen.add(ident)
-                    configs.append(held[0])
-                    continue
-            raw = dict(raw)
-            if raw.setdefault("service", message.service) != message.service:
-                problems.append(f"{label}: service {raw['service']!r} is not the pushed service {message.service!r}")
-                continue
-            if raw.get("nodes") == "local":
-                problems.append(f'{label}: nodes: a pushed function runs on its nodes, never "local"')
-                continue
-            if raw.get("nodes") is None or isinstance(raw.get("nodes"), list):
-                raw["nodes"] = list(message.nodes)  # the push's nodes serve its functions (merged per version)
-            try:
-                cfg = msgspec.convert(raw, FunConfig)
-            except msgspec.ValidationError as exc:
-                problems.append(f"{label}: {exc}")
-                continue
-            problems += [f"{label}: {p}" for p in cfg.errors()]
-            ident = (cfg.request_type, cfg.version)
-            if ident in seen:
-                problems.append(f"{label}: duplicate function {cfg.request_type} version {cfg.version}")
-            seen.add(ident)
-            configs.append(cfg)
-        if problems:
-            raise Refused(f"push of {message.service} refused: " + "; ".join(problems))
-        return configs
+    def _rl_status(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        """[key, value, service?, request_type?]: the value's use under each limit on that key."""
+        limits = self._limits()
+        key, value, service, request_type = [*args, None, None][:4]
+        return limits.status(str(key), str(value), service, request_type)
 
-    def verify(self, service: str, config_version: str) -> dict[str, Any]:
-        state = self.services.get(service)
-        if state is None:
-            return {"status": "not_found"}
-        if state.config_version == config_version:
-            return {"status": "matched"}
-        return {"status": "mismatch", "version": state.config_version}
+    def _rl_reset(self, peer: rpc.ServerPeer, args: list[Any]) -> dict[str, Any]:
+        limits = self._limits()
+        return {"freed": limits.reset(str(args[0]), str(args[1]))}
 
-    def status(self) -> dict[str, Any]:
-        """Pushed-services status: per service its version, nodes, functions and pull record."""
-        return {name: state.status() for name, state in sorted(self.services.items())}
+    def _rl_config(self, peer: rpc.ServerPeer, args: list[Any]) -> dict[str, Any]:
+        return self._limits().config()
 
-    # ----------------------------------------------------------------- pulls
-    def _pull_from(self, service: str, nodes: list[str], first_delay: float) -> None:
-        if service in self.pullers:
-            return
-        self.pullers[service] = asyncio.ensure_future(self._pull_loop(service, nodes, first_delay))
+    def _rl_update(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        """[the whole [rate_limiter] config]."""
+        limits = self._limits()
+        limits.update(args[0])
+        return self._limits_changed(peer, "$rl_update", limits)
 
-    async def _pull_loop(self, service: str, nodes: list[str], delay: float) -> None:
-        interval = self.cluster.pull_interval_ms / 1000
-        failures = 0
-        while True:
-            await asyncio.sleep(delay)
-            state = self.services.get(service)
-            current = state.nodes if state is not None and service not in self.configured else nodes
-            try:
-                outcome = await self.pull(service, current)
-                failures = 0
-                log.debug("config_pulled", service=service, outcome=outcome)
-            except (rpc.RpcError, Refused) as exc:
-                failures += 1
-                text = exc.text if isinstance(exc, rpc.RpcError) else str(exc)
-                log.warning("config_pull_failed", service=service, failures=failures, error=text)
-                state = self.services.get(service)
-                if state is not None:
-                    state.pull_failures += 1
-                    state.last_error = text
-            delay = min(interval * 2**failures, max(PULL_BACKOFF_MAX_S, interval))
+    def _rl_global_add(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        """[{"key", "max_requests", "window_ms"}]."""
+        limits = self._limits()
+        limits.add_global(args[0])
+        return self._limits_changed(peer, "$rl_global_add", limits)
 
-    async def pull(self, service: str, nodes: list[str]) -> str:
-        """One pull: asks each node in turn for its config version, and for the configs only when
-        the version differs from the one held. "unchanged", "accepted" or "skipped"."""
-        started = time.perf_counter()
-        telemetry.execute("genapi.config.pull.start", {"system_time": time.time_ns()}, {"service": service})
-        count, version = 0, None
-        try:
-            outcome = await self._pull(service, nodes)
-            state = self.services.get(service)
-            if state is not None and outcome != "unchanged":
-                count, version = len(state.keys), state.config_version
-            elif state is not None:
-                version = state.config_version
-            return outcome
-        finally:
-            telemetry.execute(
-                "genapi.config.pull.stop",
-                {"duration_us": int((time.perf_counter() - started) * 1e6), "count": count},
-                {"service": service, "version": version},
-            )
+    def _rl_global_remove(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        """[key]."""
+        limits = self._limits()
+        limits.remove_global(str(args[0]))
+        return self._limits_changed(peer, "$rl_global_remove", limits)
 
-    async def _pull(self, service: str, nodes: list[str]) -> str:
-        timeout = self.cluster.pull_timeout_ms / 1000
-        last: rpc.RpcError | None = None
-        for address in nodes:
-            try:
-                peer = await rpc.connect(address, self.secret, "genapi-puller", timeout)
-            except rpc.RpcError as exc:
-                last = exc
-                continue
-            try:
-                version = await peer.request("$config_version", [], timeout)
-                state = self.services.get(service)
-                if state is not None and state.config_version == version:
-                    state.pulled_at = time.time()
-                    state.pull_failures = 0
-                    state.last_error = None
-                    return "unchanged"
-                message = await peer.request("$config", [], timeout)
-                if not isinstance(message, dict) or message.get("service") != service:
-                    got = message.get("service") if isinstance(message, dict) else message
-                    raise Refused(f"node {address} answered a config for {got!r}, not {service!r}")
-                outcome = self.push(message, False, "pull")["status"]
-                if outcome == "accepted" and self.on_change is not None:
-                    await self.on_change()
-                state = self.services[service]
-                state.pulled_at = time.time()
-                state.pull_failures = 0
-                state.last_error = None
-                return str(outcome)
-            except rpc.RpcError as exc:
-                last = exc
-            finally:
-                peer.close()
-        raise last or rpc.RpcError(rpc.LOST, f"no nodes to pull {service} from")
+    def _limits_changed(self, peer: rpc.ServerPeer, target: str, limits: RateLimits) -> Any:
+        """A rate-limit change is answered once every worker has it."""
+        log.warning("rate_limits_changed", by=peer.peername, request=target)
+        if self.on_limits is None:
+            return {"config": limits.config()}
+        return self._announce_limits(limits.config())
+
+    async def _announce_limits(self, config: dict[str, Any]) -> dict[str, Any]:
+        assert self.on_limits is not None
+        sent = await self.on_limits(config)
+        return {"config": config, "workers": sent["workers"], "missing": sent["missing"]}
 
 
 _BREAKER_ORDER = {"closed": 0, "half_open": 1, "open": 2}

@@ -1,18 +1,19 @@
-"""A worker's end of the master–worker pipe."""
+"""A worker's end of the master–worker pipe (its messages: `host/pipe.py`)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from genapi import log
 from genapi.config import ConfigError
+from genapi.host import pipe
 from genapi.host.snapshot import SnapshotError, SnapshotReader, default_path
 from genapi.host.view import MasterHost
 from genapi.relay.seats import PipeRelay
@@ -34,7 +35,7 @@ class MasterLink:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.snapshots = SnapshotReader(default_path(gateway.settings.gateway.host, gateway.settings.gateway.port))
-        self.seats = gateway.pipeline.seats
+        self.seats = gateway.seats
         self.relay = PipeRelay(self._write)
         self.host = MasterHost(self._write)
         self.task: asyncio.Task[None] | None = None
@@ -50,66 +51,68 @@ class MasterLink:
             message = await self._next()
             if message is None:
                 raise SystemExit(0)  # the master went away before we served
-            if self._handle(message) == "gen":
-                break
+            if message is not _INVALID:
+                _HANDLERS[type(message)](self, message)
+                if type(message) is pipe.Generation:
+                    break
         self.task = asyncio.ensure_future(self._read())
 
-    async def _next(self) -> dict[str, Any] | None:
+    async def _next(self) -> Any:
+        """The next message; None at EOF, `_INVALID` for a line that is none (logged)."""
         assert self.reader is not None
         line = await self.reader.readline()
         if not line:
             return None
         try:
-            if line.startswith(b'{"rd":'):  # a relayed message: its payload stays encoded
-                d = _decode_delivery(line)
-                self.seats.deliver(d.rd, bytes(d.p))
-                return {}
-            message = json.loads(line)
-        except (ValueError, msgspec.ValidationError):
-            log.warning("master_message_invalid", line=line[:200])
-            return {}
-        return message if isinstance(message, dict) else {}
+            return pipe.decode_to_worker(line)
+        except msgspec.DecodeError as exc:
+            pipe.invalid("worker", self.gateway.index, line, exc)
+            return _INVALID
 
-    def _handle(self, message: dict[str, Any]) -> str | None:
-        if "rr" in message:
-            self.relay.answered(message)
-            return "relay"
-        if "collect" in message:  # the master gathers the host's metrics
-            self._write(
-                msgspec.json.encode({"collected": message["collect"], "m": self.gateway.metrics_snapshot()}) + b"\n"
-            )
-            return "collect"
-        if "host_re" in message:
-            self.host.answered(message)
-            return "host"
-        if isinstance(message.get("gen"), int):
-            self._load(message["gen"])
-            return "gen"
-        if "limits" in message:
-            limits = self.gateway.limits
-            if limits is not None:
-                try:
-                    limits.update(message["limits"])
-                except (ConfigError, ValueError) as exc:
-                    log.error("rate_limits_not_applied", error=str(exc))
-            self._write(json.dumps({"limits_ack": message.get("seq", 0)}).encode() + b"\n")
-            return "limits"
-        if "drain" in message:
-            self.drain[0] = float(message["drain"])
-            self.stop.set()
-            return "drain"
-        return None
+    async def _read(self) -> None:
+        """Every line until EOF (`_next` inlined: a relay delivery per line is the hot path)."""
+        assert self.reader is not None
+        readline, decode, handlers = self.reader.readline, pipe.decode_to_worker, _HANDLERS
+        while True:
+            line = await readline()
+            if not line:
+                log.warning("master_gone", pid=os.getpid(), note="draining and exiting")
+                self.relay.lost()
+                self.stop.set()
+                return
+            try:
+                message = decode(line)
+            except msgspec.DecodeError as exc:
+                pipe.invalid("worker", self.gateway.index, line, exc)
+                continue
+            handlers[type(message)](self, message)
 
-    def _load(self, gen: int) -> None:
+    # ------------------------------------------------------------------ handlers
+    def _delivered(self, message: pipe.RelayDelivery) -> None:
+        """A relayed message: its payload passed on as encoded."""
+        self.seats.deliver(message.to, bytes(message.p))
+
+    def _relay_answered(self, message: pipe.RelayAnswer) -> None:
+        self.relay.answered(message)
+
+    def _host_answered(self, message: pipe.HostAnswer) -> None:
+        self.host.answered(message)
+
+    def _collect(self, message: pipe.Collect) -> None:
+        """The master gathers the host's metrics."""
+        self._write(pipe.encode(pipe.Collected(message.seq, self.gateway.metrics_snapshot())))
+
+    def _generation(self, message: pipe.Generation) -> None:
         started = time.perf_counter()
+        gen = message.gen
         try:
             snap = self.snapshots.read(gen)
         except SnapshotError as exc:
             log.error("snapshot_unreadable", generation=gen, error=str(exc))
             return
-        fresh = self.gateway.pipeline.load(snap.configs)
+        fresh = self.gateway.functions.load(snap.configs)
         self.gateway.generation = snap.generation
-        self._write(json.dumps({"ack": snap.generation}).encode() + b"\n")
+        self._write(pipe.encode(pipe.Ack(snap.generation)))
         log.info(
             "config_loaded",
             generation=snap.generation,
@@ -118,15 +121,22 @@ class MasterLink:
             ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
-    async def _read(self) -> None:
-        while True:
-            message = await self._next()
-            if message is None:
-                log.warning("master_gone", pid=os.getpid(), note="draining and exiting")
-                self.relay.lost()
-                self.stop.set()
-                return
-            self._handle(message)
+    def _limits(self, message: pipe.Limits) -> None:
+        limits = self.gateway.limits
+        if limits is not None:
+            try:
+                limits.update(message.config)
+            except (ConfigError, ValueError) as exc:
+                log.error("rate_limits_not_applied", error=str(exc))
+        self._write(pipe.encode(pipe.LimitsAck(message.seq)))
+
+    def _drain(self, message: pipe.Drain) -> None:
+        self.drain[0] = message.seconds
+        self.stop.set()
+
+    def _settings(self, message: pipe.Settings) -> None:
+        """Settings come once, before the worker is built (`run_worker`); again is a mistake."""
+        log.warning("pipe_message_unexpected", side="worker", index=self.gateway.index, message="settings")
 
     def close(self) -> None:
         if self.task is not None:
@@ -135,9 +145,17 @@ class MasterLink:
             self.writer.close()
 
 
-class _Delivery(msgspec.Struct):
-    rd: list[int]
-    p: msgspec.Raw
+_INVALID: Any = object()  # a line that decoded to no message (already logged)
 
-
-_decode_delivery = msgspec.json.Decoder(_Delivery).decode
+# what each message from the master does (MasterLink method, called with the message); every
+# type of pipe.ToWorker has its row
+_HANDLERS: dict[type[Any], Callable[[MasterLink, Any], None]] = {
+    pipe.RelayDelivery: MasterLink._delivered,
+    pipe.RelayAnswer: MasterLink._relay_answered,
+    pipe.HostAnswer: MasterLink._host_answered,
+    pipe.Collect: MasterLink._collect,
+    pipe.Generation: MasterLink._generation,
+    pipe.Limits: MasterLink._limits,
+    pipe.Drain: MasterLink._drain,
+    pipe.Settings: MasterLink._settings,
+}

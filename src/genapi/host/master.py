@@ -9,39 +9,42 @@ a new generation (`snapshot.py`) and announces the generation on each worker's p
 swaps to it in one step and acknowledges, so a push returns once every live worker serves it. A
 (re)started worker loads the current snapshot before it accepts a connection.
 
-The pipe is a socketpair of newline-delimited JSON messages: master → worker `{"settings"}`
-(first), `{"gen": N}`, `{"drain": seconds}`; worker → master `{"ack": N}`. A worker whose
-master is gone (EOF) drains and exits, so a killed master leaves no orphans.
+The pipe is a socketpair per worker; its messages (settings first, config generations and
+their acks, rate limits, drain, metrics and the host's view, relay operations, answers and
+deliveries) are declared in `host/pipe.py`, each dispatched here by its type through one table
+(`_HANDLERS`). A worker whose master is gone (EOF) drains and exits, so a killed master leaves
+no orphans.
 
-The master is also the relay groups' authority (`groups.py`): workers send each operation up
-their pipe (`{"relay": op, "id", "args", "seat"}`, and `{"relay_gone": [seats]}` when members'
-connections go); the master applies them in order, answers (`{"rr": id, "ok"|"err"}`) and sends
-each worker holding receivers one `{"rd": [seats], "p": message}`. A dead worker's members leave
-their groups.
+The master is also the relay groups' authority (`engine/relay.py`, `relay/groups.py`): workers
+send each operation up their pipe and say when members' seats go; the master applies them in
+order, answers, and sends each worker holding receivers one delivery, the relayed message
+encoded once. A dead worker's members leave their groups.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from genapi import log
 from genapi.config import ConfigError, Settings
+from genapi.engine.relay import MemoryAuthority, RelayAuthority
 from genapi.errors import RelayError
-from genapi.host import metrics
+from genapi.host import metrics, pipe
 from genapi.host.control import ControlPlane
+from genapi.host.pipe import DELIVERY_END, DELIVERY_HEAD, DELIVERY_MID
 from genapi.host.snapshot import SnapshotWriter, default_path
 from genapi.relay.groups import Groups
-from genapi.request.pipeline import Pipeline
+from genapi.request.bind import Functions
 
 ACK_TIMEOUT_S = 5.0
 RELAY_PIPE_MAX_BYTES = 64 * 1024 * 1024  # relayed messages a worker may have unread on its pipe
@@ -76,8 +79,8 @@ class WorkerHandle:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.write(json.dumps(message).encode() + b"\n")
+    def send(self, message: pipe.ToWorker) -> None:
+        self.write(pipe.encode(message))
 
     def write(self, line: bytes) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -101,11 +104,10 @@ class Master:
         self.banner = banner
         gw = settings.gateway
         self.snapshots = SnapshotWriter(default_path(gw.host, gw.port))
-        self.pipeline = Pipeline(settings)  # the authoritative registry; binding it validates a push
-        self.control = ControlPlane(self.pipeline, settings, on_change=self.broadcast)
-        self.groups = Groups(settings.relay, self._deliver)  # relay groups: the host's one authority
-        self.control.relay = self.groups
-        self.control.inspect = self.inspect
+        # the master's composition root: the authoritative registry (binding validates a push;
+        # nothing here calls a function, so no thread pool or seats), the rate-limit table every
+        # worker maps, the relay groups (the host's one authority), then the control plane
+        self.functions = Functions.checked(settings)
         self.limits = None
         from genapi.host.ratelimit import limits_wanted
 
@@ -113,15 +115,24 @@ class Master:
             from genapi.host.ratelimit import RateLimits, table_path
 
             self.limits = RateLimits.create(settings.rate_limiter, table_path(gw.host, gw.port))
-            self.control.limits = self.limits
-            self.control.on_limits = self.broadcast_limits
+        self.groups = Groups(settings.relay, self._deliver)
+        self.relay: RelayAuthority = MemoryAuthority(self.groups)  # the host's one relay authority
+        self.control = ControlPlane(
+            self.functions,
+            settings,
+            on_change=self.broadcast,
+            limits=self.limits,
+            on_limits=self.broadcast_limits,
+            relay=self.groups,
+            inspect=self.inspect,
+        )
         self.limits_seq = 0
         self.workers = [WorkerHandle(i) for i in range(workers)]
         self._collect_seq = 0
         self._collecting: dict[tuple[int, int], asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self.stopping = False
-        self.settings_json = msgspec.json.encode(settings).decode()
+        self.settings_line = pipe.encode(pipe.Settings(settings))  # every (re)started worker's first line
 
     # ----------------------------------------------------------------- running
     async def run(self) -> int:
@@ -132,7 +143,7 @@ class Master:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         try:
-            self.snapshots.publish(self.pipeline.registry.configs())
+            self.snapshots.publish(self.functions.registry.configs())
             for w in self.workers:
                 await self._spawn(w)
             await self._wait_acked(self.snapshots.generation, time.monotonic() + 30)
@@ -147,7 +158,6 @@ class Master:
             self.snapshots.close()
             if self.limits is not None:
                 self.limits.close(owner=True)
-            self.pipeline.pool.shutdown()
         return 0
 
     async def _spawn(self, w: WorkerHandle) -> None:
@@ -165,74 +175,84 @@ class Master:
         w.reader, w.writer = await asyncio.open_connection(sock=ours, limit=2**24)
         w.acked = 0
         w.greeted = False
-        w.send({"settings": self.settings_json})
+        w.write(self.settings_line)
         w.task = asyncio.ensure_future(self._read_acks(w, w.reader))
         log.info("worker_started", index=w.index, pid=w.pid)
 
     async def _read_acks(self, w: WorkerHandle, reader: asyncio.StreamReader) -> None:
-        """The worker's hello (it has read its settings: the pipe is free for more), then its acks."""
+        """The worker's hello (it has read its settings: the pipe is free for more), then every
+        message it sends, each to its handler (`_HANDLERS`)."""
         try:
             hello = await asyncio.wait_for(reader.readline(), 60)
         except TimeoutError:
             hello = b""
-        if b"hello" not in hello:
+        try:
+            greeted = type(pipe.decode_to_master(hello)) is pipe.Hello
+        except msgspec.DecodeError as exc:
+            if hello:
+                pipe.invalid("master", w.index, hello, exc)
+            greeted = False
+        if not greeted:
             log.error("worker_start_failed", index=w.index, pid=w.pid)
             if w.proc is not None and w.alive():
                 w.proc.kill()  # the watcher restarts it
             return
         w.greeted = True
         if self.limits is not None and self.limits_seq:  # changed since start: the current limits first
-            w.send({"limits": self.limits.config(), "seq": self.limits_seq})
-        w.send({"gen": self.snapshots.generation})
+            w.send(pipe.Limits(self.limits.config(), self.limits_seq))
+        w.send(pipe.Generation(self.snapshots.generation))
+        decode, handlers = pipe.decode_to_master, _HANDLERS
         while True:
             line = await reader.readline()
             if not line:
                 return
             try:
-                message = json.loads(line)
-            except ValueError:
-                log.warning("worker_message_invalid", index=w.index, line=line[:200])
+                message = decode(line)
+            except msgspec.DecodeError as exc:
+                pipe.invalid("master", w.index, line, exc)
                 continue
-            if "relay" in message:
-                self._relay(w, message)
-                continue
-            if "host" in message:
-                task = asyncio.ensure_future(self._host_view(w, message))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                continue
-            if "collected" in message:
-                fut = self._collecting.get((w.index, message["collected"]))
-                if fut is not None and not fut.done():
-                    fut.set_result(message.get("m"))
-                continue
-            if "relay_gone" in message:
-                if w.pid is not None and isinstance(message["relay_gone"], list):
-                    self.groups.drop_places(w.pid, message["relay_gone"])
-                continue
-            seq = message.get("limits_ack")
-            if isinstance(seq, int):
-                w.limits_acked = max(w.limits_acked, seq)
-                continue
-            gen = message.get("ack")
-            if isinstance(gen, int):
-                w.acked = max(w.acked, gen)
-                for g in [g for g in w.acks if g <= gen]:
-                    fut = w.acks.pop(g)
-                    if not fut.done():
-                        fut.set_result(None)
+            handlers[type(message)](self, w, message)
 
-    async def _host_view(self, w: WorkerHandle, message: dict[str, Any]) -> None:
+    # ------------------------------------------------------------------ a worker's messages
+    def _acked(self, w: WorkerHandle, message: pipe.Ack) -> None:
+        """Worker `w` serves config generation `gen`: whoever waits for it may go on."""
+        gen = message.gen
+        w.acked = max(w.acked, gen)
+        for g in [g for g in w.acks if g <= gen]:
+            fut = w.acks.pop(g)
+            if not fut.done():
+                fut.set_result(None)
+
+    def _limits_acked(self, w: WorkerHandle, message: pipe.LimitsAck) -> None:
+        w.limits_acked = max(w.limits_acked, message.seq)
+
+    def _collected(self, w: WorkerHandle, message: pipe.Collected) -> None:
+        fut = self._collecting.get((w.index, message.seq))
+        if fut is not None and not fut.done():
+            fut.set_result(message.metrics)
+
+    def _host_asked(self, w: WorkerHandle, message: pipe.HostAsk) -> None:
+        task = asyncio.ensure_future(self._host_view(w, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _relay_gone(self, w: WorkerHandle, message: pipe.RelayGone) -> None:
+        if w.pid is not None:
+            self.relay.drop_places(w.pid, message.seats)
+
+    def _hello_again(self, w: WorkerHandle, message: pipe.Hello) -> None:
+        log.warning("pipe_message_unexpected", side="master", index=w.index, message="hello")
+
+    async def _host_view(self, w: WorkerHandle, message: pipe.HostAsk) -> None:
         """A worker serving GET /ready or /metrics asks for the whole host's view."""
-        what = message.get("host")
-        if what == "ready":
+        if message.what == "ready":
             out: Any = self.readiness()
         else:
             out = metrics.render(
                 await self.collect(),
-                {"generation": self.snapshots.generation, "restarts": self.restarts(), "relay": self.groups.stats()},
+                {"generation": self.snapshots.generation, "restarts": self.restarts(), "relay": self.relay.stats()},
             )
-        w.write(msgspec.json.encode({"host_re": message.get("id"), "out": out}) + b"\n")
+        w.send(pipe.HostAnswer(message.id, out))
 
     def readiness(self) -> dict[str, Any]:
         """Ready: every worker alive, greeted and on the current config generation."""
@@ -252,7 +272,7 @@ class Master:
             if w.alive() and w.greeted:
                 fut = self._collecting[(w.index, seq)] = loop.create_future()
                 futs.append(fut)
-                w.send({"collect": seq})
+                w.send(pipe.Collect(seq))
         if futs:
             await asyncio.wait(futs, timeout=timeout_s)
         for w in self.workers:
@@ -285,20 +305,19 @@ class Master:
             )
         return {"generation": self.snapshots.generation, "restarts": self.restarts(), "workers": workers}
 
-    def _relay(self, w: WorkerHandle, message: dict[str, Any]) -> None:
+    def _relay(self, w: WorkerHandle, message: pipe.RelayAsk) -> None:
         """A relay-group operation from worker `w`: applied in arrival order (so a sender's
         messages reach everyone in the order sent), answered, then its deliveries sent."""
-        seat = message.get("seat")
-        got = self.groups.answer(
-            str(message["relay"]), message.get("args"), (w.pid, seat) if isinstance(seat, int) and w.pid else None
-        )
-        out = (
-            {"rr": message.get("id"), "err": got.code, "text": got.text}
-            if isinstance(got, RelayError)
-            else {"rr": message.get("id"), "ok": got}
-        )
-        w.write(msgspec.json.encode(out) + b"\n")
-        self.groups.flush()
+        rid, seat = message.id, message.seat
+
+        def answer(got: Any) -> None:
+            w.send(
+                pipe.RelayAnswer(rid, err=got.code, text=got.text)
+                if isinstance(got, RelayError)
+                else pipe.RelayAnswer(rid, got)
+            )
+
+        self.relay.ask(message.op, message.args, (w.pid, seat) if seat is not None and w.pid else None, answer)
 
     def _deliver(self, pid: int, tokens: list[int], payload: bytes) -> None:
         """One relayed message to worker `pid`'s seats `tokens`; dropped (counted, logged) while
@@ -319,7 +338,7 @@ class Master:
                 if w.relay_dropped:
                     log.warning("relay_worker_caught_up", index=w.index, pid=pid, dropped=w.relay_dropped)
                     w.relay_dropped = 0
-                w.write(b'{"rd":' + msgspec.json.encode(tokens) + b',"p":' + payload + b"}\n")
+                w.write(DELIVERY_HEAD + _encode(tokens) + DELIVERY_MID + payload + DELIVERY_END)
                 return
 
     async def _wait_acked(self, gen: int, deadline: float) -> list[int]:
@@ -339,16 +358,16 @@ class Master:
     async def broadcast(self) -> dict[str, Any]:
         """Publishes the registry and returns once every live worker serves it (or ACK_TIMEOUT_S)."""
         started = time.perf_counter()
-        gen = self.snapshots.publish(self.pipeline.registry.configs())
+        gen = self.snapshots.publish(self.functions.registry.configs())
         for w in self.workers:
             if w.alive() and w.greeted:  # one still starting gets the newest generation after its hello
-                w.send({"gen": gen})
+                w.send(pipe.Generation(gen))
         missing = await self._wait_acked(gen, time.monotonic() + ACK_TIMEOUT_S)
         ms = round((time.perf_counter() - started) * 1000, 3)
         if missing:
             log.warning("config_not_acknowledged", generation=gen, workers=missing, timeout_s=ACK_TIMEOUT_S)
         else:
-            log.info("config_broadcast", generation=gen, functions=len(self.pipeline.registry), ms=ms)
+            log.info("config_broadcast", generation=gen, functions=len(self.functions.registry), ms=ms)
         return {"generation": gen, "workers": sum(w.alive() for w in self.workers), "missing": missing, "ms": ms}
 
     async def broadcast_limits(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -358,7 +377,7 @@ class Master:
         seq = self.limits_seq
         for w in self.workers:
             if w.alive() and w.greeted:
-                w.send({"limits": config, "seq": seq})
+                w.send(pipe.Limits(config, seq))
         deadline = time.monotonic() + ACK_TIMEOUT_S
         while time.monotonic() < deadline and any(
             w.alive() and w.greeted and w.limits_acked < seq for w in self.workers
@@ -396,7 +415,7 @@ class Master:
                     self._close_pipe(w)
                     w.restarts += 1
                     if w.pid is not None:
-                        self.groups.drop_worker(w.pid)
+                        self.relay.drop_worker(w.pid)
                 if now >= w.restart_at:
                     w.restart_at = 0.0
                     await self._spawn(w)
@@ -420,7 +439,7 @@ class Master:
         try:
             fresh = load(None if source == "<embedded default>" else source)
             old = [(c.service, c.request_type, c.version) for c in self.settings.functions]
-            self.pipeline.replace(old, self.control.keep_disabled(fresh.functions))
+            self.functions.replace(old, self.control.keep_disabled(fresh.functions))
         except (ConfigError, ValueError) as exc:
             log.error("config_reload_failed", source=source, error=str(exc))
             return
@@ -435,7 +454,7 @@ class Master:
         await self.control.stop()
         for w in self.workers:
             if w.alive() and w.greeted:
-                w.send({"drain": self.drain_timeout})
+                w.send(pipe.Drain(self.drain_timeout))
             elif w.alive() and w.proc is not None:
                 w.proc.terminate()  # still starting: it serves nothing yet
         deadline = time.monotonic() + self.drain_timeout + 10
@@ -448,3 +467,18 @@ class Master:
                 w.proc.wait()
             self._close_pipe(w)
         log.info("master_stopped", pid=os.getpid())
+
+
+_encode = msgspec.json.Encoder().encode
+
+# what each message from a worker does (Master method, called with the worker and the message);
+# every type of pipe.ToMaster has its row
+_HANDLERS: dict[type[Any], Callable[[Master, WorkerHandle, Any], None]] = {
+    pipe.RelayAsk: Master._relay,
+    pipe.RelayGone: Master._relay_gone,
+    pipe.Ack: Master._acked,
+    pipe.LimitsAck: Master._limits_acked,
+    pipe.Collected: Master._collected,
+    pipe.HostAsk: Master._host_asked,
+    pipe.Hello: Master._hello_again,
+}

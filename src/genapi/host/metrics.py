@@ -1,7 +1,7 @@
 """Prometheus metrics for the whole host: each worker's numbers (`snapshot`), summed over the
 workers by whoever serves the scrape (`render`), in the Prometheus text format (0.0.4).
 
-Requests are counted in the compiled reply (`_core/reply.pyx`, one table row per function);
+Requests are counted in the compiled core (`_core/stats.pyx`, one table row per function);
 everything else is read at scrape time from what the worker already keeps (connections,
 channels, slots, node breakers, relay seats), so a scrape costs the request path nothing.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from genapi._core.reply import latency_buckets, request_metrics, unknown_row
+from genapi._core.stats import latency_buckets, request_metrics, unknown_row
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -19,7 +19,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def snapshot(gateway: Any) -> dict[str, Any]:
     """This worker's numbers, JSON-ready."""
     conns = list(gateway.connections)
-    seats = gateway.pipeline.seats
+    seats = gateway.seats
     return {
         "requests": [[svc, rt, *row.row()] for (svc, rt), row in _table().items()]
         + ([["_unknown", "_unknown", *unknown.row()]] if (unknown := unknown_row()).ok + unknown.error else []),
@@ -33,7 +33,7 @@ def snapshot(gateway: Any) -> dict[str, Any]:
         "rate_limited": gateway.limits.limiter.refused if gateway.limits is not None else 0,
         "relay_delivered": seats.delivered,
         "relay_dropped": seats.dropped,
-        "nodes": gateway.pipeline.nodes.status(),
+        "nodes": gateway.functions.nodes.status(),
     }
 
 
@@ -46,7 +46,7 @@ def _table() -> dict[tuple[str, str], Any]:
 
 def start() -> None:
     """Counts requests in this process from now on (a worker with `[gateway] metrics = true`),
-    for the functions bound from now on (call it before the pipeline binds any)."""
+    for the functions bound from now on (call it before any function is bound)."""
     global _live
     _live = request_metrics(True)
 

@@ -7,6 +7,8 @@ PhoenixGenApi's sliding windows: global limits apply to every request, per-API l
 genapi differs: the counters live in one shared-memory table (`_core/ratelimit.pyx`) that every
 worker of the host maps, so a limit of L per window admits L across all workers, never L + 1.
 The per-request check is compiled (`_core/limits.pyx`) and runs in the one request path.
+
+`RateLimits` is the single-host rate-limit store: it implements `engine.limits.RateLimitStore`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from genapi import telemetry
 from genapi._core.limits import RequestLimiter
 from genapi._core.ratelimit import Table, unlink
 from genapi.config import ApiLimit, GlobalLimit, RateLimiterSettings
+from genapi.engine.limits import RateLimitStore
 from genapi.errors import ConfigError
 from genapi.host.snapshot import default_path
 
@@ -52,14 +55,19 @@ def _rule(limit: GlobalLimit) -> tuple[int, str, int, int]:
     return (limit_id(limit), limit.key, limit.max_requests, limit.window_ms)
 
 
-class RateLimits:
-    """One process's view: the table and the compiled limiter configured from `settings`."""
+class RateLimits(RateLimitStore):
+    """The single-host store: one process's view of the host's shared table, and the compiled
+    limiter configured from `settings`."""
 
     def __init__(self, settings: RateLimiterSettings, table: Table) -> None:
         self.table = table
         self.settings = settings
-        self.limiter = RequestLimiter(table, settings.fail_open)
+        self._limiter = RequestLimiter(table, settings.fail_open)
         self.apply(settings)
+
+    @property
+    def limiter(self) -> RequestLimiter:
+        return self._limiter
 
     @classmethod
     def create(cls, settings: RateLimiterSettings, path: str) -> RateLimits:
@@ -93,7 +101,7 @@ class RateLimits:
         api: dict[tuple[str, str], list[tuple[int, str, int, int]]] = {}
         for lim in settings.api_limits:
             api.setdefault((lim.service, lim.request_type), []).append(_rule(lim))
-        self.limiter.configure(settings.enabled, settings.fail_open, [_rule(g) for g in settings.global_limits], api)
+        self._limiter.configure(settings.enabled, settings.fail_open, [_rule(g) for g in settings.global_limits], api)
         self.settings = settings
 
     def config(self) -> dict[str, Any]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from genapi.host import metrics
+from genapi.host import metrics, pipe
 from genapi.relay.groups import Groups
 
 if TYPE_CHECKING:
@@ -63,10 +62,10 @@ class MasterHost:
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
 
-    async def _ask(self, what: str) -> Any:
+    async def _ask(self, what: Literal["ready", "metrics"]) -> Any:
         n = next(self._ids)
         fut = self.pending[n] = asyncio.get_running_loop().create_future()
-        self.write(json.dumps({"host": what, "id": n}).encode() + b"\n")
+        self.write(pipe.encode(pipe.HostAsk(n, what)))
         try:
             return await asyncio.wait_for(fut, 5.0)
         finally:
@@ -78,7 +77,7 @@ class MasterHost:
     async def metrics(self) -> str:
         return str(await self._ask("metrics"))
 
-    def answered(self, message: dict[str, Any]) -> None:
-        fut = self.pending.get(message.get("host_re", 0))
+    def answered(self, message: pipe.HostAnswer) -> None:
+        fut = self.pending.get(message.id)
         if fut is not None and not fut.done():
-            fut.set_result(message.get("out"))
+            fut.set_result(message.out)

@@ -17,6 +17,7 @@ from typing import Any
 from genapi import log
 from genapi._core.handoff import ThreadPool
 from genapi._core.host import FunctionHost
+from genapi.host.control_client import ControlClient
 from genapi.nodes import rpc
 
 PUSH_TIMEOUT_S = 10.0
@@ -53,9 +54,8 @@ async def push_forever(
     name = f"{service.name}@{advertised[0]}"
     while True:
         try:
-            peer = await rpc.connect(gateway, secret, name)
-            try:
-                answer = await peer.request("$push", [service.push_config(advertised), force], PUSH_TIMEOUT_S)
+            async with ControlClient(gateway, secret, name=name, timeout_s=PUSH_TIMEOUT_S) as control:
+                answer = await control.push(service.push_config(advertised), force)
                 log.info(
                     "config_pushed",
                     gateway=gateway,
@@ -64,10 +64,8 @@ async def push_forever(
                     status=answer.get("status"),
                 )
                 delay = 0.5
-                await peer.gone
+                await control.gone
                 log.warning("gateway_lost", gateway=gateway, note="will push again when it is back")
-            finally:
-                peer.close()
         except rpc.RpcError as exc:
             level = log.error if exc.code in (rpc.REFUSED, rpc.AUTH_FAILED) else log.warning
             level("config_push_failed", gateway=gateway, service=service.name, code=exc.code, error=exc.text)

@@ -18,8 +18,9 @@ calling a node, or a node pushing to a gateway.
     CREDIT  client → server  [9, id, n]                         a stream may send n more chunks
 
 With a cluster secret both sides prove they know it (challenge–response: the secret is never
-sent); without one the proofs are empty and the listeners bind to loopback only. The
-connection itself (framing, handshake, batching, deadlines) is compiled: `_core/rpc.pyx`.
+sent); without one the proofs are empty and the listeners bind to loopback only (the control
+port's use of both rules: `host/control_auth.py`). The connection itself (framing, handshake,
+batching, deadlines) is compiled: `_core/rpc.pyx`.
 """
 
 from __future__ import annotations
@@ -31,10 +32,48 @@ from collections.abc import Callable
 from typing import Any
 
 from genapi import log
-from genapi._core.rpc import ClientPeer, Peer, ServerPeer, Sink
+from genapi._core.rpc import ClientPeer, Peer, ServerPeer, Sink, connect, split_address
+from genapi._core.vocab import (
+    AUTH,
+    AUTH_FAILED,
+    CALL,
+    CANCEL,
+    CHUNK,
+    CREDIT,
+    END,
+    ERROR,
+    HELLO,
+    LOST,
+    PROTOCOL,
+    RAISED,
+    REFUSED,
+    RESULT,
+    STREAM_WINDOW,
+    TIMEOUT,
+    UNKNOWN,
+    WELCOME,
+)
 from genapi.errors import RpcError
 
 __all__ = [
+    "AUTH",
+    "AUTH_FAILED",
+    "CALL",
+    "CANCEL",
+    "CHUNK",
+    "CREDIT",
+    "END",
+    "ERROR",
+    "HELLO",
+    "LOST",
+    "PROTOCOL",
+    "RAISED",
+    "REFUSED",
+    "RESULT",
+    "STREAM_WINDOW",
+    "TIMEOUT",
+    "UNKNOWN",
+    "WELCOME",
     "ClientPeer",
     "Peer",
     "RpcError",
@@ -48,18 +87,8 @@ __all__ = [
     "split_address",
 ]
 
-HELLO, AUTH, WELCOME, CALL, RESULT, ERROR, CHUNK, END, CANCEL, CREDIT = range(10)
-
-# ERROR codes: why a call failed (the text says what happened)
-RAISED = "raised"  # the function raised; text = "Type: message"
-UNKNOWN = "unknown"  # the node has no such function
-TIMEOUT = "timeout"  # the deadline passed
-LOST = "lost"  # the connection closed before the answer
-REFUSED = "refused"  # a control request was refused (text: why)
-AUTH_FAILED = "auth"  # the handshake failed
-PROTOCOL = "protocol"  # a malformed frame
-
-STREAM_WINDOW = 64  # chunks a stream may send before the gateway grants more
+# The frame kinds, the ERROR codes and STREAM_WINDOW are the compiled core's vocabulary
+# (`_core/vocab.pxd`), named here for Python callers.
 
 
 def secret_from(configured: str | None) -> bytes | None:
@@ -81,28 +110,6 @@ def loopback_only(host: str, secret: bytes | None, what: str) -> str:
         "host may connect; set one to listen beyond loopback",
     )
     return "127.0.0.1"
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """ "host:port" (or "[v6]:port") → (host, port); ValueError naming the address otherwise."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f'node address {address!r} must be "host:port"')
-    return host.strip("[]"), int(port)
-
-
-async def connect(address: str, secret: bytes | None, name: str, timeout_s: float = 5.0) -> ClientPeer:
-    """An authenticated connection to a server at "host:port"; RpcError(LOST or AUTH_FAILED) if none."""
-    host, port = split_address(address)
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(timeout_s):
-            _t, peer = await loop.create_connection(lambda: ClientPeer(secret, name, address), host, port)
-            return await peer.welcome
-    except TimeoutError:
-        raise RpcError(LOST, f"no connection to {address} within {timeout_s:g} s") from None
-    except OSError as exc:
-        raise RpcError(LOST, f"cannot connect to {address}: {exc.strerror or exc}") from None
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -15,8 +15,8 @@ from genapi.relay.ops import (
     leave_group,
     mute_member,
     op_of,
+    register_worker,
     unmute_member,
-    use,
 )
 
 __all__ = [
@@ -33,6 +33,6 @@ __all__ = [
     "leave_group",
     "mute_member",
     "op_of",
+    "register_worker",
     "unmute_member",
-    "use",
 ]

@@ -27,7 +27,7 @@ from typing import Any, cast
 from genapi._core.callee import Callee
 from genapi.config import RELAY_ARGS
 from genapi.errors import RelayError, relay_error
-from genapi.nodes import rpc
+from genapi.host.control_client import ControlClient
 from genapi.relay.seats import Seats
 from genapi.structs import FunConfig, Response
 
@@ -35,13 +35,19 @@ from genapi.structs import FunConfig, Response
 CLIENT_ARGS: dict[str, tuple[str, ...]] = {op: tuple(args) for op, args in RELAY_ARGS.items()}
 SEATING = frozenset({"create_group", "join_group"})  # these seat the caller's connection
 
-_seats: Seats | None = None  # this process's seats, when it is a gateway worker
+# The one per-process registration of wiring left in the package, on purpose: the functions
+# below are named by import path (`await genapi.relay.join_group(...)`) from user code (hooks,
+# local functions), which passes no context but the acting user, so they cannot be handed the
+# worker's seats. The worker's composition root (gateway/worker.py `serve`) registers them once
+# at startup; everything else reaches the seats through constructors (RelayCallee via the Binder).
+_worker_seats: Seats | None = None
 
 
-def use(seats: Seats | None) -> None:
-    """Makes `seats` (a worker's) the one the module's functions act through."""
-    global _seats
-    _seats = seats
+def register_worker(seats: Seats) -> None:
+    """Makes `seats` (this gateway worker's) the ones the awaitable operations act through.
+    Called once, by the worker's composition root."""
+    global _worker_seats
+    _worker_seats = seats
 
 
 def _resolver(fut: asyncio.Future[Any]) -> Callable[[Any], None]:
@@ -56,13 +62,14 @@ def _resolver(fut: asyncio.Future[Any]) -> Callable[[Any], None]:
 
 async def _ask(op: str, **args: Any) -> dict[str, Any]:
     """One operation through this worker's link to the groups' authority."""
-    if _seats is None or _seats.link is None:
+    seats = _worker_seats
+    if seats is None or seats.link is None:
         raise RuntimeError(
             f"genapi.relay.{op} runs inside a gateway worker; elsewhere use "
             "genapi.relay.RelayClient (the gateway's control port)"
         )
     fut = asyncio.get_running_loop().create_future()
-    _seats.link.ask(op, args, None, _resolver(fut))
+    seats.link.ask(op, args, None, _resolver(fut))
     out = await fut
     if isinstance(out, RelayError):
         raise out
@@ -203,26 +210,22 @@ class RelayClient:
         self, control: str = "127.0.0.1:4001", secret: str | bytes | None = None, timeout_s: float = 10.0
     ) -> None:
         self.control = control
-        self.secret = rpc.secret_from(secret.decode() if isinstance(secret, bytes) else secret)
+        self.client = ControlClient(control, secret, name="genapi-relay", timeout_s=timeout_s)
+        self.secret = self.client.secret
         self.timeout_s = timeout_s
-        self._peer: Any = None
 
     async def __aenter__(self) -> RelayClient:
-        self._peer = await rpc.connect(self.control, self.secret, "genapi-relay")
+        await self.client.connect()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._peer is not None:
-            self._peer.close()
-            self._peer = None
+        self.client.close()
 
     async def _ask(self, op: str, **args: Any) -> dict[str, Any]:
-        if self._peer is None:
-            await self.__aenter__()
-        out = await self._peer.request("$relay", [op, args], self.timeout_s)
+        out = await self.client.relay(op, args)
         if isinstance(out, dict) and "error" in out:
             raise RelayError(str(out["error"]), str(out.get("text")))
         return cast(dict[str, Any], out)

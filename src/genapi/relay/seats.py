@@ -21,15 +21,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from genapi import log
 from genapi._core.connection import Connection
 from genapi._core.wire import push_raw
+from genapi.engine.relay import Done, RelayLink
 from genapi.errors import RelayError, relay_error
+from genapi.host import pipe
 from genapi.relay.groups import Groups
-
-Done = Callable[[Any], None]  # gets the operation's result, or the RelayError refusing it
 
 
 class Seat:
@@ -55,7 +53,7 @@ class Seats:
 
     def __init__(self) -> None:
         self.worker = os.getpid()
-        self.link: Any = None  # LocalRelay, or the master link's relay side: ask(...), gone(...)
+        self.link: RelayLink | None = None  # LocalRelay, or PipeRelay under a master
         self.by_token: dict[int, Seat] = {}
         self.by_place: dict[tuple[Connection, str], Seat] = {}
         self._tokens = itertools.count(1)
@@ -153,7 +151,7 @@ class Seats:
 
 
 class LocalRelay:
-    """The link of a worker that is the authority itself (`--workers 1`)."""
+    """The link of a worker that holds the authority itself (`--workers 1`): its `Groups`."""
 
     def __init__(self, groups: Groups, seats: Seats) -> None:
         self.groups = groups
@@ -172,8 +170,9 @@ class LocalRelay:
 
 
 class PipeRelay:
-    """The link of a worker under a master: operations go up the pipe in order, answers and
-    deliveries come back on it. `write(bytes)` writes one line to the master."""
+    """The link of a worker under a master, the authority: operations go up the pipe in order
+    (`pipe.RelayAsk`), answers (`pipe.RelayAnswer`) and deliveries come back on it.
+    `write(bytes)` writes one line to the master."""
 
     def __init__(self, write: Callable[[bytes], None]) -> None:
         self.write = write
@@ -183,26 +182,22 @@ class PipeRelay:
     def ask(self, op: str, args: dict[str, Any], token: int | None, done: Done) -> None:
         n = next(self._ids)
         self.pending[n] = done
-        self.write(_encode_line({"relay": op, "id": n, "args": args, "seat": token}))
+        self.write(pipe.encode(pipe.RelayAsk(n, op, args, token)))
 
     def gone(self, tokens: list[int]) -> None:
-        self.write(_encode_line({"relay_gone": tokens}))
+        self.write(pipe.encode(pipe.RelayGone(tokens)))
 
-    def answered(self, message: dict[str, Any]) -> None:
-        done = self.pending.pop(message.get("rr", 0), None)
+    def answered(self, message: pipe.RelayAnswer) -> None:
+        done = self.pending.pop(message.id, None)
         if done is None:
             return
-        if "err" in message:
-            done(RelayError(str(message["err"]), str(message.get("text"))))
+        if message.err is not None:
+            done(RelayError(message.err, str(message.text)))
         else:
-            done(message.get("ok"))
+            done(message.ok)
 
     def lost(self) -> None:
         """The master is gone: every waiting operation is refused."""
         pending, self.pending = self.pending, {}
         for done in pending.values():
             done(relay_error("unavailable"))
-
-
-def _encode_line(message: dict[str, Any]) -> bytes:
-    return msgspec.json.encode(message) + b"\n"

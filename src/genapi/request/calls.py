@@ -1,5 +1,6 @@
-"""What every callee shares: the stream handle, the retry policy, and `resume` (the way an
-`async def` that was stepped once by hand continues without a Task of its own).
+"""What every callee shares: the stream handle; the retry policy (`retries`, `backoff`) and
+`resume` / `pass_turn` live in the compiled core (`_core/callee.pyx`, `_core/turns.py`) and are
+named here too.
 
 The callee interface itself (`Callee`, `LocalCallee`) is compiled: `_core/callee.pyx`.
 """
@@ -8,55 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import types
 from collections.abc import Callable
 from typing import Any
 
+from genapi._core.callee import backoff, retries
+from genapi._core.turns import pass_turn, resume
 from genapi.structs import Response
 
-
-@types.coroutine
-def resume(coro: Any, pending: Any) -> Any:
-    """Continues a coroutine that was stepped once by hand and yielded `pending`, so an async
-    function that finishes without suspending costs no Task at all."""
-    while True:
-        try:
-            yield pending
-        except BaseException as exc:  # cancellation and timeouts reach the function itself
-            try:
-                pending = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                pending = coro.send(None)
-            except StopIteration as stop:
-                return stop.value
-
-
-def retries(retry: Any) -> int:
-    """How many times a failed call is re-run: `N`, `{same_node = N}` or `{all_nodes = N}`."""
-    if retry is None:
-        return 0
-    if isinstance(retry, dict):
-        return int(next(iter(retry.values())))
-    return int(retry)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before re-run number `attempt` (1, 2, ...): 50 ms doubling, at most 1 s."""
-    return min(0.05 * 2 ** (attempt - 1), 1.0)
+__all__ = ["THREAD_WINDOW", "StreamHandle", "backoff", "pass_turn", "resume", "retries"]
 
 
 # Chunks a push-style function in a thread may have on their way to the loop before `send` waits.
 THREAD_WINDOW = 64
-
-
-@types.coroutine
-def pass_turn() -> Any:
-    """Lets the event loop run once (what `asyncio.sleep(0)` does, without its checks): a stream
-    that produces without awaiting still lets other clients and its own timeout through."""
-    yield
 
 
 class StreamHandle:

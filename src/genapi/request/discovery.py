@@ -303,13 +303,10 @@ def _limits_of(configs: Sequence[FunConfig]) -> Limits | None:
 async def from_control(control: str, secret: str | None = None) -> tuple[list[FunConfig], Limits | None]:
     """A running gateway's functions (`$functions` on its control port) and its argument limits
     (None when its discovery is off: then they are not known)."""
-    from genapi.nodes import rpc
+    from genapi.host.control_client import ControlClient
 
-    peer = await rpc.connect(control, rpc.secret_from(secret), "genapi-cli")
-    try:
-        raw = await peer.request("$functions", [], 10.0)
-    finally:
-        peer.close()
+    async with ControlClient(control, secret, name="genapi-cli") as client:
+        raw = await client.functions()
     configs = [msgspec.convert(item, FunConfig) for item in raw]
     return configs, _limits_of(configs)
 

@@ -4,11 +4,13 @@ else the check_permission mode (compiled with the other request steps: `_core/di
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from genapi import log
+from genapi._core.dispatch import log_denied
 from genapi.loader import Target
 from genapi.structs import Request
+
+__all__ = ["check_callback", "log_denied"]
 
 
 async def check_callback(hook: Target, request: Request, timeout: float) -> bool:
@@ -26,13 +28,3 @@ async def check_callback(hook: Target, request: Request, timeout: float) -> bool
             error=f"{type(exc).__name__}: {exc}",
         )
         return False
-
-
-def log_denied(request: Request, mode: Any) -> None:
-    log.warning(
-        "permission_denied",
-        user_id=request.user_id,
-        request_id=request.request_id,
-        request_type=request.request_type,
-        mode=mode,
-    )

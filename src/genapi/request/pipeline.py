@@ -1,161 +1,51 @@
 """The general path of a request, in PhoenixGenApi's order (reference/behavior.md §2):
 
-before hook → rate limit → permission (callback or mode) → dispatch on response_type →
-arguments → call with timeout and retry → after hook → push.
+before hook → admit (rate limit → permission mode) → permission callback → dispatch on
+response_type → arguments → call with timeout and retry → after hook → push.
 
 The steps every request takes are compiled (`_core/dispatch.pyx`): identity, decode, lookup,
 the in-flight slot and, for functions that need no Task, the whole call inline. What needs a
-Task runs here, calling those same compiled steps: hooks, the permission callback, async,
-stream and fire-and-forget responses, and retries. Calls go through the function's callee
-(`_core/callee.pyx`), whatever runs it.
+Task runs here, calling the same steps, which are the Entry's methods (`Entry.admit`,
+`Entry.arguments`): hooks, the permission callback, async, stream and fire-and-forget
+responses, and retries. Calls go through the function's callee (`_core/callee.pyx`), whatever
+runs it. Binding configs to entries is `request/bind.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
-from genapi import errors, log, relay, telemetry
-from genapi._core.callee import Callee, LocalCallee
-from genapi._core.dispatch import Dispatcher, Entry, arguments, permitted_by_mode
+from genapi import errors, log, telemetry
+from genapi._core.dispatch import Entry
 from genapi._core.handoff import ThreadPool
+from genapi._core.limits import RequestLimiter
 from genapi._core.reply import Reply
-from genapi._core.validate import Limits
-from genapi._core.wire import on_unencodable
-from genapi.config import Settings
 from genapi.errors import ArgumentError, CallError, HookRejected
-from genapi.loader import load_callable
-from genapi.nodes import rpc
-from genapi.nodes.remote import Nodes, RemoteCallee
-from genapi.relay.seats import Seats
-from genapi.request import discovery, hooks, permissions
+from genapi.request import hooks, permissions
+from genapi.request.bind import Binder
 from genapi.request.calls import StreamHandle, backoff
-from genapi.request.registry import NotFound, Registry
-from genapi.structs import FunConfig, Request, Response, split_target
+from genapi.structs import Request, Response
 
 
-class Pipeline:
-    """The request path of one worker: the registry of bound functions, the thread pool, the
-    compiled dispatcher (`handle`, `start`) and the general path (`run`)."""
+class GeneralPath:
+    """The requests of one worker that need a Task (`run`). `binder` rebinds a config a before
+    hook changed; `pool` runs plain `def` hooks; `limiter`: the compiled RequestLimiter of
+    `[rate_limiter]` (None without a table), the same the dispatcher checks inline."""
 
-    def __init__(self, settings: Settings) -> None:
-        gw = settings.gateway
-        self.settings = settings
-        self.detail_error = gw.detail_error
-        self.limits = Limits(gw.string_max_bytes, gw.list_max_items, gw.map_max_items)
-        self.pool = ThreadPool(gw.thread_pool_size, gw.thread_queue_limit)
-        self.registry: Registry[Entry] = Registry()
-        self.seats = Seats()  # this worker's relay-group members (linked to the groups by the worker)
-        self.nodes = Nodes(settings.cluster, rpc.secret_from(settings.cluster.secret), f"gateway@{os.getpid()}")
-        for cfg in settings.functions:
-            self.add(cfg)
-        self.dispatcher = Dispatcher(self.registry, settings, self.run)
-        self.handle = self.dispatcher.handle
-        self.start = self.dispatcher.start
-        on_unencodable(self._unencodable)
+    def __init__(self, binder: Binder, pool: ThreadPool, limiter: RequestLimiter | None, detail_error: bool) -> None:
+        self.binder = binder
+        self.pool = pool
+        self.limiter = limiter
+        self.detail_error = detail_error
 
-    def _unencodable(self, payload: Any, exc: BaseException) -> Any:
-        """A result that is not JSON-serializable becomes an Internal Server Error Response."""
+    def unencodable(self, payload: Any, exc: BaseException) -> Any:
+        """A result that is not JSON-serializable becomes an Internal Server Error Response
+        (registered with `_core.wire.on_unencodable` by the worker's composition root)."""
         if not isinstance(payload, Response):
             raise exc
         log.warning("result_not_encodable", request_id=payload.request_id, error=f"{type(exc).__name__}: {exc}")
         return Response.fail(payload.request_id, errors.not_serializable(exc, self.detail_error))
-
-    def callee(self, config: FunConfig) -> Callee:
-        """The callee that runs `config`'s function (raises ValueError naming what is wrong)."""
-        if config.nodes != "local":
-            try:
-                return RemoteCallee(config, self.nodes, self.detail_error)
-            except ValueError as exc:
-                raise ValueError(f"{config.service}.{config.request_type}: {exc}") from None
-        fn = load_callable(split_target(config.mfa)[0])
-        if fn is discovery.list_apis:  # answers from this worker's registry
-            return discovery.ListApisCallee(config, self.registry, self.limits)
-        op = relay.op_of(fn)
-        if op is not None:  # genapi.relay's operations act on the caller's connection
-            try:
-                return relay.RelayCallee(op, config, self.seats)
-            except ValueError as exc:
-                raise ValueError(f"{config.service}.{config.request_type}: {exc}") from None
-        return LocalCallee(fn, config.timeout_ms(), self.pool, self.detail_error)
-
-    def bind(self, config: FunConfig) -> Entry:
-        return Entry(config, self.callee(config), self.limits)
-
-    def add(self, config: FunConfig) -> None:
-        """Binds and registers one config (raises ValueError naming the function and field)."""
-        self.registry.add(config, self.bind(config))
-
-    def replace(self, old: list[tuple[str, str, str | None]], configs: list[FunConfig]) -> None:
-        """Swaps a service's functions in one step: every new config is bound first (a
-        ValueError naming the function leaves the registry as it was), then the old keys go and
-        the new ones come, with no await between, so no request sees half of it. A config equal
-        to the one it replaces keeps the old object and its Entry (nothing to rebind, and a
-        snapshot publishes it without encoding it again)."""
-        wanted = set(old)
-        current = {
-            key: (c, e) for c, e in self.registry.items() if (key := (c.service, c.request_type, c.version)) in wanted
-        }
-        bound = []
-        for cfg in configs:
-            same = current.get((cfg.service, cfg.request_type, cfg.version))
-            bound.append(same if same is not None and same[0] == cfg else (cfg, self.bind(cfg)))
-        for service, request_type, version in old:
-            try:
-                self.registry.delete(service, request_type, version)
-            except NotFound:
-                pass
-        for cfg, entry in bound:
-            self.registry.add(cfg, entry)
-
-    def load(self, configs: list[FunConfig]) -> int:
-        """Serves exactly `configs` from now on (a config snapshot), in one step (no await). A
-        config that is the one already served (the snapshot reader hands unchanged configs back
-        as the same objects), or equal to it, keeps its compiled Entry; one that cannot be bound
-        here is logged and left out. A few changes among many are applied one by one, else the
-        registry is rebuilt. Returns how many were bound anew."""
-        items = self.registry.items()
-        by_id = {id(item[0]): item for item in items}
-        kept: set[int] = set()
-        changed = []
-        for cfg in configs:
-            if id(cfg) in by_id:
-                kept.add(id(cfg))
-            else:
-                changed.append(cfg)
-        if not changed and len(kept) == len(items):
-            return 0  # the same registry
-        fresh = 0
-        bound = []
-        for cfg in changed:
-            old = self.registry.item(cfg.service, cfg.request_type, cfg.version)
-            if old is not None and old[0] == cfg:
-                bound.append((cfg, old[1]))
-                continue
-            try:
-                bound.append((cfg, self.bind(cfg)))
-                fresh += 1
-            except ValueError as exc:
-                log.error(
-                    "config_not_bound",
-                    service=cfg.service,
-                    request_type=cfg.request_type,
-                    version=cfg.version,
-                    error=str(exc),
-                )
-        removed = [item[0] for item in items if id(item[0]) not in kept]
-        if len(bound) + len(removed) > 64:
-            self.registry.replace_all([by_id[i] for i in kept] + bound)
-            return fresh
-        for cfg in removed:  # gone, or replaced by a changed one
-            try:
-                self.registry.delete(cfg.service, cfg.request_type, cfg.version)
-            except NotFound:
-                pass
-        for cfg, entry in bound:
-            self.registry.add(cfg, entry)
-        return fresh
 
     # ------------------------------------------------------------------ general path
     async def run(self, reply: Reply, req: Request, entry: Entry) -> None:
@@ -188,13 +78,13 @@ class Pipeline:
             except HookRejected as exc:
                 return await self._refuse(reply, req, entry, errors.hook_rejected(exc.reason))
             if new_cfg is not entry.config:
-                entry = self.bind(new_cfg)
+                entry = self.binder.bind(new_cfg)
             req = new_req
-        refusal = self.dispatcher.limit(req, entry, getattr(reply.conn, "identity", None))
+        refusal = entry.admit(req, getattr(reply.conn, "identity", None), self.limiter)
         if refusal is not None:
             await self._after(entry, req, refusal)
             return reply.answer(refusal)
-        if not await self._permitted(entry, req):
+        if entry.permission is not None and not await self._permitted(entry, req):
             return await self._refuse(reply, req, entry, errors.PERMISSION_DENIED)
         rtype = entry.response_type
         if rtype == "sync":
@@ -233,8 +123,8 @@ class Pipeline:
         reply.answer(resp)
 
     async def _permitted(self, entry: Entry, req: Request) -> bool:
-        if entry.permission is None:
-            return permitted_by_mode(entry, req)
+        """The permission callback (a function with one; the mode is checked in `Entry.admit`)."""
+        assert entry.permission is not None
         ok = await permissions.check_callback(entry.permission, req, entry.config.hook_timeout / 1000)
         if not ok:
             permissions.log_denied(req, f"callback {entry.permission.target}")
@@ -249,7 +139,7 @@ class Pipeline:
         """Arguments, then the callee with its deadline, re-run per the retry policy; always a
         Response. `reply`: where the answer goes, for callees that act on the caller's connection."""
         try:
-            args = arguments(entry, req)
+            args = entry.arguments(req)
         except ArgumentError as exc:
             return Response.fail(req.request_id, errors.invalid_argument(exc))
         callee = entry.callee
@@ -293,7 +183,7 @@ class Pipeline:
         )
         try:
             try:
-                args = arguments(entry, req, handle)
+                args = entry.arguments(req, handle)
             except ArgumentError as exc:
                 resp = Response.fail(req.request_id, errors.invalid_argument(exc))
                 emit(resp)

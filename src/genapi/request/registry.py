@@ -12,17 +12,12 @@ from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 from genapi import telemetry
+from genapi.errors import Disabled, NotFound
 from genapi.structs import RESERVED_VERSION, FunConfig
 
+__all__ = ["Disabled", "NotFound", "Registry", "version_key"]
+
 T = TypeVar("T")
-
-
-class NotFound(LookupError):
-    pass
-
-
-class Disabled(LookupError):
-    pass
 
 
 def version_key(version: str | None) -> tuple:

@@ -1,0 +1,108 @@
+"""What several `genapi` commands share: the config with the command line's overrides, the
+import path, the control port's flags, and how a problem is reported."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import msgspec
+
+from genapi.config import ConfigError, Port, Positive, Settings, Workers, auth_problems, load
+from genapi.request.signatures import callable_problems
+from genapi.schema import field_problem
+
+DEFAULT_CONTROL = "127.0.0.1:4001"
+
+
+def add_app_dir(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--app-dir",
+        metavar="DIR",
+        default=".",
+        help="directory put first on the import path for the config's modules (default: the current directory)",
+    )
+
+
+def add_control(cmd: argparse.ArgumentParser) -> None:
+    """--control (a running gateway's control port) and --json, for a command that asks one."""
+    cmd.add_argument(
+        "--control",
+        default=DEFAULT_CONTROL,
+        metavar="HOST:PORT",
+        help=f"the gateway's control port (default {DEFAULT_CONTROL})",
+    )
+    cmd.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The config with the command line's overrides; every problem of the file in one
+    ConfigError: its keys and values, and the callables of the functions that are valid."""
+    try:
+        settings = load(args.config)
+    except ConfigError as exc:
+        if exc.partial is None:
+            raise
+        auth = [] if any(p.startswith("[auth]") for p in exc.problems) else auth_problems(exc.partial.auth)
+        raise ConfigError(exc.problems + auth + callable_problems(exc.partial, exc.numbers)) from None
+    gw = settings.gateway
+    changes: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        changes["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        changes["port"] = args.port
+    if getattr(args, "control_port", None) is not None:
+        changes["control_port"] = args.control_port
+    if getattr(args, "drain_timeout", None) is not None:
+        changes["shutdown_grace_ms"] = int(args.drain_timeout * 1000)
+    if getattr(args, "workers", None):
+        changes["workers"] = int(args.workers) if args.workers.isdigit() else args.workers
+    problems = [
+        problem
+        for key, typ in (("port", Port), ("control_port", Port), ("workers", Workers), ("shutdown_grace_ms", Positive))
+        if key in changes and (problem := field_problem(f"--{key}", typ, changes[key]))
+    ]
+    if problems:  # the file's own rules, so the command line cannot set what the file may not
+        raise ConfigError(problems)
+    if getattr(args, "log_level", None):
+        changes["log_level"] = args.log_level
+    if getattr(args, "log_format", None):
+        changes["log_format"] = args.log_format
+    if changes:
+        settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, **changes))
+    problems = auth_problems(settings.auth) + callable_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def check_functions(settings: Settings) -> None:
+    """Imports and compiles every function now, so a bad config fails before listening."""
+    from genapi.request.bind import Functions
+
+    try:
+        Functions.checked(settings)
+    except ValueError as exc:
+        raise ConfigError(f"{settings.source}: {exc}") from None
+
+
+def report(exc: ConfigError, source: str) -> None:
+    """One problem on one line; several under a line that counts them, so none is missed."""
+    if len(exc.problems) == 1:
+        print(f"genapi: error: {exc.problems[0]}", file=sys.stderr)
+        return
+    print(f"genapi: error: {source}: {len(exc.problems)} problems", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def import_path(app_dir: str) -> None:
+    """Puts `app_dir` first on the import path, as uvicorn's --app-dir does, so a `myapp.py` next
+    to the config imports without PYTHONPATH. With the `genapi` script sys.path[0] is the
+    script's own directory; with `python -m genapi` it is the current directory."""
+    path = os.path.abspath(app_dir)
+    if path in sys.path:
+        sys.path.remove(path)
+    sys.path.insert(0, path)
