@@ -1,17 +1,5 @@
 import asyncio
-from typing import Any, Final
-
-# The frame kinds, the first item of every frame.
-HELLO_: Final[int]
-AUTH_: Final[int]
-WELCOME_: Final[int]
-CALL_: Final[int]
-RESULT_: Final[int]
-ERROR_: Final[int]
-CHUNK_: Final[int]
-END_: Final[int]
-CANCEL_: Final[int]
-CREDIT_: Final[int]
+from typing import Any
 
 class Sink:
     deadline: float
