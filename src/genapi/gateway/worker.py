@@ -28,6 +28,7 @@ from genapi._core.handoff import ThreadPool
 from genapi._core.stats import log_calls
 from genapi._core.wire import on_unencodable
 from genapi.config import ConfigError, Settings
+from genapi.engine.relay import MemoryAuthority
 from genapi.gateway.auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
 from genapi.gateway.listener import Listener, listening_socket, raise_fd_limit, reuseport_socket
 from genapi.gateway.phoenix import origin_checker, serializer_for, topic_matcher
@@ -291,10 +292,12 @@ async def serve(
     on_unencodable(general.unencodable)
     dispatcher = Dispatcher(registry, settings, general.run, limiter)
     conns = ConnectionContext(gw, dispatcher, topic_matcher(gw.topics))
-    groups = None
-    if lone:  # alone, this worker is the relay groups' authority
-        groups = Groups(settings.relay, lambda _worker, tokens, payload: seats.deliver(tokens, payload))
-        seats.link = LocalRelay(groups, seats)
+    authority = None
+    if lone:  # alone, this worker is the relay groups' authority: every place is in this process
+        authority = MemoryAuthority(
+            Groups(settings.relay, lambda _worker, tokens, payload: seats.deliver(tokens, payload))
+        )
+        seats.link = LocalRelay(authority, seats)
     index = int(os.environ.get("GENAPI_WORKER_INDEX", "0"))
     gateway = Gateway(settings, functions, dispatcher, conns, limits, seats, index)
     stop = asyncio.Event()
@@ -302,14 +305,16 @@ async def serve(
     link = None
     host: HostView
     if master is not None:
+        # listening before the first config is acknowledged (the master announces the host once
+        # every worker has): a client connecting then waits in the backlog, never refused
+        sock = reuseport_socket(gw.host, gw.port)
         link = MasterLink(master, gateway, stop, drain)
         await link.start()  # the current snapshot, before a single connection is accepted
-        sock = reuseport_socket(gw.host, gw.port)
         host = link.host
         plane = None  # the master serves the control port
     else:
-        host = LoneHost(gateway, groups)
-        plane = ControlPlane(functions, settings, limits=limits, relay=groups, inspect=host.inspect)
+        host = LoneHost(gateway, authority)
+        plane = ControlPlane(functions, settings, limits=limits, relay=authority, inspect=host.inspect)
     await gateway.start(host, sock)
     if plane is not None:
         await plane.start(control)

@@ -23,23 +23,21 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from genapi import __version__, log
 from genapi.config import Settings
 from genapi.engine.configs import ConfigStore, HostConfigs
+from genapi.engine.limits import RateLimitStore
+from genapi.engine.relay import RelayAuthority
 from genapi.errors import ConfigError, RelayError
 from genapi.host import control_auth
 from genapi.host.configsync import ConfigSync, Refused
 from genapi.nodes import rpc
-from genapi.relay.groups import Groups
 from genapi.request.bind import Functions
 from genapi.structs import FunConfig
-
-if TYPE_CHECKING:
-    from genapi.host.ratelimit import RateLimits
 
 __all__ = ["ControlPlane", "Handler", "Refused", "merge_nodes"]
 
@@ -59,9 +57,9 @@ class ControlPlane:
         settings: Settings,
         on_change: Broadcast | None = None,
         *,
-        limits: RateLimits | None = None,
+        limits: RateLimitStore | None = None,
         on_limits: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
-        relay: Groups | None = None,
+        relay: RelayAuthority | None = None,
         inspect: Broadcast | None = None,
         store: ConfigStore | None = None,
     ) -> None:
@@ -69,7 +67,7 @@ class ControlPlane:
         self.on_change = on_change  # the master's broadcast: a change is answered once every worker has it
         self.limits = limits  # when [rate_limiter] is enabled
         self.on_limits = on_limits  # the master's broadcast of a rate-limit change
-        self.relay = relay  # the host's relay groups, where this process holds them
+        self.relay = relay  # the host's relay authority, where this process holds it
         # the process holding this plane (master, or lone worker): its config generation, restarts
         # and workers (index, pid, alive, generation, restarts, connections, nodes) for `$status`/`$nodes`
         self.inspect = inspect
@@ -258,12 +256,16 @@ class ControlPlane:
         by the group rules is an answer: {"error": code, "text": ...}."""
         if self.relay is None:
             raise Refused("relay groups are not held by this process")
-        out = self.relay.answer(str(args[0]), args[1] if len(args) > 1 else {})
-        asyncio.get_running_loop().call_soon(self.relay.flush)  # deliveries once the answer is queued
-        return {"error": out.code, "text": out.text} if isinstance(out, RelayError) else out
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.relay.ask(str(args[0]), args[1] if len(args) > 1 else {}, None, fut.set_result)
+        return _relay_answer(fut.result()) if fut.done() else self._relay_later(fut)
+
+    async def _relay_later(self, fut: asyncio.Future[Any]) -> Any:
+        """An authority that answers later (one shared by several hosts)."""
+        return _relay_answer(await fut)
 
     # ----------------------------------------------------------------- rate limits
-    def _limits(self) -> RateLimits:
+    def _limits(self) -> RateLimitStore:
         if self.limits is None:
             raise Refused(
                 "rate limiting is off: [rate_limiter] enabled = false, or no limit was configured at "
@@ -302,7 +304,7 @@ class ControlPlane:
         limits.remove_global(str(args[0]))
         return self._limits_changed(peer, "$rl_global_remove", limits)
 
-    def _limits_changed(self, peer: rpc.ServerPeer, target: str, limits: RateLimits) -> Any:
+    def _limits_changed(self, peer: rpc.ServerPeer, target: str, limits: RateLimitStore) -> Any:
         """A rate-limit change is answered once every worker has it."""
         log.warning("rate_limits_changed", by=peer.peername, request=target)
         if self.on_limits is None:
@@ -348,3 +350,8 @@ def merge_nodes(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return [merged[a] for a in sorted(merged)]
+
+
+def _relay_answer(out: Any) -> Any:
+    """A refusal by the group rules is an answer: {"error": code, "text": ...}."""
+    return {"error": out.code, "text": out.text} if isinstance(out, RelayError) else out

@@ -123,7 +123,7 @@ class Master:
             on_change=self.broadcast,
             limits=self.limits,
             on_limits=self.broadcast_limits,
-            relay=self.groups,
+            relay=self.relay,
             inspect=self.inspect,
         )
         self.limits_seq = 0

@@ -9,8 +9,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from genapi.engine.relay import RelayAuthority
 from genapi.host import metrics, pipe
-from genapi.relay.groups import Groups
 
 if TYPE_CHECKING:
     from genapi.gateway.worker import Gateway
@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 class LoneHost:
     """The host's view when this worker is the whole gateway (`--workers 1`)."""
 
-    def __init__(self, gateway: Gateway, groups: Groups | None) -> None:
+    def __init__(self, gateway: Gateway, relay: RelayAuthority | None) -> None:
         self.gateway = gateway
-        self.groups = groups
+        self.relay = relay
 
     def _up(self) -> bool:
         return self.gateway.server is not None and self.gateway.server.serving
@@ -48,7 +48,7 @@ class LoneHost:
         return {"generation": self.gateway.generation, "restarts": 0, "workers": [worker]}
 
     async def metrics(self) -> str:
-        relay = self.groups.stats() if self.groups is not None else {}
+        relay = self.relay.stats() if self.relay is not None else {}
         return metrics.render(
             [self.gateway.metrics_snapshot()], {"generation": self.gateway.generation, "restarts": 0, "relay": relay}
         )

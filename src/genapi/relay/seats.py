@@ -24,10 +24,9 @@ from typing import Any
 from genapi import log
 from genapi._core.connection import Connection
 from genapi._core.wire import push_raw
-from genapi.engine.relay import Done, RelayLink
+from genapi.engine.relay import Done, RelayAuthority, RelayLink
 from genapi.errors import RelayError, relay_error
 from genapi.host import pipe
-from genapi.relay.groups import Groups
 
 
 class Seat:
@@ -151,22 +150,17 @@ class Seats:
 
 
 class LocalRelay:
-    """The link of a worker that holds the authority itself (`--workers 1`): its `Groups`."""
+    """The link of a worker that holds the authority itself (`--workers 1`)."""
 
-    def __init__(self, groups: Groups, seats: Seats) -> None:
-        self.groups = groups
+    def __init__(self, authority: RelayAuthority, seats: Seats) -> None:
+        self.authority = authority
         self.seats = seats
 
     def ask(self, op: str, args: dict[str, Any], token: int | None, done: Done) -> None:
-        done(self.groups.answer(op, args, None if token is None else (self.seats.worker, token)))
-        self.groups.flush()
+        self.authority.ask(op, args, None if token is None else (self.seats.worker, token), done)
 
     def gone(self, tokens: list[int]) -> None:
-        self.groups.drop_places(self.seats.worker, tokens)
-
-    def deliver(self, worker: int, tokens: list[int], payload: bytes) -> None:
-        """Groups' delivery callback: every place is in this process."""
-        self.seats.deliver(tokens, payload)
+        self.authority.drop_places(self.seats.worker, tokens)
 
 
 class PipeRelay:
