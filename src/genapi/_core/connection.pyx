@@ -457,7 +457,7 @@ cdef class Connection(WSListener):
                                   {"reason": "binary frames need the V2 serializer (vsn=2.0.0)"}))
             return
         try:
-            join_ref, ref, topic, event, _data = ser.decode_binary(data)
+            join_ref, ref, topic, _event, _data = ser.decode_binary(data)
         except FrameError as exc:
             self._frame_error(exc)
             return

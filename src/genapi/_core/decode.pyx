@@ -48,7 +48,8 @@ cpdef tuple decode_v2(object data):
     """`[join_ref, ref, topic, event, payload, ...]` → a 5-tuple (extra elements are ignored)."""
     cdef object msg = _json(data)
     if type(msg) is not list:
-        raise FrameError(f"a V2 frame must be a JSON array [join_ref, ref, topic, event, payload], got {_json_kind(msg)}")
+        raise FrameError("a V2 frame must be a JSON array [join_ref, ref, topic, event, payload], "
+                         f"got {_json_kind(msg)}")
     cdef list lst = <list>msg
     cdef Py_ssize_t n = len(lst)
     if n < 5:

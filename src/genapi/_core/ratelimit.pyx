@@ -329,8 +329,8 @@ cdef class Table:
     cdef inline Slot *_find(self, ShardHeader *sh, uint64_t h, uint64_t limit_id) noexcept nogil:
         """The key's slot, or NULL. Looks at the whole probe run: a reset frees slots mid-run."""
         cdef Slot *slots = <Slot *>(<char *>sh + SHARD_HEADER)
-        cdef uint64_t i = self._start(h, limit_id), n
-        for n in range(self._probes):
+        cdef uint64_t i = self._start(h, limit_id), _n
+        for _n in range(self._probes):
             if slots[i].hash == h and slots[i].limit_id == limit_id:
                 return &slots[i]
             i += 1
@@ -341,10 +341,10 @@ cdef class Table:
     cdef inline Slot *_claim(self, ShardHeader *sh, uint64_t h, uint64_t limit_id) noexcept nogil:
         """A slot for a new key: a free one of its probe run, else the run's idlest (evicted)."""
         cdef Slot *slots = <Slot *>(<char *>sh + SHARD_HEADER)
-        cdef uint64_t i = self._start(h, limit_id), n
+        cdef uint64_t i = self._start(h, limit_id), _n
         cdef Slot *victim = NULL
         cdef Slot *s
-        for n in range(self._probes):
+        for _n in range(self._probes):
             s = &slots[i]
             if s.hash == 0:
                 victim = s

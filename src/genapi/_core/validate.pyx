@@ -126,6 +126,8 @@ def _guess(word, choices):
         return ""
     close = get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f"; did you mean {_quote(close[0])}?" if close else ""
+
+
 # Which limit the number of the tuple form ["type", n] sets.
 _TUPLE_OPTION = {
     "string": "max_bytes",
@@ -143,8 +145,6 @@ for _t, _opts in _TYPE_OPTIONS.items():
 del _t, _opts, _o
 
 _fromisoformat = _datetime.fromisoformat
-
-
 
 
 # --------------------------------------------------------------------------- rendering
