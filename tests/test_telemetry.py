@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,6 +116,29 @@ def test_event_catalog() -> None:
         assert all(n.startswith("genapi.") for n in names), category
     with pytest.raises(ValueError, match="unknown telemetry event"):
         telemetry.attach("x", "genapi.nope", lambda *a: None)
+
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "genapi"
+EMITTED = re.compile(r'"(genapi\.(?:executor|rate_limiter|hook|worker_pool|config)\.[a-z_.]*)"')
+
+
+def test_every_event_emitted_is_declared() -> None:
+    """The event names written at the emit sites (the compiled core cannot import telemetry.py,
+    so they are literals there) are the ones telemetry.py declares: a misspelt name is an event
+    no handler could ever attach to. A literal ending in "." is a prefix the site completes."""
+    sites = [p for p in SRC.rglob("*") if p.suffix in (".py", ".pyx") and p.name != "telemetry.py"]
+    found = {(p.relative_to(SRC).as_posix(), name) for p in sites for name in EMITTED.findall(p.read_text())}
+    assert len(found) > 10, found  # the sites are where this test looks for them
+    undeclared = sorted(
+        (where, name)
+        for where, name in found
+        if (
+            not any(e.startswith(name) for e in telemetry.EVENTS)
+            if name.endswith(".")
+            else name not in telemetry.EVENTS
+        )
+    )
+    assert not undeclared, undeclared
 
 
 def test_request_events_fast_and_general_path(gw: GatewayProcess) -> None:
