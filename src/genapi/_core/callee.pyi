@@ -28,5 +28,5 @@ class LocalCallee(Callee):
     fn: Callable[..., Any]
     kind: int
     def __init__(
-        self, fn: Callable[..., Any], timeout_ms: int | None, pool: ThreadPool, detail_error: bool = False
+        self, fn: Callable[..., Any], timeout_ms: int | None, pool: ThreadPool | None, detail_error: bool = False
     ) -> None: ...

@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The genapi RPC connection, both sides, compiled: every call and every answer between a
 gateway and its service nodes crosses `data_received` and `send`. The frames and the handshake
-are described in `genapi/rpc.py` (the Python face: connect, listen, secrets, addresses).
+are described in `genapi/nodes/rpc.py` (the Python face: connect, listen, secrets, addresses).
 
 Writes are batched: what one turn of the event loop sends leaves in one write. A gateway's
 `ClientPeer` corks the client connections it answers while it handles one read, so a batch of

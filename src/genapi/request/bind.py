@@ -87,7 +87,7 @@ class Binder:
             except ValueError as exc:
                 raise ValueError(f"{config.service}.{config.request_type}: {exc}") from None
         # without a pool (master, check) the callee is bound to be checked, never started
-        return LocalCallee(fn, config.timeout_ms(), self.pool, self.detail_error)  # type: ignore[arg-type]
+        return LocalCallee(fn, config.timeout_ms(), self.pool, self.detail_error)
 
     def bind(self, config: FunConfig) -> Entry:
         """`config` compiled for calling (raises ValueError naming the function and field)."""
