@@ -466,3 +466,19 @@ mfa = "genapi.relay:handle_relay"
 arg_types = { group_id = "string" }
 """)
     assert "genapi.relay:handle_relay needs argument(s) message in arg_types and arg_orders" in str(exc.value)
+
+
+def test_the_nine_operations_are_the_same_everywhere() -> None:
+    """The operations are declared once (config.RELAY_ARGS: their client arguments); the rules
+    (Groups), the in-worker functions and RelayClient each have exactly those, so a new or
+    renamed operation cannot be half added."""
+    from genapi.config import RELAY_ARGS
+    from genapi.relay import groups, ops
+
+    names = set(RELAY_ARGS)
+    assert len(names) == 9
+    assert {n for n in dir(ops) if ops.op_of(getattr(ops, n)) is not None} == names
+    assert set(ops.CLIENT_ARGS) == names and ops.SEATING <= names
+    assert set(groups._OPS) - {"stats"} == names  # stats: the admin side's figures, no group rule
+    client = {n for n in dir(RelayClient) if not n.startswith("_")} - {"close", "stats"}
+    assert client == names

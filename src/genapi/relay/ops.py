@@ -127,6 +127,7 @@ for _fn in (
     handle_relay,
 ):
     setattr(_fn, "relay_op", _fn.__name__)  # noqa: B010  # how the pipeline knows an mfa names one
+del _fn
 
 
 def op_of(fn: Any) -> str | None:
