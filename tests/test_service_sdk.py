@@ -812,6 +812,21 @@ def test_an_async_function_and_a_stream_receive_converted_arguments(args_node):
     assert asyncio.run(stream()) == [f"UUID:{U}", f"UUID:{U2}"]
 
 
+def test_annotations_under_explicit_arg_types_are_converted_too(args_node):
+    gw, _ = args_node
+    got = calls(
+        gw,
+        ("explicit", {"x": [U], "day": "2024-05-01", "at": "2024-05-01T12:00:00+02:00"}),
+        ("explicit", {"x": {"k": U2}, "day": "2024-05-02", "at": "2024-05-01T12:00:00"}),
+        ("explicit", {"x": None, "day": "2024-05-03", "at": "2024-05-01T12:00:00"}),
+    )
+    assert got == [
+        [{"list": [f"UUID:{U}"]}, "date:2024-05-01", "datetime:2024-05-01T12:00:00"],  # naive: the offset dropped
+        [{"dict": {"k": f"UUID:{U2}"}}, "date:2024-05-02", "datetime:2024-05-01T12:00:00"],
+        ["NoneType", "date:2024-05-03", "datetime:2024-05-01T12:00:00"],
+    ]
+
+
 def test_request_info_is_appended_unconverted_after_converted_arguments(args_node):
     gw, _ = args_node
     id_seen, flag_seen, info_seen = call(gw, "info", {"id": U})
@@ -839,6 +854,8 @@ def test_a_parameter_that_needs_no_conversion_has_no_converter():
     got = {fn.__name__: [(i, p) for i, _wire, _convert, p in converters(fn)] for fn in argsapp.svc.functions.values()}
     assert got["kinds"] == [(0, "id"), (1, "at"), (8, "ids")]
     assert got["info"] == [(0, "id")]  # not request_info
+    # a union of containers arrives as either: its converter takes every value but None
+    assert [(i, w) for i, w, _c, _n in converters(argsapp.explicit)] == [(0, object), (1, str), (2, str)]
     assert got["defaults"] == [(0, "id"), (1, "at"), (2, "ids"), (3, "stamps"), (4, "maybe"), (5, "gone")]
 
 

@@ -125,3 +125,13 @@ async def each(ids: list[uuid.UUID]) -> AsyncIterator[Any]:
 def info(id: uuid.UUID, flag: bool = True, request_info: dict | None = None) -> list:
     """request_info is appended after the arguments: it is never converted."""
     return [seen(id), seen(flag), seen(request_info)]
+
+
+@svc.api(
+    arg_types={"x": {"type": "any", "allow_nil": True}, "day": "string", "at": "naive_datetime"},
+    arg_orders=["x", "day", "at"],
+)
+def explicit(x: list[uuid.UUID] | dict[str, uuid.UUID] | None, day: datetime.date, at: datetime.datetime) -> list:
+    """Explicit arg_types leave the annotations to the function: the node still rebuilds what
+    they ask (a union of containers, a date sent as a string, a naive datetime)."""
+    return [seen(x), seen(day), seen(at)]
