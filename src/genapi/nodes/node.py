@@ -45,7 +45,7 @@ def _needs_convert(annotation: Any) -> bool:
     try:
         if annotation in _CONVERTED:
             return True
-    except TypeError:  # unhashable: not one of them
+    except TypeError:  # an annotation object that refuses comparison: not one of them
         return False
     return any(_needs_convert(a) for a in typing.get_args(annotation))
 
