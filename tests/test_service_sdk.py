@@ -1,20 +1,30 @@
-"""The declaration half of the service SDK (genapi.service): signatures mapped to FunConfigs,
-refusals at decoration time, and the configs as the gateway's own checks see them."""
+"""The service SDK (genapi.service): signatures mapped to FunConfigs, refusals at decoration
+time, the configs as the gateway's own checks see them; and what a declared function receives
+when a client calls it through a real gateway and a real `genapi service run` node (the node
+rebuilds UUIDs and datetimes from their wire form as each parameter's annotation asks)."""
 
+import asyncio
 import importlib
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from datetime import UTC, datetime
+from typing import Any
 
+import jwt
 import msgspec
 import pytest
 
 from genapi._core.validate import Limits, Validator
+from genapi.client import Client
 from genapi.errors import ConfigError
+from genapi.nodes.node import converters
 from genapi.service import SUPPORTED_ANNOTATIONS, Service
 from genapi.structs import FunConfig
+from support.gateway_proc import GatewayProcess
+from support.node_proc import NodeProcess, control, wait_pushed
 
 U = "123e4567-e89b-12d3-a456-426614174000"
 NODES = ["127.0.0.1:7001"]
@@ -104,6 +114,11 @@ def test_annotation_maps_to_arg_type(annotation, spec):
             "x: datetime.datetime = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)",
             {"type": "datetime", "default_value": "2024-05-01T12:00:00+00:00"},
         ),
+        ("x: list[uuid.UUID] = [uuid.UUID('" + U + "')]", {"type": "list_uuid", "default_value": [U]}),
+        (
+            "x: dict[str, datetime.datetime] = {'k': datetime.datetime(2024, 5, 1, tzinfo=datetime.UTC)}",
+            {"type": "map", "default_value": {"k": "2024-05-01T00:00:00+00:00"}},
+        ),
     ],
 )
 def test_default_value_is_the_extended_form(param, spec):
@@ -121,42 +136,6 @@ def test_missing_arguments_take_the_defaults_through_the_gateway_validator():
     """)
     cfg = only(mod)
     assert mod.f(*validator(cfg).convert({"a": "x"})) == ["x", 3, None, datetime(2024, 1, 1, tzinfo=UTC)]
-
-
-def test_every_type_family_is_accepted_and_converted_into_a_call():
-    """The gateway's validator takes the generated arg_types and turns a client's args into the
-    positional arguments the function takes."""
-    mod = declare("""
-        @svc.api(response_type="sync", timeout=5000, check_permission="any_authenticated")
-        def kinds(id: uuid.UUID, at: datetime.datetime, name: str, n: int, ratio: float, flag: bool,
-                  tags: list[str], scores: list[float], ids: list[uuid.UUID], rows: list[dict],
-                  mixed: list, meta: dict[str, Any], anything: Any, maybe: int | None,
-                  limit: int = 10):
-            return dict(id=id, at=at, name=name, n=n, ratio=ratio, flag=flag, tags=tags, scores=scores,
-                        ids=ids, rows=rows, mixed=mixed, meta=meta, anything=anything, maybe=maybe,
-                        limit=limit)
-    """)
-    cfg = only(mod)
-    assert cfg.errors() == []
-    args = {
-        "id": U,
-        "at": "2024-05-01T12:00:00Z",
-        "name": "box",
-        "n": 2,
-        "ratio": 0.5,
-        "flag": True,
-        "tags": ["a"],
-        "scores": [1, 2.5],
-        "ids": [U],
-        "rows": [{"k": 1}],
-        "mixed": [1, "a"],
-        "meta": {"k": "v"},
-        "anything": [{"x": None}],
-        "maybe": None,
-    }
-    got = mod.kinds(*validator(cfg).convert(args))
-    assert got == {**args, "at": datetime(2024, 5, 1, 12, tzinfo=UTC), "limit": 10}
-    assert list(cfg.arg_orders) == [*args, "limit"]
 
 
 def test_the_issue_example():
@@ -615,10 +594,8 @@ def test_string_annotations_of_a_future_annotations_module(tmp_path, monkeypatch
             "maybe": {"type": "num", "allow_nil": True},
             "flag": {"type": "boolean", "default_value": True},
         }
-        args = validator(cfg).convert({"id": U, "at": "2024-05-01T00:00:00+02:00", "tags": [], "meta": {}})
-        got = mod.svc.functions[cfg.mfa](*args, {"request_id": "r", "user_id": "u", "device_id": None})
-        assert got["at"].isoformat() == "2024-05-01T00:00:00+02:00"
-        assert (got["id"], got["maybe"], got["flag"], got["user"]) == (U, None, True, "u")
+        assert cfg.arg_orders == ["id", "at", "tags", "meta", "maybe", "flag"]
+        validator(cfg)  # the gateway compiles it; what the function receives: test_arguments_reach_*
     finally:
         sys.modules.pop("future_apis", None)
 
@@ -639,3 +616,270 @@ def test_importing_the_sdk_does_not_import_uvloop():
     code = "import sys, genapi.service; print('uvloop' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# --------------------------------------------------------------------------- through a real gateway and node
+# tests/support/argsapp.py: each function answers what it received with its Python types
+# ("UUID:...", "datetime:<isoformat>", {"list": [...]}, {"dict": {...}}).
+
+U2 = "123e4567-e89b-12d3-a456-426614174999"
+D = "00000000-0000-4000-8000-0000000000d1"  # argsapp's default UUID
+EPOCH = "datetime:2024-01-01T00:00:00+00:00"  # argsapp's default datetime
+SECRET = "s3cret-for-the-sdk-tests-0123456789abcdef"
+GATEWAY = f'[gateway]\ndetail_error = true\n[auth]\njwt_secret = "{SECRET}"\n'
+
+
+def token(sub: str = "u1") -> str:
+    return jwt.encode({"sub": sub, "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
+
+
+@pytest.fixture(scope="module")
+def args_node():
+    with GatewayProcess(GATEWAY) as gw, NodeProcess([gw.control], service="argsapp:svc", name="args") as node:
+        wait_pushed(gw.control, "args", [node.address], timeout=30)
+        yield gw, node
+        assert node.stop() == 0, node.read_stderr()
+        assert gw.stop() == 0, gw.read_stderr()
+
+
+def calls(gw: GatewayProcess, *requests: tuple[str, dict | None]) -> list[Any]:
+    """Each (request_type, args) called in turn on one client; the results, or the Responses of
+    the calls that failed."""
+
+    async def go() -> list[Any]:
+        c = await Client.connect(gw.url, token=token())
+        try:
+            await c.join("api:args")
+            out = []
+            for request_type, args in requests:
+                r = await c.call("args", request_type, args, topic="api:args", timeout=30, raise_on_error=False)
+                out.append(r.result if r.success else r)
+            return out
+        finally:
+            await c.close()
+
+    return asyncio.run(go())
+
+
+def call(gw: GatewayProcess, request_type: str, args: dict | None = None) -> Any:
+    (out,) = calls(gw, (request_type, args))
+    return out
+
+
+def test_arguments_reach_the_node_as_single_uuid_and_datetime(args_node):
+    gw, _ = args_node
+    # a datetime travels as a msgpack timestamp: the same instant, in UTC
+    assert call(gw, "single", {"id": U, "at": "2024-05-01T12:00:00+02:00"}) == [
+        f"UUID:{U}",
+        "datetime:2024-05-01T10:00:00+00:00",
+    ]
+    assert call(gw, "single", {"id": U.upper(), "at": "2024-05-01T12:00:00Z"}) == [
+        f"UUID:{U}",  # a UUID, not the string the client sent
+        "datetime:2024-05-01T12:00:00+00:00",
+    ]
+
+
+def test_arguments_reach_the_node_as_lists_of_uuid_and_maps_in_lists(args_node):
+    gw, _ = args_node
+    got = call(
+        gw,
+        "lists",
+        {"ids": [U, U2], "rows": [{"owner": U}, {}], "events": [{"at": "2024-05-01T12:00:00+02:00"}]},
+    )
+    assert got == [
+        {"list": [f"UUID:{U}", f"UUID:{U2}"]},
+        {"list": [{"dict": {"owner": f"UUID:{U}"}}, {"dict": {}}]},
+        # a map's value travels as the client's string: its offset is kept
+        {"list": [{"dict": {"at": "datetime:2024-05-01T12:00:00+02:00"}}]},
+    ]
+    assert call(gw, "lists", {"ids": [], "rows": [], "events": []}) == [{"list": []}] * 3
+
+
+def test_arguments_reach_the_node_as_maps_of_datetime_and_uuid(args_node):
+    gw, _ = args_node
+    got = call(
+        gw,
+        "maps",
+        {
+            "stamps": {"a": "2024-05-01T12:00:00Z", "b": "2024-05-01T12:00:00+02:00"},
+            "owners": {"x": U},
+            "mixed": {"u": U2, "n": 5},
+        },
+    )
+    assert got == [
+        {"dict": {"a": "datetime:2024-05-01T12:00:00+00:00", "b": "datetime:2024-05-01T12:00:00+02:00"}},
+        {"dict": {"x": f"UUID:{U}"}},
+        {"dict": {"u": f"UUID:{U2}", "n": "int:5"}},  # uuid.UUID | int: each value as what it is
+    ]
+
+
+def test_optional_arguments_present_absent_and_none(args_node):
+    gw, _ = args_node
+    present = {"id": U, "at": "2024-05-01T12:00:00Z", "ids": [U2], "stamps": {"k": "2024-05-01T12:00:00Z"}}
+    got = calls(gw, ("optional", present), ("optional", {}), ("optional", dict.fromkeys(present)))
+    assert got == [
+        [
+            f"UUID:{U}",
+            "datetime:2024-05-01T12:00:00+00:00",
+            {"list": [f"UUID:{U2}"]},
+            {"dict": {"k": "datetime:2024-05-01T12:00:00+00:00"}},
+        ],
+        ["NoneType"] * 4,  # absent: X | None takes None
+        ["NoneType"] * 4,  # None stays None
+    ]
+
+
+def test_missing_arguments_take_the_functions_defaults_with_their_types(args_node):
+    gw, _ = args_node
+    assert call(gw, "defaults", {}) == [
+        f"UUID:{D}",
+        EPOCH,
+        {"list": [f"UUID:{D}"]},
+        {"dict": {"from": EPOCH}},
+        f"UUID:{D}",
+        "NoneType",
+        "int:3",
+    ]
+    given = {"id": U, "ids": [U, U2], "stamps": {}, "maybe": None, "gone": U2, "n": 4}
+    assert call(gw, "defaults", given) == [
+        f"UUID:{U}",
+        EPOCH,
+        {"list": [f"UUID:{U}", f"UUID:{U2}"]},
+        {"dict": {}},
+        "NoneType",  # None given for a UUID | None with a default: None, not the default
+        f"UUID:{U2}",
+        "int:4",
+    ]
+
+
+def test_every_type_family_reaches_the_node_as_its_annotation_asks(args_node):
+    """Every type family the SDK maps, in one call through the gateway's validator and the node:
+    what needs no conversion arrives as the client sent it."""
+    gw, node = args_node
+    args = {
+        "id": U,
+        "at": "2024-05-01T12:00:00Z",
+        "name": "box",
+        "n": 2,
+        "ratio": 0.5,
+        "flag": True,
+        "tags": ["a"],
+        "scores": [1, 2.5],
+        "ids": [U],
+        "rows": [{"k": 1}],
+        "mixed": [1, "a"],
+        "meta": {"k": "v"},
+        "anything": [{"x": None}],
+        "maybe": None,
+    }
+    assert call(gw, "kinds", args) == {
+        "id": f"UUID:{U}",
+        "at": "datetime:2024-05-01T12:00:00+00:00",
+        "name": "str:box",
+        "n": "int:2",
+        "ratio": "float:0.5",
+        "flag": "bool:True",
+        "tags": {"list": ["str:a"]},
+        "scores": {"list": ["int:1", "float:2.5"]},
+        "ids": {"list": [f"UUID:{U}"]},
+        "rows": {"list": [{"dict": {"k": "int:1"}}]},
+        "mixed": {"list": ["int:1", "str:a"]},
+        "meta": {"dict": {"k": "str:v"}},
+        "anything": {"list": [{"dict": {"x": "NoneType"}}]},
+        "maybe": "NoneType",
+        "limit": "int:10",  # the default
+    }
+    pushed = {c["request_type"]: c for c in control(node.address, "$config")["fun_configs"]}
+    assert pushed["kinds"]["arg_orders"] == [*args, "limit"]
+    assert msgspec.convert(pushed["kinds"], FunConfig).errors() == []
+
+
+def test_an_async_function_and_a_stream_receive_converted_arguments(args_node):
+    gw, _ = args_node
+    assert call(gw, "inline", {"ids": [U], "at": "2024-05-01T12:00:00Z"}) == [
+        {"list": [f"UUID:{U}"]},
+        "datetime:2024-05-01T12:00:00+00:00",
+    ]
+
+    async def stream() -> list[Any]:
+        c = await Client.connect(gw.url, token=token())
+        try:
+            await c.join("api:args")
+            return [r.result async for r in c.stream("args", "each", {"ids": [U, U2]}, topic="api:args") if r.has_more]
+        finally:
+            await c.close()
+
+    assert asyncio.run(stream()) == [f"UUID:{U}", f"UUID:{U2}"]
+
+
+def test_annotations_under_explicit_arg_types_are_converted_too(args_node):
+    gw, _ = args_node
+    got = calls(
+        gw,
+        ("explicit", {"x": [U], "day": "2024-05-01", "at": "2024-05-01T12:00:00+02:00"}),
+        ("explicit", {"x": {"k": U2}, "day": "2024-05-02", "at": "2024-05-01T12:00:00"}),
+        ("explicit", {"x": None, "day": "2024-05-03", "at": "2024-05-01T12:00:00"}),
+    )
+    assert got == [
+        [{"list": [f"UUID:{U}"]}, "date:2024-05-01", "datetime:2024-05-01T12:00:00"],  # naive: the offset dropped
+        [{"dict": {"k": f"UUID:{U2}"}}, "date:2024-05-02", "datetime:2024-05-01T12:00:00"],
+        ["NoneType", "date:2024-05-03", "datetime:2024-05-01T12:00:00"],
+    ]
+
+
+def test_request_info_is_appended_unconverted_after_converted_arguments(args_node):
+    gw, _ = args_node
+    id_seen, flag_seen, info_seen = call(gw, "info", {"id": U})
+    assert (id_seen, flag_seen) == (f"UUID:{U}", "bool:True")
+    assert info_seen["dict"]["user_id"] == "str:u1"
+
+
+def test_a_map_value_that_is_no_uuid_is_refused_by_the_node_naming_the_argument(args_node):
+    """The gateway checks a map's values only as scalars: the node's conversion refuses what is
+    no UUID, and the function does not run."""
+    gw, _ = args_node
+    r = call(gw, "maps", {"stamps": {}, "owners": {"x": "not-a-uuid"}, "mixed": {}})
+    assert not r.success
+    assert r.error.startswith("Internal Server Error: ValidationError: argument 'owners': Invalid UUID"), r.error
+    r = call(gw, "maps", {"stamps": {"a": "yesterday"}, "owners": {}, "mixed": {}})
+    assert not r.success and "argument 'stamps': Invalid RFC3339 encoded datetime" in r.error, r.error
+    assert call(gw, "maps", {"stamps": {}, "owners": {}, "mixed": {}}) == [{"dict": {}}] * 3  # still serving
+
+
+def test_a_parameter_that_needs_no_conversion_has_no_converter():
+    """Converters are computed once, when the node builds its host: only the parameters whose
+    annotation holds a UUID or datetime have one, so the others cost nothing per call."""
+    from support import argsapp
+
+    got = {fn.__name__: [(i, p) for i, _wire, _convert, p in converters(fn)] for fn in argsapp.svc.functions.values()}
+    assert got["kinds"] == [(0, "id"), (1, "at"), (8, "ids")]
+    assert got["info"] == [(0, "id")]  # not request_info
+    # a union of containers arrives as either: its converter takes every value but None
+    assert [(i, w) for i, w, _c, _n in converters(argsapp.explicit)] == [(0, object), (1, str), (2, str)]
+    assert got["defaults"] == [(0, "id"), (1, "at"), (2, "ids"), (3, "stamps"), (4, "maybe"), (5, "gone")]
+
+
+@pytest.mark.parametrize(
+    ("annotation", "wire"),
+    [
+        ("str", None),
+        ("int | None", None),
+        ("list[str]", None),
+        ("list[dict[str, Any]]", None),
+        ("dict[str, int]", None),
+        ("Any", None),
+        ("uuid.UUID", str),
+        ("datetime.datetime | None", str),
+        ("list[uuid.UUID]", list),
+        ("Optional[list[uuid.UUID]]", list),
+        ("list[dict[str, datetime.datetime]]", list),
+        ("dict[str, uuid.UUID]", dict),
+        ("dict[str, uuid.UUID | int] | None", dict),
+    ],
+)
+def test_the_wire_type_a_converter_takes(annotation, wire):
+    """A value is rebuilt only when it arrives as its wire type: a datetime that arrives as one,
+    or None, is passed as it is."""
+    mod = declare(f"@svc.api\ndef f(x: {annotation}): return x\n")
+    got = converters(mod.f)
+    assert [w for _i, w, _c, _n in got] == ([] if wire is None else [wire])

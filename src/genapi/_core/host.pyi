@@ -14,7 +14,7 @@ class FunctionHost:
         service: Any,
         advertised: list[str],
         pool: ThreadPool,
-        converters: Callable[[Callable[..., Any]], list[tuple[int, Any]]],
+        converters: Callable[[Callable[..., Any]], list[tuple[int, type, Callable[[Any], Any], str]]],
     ) -> None: ...
     @property
     def functions(self) -> dict[str, Callable[..., Any]]: ...
@@ -28,8 +28,8 @@ class FunctionHost:
 class Declared:
     fn: Callable[..., Any]
     kind: int
-    convert: list[Any]
-    def __init__(self, fn: Callable[..., Any], convert: list[Any]) -> None: ...
+    convert: list[tuple[int, type, Callable[[Any], Any], str]]
+    def __init__(self, fn: Callable[..., Any], convert: list[tuple[int, type, Callable[[Any], Any], str]]) -> None: ...
 
 class Running:
     task: Any

@@ -44,7 +44,9 @@ cdef str _raised(exc):
 
 cdef class Declared:
     """One declared function as the node runs it: the callable, how it runs, which arguments
-    are rebuilt from their wire form (a UUID arrives as str)."""
+    are rebuilt from their wire form (`genapi.nodes.node.converters`: (position, wire type,
+    convert, name) of each; a value is rebuilt only when it arrives as the wire type, a UUID as
+    a str, a list of UUIDs as a list)."""
     cdef readonly object fn
     cdef readonly int kind
     cdef readonly list convert
@@ -128,12 +130,14 @@ cdef class FunctionHost:
         if type(args) is not list:
             return peer.error(cid, PROTOCOL, "args must be a list")
         if d.convert:
-            try:
-                for i, ann in d.convert:
-                    if i < len(args) and type(args[i]) is str:
-                        args[i] = msgspec.convert(args[i], ann, strict=False)
-            except msgspec.ValidationError as exc:
-                return peer.error(cid, RAISED, f"ValidationError: {exc}")
+            for i, wire, convert, name in d.convert:
+                if i < len(args):
+                    value = args[i]
+                    if type(value) is wire or (wire is object and value is not None):
+                        try:
+                            args[i] = convert(value)
+                        except msgspec.ValidationError as exc:
+                            return peer.error(cid, RAISED, f"ValidationError: argument {name!r}: {exc}")
         self.calls += 1
         fn = d.fn
         if stream:

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import inspect
 import os
+import types
 import typing
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from genapi import log
 from genapi._core.handoff import ThreadPool
@@ -21,27 +25,79 @@ from genapi.host.control_client import ControlClient
 from genapi.nodes import rpc
 
 PUSH_TIMEOUT_S = 10.0
+# Types msgpack does not carry as themselves: a UUID arrives as its string; a datetime the
+# gateway's validator parsed arrives as a msgpack timestamp (a datetime again, in UTC), but one
+# inside a map or a naive one as its ISO string; a date or time (explicit arg_types) as a string.
 _CONVERTED = (uuid.UUID, datetime.datetime, datetime.date, datetime.time)
+_UNIONS = (typing.Union, types.UnionType)
+
+# One converted parameter: (position, wire, convert, name). The host rebuilds args[position] with
+# convert(value) when type(value) is wire (str for a UUID or datetime, list or dict for a container
+# of them); a value of any other type (None, a datetime that arrived as one) is already right.
+# wire is ANY_WIRE when the annotation's values come in several wire types (a union of them):
+# then convert takes every value but None.
+ANY_WIRE = object
+Converter = tuple[int, type, Callable[[Any], Any], str]
 
 
 def _needs_convert(annotation: Any) -> bool:
-    """Types msgpack does not carry as themselves (a UUID arrives as str, a naive datetime as str)."""
-    if annotation in _CONVERTED:
-        return True
+    """Whether a value of `annotation` holds a type msgpack does not carry as itself, at any depth."""
+    try:
+        if annotation in _CONVERTED:
+            return True
+    except TypeError:  # an annotation object that refuses comparison: not one of them
+        return False
     return any(_needs_convert(a) for a in typing.get_args(annotation))
 
 
-def converters(fn: Callable[..., Any]) -> list[tuple[int, Any]]:
-    """(position, annotation) of each parameter whose value is rebuilt from its wire form."""
+def _wire_type(annotation: Any) -> type | None:
+    """The type a value of `annotation` arrives as when it needs rebuilding, or None."""
+    if annotation in _CONVERTED:
+        return str
+    origin = typing.get_origin(annotation)
+    if origin is list or origin is dict:
+        return origin
+    return None
+
+
+def converter(annotation: Any) -> tuple[type, Callable[[Any], Any]] | None:
+    """(wire, convert) for a parameter annotated `annotation`, or None when its values arrive as
+    the annotation asks (every str, int, float, bool, list, dict and Any the SDK maps, when they
+    hold no UUID or datetime). `X | None`: None is passed as it is."""
+    if not _needs_convert(annotation):
+        return None
+    if typing.get_origin(annotation) in _UNIONS:
+        wires = {_wire_type(a) for a in typing.get_args(annotation) if a is not type(None) and _needs_convert(a)}
+    else:
+        wires = {_wire_type(annotation)}
+    known = {w for w in wires if w is not None}
+    if len(known) < len(wires):  # a shape msgspec would build (a tuple, a class): not a wire form of ours
+        return None
     try:
-        hints = typing.get_type_hints(fn)
-    except Exception:
-        return []
-    out = []
-    for i, name in enumerate(inspect.signature(fn).parameters):
-        ann = hints.get(name)
-        if ann is not None and _needs_convert(ann):
-            out.append((i, ann))
+        msgspec.json.Decoder(annotation)  # msgspec can build it; refused types stay as they arrive
+    except TypeError:
+        return None
+    wire = known.pop() if len(known) == 1 else ANY_WIRE
+    return wire, functools.partial(msgspec.convert, type=annotation)
+
+
+def converters(fn: Callable[..., Any]) -> list[Converter]:
+    """The converters of `fn`'s parameters that need one, computed once when the node builds its
+    host: a parameter that needs none costs nothing per call. An annotation that cannot be
+    resolved (explicit arg_types leave the annotations unchecked) converts nothing."""
+    globalns = getattr(inspect.unwrap(fn), "__globals__", {})
+    out: list[Converter] = []
+    for i, p in enumerate(inspect.signature(fn).parameters.values()):
+        if p.annotation is p.empty:
+            continue
+        try:
+            holder = types.SimpleNamespace(__annotations__={p.name: p.annotation})
+            annotation = typing.get_type_hints(holder, globalns=globalns)[p.name]
+        except Exception:
+            continue
+        found = converter(annotation)
+        if found is not None:
+            out.append((i, found[0], found[1], p.name))
     return out
 
 

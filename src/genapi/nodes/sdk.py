@@ -117,6 +117,20 @@ def _type_name(annotation: Any) -> str | None:
     return None
 
 
+def _wire_default(value: Any) -> Any:
+    """A default as the gateway sends it: a datetime or UUID as its string form, in lists and
+    maps too (the node rebuilds them from the annotation, as it does the arguments)."""
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, list):
+        return [_wire_default(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _wire_default(v) for k, v in value.items()}
+    return value
+
+
 def _json_like(value: Any) -> bool:
     if value is None or isinstance(value, (str, int, float, bool)):
         return True
@@ -341,7 +355,8 @@ def _map_signature(
 ) -> tuple[dict[str, Any], list[str]]:
     """arg_types from the parameters (in signature order) and the problems of those it cannot map.
     A default of None becomes `allow_nil` (the validator reads `default_value = None` as no
-    default, and the function accepts None); a datetime or UUID default is sent as its string."""
+    default, and the function accepts None); a datetime or UUID default is sent as its string,
+    in a list or map default too."""
     arg_types: dict[str, Any] = {}
     problems: list[str] = []
     globalns = getattr(inspect.unwrap(fn), "__globals__", {})
@@ -381,14 +396,12 @@ def _map_signature(
         name, allow_nil = found
         spec: dict[str, Any] = {"type": name}
         if p.default is not p.empty:
-            default = p.default
-            if isinstance(default, (datetime.datetime, uuid.UUID)):
-                default = default.isoformat() if isinstance(default, datetime.datetime) else str(default)
+            default = _wire_default(p.default)
             if default is None:  # the function takes None: a missing argument is passed as nil
                 allow_nil = True
             elif not _json_like(default):
                 problems.append(
-                    f"{where}: default value {default!r} is not JSON-like (str, int, float, bool, "
+                    f"{where}: default value {p.default!r} is not JSON-like (str, int, float, bool, "
                     "None, list, dict, or a datetime or UUID, sent as its string form)"
                 )
                 continue
