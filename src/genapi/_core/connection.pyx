@@ -58,7 +58,6 @@ cdef inline bint _keepable_ref(object v):
     return t is float or t is bool
 
 
-
 cdef bytes _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
