@@ -13,7 +13,7 @@ from picows import WSMsgType
 
 from genapi._core import wire
 from support.configs import DEMO_ECHO
-from support.gateway_proc import GatewayProcess
+from support.gateway_proc import GatewayProcess, wait_until
 from support.rawclient import Raw, request
 
 EV = "phoenix_gen_api"
@@ -384,3 +384,38 @@ def test_pings_are_answered(gateway, run):
         await c.close()
 
     run(go())
+
+
+def _metric(gw: GatewayProcess, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{gw.host}:{gw.port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_a_clients_protocol_errors_are_not_errors_in_the_log():
+    """picows reports a peer's protocol error (a frame over the limit, a reserved opcode) at
+    ERROR; a hostile client must not fill the operator's error log: INFO, counted in /metrics."""
+    with GatewayProcess(CONFIG, extra_args=["--log-level", "info"]) as gw:
+
+        async def go():
+            c = await Raw.connect(gw.url)
+            c.transport.send(WSMsgType.TEXT, b"x" * 100_000)  # one frame over the 69536-byte limit
+            assert await asyncio.wait_for(c.closed, 5) == 1009
+            c = await Raw.connect(gw.url)
+            c.transport.underlying_transport.write(bytes([0x83, 0x80, 0, 0, 0, 0]))  # FIN, opcode 3: reserved
+            assert await asyncio.wait_for(c.closed, 5) == 1002
+
+        asyncio.run(go())
+
+        def told() -> list[str]:
+            return [line for line in gw.read_stderr().splitlines() if "WS parser error" in line]
+
+        # counted as picows reports them (it may report one error twice, a moment apart)
+        assert wait_until(lambda: _metric(gw, "genapi_protocol_errors_total") == len(told()) >= 2, 5)
+        assert any("1009" in line for line in told()) and any("opcode=0x3" in line for line in told()), told()
+        assert all(" INFO picows " in line for line in told()), told()  # still told, at info
+        assert [line for line in gw.read_stderr().splitlines() if " ERROR " in line] == []

@@ -5,6 +5,7 @@ output is aborted, not closed gracefully (which would wait for it to read)."""
 
 import os
 import re
+import subprocess
 import threading
 import time
 
@@ -268,4 +269,26 @@ def test_shutdown_aborts_a_client_that_does_not_read():
         assert gw.stop() == 0
         assert time.monotonic() - t0 < 8
         assert aborted(gw, "not_draining_at_close")
+        c.close()
+
+
+def fin_wait_1(port: int) -> int:
+    """The gateway's sockets on `port` the kernel still holds in FIN_WAIT1 (closed by the server,
+    unsent output not yet taken by the peer)."""
+    out = subprocess.run(
+        ["ss", "-Htn", "state", "fin-wait-1", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def test_an_aborted_client_leaves_no_kernel_buffer_behind():
+    """An abort resets the connection (SO_LINGER {1, 0}), so the socket's unsent output is freed
+    at once: a client that reads nothing cannot make the kernel keep megabytes per socket in
+    FIN_WAIT1 for minutes after the gateway let go of it."""
+    with gateway(60_000, idle_timeout_ms=800, drain_timeout_ms=60_000) as gw:
+        c = non_reader(gw, "spin", size=10_000)
+        assert wait_until(lambda: aborted(gw, "not_draining_at_close"), 10)
+        assert wait_until(lambda: fin_wait_1(gw.port) == 0, 5), subprocess.run(
+            ["ss", "-tn", f"( sport = :{gw.port} )"], capture_output=True, text=True
+        ).stdout
         c.close()

@@ -312,6 +312,12 @@ def headers_too_large(limit: int) -> str:
 AT_CONNECTION_LIMIT = "server at its open-connection limit, retry later"
 
 
+def module_not_allowed(field: str, module: str, allowed: tuple[str, ...]) -> str:
+    """A pushed or pulled config names code for the gateway to run outside `[gateway] allowed_modules`."""
+    under = ", ".join(allowed) if allowed else "empty: a pushed config may name no code for the gateway to run"
+    return f"{field}: module {module!r} is not under [gateway] allowed_modules ({under})"
+
+
 # --------------------------------------------------------------------------- relay groups
 # PhoenixGenApi's reasons, each with the text a client reads; handle_relay's four are the
 # original's own texts.

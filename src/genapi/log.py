@@ -114,6 +114,26 @@ def _foreign(record: logging.LogRecord) -> str:
     return f"{value(name)} msg={value(msg)}"
 
 
+# picows's reports of a peer's protocol error (a frame over the size limit, a bad opcode, a bad
+# mask): the client's mistake, not an alert for the operator. Logged at INFO and counted
+# (/metrics: genapi_protocol_errors_total); picows's own failures keep their level.
+_PEER_PROTOCOL_ERRORS = ("WS parser error", "on_ws_frame raised WSProtocolError")
+_peer_errors = [0]
+
+
+def peer_protocol_errors() -> int:
+    """Client protocol errors picows reported in this process (see _PEER_PROTOCOL_ERRORS)."""
+    return _peer_errors[0]
+
+
+def _demoted(record: logging.LogRecord) -> bool:
+    """Turns a peer's protocol error reported at ERROR into an INFO record (counted); False when
+    INFO is not logged, so the record is dropped."""
+    _peer_errors[0] += 1
+    record.levelno, record.levelname = logging.INFO, "INFO"
+    return _logger.isEnabledFor(logging.INFO)
+
+
 class _Handler(logging.StreamHandler):
     """stderr, with the flood limit: per kind of record, BURST lines per WINDOW seconds."""
 
@@ -125,6 +145,14 @@ class _Handler(logging.StreamHandler):
         self.guard = threading.Lock()
 
     def handle(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno >= logging.ERROR
+            and record.name.startswith("genapi.picows")
+            and isinstance(record.msg, str)
+            and record.msg.startswith(_PEER_PROTOCOL_ERRORS)
+            and not _demoted(record)
+        ):
+            return False
         if record.levelno >= logging.WARNING and not self._admit(record):  # never the access log
             return False
         return bool(super().handle(record))

@@ -144,6 +144,23 @@ class FunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         """The call timeout in ms, None for `infinity`."""
         return None if self.timeout == "infinity" else int(self.timeout)
 
+    def gateway_targets(self) -> list[tuple[str, str]]:
+        """The `(field, "module:function")` pairs the gateway itself imports and runs for this
+        function (not `mfa` of a function on nodes, which runs there): hooks, the permission
+        callback, a custom node mode, a node resolver, and `mfa` when `nodes = "local"`."""
+        out = []
+        for field in ("before_execute", "after_execute", "permission_callback"):
+            value = getattr(self, field)
+            if value is not None:
+                out.append((field, split_target(value)[0]))
+        if isinstance(self.choose_node_mode, str) and _is_target(self.choose_node_mode):
+            out.append(("choose_node_mode", self.choose_node_mode))
+        if self.nodes == "local":
+            out.append(("mfa", split_target(self.mfa)[0]))
+        elif isinstance(self.nodes, str):
+            out.append(("nodes", self.nodes))
+        return out
+
     def errors(self) -> list[str]:
         """Every problem with this config, each `"field: ..."` (empty when valid). Checks the
         values against the field types, so a config built in code (or pushed) is held to the

@@ -28,6 +28,7 @@ import msgspec
 from genapi import log, telemetry
 from genapi.config import NonEmpty, Settings
 from genapi.engine.configs import ConfigStore, FunctionKey, ServiceState
+from genapi.errors import module_not_allowed
 from genapi.nodes import rpc
 from genapi.request.bind import Functions
 from genapi.structs import FunConfig
@@ -67,6 +68,7 @@ class ConfigSync:
         self.secret = secret  # the cluster secret the nodes pulled from demand
         self.on_change = on_change  # the master's broadcast, when there are workers
         self.cluster = settings.cluster
+        self.allowed = tuple(settings.gateway.allowed_modules)  # what a push may name for the gateway to run
         self.configured = {src.service: list(src.nodes) for src in settings.services}
         self.held_disabled: set[FunctionKey] = set()  # disabled by hand (admin)
         self.pullers: dict[str, asyncio.Task[None]] = {}
@@ -207,6 +209,7 @@ class ConfigSync:
                 problems.append(f"{label}: {exc}")
                 continue
             problems += [f"{label}: {p}" for p in cfg.errors()]
+            problems += [f"{label}: {p}" for p in self._not_allowed(cfg)]
             ident = (cfg.request_type, cfg.version)
             if ident in seen:
                 problems.append(f"{label}: duplicate function {cfg.request_type} version {cfg.version}")
@@ -215,6 +218,17 @@ class ConfigSync:
         if problems:
             raise Refused(f"push of {message.service} refused: " + "; ".join(problems))
         return configs
+
+    def _not_allowed(self, cfg: FunConfig) -> list[str]:
+        """What a pushed (or pulled) config names for the gateway itself to import and run that
+        `[gateway] allowed_modules` does not cover. Checked before anything of the push is
+        imported (binding imports), so a refused push runs nothing, not even a module's
+        top-level code. The gateway's own config file is trusted and not checked."""
+        return [
+            module_not_allowed(field, module, self.allowed)
+            for field, target in cfg.gateway_targets()
+            if not module_allowed(module := target.partition(":")[0], self.allowed)
+        ]
 
     def verify(self, service: str, config_version: str) -> dict[str, Any]:
         return self.store.verify(service, config_version)
@@ -309,3 +323,8 @@ class ConfigSync:
         state.pull_failures = 0
         state.last_error = None
         self.store.put(state)
+
+
+def module_allowed(module: str, allowed: tuple[str, ...]) -> bool:
+    """`module` is one of the `allowed` prefixes or inside one (`"myapp"` covers `myapp.hooks`)."""
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in allowed)

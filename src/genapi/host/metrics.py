@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from genapi import log
 from genapi._core.stats import latency_buckets, request_metrics, unknown_row
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -28,6 +29,7 @@ def snapshot(gateway: Any) -> dict[str, Any]:
         "in_flight": sum(c.in_flight for c in conns),
         "queued": sum(len(c.queue) for c in conns),
         "aborted": gateway.aborted,
+        "protocol_errors": log.peer_protocol_errors(),
         "joins": gateway.joins,
         "accepted": gateway.accepted,
         "rate_limited": gateway.limits.limiter.refused if gateway.limits is not None else 0,
@@ -102,6 +104,11 @@ def render(workers: Iterable[dict[str, Any]], host: dict[str, Any]) -> str:
         ("in_flight", "gauge", "Requests holding a slot (running or answering)."),
         ("queued", "gauge", "Requests waiting for a slot on their connection."),
         ("aborted", "counter", "Connections dropped for not reading their output."),
+        (
+            "protocol_errors",
+            "counter",
+            "WebSocket protocol errors of clients (oversize frame, bad opcode), logged at info.",
+        ),
         ("accepted", "counter", "Client connections accepted (upgraded to WebSocket)."),
         ("joins", "counter", "Channel joins accepted."),
         ("rate_limited", "counter", "Requests refused by a rate limit."),

@@ -1,0 +1,157 @@
+"""What a pushed or pulled config may make the gateway itself run: `[gateway] allowed_modules`.
+
+Every gateway-side callable a push names (hooks, the permission callback, a custom node mode, a
+node resolver) must fall under an allowed module prefix, checked before anything of the push is
+imported; the default allows none. Real gateway, real node, real control port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from genapi.client import Client
+from genapi.errors import RpcError
+from genapi.host.control_client import ControlClient
+from support.gateway_proc import SUPPORT, GatewayProcess
+from support.node_proc import NodeProcess, wait_pushed
+
+ANON = """
+[auth]
+require_verified_user_id = false
+{gateway}
+"""
+
+
+def push(gw: GatewayProcess, message: dict[str, Any]) -> Any:
+    async def go() -> Any:
+        async with ControlClient(gw.control) as c:
+            return await c.push(message, True)
+
+    return asyncio.run(go())
+
+
+def refusal(gw: GatewayProcess, message: dict[str, Any]) -> str:
+    with pytest.raises(RpcError) as exc:
+        push(gw, message)
+    assert exc.value.code == "refused", exc.value
+    return exc.value.text
+
+
+def pushed(gw: GatewayProcess) -> dict[str, Any]:
+    async def go() -> Any:
+        async with ControlClient(gw.control) as c:
+            return await c.pushed()
+
+    return asyncio.run(go())
+
+
+def message(service: str, **fields: Any) -> dict[str, Any]:
+    """A push of one remote function (its node need not exist: a refused push never calls it)."""
+    return {
+        "service": service,
+        "config_version": "1",
+        "nodes": ["127.0.0.1:9"],
+        "fun_configs": [
+            {"request_type": "fine", "mfa": "app:fine"},
+            {"request_type": "hooked", "mfa": "app:hooked", **fields},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def marks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module whose top-level code leaves a file when it is imported (anywhere)."""
+    folder = tmp_path_factory.mktemp("marks")
+    (folder / "leaves_mark.py").write_text(
+        f"open({str(folder / 'imported')!r}, 'w').close()\n\ndef hook(request, config):\n    return request, config\n"
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def closed(marks: Path) -> Any:
+    """A gateway with the default allowlist (empty), the marking module on its import path."""
+    pythonpath = os.pathsep.join([str(marks), str(SUPPORT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    with GatewayProcess(ANON.format(gateway=""), env={"PYTHONPATH": pythonpath}) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"before_execute": "os:abort"}, "before_execute: module 'os'"),
+        ({"after_execute": ["os:_exit", [1]]}, "after_execute: module 'os'"),
+        ({"permission_callback": "os:getcwd"}, "permission_callback: module 'os'"),
+        ({"choose_node_mode": "nodepick:last"}, "choose_node_mode: module 'nodepick'"),
+        ({"nodes": "tempfile:mkdtemp"}, "nodes: module 'tempfile'"),
+    ],
+)
+def test_a_push_naming_code_for_the_gateway_is_refused_whole(closed: GatewayProcess, fields: Any, named: str) -> None:
+    text = refusal(closed, message("evil", **fields))
+    assert f"fun_configs #2 (hooked): {named} is not under [gateway] allowed_modules (empty" in text, text
+    assert "evil" not in pushed(closed)  # not even its harmless function
+    assert closed.alive()
+
+
+def test_a_refused_push_imports_nothing(closed: GatewayProcess, marks: Path) -> None:
+    """The check comes before binding: the module's top-level code never runs."""
+    text = refusal(closed, message("marking", before_execute="leaves_mark:hook"))
+    assert "before_execute: module 'leaves_mark'" in text, text
+    assert not (marks / "imported").exists()
+    assert closed.alive()
+
+
+def test_the_gateways_own_file_is_trusted(marks: Path) -> None:
+    """Configs from the operator's file are not checked against the allowlist (as before)."""
+    config = ANON.format(gateway="") + (
+        '\n[[functions]]\nservice = "t"\nrequest_type = "echo"\nmfa = "testapi:echo"\n'
+        'arg_types = {text = "string"}\nbefore_execute = "testapi:before_upper"\n'
+    )
+    with GatewayProcess(config) as gw:
+        resp = asyncio.run(call(gw, "t", "echo"))
+        assert resp.success, resp
+        assert resp.result == {"text": "HI", "n": 1}  # the file's hook ran
+
+
+def test_an_allowed_hook_runs_on_a_pushed_function() -> None:
+    """With the hook's module allowed, a pushed function's before hook runs in the gateway."""
+    config = ANON.format(gateway='[gateway]\nallowed_modules = ["testapi"]')
+    with GatewayProcess(config) as gw, NodeProcess([gw.control]) as node:
+        wait_pushed(gw.control, "inv", [node.address])
+        held = asyncio.run(_functions(gw))
+        cfg = next(c for c in held if c["service"] == "inv" and c["request_type"] == "echo")
+        hooked = {k: cfg[k] for k in ("request_type", "mfa", "arg_types", "arg_orders", "timeout", "version")}
+        hooked["before_execute"] = "testapi:before_upper"
+        out = push(gw, {"service": "inv", "config_version": "hooked", "nodes": [node.address], "fun_configs": [hooked]})
+        assert out["status"] == "accepted", out
+
+        resp = asyncio.run(call(gw, "inv", "echo"))
+        assert resp.success, resp
+        assert resp.result["text"] == "HI"  # the gateway-side hook ran before the node's function
+
+
+def test_a_prefix_covers_its_submodules_only() -> None:
+    from genapi.host.configsync import module_allowed
+
+    assert module_allowed("myapp", ("myapp",))
+    assert module_allowed("myapp.hooks", ("myapp",))
+    assert not module_allowed("myapp_evil", ("myapp",))
+    assert not module_allowed("os", ())
+
+
+async def call(gw: GatewayProcess, service: str, request_type: str) -> Any:
+    c = await Client.connect(gw.url)
+    try:
+        await c.join("api:t")
+        return await c.call(service, request_type, {"text": "hi"}, topic="api:t")
+    finally:
+        await c.close()
+
+
+async def _functions(gw: GatewayProcess) -> list[dict[str, Any]]:
+    async with ControlClient(gw.control) as c:
+        return await c.functions()
