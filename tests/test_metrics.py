@@ -159,7 +159,9 @@ async def until(gw: GatewayProcess, pred: Callable[[dict[str, float]], bool], wh
         m = await asyncio.to_thread(scrape, gw)
         if pred(m):
             return m
-        assert time.monotonic() < end, f"{what}: not reached in {WAIT} s; last scrape {m}"
+        if time.monotonic() > end:
+            gauges = {k: v for k, v in m.items() if not k.startswith("genapi_request")}
+            raise AssertionError(f"{what}: not reached in {WAIT} s; last scrape (requests left out): {gauges}")
         await asyncio.sleep(0.05)
 
 
