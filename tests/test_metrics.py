@@ -53,6 +53,8 @@ CONFIG = """
 [gateway]
 max_in_flight = 1
 max_unsent_bytes = 1000000
+drain_timeout_ms = 300000  # the non-reading relay member is not aborted while the test looks at it
+idle_timeout_ms = 300000
 
 [auth]
 callback = "testapi:auth_callback"
@@ -173,7 +175,9 @@ async def user(gw: GatewayProcess, name: str) -> Client:
 
 def raw_member(gw: GatewayProcess, name: str, group_id: str) -> SockClient:
     """A member on a plain socket with a small receive buffer that joins `group_id` and then stops reading."""
-    c = SockClient(gw.host, gw.port, path=f"/socket/websocket?vsn=2.0.0&token=let-me-in&user={name}", rcvbuf=4096)
+    c = SockClient(
+        gw.host, gw.port, path=f"/socket/websocket?vsn=2.0.0&token=let-me-in&user={name}", rcvbuf=4096, timeout=WAIT
+    )
     c.send(["1", "1", TOPIC, "phx_join", {}])
     assert c.recv()[4]["status"] == "ok"
     request = {"request_id": "j", "service": "chat", "request_type": "join_group", "args": {"group_id": group_id}}
@@ -288,7 +292,9 @@ async def traffic(gw: GatewayProcess, workers: int, node: str, dead: str, restar
 
     # a client that does not read answers piling up past max_unsent_bytes is aborted
     def flood() -> SockClient:
-        c = SockClient(gw.host, gw.port, path="/socket/websocket?vsn=2.0.0&token=let-me-in&user=flood", rcvbuf=4096)
+        c = SockClient(
+            gw.host, gw.port, path="/socket/websocket?vsn=2.0.0&token=let-me-in&user=flood", rcvbuf=4096, timeout=WAIT
+        )
         c.send(["1", "1", "api:big", "phx_join", {}])
         assert c.recv()[4]["status"] == "ok"
         reqs = [
