@@ -729,7 +729,7 @@ def test_cancel_on_leave_and_disconnect(gw, run):
         await c.join("api:c2", "5")
         c.send(["5", "6", "api:c2", EV, request("w3", "watch", {"path": p3, "ms": 5000}, service="t")])
         c.send(["5", "7", "api:c2", EV, request("w4", "watch_stream", {"path": p4, "n": 1000}, service="t")])
-        await asyncio.sleep(0.2)
+        await c.recv_n(4)  # both started (however slow the machine), then the client goes
         await c.close()
         assert wait_until(lambda: _state(p3) == "cancelled" and _state(p4) == "cancelled")
         # a call left alone finishes
