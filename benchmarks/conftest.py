@@ -239,7 +239,7 @@ def bench_gateway_no_metrics():
     """The demo gateway with request counting off (`[gateway] metrics = false`): the cost of /metrics."""
     gw = _demo_gateway("", "metrics = false\n")
     yield gw
-    gw.stop()
+    assert gw.stop() == 0
 
 
 @pytest.fixture(scope="session")
@@ -247,7 +247,7 @@ def bench_gateway_telemetry():
     """The demo gateway with one telemetry handler on every request's start and stop."""
     gw = _demo_gateway('\n[[functions]]\nservice = "bench"\nrequest_type = "count"\nmfa = "telemetry_counter:count"\n')
     yield gw
-    gw.stop()
+    assert gw.stop() == 0
 
 
 @pytest.fixture(scope="session")

@@ -208,7 +208,7 @@ def test_pending_calls_fail_when_the_server_goes(run, sig, text):
     try:
         run(go())
     finally:
-        gw.stop()
+        gw.stop(expect=0 if sig == signal.SIGTERM else -signal.SIGKILL)
 
 
 def test_call_raises_typed_errors(run, demo_gateway):

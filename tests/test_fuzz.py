@@ -245,3 +245,16 @@ def test_client_close_frames_answered(outcome: Outcome) -> None:
 def test_client_close_with_invalid_code_is_a_protocol_error(outcome: Outcome) -> None:
     """RFC 6455 §7.4: codes below 1000, 1004-1006, 1015, 1016-2999 and from 5000 are invalid."""
     assert outcome.counts("close_invalid") == {}, outcome.violations("close_invalid")
+
+
+def test_no_violations_of_any_kind(outcome: Outcome) -> None:
+    """Every category the campaign records (the ones the tests above name, and deep_ref,
+    handshake, connection, server_frame and any added later): none is violated once. Refs nested
+    960-998 levels deep are each answered, or refused as nested too deeply."""
+    s = outcome.stats
+    assert {c: n for c, n in s.violation_counts.items() if n} == {}, s.violations
+    assert s.violations == []
+    assert s.expected["deep_ref"] > 0 and s.answered["deep_ref"] == s.expected["deep_ref"], (
+        s.expected["deep_ref"],
+        s.answered["deep_ref"],
+    )

@@ -190,7 +190,7 @@ def test_a_stream_held_by_a_client_that_stops_reading_still_times_out(gw_short, 
 
 @pytest.mark.parametrize("request_type", STREAMS)
 def test_a_stream_to_a_client_that_stops_reading_keeps_memory_bounded(gw_long, request_type):
-    other = joined(gw_long, timeout=3)
+    other = joined(gw_long, timeout=10)
     echo(other, "warm")
     before = rss(gw_long.pid)
     c = non_reader(gw_long, request_type, size=1000)
@@ -199,7 +199,7 @@ def test_a_stream_to_a_client_that_stops_reading_keeps_memory_bounded(gw_long, r
         time.sleep(0.1)
         peak = max(peak, rss(gw_long.pid))
         echo(other, f"e{i}")
-        assert heartbeat(other, f"h{i}") < 2.0
+        assert heartbeat(other, f"h{i}") < 5.0  # answered, not held behind the stream (which runs a minute)
     assert peak - before < 32 * MiB, f"RSS grew by {(peak - before) / MiB:.0f} MiB"
     c.close()
     echo(other, "last")
@@ -208,7 +208,7 @@ def test_a_stream_to_a_client_that_stops_reading_keeps_memory_bounded(gw_long, r
 
 def test_many_streams_from_a_client_that_stops_reading(gw_long):
     """A flood of stream requests from a non-reader: bounded memory, others still served."""
-    other = joined(gw_long, timeout=3)
+    other = joined(gw_long, timeout=10)
     echo(other, "warm")
     before = rss(gw_long.pid)
     c = joined(gw_long, rcvbuf=4096)

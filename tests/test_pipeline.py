@@ -482,15 +482,14 @@ def test_plain_functions_run_in_threads_and_dont_block(gw, run):
         r = await c.call("t", "plain", {"text": "x"})
         assert r.result["text"] == "x" and r.result["thread"].startswith("genapi-call")
         other = await connect(gw)
-        blocker = asyncio.ensure_future(c.call("t", "block", {"ms": 800}))
+        blocker = asyncio.ensure_future(c.call("t", "block", {"ms": 4000}))
         await asyncio.sleep(0.1)
-        t0 = time.monotonic()
+        # answered while the 4 s block still runs (on another connection, then on its own)
         assert (await other.call("t", "echo", {"text": "fast"}, version="1.0.0")).success
-        assert time.monotonic() - t0 < 0.5
+        assert not blocker.done()
         # requests on one connection run concurrently too
-        t0 = time.monotonic()
         assert (await c.call("t", "echo", {"text": "fast"}, version="1.0.0")).success
-        assert time.monotonic() - t0 < 0.5
+        assert not blocker.done()
         assert (await blocker).result == "blocked"
         await c.close()
         await other.close()
@@ -557,9 +556,9 @@ def test_timeouts(gw, run):
         assert (await c.call("t", "sleep", {"ms": 10})).result == "slept"
         # a plain function in a thread: answered at its deadline, the thread finishes it anyway
         t0 = time.monotonic()
-        r = await c.call("t", "block_short", {"ms": 1500}, raise_on_error=False)
+        r = await c.call("t", "block_short", {"ms": 4000}, raise_on_error=False)
         assert (r.success, r.error) == (False, "local execution timed out after 300ms")
-        assert 0.28 < time.monotonic() - t0 < 1.2  # not when the thread ends (1.5 s)
+        assert 0.28 < time.monotonic() - t0 < 3.5  # not when the thread ends (4 s)
         assert (await c.call("t", "block_short", {"ms": 1})).result == "blocked"
         r = await c.call("t", "sleep_async", {"ms": 1000}, raise_on_error=False)
         assert (r.error, r.async_) == ("local execution timed out after 300ms", False)
@@ -730,7 +729,7 @@ def test_cancel_on_leave_and_disconnect(gw, run):
         await c.join("api:c2", "5")
         c.send(["5", "6", "api:c2", EV, request("w3", "watch", {"path": p3, "ms": 5000}, service="t")])
         c.send(["5", "7", "api:c2", EV, request("w4", "watch_stream", {"path": p4, "n": 1000}, service="t")])
-        await asyncio.sleep(0.2)
+        await c.recv_n(4)  # both started (however slow the machine), then the client goes
         await c.close()
         assert wait_until(lambda: _state(p3) == "cancelled" and _state(p4) == "cancelled")
         # a call left alone finishes

@@ -212,13 +212,19 @@ def test_unmatched_topic_duplicate_join_and_stale_refs(topics_gateway, run):
 
 def test_idle_connection_is_closed(topics_gateway, run):
     async def go():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()  # before `quiet` connects: its idle time is at most loop.time() - t0
         quiet = await Raw.connect(topics_gateway.url)
         talk = await Raw.connect(topics_gateway.url)
-        for i in range(12):  # 1.2 s of heartbeats keeps `talk` open past the 0.6 s idle limit
+        # heartbeats every 0.1 s keep `talk` open past the 0.6 s idle limit until `quiet` is closed
+        i = 0
+        while not quiet.closed.done() and loop.time() < t0 + 30:
+            i += 1
             talk.send([None, str(i), "phoenix", "heartbeat", {}])
             await talk.recv()
             await asyncio.sleep(0.1)
-        code = await asyncio.wait_for(quiet.closed, 3)
+        assert quiet.closed.done() and loop.time() - t0 >= 0.5  # closed for idling, not before the limit
+        code = await quiet.closed
         assert code == 1001
         assert not talk.closed.done()
         await talk.close()

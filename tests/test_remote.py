@@ -111,7 +111,7 @@ def test_cancel_reaches_the_node(tmp_path: Any) -> None:
                 t0 = time.monotonic()
                 r = await c.call("inv", "too_slow", topic="api:t", raise_on_error=False)
                 assert r.error == "remote execution timed out after 300ms"
-                assert time.monotonic() - t0 < 2
+                assert time.monotonic() - t0 < 4  # at the 300 ms deadline, not when too_slow ends (5 s)
                 # async call, then the client leaves the topic: the node's function is cancelled
                 await c.request("inv", "slow", {"ms": 1500}, topic="api:t")
                 await asyncio.sleep(0.2)

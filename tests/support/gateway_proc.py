@@ -22,12 +22,16 @@ BANNER = re.compile(
 )
 
 
+CLEAN: Any = object()  # stop()'s default `expect`: 0 after SIGTERM/SIGINT, unchecked after another signal
+
+
 class ChildProcess:
     """A child process of a test (`proc`, `stderr`), stopped by its pid."""
 
     proc: subprocess.Popen
     stderr: Any
     pid: int
+    stopped = False  # stop() was called (its check made)
 
     def read_stderr(self) -> str:
         self.stderr.seek(0)
@@ -36,8 +40,20 @@ class ChildProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        """Signals the process by pid and returns its exit code."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30, expect: Any = CLEAN) -> int:
+        """Signals the process by pid (if it still runs), waits for it and returns its exit code.
+
+        The exit code is checked: `expect` is the code the process must have exited with, by
+        default 0 after SIGTERM or SIGINT (a clean stop) and unchecked after any other signal (a
+        SIGKILL on purpose). A test that killed the process itself, or expects a non-zero exit,
+        says so: `stop(expect=None)` (unchecked) or `stop(expect=-9)`. A process still running
+        `timeout` s after the signal is SIGKILLed, which fails the check too. A later stop() (the
+        `with` exit after a test's stop(SIGKILL)) returns the code unchecked again. No check while an
+        exception is already on its way out (a `finally` or `__exit__` after a failed test): the
+        test's own failure is the one to see."""
+        if self.stopped and expect is CLEAN:  # a second stop (`with` after stop(SIGKILL)): checked once
+            return self.proc.returncode
+        self.stopped = True
         if self.proc.poll() is None:
             os.kill(self.pid, sig)
             try:
@@ -45,13 +61,20 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait()
-        return self.proc.returncode
+        code = self.proc.returncode
+        want = (0 if sig in (signal.SIGTERM, signal.SIGINT) else None) if expect is CLEAN else expect
+        if want is not None and code != want and sys.exc_info()[0] is None:
+            raise AssertionError(
+                f"{type(self).__name__} pid {self.pid} exited with {code} after {signal.Signals(sig).name}, "
+                f"expected {want}\n--- its stderr (tail) ---\n{self.read_stderr()[-3000:]}"
+            )
+        return code
 
     def __enter__(self) -> Any:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.stop()  # checked: 0 after SIGTERM (unchecked if the `with` body raised)
 
 
 class GatewayProcess(ChildProcess):
@@ -96,14 +119,15 @@ class GatewayProcess(ChildProcess):
         self.control = m.group(6)  # "host:port" of the control port (workers=1)
         self.pid = self.proc.pid
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        code = ChildProcess.stop(self, sig, timeout)
-        if self.config_path:
-            try:
-                os.unlink(self.config_path)
-            except OSError:
-                pass
-        return code
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30, expect: Any = CLEAN) -> int:
+        try:
+            return ChildProcess.stop(self, sig, timeout, expect)
+        finally:
+            if self.config_path:
+                try:
+                    os.unlink(self.config_path)
+                except OSError:
+                    pass
 
 
 def children(pid: int) -> set[int]:
