@@ -205,6 +205,14 @@ def test_no_traceback_in_the_log(outcome: Outcome) -> None:
     assert "Traceback" not in outcome.stderr, outcome.stderr[outcome.stderr.find("Traceback") - 2000 :][:6000]
 
 
+def test_no_error_line_in_the_log(outcome: Outcome) -> None:
+    """A client cannot put an ERROR line in the operator's log, whatever it sends: its protocol
+    errors are INFO (picows reports them at ERROR; log.py demotes them), the gateway's own
+    failures stay ERROR."""
+    errors = [ln for ln in outcome.stderr.splitlines() if (m := LOG_LINE.match(ln)) and m[1] in ("ERROR", "CRITICAL")]
+    assert errors == [], errors[:5]
+
+
 def test_every_log_line_is_one_record(outcome: Outcome) -> None:
     bad = [ln for ln in outcome.stderr.splitlines() if not LOG_LINE.match(ln)]
     assert bad == [], bad[:10]
