@@ -107,7 +107,13 @@ def test_request_exception_when_a_request_crashes(gw: GatewayProcess) -> None:
         await c.close()
 
     asyncio.run(main())
-    assert "request_crashed" in gw.read_stderr()
+    err = gw.read_stderr()
+    assert "request_crashed" in err
+    # the default logger (attached at warning by the probe) writes structured lines (how many is
+    # up to the log's rate limit per kind) and is never detached for failing
+    assert any(ln.split()[2:4] == ["WARNING", "telemetry"] for ln in err.splitlines()), err[-2000:]
+    assert "telemetry_event=genapi.config.add service=t request_type=crash" in err
+    assert "telemetry_handler_detached" not in err
 
 
 def test_breaker_open_then_close_when_the_node_is_back(gw: GatewayProcess) -> None:

@@ -1,6 +1,7 @@
 """Telemetry handlers attached with `attach_category` and `attach_many` inside a test gateway
 (tests/test_telemetry_api.py): attached when the gateway imports this module (a function of the
-config names it), read back through `events()`, a gateway function. Each record carries its
+config names it), read back through `events()`, a gateway function; and the default logger, at
+warning, writing to the gateway's stderr. Each record carries its
 handler's config, which tells which attachment delivered it."""
 
 import msgspec
@@ -29,6 +30,7 @@ def _record(event, measurements, metadata, config):
 
 telemetry.attach_category("api-config", "config", _record, "category")
 telemetry.attach_many("api-many", MANY, _record, "many")
+telemetry.attach_default_logger("warning")  # one line per event on the gateway's stderr
 
 
 async def events(clear=False):
