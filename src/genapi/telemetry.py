@@ -118,7 +118,8 @@ def attach_default_logger(level: str = "debug") -> None:
     write = getattr(log, level)
 
     def logger(event: str, measurements: dict[str, Any], metadata: dict[str, Any], _config: Any) -> None:
-        write("telemetry", event=event, **measurements, **{k: v for k, v in metadata.items() if k not in measurements})
+        fields = {**measurements, **{k: v for k, v in metadata.items() if k not in measurements}}
+        write("telemetry", telemetry_event=event, **fields)  # `event=` would collide with log's own argument
 
     attach_all(DEFAULT_LOGGER, logger)
 
