@@ -131,7 +131,7 @@ def test_unsupported_vsn_is_403(demo_gateway, run, vsn):
 def test_wrong_path_is_404(demo_gateway):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"http://127.0.0.1:{demo_gateway.port}/nope", timeout=5)
-    assert e.value.code in (400, 404)
+    assert e.value.code == 404
 
 
 def test_subprotocol_phoenix_echoed_with_auth_token(demo_gateway, run):
@@ -246,7 +246,7 @@ def test_bad_frames_get_an_error_and_connection_survives(demo_gateway, run, name
         assert (await c.join("api:x"))[4]["status"] == "ok"
         c.send(frame)
         err = await c.recv()
-        assert err[3] in ("phx_error", "phx_reply")
+        assert err[3] == ("phx_error" if ref is None else "phx_reply")  # a reply when the ref was read
         body = err[4].get("response", err[4]) if err[3] == "phx_reply" else err[4]
         assert "invalid frame" in body["reason"]
         if ref is not None:
