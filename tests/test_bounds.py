@@ -377,9 +377,10 @@ def test_fragment_order_errors_close_1002(gateway, run):
 def test_pings_are_answered(gateway, run):
     async def go():
         c = await Raw.connect(gateway.url)
-        c.transport.send_ping(b"hello")
-        c.send([None, "1", "phoenix", "heartbeat", {}])
-        assert (await c.recv())[1] == "1"
+        c.transport.send_ping(b"hello")  # a WebSocket ping: the pong echoes its payload
+        assert await asyncio.wait_for(c.pongs.get(), 5) == b"hello"
+        c.send([None, "1", "phoenix", "heartbeat", {}])  # a Phoenix heartbeat: its phx_reply
+        assert await c.recv() == [None, "1", "phoenix", "phx_reply", {"status": "ok", "response": {}}]
         assert not c.closed.done()
         await c.close()
 

@@ -18,6 +18,7 @@ import pytest
 from genapi.client import Client
 from support.configs import PID_CONFIG
 from support.gateway_proc import GatewayProcess, children, wait_until
+from support.node_proc import NodeProcess, control
 
 CONFIG = PID_CONFIG
 
@@ -48,13 +49,15 @@ def test_health_and_ready(three: GatewayProcess) -> None:
     assert get(three, "/health")[:1] == (200,)
     status, ctype, body = get(three, "/ready")
     assert status == 200 and ctype == "application/json"
-    assert json.loads(body) == {
-        "ready": True,
-        "workers": 3,
-        "live": 3,
-        "generation": json.loads(body)["generation"],
-        "behind": [],
-    }
+    held = control(three.control, "$status")  # the master's generation, and what each worker acknowledged
+    assert json.loads(body) == {"ready": True, "workers": 3, "live": 3, "generation": held["generation"], "behind": []}
+    assert [w["generation"] for w in held["workers"]] == [held["generation"]] * 3
+    with NodeProcess([], name="h") as node:  # a push makes a new generation; /ready follows it
+        pushed = control(three.control, "$push", [control(node.address, "$config"), True])
+    assert pushed["status"] == "accepted" and pushed["missing"] == []
+    assert pushed["generation"] > held["generation"]
+    ready = json.loads(get(three, "/ready")[2])
+    assert (ready["ready"], ready["generation"], ready["behind"]) == (True, pushed["generation"], [])
     assert get(three, "/nope")[0] == 404  # other paths stay the WebSocket endpoint's (404)
 
 

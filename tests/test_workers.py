@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,15 @@ def alive(pid: int) -> bool:
     try:
         return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
     except OSError:
+        return False
+
+
+def ready(gw: GatewayProcess) -> bool:
+    """GET /ready answers 200: every worker alive, greeted and on the current config."""
+    try:
+        with urllib.request.urlopen(f"http://{gw.host}:{gw.port}/ready", timeout=5) as r:
+            return r.status == 200
+    except OSError:  # 503 (HTTPError) or not listening yet
         return False
 
 
@@ -150,7 +160,8 @@ def test_the_masters_death_takes_the_workers_down_and_a_restart_replaces_its_seg
     again = GatewayProcess(CONFIG, extra_args=["--workers", "2", "--port", str(port)])
     try:
         assert "snapshot_stale_replaced" in again.read_stderr()
-        assert len(set(run(pids(again, 20)))) >= 1
+        got = run(pids(again, 20))
+        assert len(got) == 20 and set(got) <= children(again.pid), got  # all answered, by the new workers
     finally:
         assert again.stop() == 0
     assert not path.exists()
@@ -193,6 +204,9 @@ def test_a_worker_that_keeps_crashing_is_restarted_with_backoff() -> None:
         line = next(ln for ln in gw.read_stderr().splitlines() if "worker_crash_loop" in ln)
         assert "crashes=3" in line and "restart_in_s=1.0" in line
         assert wait_until(lambda: len(children(gw.pid)) == 2, timeout=10)  # back, after the backoff
-        assert len(set(run(pids(gw, 30)))) >= 1
+        assert wait_until(lambda: ready(gw), timeout=30)  # and serving (greeted, on the current config)
+        got = run(pids(gw, 60))
+        assert set(got) == children(gw.pid), got  # every call answered, the restarted worker's too
+        assert slot0() in got
     finally:
         assert gw.stop() == 0

@@ -19,6 +19,8 @@ class _L(WSListener):
             self.raw.frames.put_nowait(json.loads(frame.get_payload_as_bytes()))
         elif frame.msg_type is WSMsgType.BINARY:
             self.raw.frames.put_nowait(frame.get_payload_as_bytes())
+        elif frame.msg_type is WSMsgType.PONG:
+            self.raw.pongs.put_nowait(frame.get_payload_as_bytes())
         elif frame.msg_type is WSMsgType.CLOSE:
             self.raw.close_code = frame.get_close_code().value
             self.raw.close_reason = frame.get_close_message()
@@ -33,6 +35,7 @@ class _L(WSListener):
 class Raw:
     def __init__(self) -> None:
         self.frames: asyncio.Queue[Any] = asyncio.Queue()
+        self.pongs: asyncio.Queue[bytes] = asyncio.Queue()  # the payload of each PONG frame
         self.closed = asyncio.get_running_loop().create_future()
         self.close_code: int | None = None
         self.close_reason: bytes | None = None
