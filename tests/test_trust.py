@@ -155,3 +155,32 @@ async def call(gw: GatewayProcess, service: str, request_type: str) -> Any:
 async def _functions(gw: GatewayProcess) -> list[dict[str, Any]]:
     async with ControlClient(gw.control) as c:
         return await c.functions()
+
+
+def service(name: str, functions: int, version: str = "1") -> dict[str, Any]:
+    return {
+        "service": name,
+        "config_version": version,
+        "nodes": ["127.0.0.1:9"],
+        "fun_configs": [{"request_type": f"f{i}", "mfa": f"app:f{i}"} for i in range(functions)],
+    }
+
+
+def test_pushed_services_and_functions_are_bounded() -> None:
+    """What peers may make the gateway hold is bounded ([cluster] max_services, max_functions):
+    past either a push is refused naming both, and what is held stays served."""
+    config = ANON.format(gateway="") + "\n[cluster]\nmax_services = 3\nmax_functions = 20\n"
+    with GatewayProcess(config) as gw:
+        for name in ("s1", "s2", "s3"):
+            assert push(gw, service(name, 2))["status"] == "accepted"
+        text = refusal(gw, service("s4", 1))
+        assert "push of s4 refused: the gateway would hold 4 services" in text, text
+        assert "[cluster] max_services = 3, max_functions = 20" in text, text
+        assert push(gw, service("s1", 3, "2"))["status"] == "accepted"  # a held service may change
+        text = refusal(gw, service("s2", 40, "2"))
+        assert "push of s2 refused: the gateway would hold 3 services and " in text, text
+        assert "max_functions = 20" in text, text
+        held = pushed(gw)
+        assert sorted(held) == ["s1", "s2", "s3"]
+        assert len(held["s2"]["functions"]) == 2 and held["s2"]["config_version"] == "1"  # kept as it was
+        assert gw.alive()

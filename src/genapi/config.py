@@ -97,6 +97,8 @@ class ClusterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     node_max_in_flight: Positive = 1000
     breaker_threshold: Positive = 10
     breaker_cooldown_ms: Positive = 60_000
+    max_services: Positive = 256  # services pushed or pulled, held at once
+    max_functions: Positive = 50_000  # functions in the gateway's registry, its own file's included
 
 
 NodeList = Annotated[list[NonEmpty], msgspec.Meta(min_length=1, description='must be a non-empty list of "host:port"')]

@@ -312,6 +312,14 @@ def headers_too_large(limit: int) -> str:
 AT_CONNECTION_LIMIT = "server at its open-connection limit, retry later"
 
 
+def too_many_pushed(service: str, services: int, functions: int, max_services: int, max_functions: int) -> str:
+    """A push past the gateway's bounds on what peers may make it hold."""
+    return (
+        f"push of {service} refused: the gateway would hold {services} services and {functions} functions; "
+        f"[cluster] max_services = {max_services}, max_functions = {max_functions}"
+    )
+
+
 def module_not_allowed(field: str, module: str, allowed: tuple[str, ...]) -> str:
     """A pushed or pulled config names code for the gateway to run outside `[gateway] allowed_modules`."""
     under = ", ".join(allowed) if allowed else "empty: a pushed config may name no code for the gateway to run"

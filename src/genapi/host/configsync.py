@@ -28,7 +28,7 @@ import msgspec
 from genapi import log, telemetry
 from genapi.config import NonEmpty, Settings
 from genapi.engine.configs import ConfigStore, FunctionKey, ServiceState
-from genapi.errors import module_not_allowed
+from genapi.errors import module_not_allowed, too_many_pushed
 from genapi.nodes import rpc
 from genapi.request.bind import Functions
 from genapi.structs import FunConfig
@@ -144,6 +144,7 @@ class ConfigSync:
             message.nodes = state.nodes + new_nodes  # another node of the same version: serve from all
         configs = self.keep_disabled(self._configs(message, state))
         old = state.keys if state is not None else []
+        self._bounded(message.service, state is None, len(configs) - len(old))
         try:
             self.functions.replace(old, configs)
         except ValueError as exc:
@@ -218,6 +219,16 @@ class ConfigSync:
         if problems:
             raise Refused(f"push of {message.service} refused: " + "; ".join(problems))
         return configs
+
+    def _bounded(self, service: str, new_service: bool, more_functions: int) -> None:
+        """Refuses a push that would make the gateway hold more services or functions than
+        `[cluster] max_services` / `max_functions`: what peers may push costs the gateway memory
+        and work (a pull task per service, every function in each broadcast)."""
+        services = len(self.store) + new_service
+        functions = len(self.functions.registry) + more_functions
+        c = self.cluster
+        if (new_service and services > c.max_services) or (more_functions > 0 and functions > c.max_functions):
+            raise Refused(too_many_pushed(service, services, functions, c.max_services, c.max_functions))
 
     def _not_allowed(self, cfg: FunConfig) -> list[str]:
         """What a pushed (or pulled) config names for the gateway itself to import and run that
