@@ -593,3 +593,33 @@ def test_hostile_peers_get_an_answer_and_nothing_dies() -> None:
                 await c.close()
 
         assert run(still())["text"] == "ok"
+
+
+def test_a_node_ends_a_call_past_its_timeout_without_a_cancel(tmp_path: Any) -> None:
+    """A node enforces each call's timeout_ms itself: a gateway that vanished without a word (no
+    CANCEL, no FIN) does not leave its calls running there forever. Here the caller sends a call
+    with timeout_ms = 300 and never cancels it; the node ends it and answers `timeout`."""
+    from genapi._core.rpc import Waiter
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with NodeProcess([], name="d", env={"NODE_MARKS": str(marks)}) as node:
+
+        async def go() -> tuple[str, str, float]:
+            peer = await rpc.connect(node.address, None, "test", 5)
+            try:
+                fut = asyncio.get_running_loop().create_future()
+                t0 = time.monotonic()
+                peer.call("nodeapp:slow", [30_000], 300, Waiter(fut, float("inf")))  # no deadline here
+                with pytest.raises(rpc.RpcError) as exc:
+                    await asyncio.wait_for(fut, 20)
+                return exc.value.code, exc.value.text, time.monotonic() - t0
+            finally:
+                peer.close()
+
+        code, text, took = asyncio.run(go())
+        assert code == "timeout", (code, text)
+        assert "300 ms" in text, text
+        assert took >= 0.3, took  # not before its timeout
+        assert (marks / "d-slow-cancelled").exists()  # the function was cancelled on the node
+        assert "call_deadline_passed" in node.read_stderr()

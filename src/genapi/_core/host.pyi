@@ -36,4 +36,8 @@ class Running:
     future: Any
     credit: int
     granted: Any
+    deadline: float
+    peer: Any
+    cid: Any
+    timeout_ms: Any
     def cancel(self) -> None: ...

@@ -8,7 +8,9 @@ gave it). `async def` functions run on the loop, inline when they finish without
 generators stream with flow control: a stream sends at most STREAM_WINDOW chunks ahead of what
 the gateway has granted. A CANCEL from the gateway (its client left, disconnected, or the
 deadline passed) cancels the function: a Task is cancelled, a generator closed, a thread's
-result dropped. A lost gateway connection cancels all of its calls.
+result dropped. A lost gateway connection cancels all of its calls. A call also ends on its own
+when its `timeout_ms` (and DEADLINE_GRACE_S) has passed here, answered `timeout`: a gateway that
+vanished without a word (its CANCEL or FIN never came) does not leave work running forever.
 """
 import asyncio
 
@@ -23,6 +25,7 @@ from genapi._core import vocab
 from genapi._core.turns import resume
 
 from genapi._core.vocab cimport ASYNC, ASYNCGEN, GEN, STREAM_WINDOW, SYNC
+from genapi._core.clock cimport monotonic
 
 from genapi._core.handoff cimport ThreadPool
 from genapi._core.rpc cimport ServerPeer
@@ -36,6 +39,9 @@ cdef int GEN_BURST = 64           # items a plain generator yields per thread jo
 cdef str RAISED = vocab.RAISED
 cdef str UNKNOWN = vocab.UNKNOWN
 cdef str PROTOCOL = vocab.PROTOCOL
+cdef str TIMEOUT = vocab.TIMEOUT
+cdef double DEADLINE_GRACE_S = 0.5  # past timeout_ms: the gateway's own CANCEL comes first
+cdef double SWEEP_S = 0.05          # how often running calls' deadlines are checked
 
 
 cdef str _raised(exc):
@@ -63,6 +69,10 @@ cdef class Running:
     cdef public object future
     cdef public int credit
     cdef public object granted
+    cdef public double deadline   # monotonic seconds; 0: none
+    cdef public object peer
+    cdef public object cid
+    cdef public object timeout_ms
 
     def __cinit__(self):
         self.credit = STREAM_WINDOW
@@ -94,6 +104,7 @@ cdef class FunctionHost:
     cdef dict declared
     cdef readonly dict running
     cdef readonly long long calls
+    cdef bint _sweeping
 
     def __init__(self, service, list advertised, ThreadPool pool, converters):
         self.service = service
@@ -141,7 +152,7 @@ cdef class FunctionHost:
         self.calls += 1
         fn = d.fn
         if stream:
-            return self._track(peer, cid, self._stream(peer, cid, fn, d.kind, args))
+            return self._track(peer, cid, self._stream(peer, cid, fn, d.kind, args), timeout_ms)
         if d.kind == _ASYNC:
             try:
                 coro = fn(*args)
@@ -152,7 +163,7 @@ cdef class FunctionHost:
             Py_DECREF(value)  # PyIter_Send gave a new reference; `value` holds its own
             if sent == PYGEN_RETURN:
                 return peer.result(cid, value)
-            return self._track(peer, cid, self._finish(peer, cid, resume(coro, value)))
+            return self._track(peer, cid, self._finish(peer, cid, resume(coro, value)), timeout_ms)
         if d.kind == _SYNC:
             try:
                 fut = self.pool.run(contextvars.copy_context().run, fn, *args) if traced else self.pool.run(fn, *args)
@@ -162,9 +173,10 @@ cdef class FunctionHost:
             running.future = fut
             key = (id(peer), cid)
             self.running[key] = running
+            self._deadline(running, peer, cid, timeout_ms)
             fut.add_done_callback(lambda f: self._thread_done(peer, cid, key, f))
             return
-        self._track(peer, cid, self._collect(peer, cid, fn, d.kind, args))
+        self._track(peer, cid, self._collect(peer, cid, fn, d.kind, args), timeout_ms)
 
     def _thread_done(self, ServerPeer peer, cid, key, fut):
         self.running.pop(key, None)
@@ -176,11 +188,41 @@ cdef class FunctionHost:
         else:
             peer.error(cid, RAISED, _raised(exc))
 
-    cdef _track(self, ServerPeer peer, cid, coro):
+    cdef _track(self, ServerPeer peer, cid, coro, timeout_ms):
         running = Running()
         key = (id(peer), cid)
         self.running[key] = running
         running.task = asyncio.ensure_future(self._guard(peer, cid, key, coro))
+        self._deadline(running, peer, cid, timeout_ms)
+
+    cdef _deadline(self, Running running, ServerPeer peer, cid, timeout_ms):
+        """The call's own deadline on the node (none without a positive `timeout_ms`)."""
+        if type(timeout_ms) is not int or timeout_ms <= 0:
+            return
+        running.deadline = monotonic() + timeout_ms / 1000 + DEADLINE_GRACE_S
+        running.peer = peer
+        running.cid = cid
+        running.timeout_ms = timeout_ms
+        if not self._sweeping:
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+
+    def _sweep(self):
+        """Ends the calls whose deadline passed (answered `timeout`); runs every SWEEP_S while
+        any running call has a deadline."""
+        cdef double now = monotonic()
+        cdef Running r
+        expired = [(k, r) for k, r in self.running.items() if 0 < (<Running>r).deadline <= now]
+        for key, r in expired:
+            self.running.pop(key, None)
+            r.cancel()
+            log.warning("call_deadline_passed", target_cid=r.cid, timeout_ms=r.timeout_ms,
+                        note="no CANCEL from the gateway: the call was ended on the node")
+            (<ServerPeer>r.peer).error(r.cid, TIMEOUT, f"the call's timeout of {r.timeout_ms} ms passed on the node")
+        if any((<Running>r).deadline > 0 for r in self.running.values()):
+            asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+        else:
+            self._sweeping = False
 
     async def _guard(self, ServerPeer peer, cid, key, coro):
         try:
