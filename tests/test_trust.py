@@ -184,3 +184,93 @@ def test_pushed_services_and_functions_are_bounded() -> None:
         assert sorted(held) == ["s1", "s2", "s3"]
         assert len(held["s2"]["functions"]) == 2 and held["s2"]["config_version"] == "1"  # kept as it was
         assert gw.alive()
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def cut_off(sock: Any, deadline_s: float = 10.0) -> bool:
+    """Whether the server closed `sock` (EOF or reset) within `deadline_s`; what it sent is read away."""
+    import time
+
+    sock.settimeout(0.2)
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            if sock.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def test_unauthenticated_peers_cost_little_and_are_cut_off() -> None:
+    """Before a peer proves the cluster secret it may send one small frame: six peers announcing
+    60 MB frames to the control port are cut off at the announcement, and the gateway's memory
+    does not grow by their buffers."""
+    import socket as _socket
+    import struct
+
+    with GatewayProcess(ANON.format(gateway=""), env={"GENAPI_CLUSTER_SECRET": "s3cret"}) as gw:
+        host, port = gw.control.rsplit(":", 1)
+        before = rss(gw.pid)
+        peers = []
+        for _ in range(6):
+            s = _socket.create_connection((host, int(port)), timeout=5)
+            s.recv(4096)  # HELLO
+            s.sendall(struct.pack(">I", 60_000_000))
+            peers.append(s)
+        junk = b"\0" * (1 << 20)
+        for s in peers:  # what a peer may push before it is cut off
+            try:
+                for _ in range(8):
+                    s.sendall(junk)
+            except OSError:
+                pass
+        during = rss(gw.pid)  # before the handshake deadline would free what was buffered
+        assert during - before < 10 * (1 << 20), (before, during)
+        assert all(cut_off(s) for s in peers)
+        assert "before authentication" in gw.read_stderr() or "rpc_connection_refused" in gw.read_stderr()
+        for s in peers:
+            s.close()
+
+        async def proved() -> Any:
+            async with ControlClient(gw.control, "s3cret") as c:
+                return await c.ping()
+
+        assert asyncio.run(proved()) == "pong"  # the control port still answers a peer that proves the secret
+
+
+def test_connections_waiting_to_authenticate_are_capped_and_timed_out() -> None:
+    """A listener holds at most MAX_UNAUTHENTICATED connections that have not proved the secret
+    (more are refused at once) and gives each a short deadline."""
+    import socket as _socket
+
+    from genapi._core.rpc import MAX_UNAUTHENTICATED
+
+    with GatewayProcess(ANON.format(gateway=""), env={"GENAPI_CLUSTER_SECRET": "s3cret"}) as gw:
+        host, port = gw.control.rsplit(":", 1)
+        waiting = [_socket.create_connection((host, int(port)), timeout=5) for _ in range(MAX_UNAUTHENTICATED)]
+        for s in waiting:
+            assert s.recv(4096)  # each got its HELLO
+        extra = _socket.create_connection((host, int(port)), timeout=5)
+        extra.settimeout(2)  # well under the 3 s deadline: refused at once, before any HELLO
+        try:
+            first = extra.recv(4096)
+        except ConnectionResetError:
+            first = b""
+        assert first == b"", first
+        assert "connections are already waiting to authenticate" in gw.read_stderr()
+        assert all(cut_off(s, 10) for s in waiting)  # none authenticated within the deadline
+        for s in [*waiting, extra]:
+            s.close()
+
+        async def proved() -> Any:
+            async with ControlClient(gw.control, "s3cret") as c:
+                return await c.ping()
+
+        assert asyncio.run(proved()) == "pong"  # their places are free again

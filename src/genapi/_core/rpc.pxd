@@ -39,9 +39,18 @@ cdef class Peer:
     cpdef lost(self, str reason)
 
 
+cdef class Gate:
+    cdef readonly int limit
+    cdef public int waiting
+
+
 cdef class ServerPeer(Peer):
     cdef readonly object handler
     cdef object _timer
+    cdef Gate _gate
+    cdef bint _gated
+
+    cdef _ungate(self)
 
     cpdef result(self, object call_id, object value)
     cpdef error(self, object call_id, str code, str text)

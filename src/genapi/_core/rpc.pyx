@@ -37,8 +37,10 @@ cdef str LOST = vocab.LOST
 cdef str AUTH_FAILED = vocab.AUTH_FAILED
 cdef str PROTOCOL = vocab.PROTOCOL
 
-cdef Py_ssize_t MAX_FRAME_BYTES = 64 * 1024 * 1024
-cdef double HANDSHAKE_TIMEOUT = 5.0
+cdef Py_ssize_t MAX_FRAME_BYTES = 64 * 1024 * 1024  # once the peer proved the secret
+cdef Py_ssize_t PREAUTH_FRAME_BYTES = 4096  # before: HELLO, AUTH and WELCOME are under 200 bytes
+cdef double HANDSHAKE_TIMEOUT = 3.0
+MAX_UNAUTHENTICATED = 64  # connections of one listener that have not proved the secret yet
 cdef double SWEEP_S = 0.01
 
 
@@ -140,11 +142,13 @@ cdef class Peer:
             data = buf
         n = len(data)
         view = data
+        cdef Py_ssize_t limit = MAX_FRAME_BYTES if self.ready else PREAUTH_FRAME_BYTES
         try:
             while n - pos >= 4:
                 size = _be32(&view[pos])
-                if size > MAX_FRAME_BYTES:
-                    raise ValueError(f"frame of {size} bytes is over the limit of {MAX_FRAME_BYTES}")
+                if size > limit:
+                    raise ValueError(f"frame of {size} bytes is over the limit of {limit}"
+                                     + ("" if self.ready else " before authentication"))
                 end = pos + 4 + size
                 if end > n:
                     break
@@ -240,18 +244,39 @@ cdef class Peer:
         pass
 
 
+cdef class Gate:
+    """One listener's count of connections that have not proved the secret yet, and its bound:
+    what an unauthenticated peer may cost is bounded before it is trusted (a small first frame,
+    a short deadline, and this many at once)."""
+
+    def __init__(self, int limit=MAX_UNAUTHENTICATED):
+        self.limit = limit
+        self.waiting = 0
+
+
 cdef class ServerPeer(Peer):
     """The listening side: sends HELLO, checks the client's proof, then hands every CALL,
     CANCEL and CREDIT to its `handler`."""
 
-    def __init__(self, secret, str name, handler):
+    def __init__(self, secret, str name, handler, Gate gate=None):
         Peer.__init__(self, secret, name)
         self.server_side = True
         self.handler = handler
         self._timer = None
+        self._gate = gate
+        self._gated = False
 
     def connection_made(self, transport):
         Peer.connection_made(self, transport)
+        if self._gate is not None:
+            if self._gate.waiting >= self._gate.limit:
+                self.closed = True
+                log.warning("rpc_connection_refused", peer=self.peername, listener=self.name,
+                            reason=f"{self._gate.limit} connections are already waiting to authenticate")
+                transport.abort()
+                return
+            self._gate.waiting += 1
+            self._gated = True
         self._nonce = os.urandom(32)
         self.send([HELLO, self._nonce, self.secret is not None, self.name])
         self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._too_slow)
@@ -274,6 +299,7 @@ cdef class ServerPeer(Peer):
             return self.fail(AUTH_FAILED, "wrong cluster secret (or none) from the peer")
         if self._timer is not None:
             self._timer.cancel()
+        self._ungate()
         self.ready = True
         self.send([WELCOME, _proof(self.secret, b"server", self._nonce, cnonce)])
         log.debug("rpc_peer_accepted", peer=self.peername, listener=self.name)
@@ -292,9 +318,15 @@ cdef class ServerPeer(Peer):
         else:
             raise ValueError(f"unexpected frame kind {kind!r} from a client")
 
+    cdef _ungate(self):
+        if self._gated:
+            self._gated = False
+            self._gate.waiting -= 1
+
     cpdef lost(self, str reason):
         if self._timer is not None:
             self._timer.cancel()
+        self._ungate()
         self.handler.lost(self)
 
     # replies

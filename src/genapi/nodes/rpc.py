@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from genapi import log
-from genapi._core.rpc import ClientPeer, Peer, ServerPeer, Sink, connect, split_address
+from genapi._core.rpc import ClientPeer, Gate, Peer, ServerPeer, Sink, connect, split_address
 from genapi._core.vocab import (
     AUTH,
     AUTH_FAILED,
@@ -123,5 +123,6 @@ async def listen(sock: socket.socket, secret: bytes | None, name: str, handler: 
     `handler` has call(peer, id, target, args, timeout_ms, stream), cancel(peer, id),
     credit(peer, id, n) and lost(peer)."""
     loop = asyncio.get_running_loop()
-    factory: Callable[[], ServerPeer] = lambda: ServerPeer(secret, name, handler)  # noqa: E731
+    gate = Gate()  # this listener's connections still to authenticate, bounded
+    factory: Callable[[], ServerPeer] = lambda: ServerPeer(secret, name, handler, gate)  # noqa: E731
     return await loop.create_server(factory, sock=sock)
