@@ -83,19 +83,25 @@ def test_a_flood_is_cut_and_summarized(gateway, run):
     assert_every_line_ours(text)
 
 
+def send_unmasked_frame(gateway: GatewayProcess) -> None:
+    """Upgrades a raw socket, then sends a client frame without a mask: picows's parser refuses
+    it (closing 1002) and reports it at ERROR."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection((gateway.host, gateway.port), timeout=5) as s:
+        s.sendall(
+            f"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert s.recv(4096).startswith(b"HTTP/1.1 101 ")
+        s.sendall(bytes([0x81, 0x05]) + b"hello")
+        assert s.recv(4096)[:2] == b"\x88\x49"  # close 1002
+
+
 def test_picows_records_are_genapi_lines():
     """picows's records come out as genapi lines; a client's protocol error (here an unmasked
     frame, which picows reports at ERROR) is the client's mistake: INFO, not ERROR."""
     with GatewayProcess(extra_args=["--log-level", "info"]) as gateway:
-        key = base64.b64encode(os.urandom(16)).decode()
-        with socket.create_connection((gateway.host, gateway.port), timeout=5) as s:
-            s.sendall(
-                f"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-            )
-            assert s.recv(4096).startswith(b"HTTP/1.1 101 ")
-            s.sendall(bytes([0x81, 0x05]) + b"hello")  # an unmasked client frame: picows's parser refuses it
-            assert s.recv(4096)[:2] == b"\x88\x49"  # close 1002
+        send_unmasked_frame(gateway)
         assert wait_until(lambda: "WS parser error" in gateway.read_stderr())
         text = gateway.read_stderr()
         assert re.search(
@@ -106,15 +112,7 @@ def test_picows_records_are_genapi_lines():
 
 def test_a_clients_protocol_error_leaves_no_line_at_the_default_level(gateway):
     """At the default level (warning) a client's protocol error is not logged at all."""
-    key = base64.b64encode(os.urandom(16)).decode()
-    with socket.create_connection((gateway.host, gateway.port), timeout=5) as s:
-        s.sendall(
-            f"GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        assert s.recv(4096).startswith(b"HTTP/1.1 101 ")
-        s.sendall(bytes([0x81, 0x05]) + b"hello")
-        assert s.recv(4096)[:2] == b"\x88\x49"
+    send_unmasked_frame(gateway)
     assert "WS parser error" not in gateway.read_stderr()
     assert " ERROR " not in gateway.read_stderr()
 
