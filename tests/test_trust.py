@@ -274,3 +274,25 @@ def test_connections_waiting_to_authenticate_are_capped_and_timed_out() -> None:
                 return await c.ping()
 
         assert asyncio.run(proved()) == "pong"  # their places are free again
+
+
+def test_services_of_one_source_are_pulled_by_one_task_over_one_connection() -> None:
+    """Pulls are per source (the node list), not per service: twenty services a peer pushed
+    naming the same node are pulled in one round over one connection, each failure recorded on
+    its service."""
+    import time
+
+    config = ANON.format(gateway="") + "\n[cluster]\npull_interval_ms = 200\n"
+    with GatewayProcess(config) as gw, NodeProcess([gw.control], extra_args=["--log-level", "debug"]) as node:
+        wait_pushed(gw.control, "inv", [node.address])
+        for i in range(20):
+            push(gw, {**service(f"s{i}", 1), "nodes": [node.address]})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and min(pushed(gw)[f"s{i}"]["pull_failures"] for i in range(20)) < 3:
+            time.sleep(0.1)
+        held = pushed(gw)
+        rounds = max(held[f"s{i}"]["pull_failures"] for i in range(20))
+        assert rounds >= 3, held
+        assert all("answered a config for 'inv', not 's" in held[f"s{i}"]["last_error"] for i in range(20)), held
+        accepted = node.read_stderr().count("rpc_peer_accepted")
+        assert accepted <= rounds + 3, (accepted, rounds)  # one connection a round (per service: 21 a round)

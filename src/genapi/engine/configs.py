@@ -72,6 +72,10 @@ class ConfigStore(Protocol):
         """Per service (sorted by name): its version, nodes, functions and pull record."""
         ...
 
+    def names(self) -> list[str]:
+        """The services held."""
+        ...
+
     def __len__(self) -> int: ...
 
 
@@ -97,6 +101,9 @@ class HostConfigs:
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {name: state.status() for name, state in sorted(self.services.items())}
+
+    def names(self) -> list[str]:
+        return list(self.services)
 
     def __len__(self) -> int:
         return len(self.services)

@@ -36,6 +36,7 @@ from genapi.structs import FunConfig
 __all__ = ["PULL_BACKOFF_MAX_S", "ConfigSync", "PushMessage", "Refused", "ServiceState"]
 
 PULL_BACKOFF_MAX_S = 300.0
+Source = tuple[str, ...]  # a pulled source: the node addresses its services are pulled from
 
 
 class PushMessage(msgspec.Struct, forbid_unknown_fields=True):
@@ -71,12 +72,12 @@ class ConfigSync:
         self.allowed = tuple(settings.gateway.allowed_modules)  # what a push may name for the gateway to run
         self.configured = {src.service: list(src.nodes) for src in settings.services}
         self.held_disabled: set[FunctionKey] = set()  # disabled by hand (admin)
-        self.pullers: dict[str, asyncio.Task[None]] = {}
+        self.pullers: dict[Source, asyncio.Task[None]] = {}  # one pull task per source (its node list)
 
     def start(self) -> None:
         """Starts the pulls of `[[services]]`."""
-        for service, nodes in self.configured.items():
-            self._pull_from(service, nodes, first_delay=0.0)
+        for nodes in self.configured.values():
+            self._pull_from(nodes, first_delay=0.0)
 
     def stop(self) -> None:
         for task in self.pullers.values():
@@ -164,7 +165,7 @@ class ConfigSync:
             forced=force,
         )
         if message.service not in self.configured:  # refreshed by pulls from its nodes from now on
-            self._pull_from(message.service, fresh.nodes, first_delay=self.cluster.pull_interval_ms / 1000)
+            self._pull_from(fresh.nodes, first_delay=self.cluster.pull_interval_ms / 1000)
         if source == "push":
             telemetry.execute(
                 "genapi.config.push",
@@ -249,41 +250,85 @@ class ConfigSync:
         return self.store.status()
 
     # ----------------------------------------------------------------- pulls
-    def _pull_from(self, service: str, nodes: list[str], first_delay: float) -> None:
-        if service in self.pullers:
-            return
-        self.pullers[service] = asyncio.ensure_future(self._pull_loop(service, nodes, first_delay))
+    def _pull_from(self, nodes: list[str], first_delay: float) -> None:
+        """Makes sure the source `nodes` has its one pull task. However many services name the
+        same nodes (a peer may push many), they are pulled by one task, one round at a time."""
+        source = tuple(nodes)
+        task = self.pullers.get(source)
+        if task is None or task.done():
+            self.pullers[source] = asyncio.ensure_future(self._pull_loop(source, first_delay))
 
-    async def _pull_loop(self, service: str, nodes: list[str], delay: float) -> None:
+    def _services_of(self, source: Source) -> list[tuple[str, list[str]]]:
+        """The services pulled from `source` now: configured ones, and pushed ones whose nodes it is."""
+        out = [(service, nodes) for service, nodes in self.configured.items() if tuple(nodes) == source]
+        for service in self.store.names():
+            state = self.store.get(service)
+            if service not in self.configured and state is not None and tuple(state.nodes) == source:
+                out.append((service, state.nodes))
+        return out
+
+    async def _pull_loop(self, source: Source, delay: float) -> None:
+        """Each round: one connection to the source (its first node that answers), over which
+        every service of the source is pulled. A failed round backs off exponentially (up to
+        PULL_BACKOFF_MAX_S). Ends when the source serves no service any more."""
         interval = self.cluster.pull_interval_ms / 1000
         failures = 0
         while True:
             await asyncio.sleep(delay)
-            state = self.store.get(service)
-            current = state.nodes if state is not None and service not in self.configured else nodes
-            try:
-                outcome = await self.pull(service, current)
-                failures = 0
-                log.debug("config_pulled", service=service, outcome=outcome)
-            except (rpc.RpcError, Refused) as exc:
-                failures += 1
-                text = exc.text if isinstance(exc, rpc.RpcError) else str(exc)
-                log.warning("config_pull_failed", service=service, failures=failures, error=text)
-                state = self.store.get(service)
-                if state is not None:
-                    state.pull_failures += 1
-                    state.last_error = text
-                    self.store.put(state)
+            services = self._services_of(source)
+            if not services:
+                self.pullers.pop(source, None)
+                return
+            failed = not await self._round(source, [service for service, _nodes in services], failures + 1)
+            failures = failures + 1 if failed else 0
             delay = min(interval * 2**failures, max(PULL_BACKOFF_MAX_S, interval))
 
-    async def pull(self, service: str, nodes: list[str]) -> str:
-        """One pull: asks each node in turn for its config version, and for the configs only when
-        the version differs from the one held. "unchanged", "accepted" or "skipped"."""
+    async def _round(self, source: Source, services: list[str], attempt: int) -> bool:
+        """One pull of each of `services` from `source`; False when any of them failed (each
+        failure recorded on its service)."""
+        timeout = self.cluster.pull_timeout_ms / 1000
+        peer: rpc.ClientPeer | None = None
+        error: Exception = rpc.RpcError(rpc.LOST, f"no nodes to pull {', '.join(services)} from")
+        for address in source:
+            try:
+                peer = await rpc.connect(address, self.secret, "genapi-puller", timeout)
+                break
+            except rpc.RpcError as exc:
+                error = exc
+        ok = True
+        try:
+            for service in services:
+                try:
+                    outcome = await self.pull(service, peer, error)
+                    log.debug("config_pulled", service=service, outcome=outcome)
+                except (rpc.RpcError, Refused) as exc:
+                    ok = False
+                    self._pull_failed(service, exc, attempt)
+        finally:
+            if peer is not None:
+                peer.close()
+        return ok
+
+    def _pull_failed(self, service: str, exc: Exception, attempt: int) -> None:
+        text = exc.text if isinstance(exc, rpc.RpcError) else str(exc)
+        log.warning("config_pull_failed", service=service, failures=attempt, error=text)
+        state = self.store.get(service)
+        if state is not None:
+            state.pull_failures += 1
+            state.last_error = text
+            self.store.put(state)
+
+    async def pull(self, service: str, peer: rpc.ClientPeer | None, unreachable: Exception) -> str:
+        """One pull of `service` over `peer` (a node of its source; None: none answered, and
+        `unreachable` says why): asks the node's config version, and for the configs only when
+        it differs from the one held. "unchanged", "accepted" or "skipped"."""
         started = time.perf_counter()
         telemetry.execute("genapi.config.pull.start", {"system_time": time.time_ns()}, {"service": service})
         count, version = 0, None
         try:
-            outcome = await self._pull(service, nodes)
+            if peer is None:
+                raise unreachable
+            outcome = await self._pull(service, peer)
             state = self.store.get(service)
             if state is not None and outcome != "unchanged":
                 count, version = len(state.keys), state.config_version
@@ -297,37 +342,24 @@ class ConfigSync:
                 {"service": service, "version": version},
             )
 
-    async def _pull(self, service: str, nodes: list[str]) -> str:
+    async def _pull(self, service: str, peer: rpc.ClientPeer) -> str:
         timeout = self.cluster.pull_timeout_ms / 1000
-        last: rpc.RpcError | None = None
-        for address in nodes:
-            try:
-                peer = await rpc.connect(address, self.secret, "genapi-puller", timeout)
-            except rpc.RpcError as exc:
-                last = exc
-                continue
-            try:
-                version = await peer.request("$config_version", [], timeout)
-                state = self.store.get(service)
-                if state is not None and state.config_version == version:
-                    self._pulled(state)
-                    return "unchanged"
-                message = await peer.request("$config", [], timeout)
-                if not isinstance(message, dict) or message.get("service") != service:
-                    got = message.get("service") if isinstance(message, dict) else message
-                    raise Refused(f"node {address} answered a config for {got!r}, not {service!r}")
-                outcome = self.push(message, False, "pull")["status"]
-                if outcome == "accepted" and self.on_change is not None:
-                    await self.on_change()
-                state = self.store.get(service)
-                assert state is not None  # just pushed, or held at its version
-                self._pulled(state)
-                return str(outcome)
-            except rpc.RpcError as exc:
-                last = exc
-            finally:
-                peer.close()
-        raise last or rpc.RpcError(rpc.LOST, f"no nodes to pull {service} from")
+        version = await peer.request("$config_version", [], timeout)
+        state = self.store.get(service)
+        if state is not None and state.config_version == version:
+            self._pulled(state)
+            return "unchanged"
+        message = await peer.request("$config", [], timeout)
+        if not isinstance(message, dict) or message.get("service") != service:
+            got = message.get("service") if isinstance(message, dict) else message
+            raise Refused(f"node {peer.address} answered a config for {got!r}, not {service!r}")
+        outcome = self.push(message, False, "pull")["status"]
+        if outcome == "accepted" and self.on_change is not None:
+            await self.on_change()
+        state = self.store.get(service)
+        assert state is not None  # just pushed, or held at its version
+        self._pulled(state)
+        return str(outcome)
 
     def _pulled(self, state: ServiceState) -> None:
         state.pulled_at = time.time()
