@@ -296,3 +296,25 @@ def test_services_of_one_source_are_pulled_by_one_task_over_one_connection() -> 
         assert all("answered a config for 'inv', not 's" in held[f"s{i}"]["last_error"] for i in range(20)), held
         accepted = node.read_stderr().count("rpc_peer_accepted")
         assert accepted <= rounds + 3, (accepted, rounds)  # one connection a round (per service: 21 a round)
+
+
+def test_a_peer_pushing_too_fast_is_refused() -> None:
+    """One peer address may push [cluster] max_pushes_per_minute times in any 60 s; the next is
+    refused naming the bound, and what was pushed stays."""
+    config = ANON.format(gateway="") + "\n[cluster]\nmax_pushes_per_minute = 5\n"
+    with GatewayProcess(config) as gw:
+
+        async def go() -> list[Any]:
+            out: list[Any] = []
+            async with ControlClient(gw.control) as c:
+                for i in range(6):
+                    try:
+                        out.append((await c.push(service("fast", 1, str(i)), True))["status"])
+                    except RpcError as exc:
+                        out.append(exc.text)
+            return out
+
+        out = asyncio.run(go())
+        assert out[:5] == ["accepted"] * 5, out
+        assert "push from 127.0.0.1 refused: over [cluster] max_pushes_per_minute = 5 in the last 60 s" in out[5], out
+        assert pushed(gw)["fast"]["config_version"] == "4"

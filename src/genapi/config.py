@@ -99,6 +99,7 @@ class ClusterSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     breaker_cooldown_ms: Positive = 60_000
     max_services: Positive = 256  # services pushed or pulled, held at once
     max_functions: Positive = 50_000  # functions in the gateway's registry, its own file's included
+    max_pushes_per_minute: Positive = 120  # from one peer address
 
 
 NodeList = Annotated[list[NonEmpty], msgspec.Meta(min_length=1, description='must be a non-empty list of "host:port"')]

@@ -320,6 +320,11 @@ def too_many_pushed(service: str, services: int, functions: int, max_services: i
     )
 
 
+def push_rate_exceeded(peer: str, limit: int) -> str:
+    """A peer pushing faster than the gateway lets one address push."""
+    return f"push from {peer} refused: over [cluster] max_pushes_per_minute = {limit} in the last 60 s; retry later"
+
+
 def module_not_allowed(field: str, module: str, allowed: tuple[str, ...]) -> str:
     """A pushed or pulled config names code for the gateway to run outside `[gateway] allowed_modules`."""
     under = ", ".join(allowed) if allowed else "empty: a pushed config may name no code for the gateway to run"

@@ -22,6 +22,7 @@ import asyncio
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -32,7 +33,7 @@ from genapi.config import Settings
 from genapi.engine.configs import ConfigStore, HostConfigs
 from genapi.engine.limits import RateLimitStore
 from genapi.engine.relay import RelayAuthority
-from genapi.errors import ConfigError, RelayError
+from genapi.errors import ConfigError, RelayError, push_rate_exceeded
 from genapi.host import control_auth
 from genapi.host.configsync import ConfigSync, Refused
 from genapi.nodes import rpc
@@ -75,6 +76,8 @@ class ControlPlane:
         self.store: ConfigStore = store if store is not None else HostConfigs()
         self.sync = ConfigSync(functions, settings, self.store, self.secret, on_change)
         self.started = time.monotonic()
+        self.cluster = settings.cluster
+        self._pushes: dict[str, deque[float]] = {}  # per peer address: its pushes' times, the last 60 s
         self.server: asyncio.Server | None = None
         self.address = ""
         self._tasks: set[asyncio.Future[None]] = set()
@@ -174,11 +177,25 @@ class ControlPlane:
     def _push(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
         """[message, force?]: {"status": "accepted", "functions": n} (with the broadcast's
         generation, workers, missing, broadcast_ms under a master) or {"status": "skipped", ...}."""
+        self._push_rate(peer)
         message, force = [*args, False][:2]
         result = self.sync.push(message, bool(force), "push")
         if self.on_change is None or result["status"] != "accepted":
             return result
         return self._announce(result)
+
+    def _push_rate(self, peer: rpc.ServerPeer) -> None:
+        """At most `[cluster] max_pushes_per_minute` pushes from one peer address in any 60 s:
+        each push may rebind and republish a whole service to every worker."""
+        host = peer.peername.rpartition(":")[0] or peer.peername
+        now = time.monotonic()
+        times = self._pushes.setdefault(host, deque())
+        while times and now - times[0] >= 60:
+            times.popleft()
+        limit = self.cluster.max_pushes_per_minute
+        if len(times) >= limit:
+            raise Refused(push_rate_exceeded(host, limit))
+        times.append(now)
 
     def _verify(self, peer: rpc.ServerPeer, args: list[Any]) -> dict[str, Any]:
         """[service, config_version]: matched, mismatch (with the held version) or not_found."""
