@@ -9,7 +9,6 @@ from genapi._core.clock cimport monotonic as _now
 from genapi._core.connection cimport Connection
 from genapi._core.stats cimport Stats, stats
 
-from genapi._core.stats import log_calls  # no-cython-lint  (its old home; the worker switches it here)
 from genapi._core.wire cimport answer_v1, answer_v2, push_v1, push_v2, reply_v1, reply_v2
 
 cdef str OK = "ok"

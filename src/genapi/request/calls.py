@@ -1,6 +1,5 @@
-"""What every callee shares: the stream handle; the retry policy (`retries`, `backoff`) and
-`resume` / `pass_turn` live in the compiled core (`_core/callee.pyx`, `_core/turns.py`) and are
-named here too.
+"""What every callee shares: the stream handle. The retry policy (`retries`, `backoff`) and
+`resume` / `pass_turn` live in the compiled core (`_core/callee.pyx`, `_core/turns.py`).
 
 The callee interface itself (`Callee`, `LocalCallee`) is compiled: `_core/callee.pyx`.
 """
@@ -12,11 +11,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from genapi._core.callee import backoff, retries
-from genapi._core.turns import pass_turn, resume
 from genapi.structs import Response
 
-__all__ = ["THREAD_WINDOW", "StreamHandle", "backoff", "pass_turn", "resume", "retries"]
+__all__ = ["THREAD_WINDOW", "StreamHandle"]
 
 
 # Chunks a push-style function in a thread may have on their way to the loop before `send` waits.

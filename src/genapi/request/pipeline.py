@@ -17,6 +17,7 @@ import asyncio
 from typing import Any
 
 from genapi import errors, log, telemetry
+from genapi._core.callee import backoff
 from genapi._core.dispatch import Entry
 from genapi._core.handoff import ThreadPool
 from genapi._core.limits import RequestLimiter
@@ -24,7 +25,7 @@ from genapi._core.reply import Reply
 from genapi.errors import ArgumentError, CallError, HookRejected
 from genapi.request import hooks, permissions
 from genapi.request.bind import Binder
-from genapi.request.calls import StreamHandle, backoff
+from genapi.request.calls import StreamHandle
 from genapi.structs import Request, Response
 
 
