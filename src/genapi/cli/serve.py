@@ -47,7 +47,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument(
         "--workers",
         metavar="N|auto",
-        help='worker processes sharing the port; "auto" = one per CPU (overrides [gateway] workers)',
+        help='worker processes sharing the port; "auto" = one per CPU this process may use: its affinity '
+        "mask (taskset), capped by its cgroup CPU quota (overrides [gateway] workers)",
     )
     s.add_argument(
         "--log-level",
@@ -92,7 +93,7 @@ def serve(settings: Settings) -> int:
             "serve your own --config beyond loopback",
         )
     check_functions(settings)
-    workers = (os.cpu_count() or 1) if gw.workers == "auto" else int(gw.workers)
+    workers = auto_workers() if gw.workers == "auto" else int(gw.workers)
     try:  # with workers, the master only holds the port: each worker listens on it itself
         sock = listening_socket(gw.host, gw.port, listen=workers == 1)
     except OSError as exc:
@@ -116,6 +117,23 @@ def serve(settings: Settings) -> int:
     from genapi.host.master import Master
 
     return uvloop.run(Master(settings, workers, control, gw.shutdown_grace_ms / 1000, banner).run())
+
+
+def auto_workers() -> int:
+    """`workers = "auto"`: the CPUs this process may use (`host/cpus.py`), logged with their source."""
+    from genapi.host.cpus import usable_cpus
+
+    cpus = usable_cpus()
+    quota = "none" if cpus.quota is None else f"{cpus.quota:g}"
+    log.info(
+        "workers_auto",
+        workers=cpus.usable,
+        source=cpus.source,
+        affinity=cpus.affinity,
+        cgroup_quota=quota,
+        host_cpus=os.cpu_count(),
+    )
+    return cpus.usable
 
 
 def control_socket(settings: Settings) -> socket.socket:
