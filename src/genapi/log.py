@@ -11,6 +11,9 @@ whichever connection it is about) prints at most BURST lines per WINDOW seconds;
 counted and summarized in one line when the window ends,
 `log_suppressed event=... suppressed=N seconds=...`. So neither one connection nor many can
 make the worker write more than BURST lines of a kind per window.
+
+Times: text lines start with the local time (`2026-12-07 21:30:05,123`, for a person); JSON
+lines' `time` is RFC 3339 in UTC with milliseconds (`2026-12-07T21:30:05.123Z`, for collectors).
 """
 
 from __future__ import annotations
@@ -239,13 +242,19 @@ def _foreign_event(name: str) -> str:
 _handler: _Handler | None = None
 
 
+def rfc3339(created: float) -> str:
+    """A record's time as RFC 3339 in UTC with milliseconds: `2026-12-07T21:30:05.123Z`."""
+    seconds = int(created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((created - seconds) * 1000):03d}Z"
+
+
 class _JsonFormatter(_Formatter):
-    """One JSON object per line: time, level, event and the record's fields (or a library's
-    name and msg); a traceback goes in `traceback`. JSON escapes whatever a client sent."""
+    """One JSON object per line: time (RFC 3339, UTC), level, event and the record's fields (or
+    a library's name and msg); a traceback goes in `traceback`. JSON escapes whatever a client sent."""
 
     def format(self, record: logging.LogRecord) -> str:
         event = getattr(record, "genapi_event", None)
-        out: dict[str, Any] = {"time": self.formatTime(record), "level": record.levelname}
+        out: dict[str, Any] = {"time": rfc3339(record.created), "level": record.levelname}
         if event is not None:
             out["event"] = event
             out.update(record.genapi_fields)  # type: ignore[attr-defined]
