@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import socket
+import sys
 from typing import Any
 
 import msgspec
@@ -51,6 +52,13 @@ def add_parser(sub: Any) -> None:
         "mask (taskset), capped by its cgroup CPU quota (overrides [gateway] workers)",
     )
     s.add_argument(
+        "--reload",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="development: run the gateway in a child process and restart it when a *.py file under "
+        "--app-dir or the config file changes (polled every 0.5 s); one worker, whatever --workers says",
+    )
+    s.add_argument(
         "--log-level",
         choices=literal_values(LogLevel),
         help="log verbosity (overrides [gateway] log_level; default warning)",
@@ -67,6 +75,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`genapi serve`: exit status 2 when the config or a port is refused."""
+    if args.reload:  # the supervisor: it runs this command again, without --reload, as its child
+        from genapi.cli.reload import supervise
+
+        return supervise(args, sys.argv[1:])
     try:
         return serve(settings_of(args))
     except ConfigError as exc:
