@@ -82,9 +82,10 @@ def changed(old: dict[str, int], new: dict[str, int]) -> list[str]:
 
 
 def _free_port(host: str) -> int:
+    """A port free on every address of `host`'s family (the wildcard's), for the child to bind."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
-        s.bind((host, 0))
+        s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -93,17 +94,13 @@ def child_command(args: argparse.Namespace, argv: list[str], settings: Settings 
     """`genapi serve` as it was called, without --reload, with one worker and a port of 0 (flag
     or file) replaced by a free port picked now, so restarts keep it."""
     cmd = [sys.executable, "-B", "-m", "genapi", *argv, "--no-reload", "--workers", "1"]
-    if settings is not None:
-        gw = settings.gateway
-        host = args.host or gw.host
-        port = args.port if args.port is not None else gw.port
-        control = args.control_port if args.control_port is not None else gw.control_port
-        if port == 0:
-            cmd += ["--port", str(_free_port(host))]
-        if control == 0:
-            from genapi.host.control_auth import control_host
-
-            cmd += ["--control-port", str(_free_port(control_host(settings)))]
+    gw = settings.gateway if settings is not None else None  # None: a file the child will refuse
+    port = args.port if args.port is not None or gw is None else gw.port
+    control = args.control_port if args.control_port is not None or gw is None else gw.control_port
+    if port == 0:
+        cmd += ["--port", str(_free_port(args.host or (gw.host if gw is not None else "127.0.0.1")))]
+    if control == 0:
+        cmd += ["--control-port", str(_free_port(gw.control_host if gw is not None else "127.0.0.1"))]
     return cmd
 
 
