@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 
 from genapi import client as client_module
 from genapi.client import Client
-from genapi.structs import Relayed, Response
+from genapi.structs import PUSH_KINDS, Relayed, Response
 from support.gateway_proc import GatewayProcess
 
 CONFIG = """
@@ -250,3 +251,13 @@ def wire_kinds(raw: list[list[str]]) -> dict[str, list[str]]:
     for rid, kind in raw:
         out.setdefault(rid, []).append(kind)
     return out
+
+
+def test_the_readme_documents_every_kind() -> None:
+    """The README's table of kinds lists exactly the kinds the gateway sends, and its handler names each."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Telling pushes apart: `kind`", 1)[1].split("\n## ", 1)[0]
+    table = re.findall(r"^\| `(\w+)` \|", section, re.M)
+    assert table == ["kind", *PUSH_KINDS]  # the header, then one row per kind
+    handler = section.split("<!-- push-kinds-handler -->", 1)[1].split("```", 2)[1]
+    assert sorted(re.findall(r'"(\w+)"', handler)) == sorted([*PUSH_KINDS, "phoenix_gen_api"])
