@@ -69,7 +69,8 @@ class Conn(WSListener):
         out = self.out
         if event == "phoenix_gen_api":
             args = payload.get("args") or EMPTY
-            resp = {
+            resp = {  # genapi's answer, byte for byte (its kind first, as the gateway writes it)
+                "kind": "answer",
                 "request_id": payload.get("request_id"),
                 "result": echo(args.get("text"), args.get("n", 1)),
                 "success": True,

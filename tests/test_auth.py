@@ -148,6 +148,7 @@ def test_require_verified_user_id(hs_gateway, run):
         c.send(["1", "2", "api:x", EV, request("r1", "public", {"text": "x"}, service="t", user_id="claimed")])
         push, reply = await c.recv_n(2)
         assert push[4] == {
+            "kind": "error",
             "request_id": "r1",
             "result": None,
             "success": False,

@@ -236,7 +236,7 @@ def test_call_raises_typed_errors(run, demo_gateway):
         with pytest.raises(StreamRequired) as e:
             await c.call("demo", "count", {"n": 3, "delay_ms": 20}, request_id="s-1")
         assert str(e.value) == (
-            'demo.count is a stream function (request s-1 answered "init" with has_more): '
+            "demo.count is a stream function (request s-1 started a stream): "
             'read it with client.stream("demo", "count", ...) instead of call()'
         )
         assert isinstance(e.value, TypeError)

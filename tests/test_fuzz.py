@@ -117,6 +117,7 @@ def test_worker_survives_and_still_answers(outcome: Outcome) -> None:
         "api:after-fuzz",
         "phoenix_gen_api",
         {
+            "kind": "answer",
             "request_id": "final",
             "result": {"text": "still here", "n": 1},
             "success": True,

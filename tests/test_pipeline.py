@@ -420,6 +420,7 @@ def test_decode_errors_reply_error_with_push(gw, run):
             c.send(["1", str(10 + i), "api:t", EV, payload])
             push, reply = await c.recv_n(2)
             assert push[3] == EV and push[4] == {
+                "kind": "error",
                 "request_id": rid,
                 "result": None,
                 "success": False,
@@ -619,6 +620,7 @@ def test_async_order(gw, run):
         c.send(["1", "2", "api:t", EV, request("a1", "sleep_async", {"ms": 50}, service="t")])
         ack, reply, final = await c.recv_n(3)
         assert ack[4] == {
+            "kind": "ack",
             "request_id": "a1",
             "result": None,
             "success": True,
@@ -629,6 +631,7 @@ def test_async_order(gw, run):
         }
         assert reply[3] == "phx_reply" and reply[4] == {"status": "ok", "response": "sleep_async"}
         assert final[4] == {
+            "kind": "answer",
             "request_id": "a1",
             "result": "slept",
             "success": True,

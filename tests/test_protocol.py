@@ -55,6 +55,7 @@ def test_v2_join_heartbeat_call_leave(demo_gateway, run):
             "api:x",
             EV,
             {
+                "kind": "answer",
                 "request_id": "r1",
                 "result": {"text": "hi", "n": 1},
                 "success": True,

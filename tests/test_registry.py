@@ -56,9 +56,10 @@ def test_add_replaces_same_version():
     assert len(r) == 1 and r.lookup("svc", "get", "1.0.0")[1] == "b"
 
 
-def test_response_wire_shape_has_all_seven_keys():
+def test_response_wire_shape_has_the_seven_keys_and_kind():
     enc = msgspec.json.encode
     assert msgspec.json.decode(enc(Response.sync("r", {"a": 1}))) == {
+        "kind": "answer",
         "request_id": "r",
         "result": {"a": 1},
         "success": True,

@@ -90,8 +90,9 @@ def drive(request_type: str, args: dict, user_id: str | None = None, ser=V2) -> 
     return asyncio.run(go())
 
 
-def ok(rid: str, result, **kw) -> dict:
+def ok(rid: str, result, kind: str = "answer", **kw) -> dict:
     base = {
+        "kind": kind,
         "request_id": rid,
         "result": result,
         "success": True,
@@ -105,7 +106,7 @@ def ok(rid: str, result, **kw) -> dict:
 
 
 def fail(rid: str, error: str, **kw) -> dict:
-    return ok(rid, None, success=False, error=error, **kw)
+    return ok(rid, None, "error", success=False, error=error, **kw)
 
 
 def test_sync_answer_is_push_then_reply():
@@ -123,7 +124,7 @@ def test_plain_function_goes_through_the_thread_handoff():
 def test_async_ack_reply_then_final_push():
     frames = drive("slow", {"ms": 10})
     assert [f[3] for f in frames] == [EV, "phx_reply", EV]
-    assert frames[0][4] == ok("r-slow", None, **{"async": True})
+    assert frames[0][4] == ok("r-slow", None, "ack", **{"async": True})
     assert frames[2][4] == ok("r-slow", "slept")
 
 

@@ -34,7 +34,16 @@ from genapi.errors import (
     connection_closed,
     heartbeat_timeout,
 )
-from genapi.structs import Response
+from genapi.structs import (
+    RESPONSE_KINDS,
+    Ack,
+    Chunk,
+    Failure,
+    LastChunk,
+    Relayed,
+    Response,
+    StreamStart,
+)
 
 __all__ = [
     "CallFailed",
@@ -95,11 +104,31 @@ class _Listener(WSListener):
         self.client._on_disconnected(transport)
 
 
-def _relayed(payload: dict[str, Any]) -> bool:
-    """A message relayed to a group this client is a member of (genapi.relay): it goes to
-    `pushes`, also when this client sent it (its copy has the request_id of that call)."""
+def _kind_of(payload: dict[str, Any]) -> type[Response] | None:
+    """The Response class of a push on the API event, by its `kind` (genapi's marker); None for a
+    kind this client does not know (it goes to `pushes`). A payload without the marker comes from
+    a server without it (PhoenixGenApi itself): its kind is read from the reference's flags."""
+    kind = payload.get("kind")
+    if kind is not None:
+        return RESPONSE_KINDS.get(kind) if isinstance(kind, str) else None
+    return _unmarked(payload)
+
+
+def _unmarked(payload: dict[str, Any]) -> type[Response]:
+    """The kind of a Response without the marker, from the reference's fields. The reference
+    leaves two things ambiguous: a relayed message is recognised by its result's keys, and an
+    async acknowledgement and a stream end share one shape (the call reading it tells them apart:
+    `stream` ends at any push that is not a chunk)."""
     result = payload.get("result")
-    return isinstance(result, dict) and "from_user_id" in result and "group_id" in result and "timestamp" in result
+    if isinstance(result, dict) and "from_user_id" in result and "group_id" in result and "timestamp" in result:
+        return Relayed
+    if payload.get("success") is False:
+        return Failure
+    if payload.get("has_more"):
+        return StreamStart if result == "init" else Chunk
+    if payload.get("async"):
+        return Ack if result is None else LastChunk
+    return Response
 
 
 class Client:
@@ -248,12 +277,13 @@ class Client:
             event == self.event
             and isinstance(payload, dict)
             and isinstance(rid := payload.get("request_id"), str)
-            and not _relayed(payload)
-        ):  # a relay group's message carries its sender's request_id
+            and (cls := _kind_of(payload)) is not None
+            and cls is not Relayed  # a relayed message carries its sender's request_id: never a call's
+        ):
             q = self._calls.get(rid)
             if q is not None:
                 try:
-                    q.put_nowait(msgspec.convert(payload, Response))
+                    q.put_nowait(msgspec.convert(payload, cls))
                     return
                 except msgspec.ValidationError:
                     pass
@@ -557,10 +587,10 @@ class Client:
                         raise PhoenixError(reply.get("response"))
                     return None  # fire-and-forget: the reply alone
                 first = _item(q.get_nowait())
-                if first.has_more and first.result == "init":
+                if first.kind == "start":
                     raise StreamRequired(service, request_type, rid)
-                if first.success and first.async_ and not first.has_more and first.result is None:
-                    first = _item(await q.get())  # the acknowledgement of an async function
+                if first.kind == "ack":
+                    first = _item(await q.get())  # an async function's answer follows its acknowledgement
         finally:
             self._drop(rid)
         if not first.success and raise_on_error:
@@ -578,8 +608,9 @@ class Client:
         request_id: str | None = None,
         timeout: float = 30,
     ) -> AsyncIterator[Response]:
-        """Yields every Response of a stream call after the "init" chunk, the final one included
-        (has_more false; success false with `error` when the stream failed: no exception).
+        """Yields every Response of a stream call after its start (kind "start", result "init"):
+        each chunk (kind "chunk"), then the one that ends it, kind "last" (a last chunk), "end"
+        (result None) or "error" (success false with `error`: no exception).
         `timeout` bounds the wait for each chunk. A function that is not a stream yields its
         one Response."""
         rid = request_id or f"py-{next(self._refs)}"
@@ -591,14 +622,14 @@ class Client:
                 raise PhoenixError(reply.get("response"))
             async with self._deadline(timeout, name, rid):
                 first = _item(await q.get())
-            if not (first.has_more and first.result == "init"):
+            if first.kind != "start":
                 yield first
                 return
             while True:
                 async with self._deadline(timeout, name, rid, " (waiting for the next chunk)"):
                     resp = _item(await q.get())
                 yield resp
-                if not resp.has_more or not resp.success:
+                if resp.kind != "chunk":  # last, end or error: the stream is over
                     return
         finally:
             self._drop(rid)

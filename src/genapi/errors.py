@@ -148,14 +148,14 @@ class CallFailed(ClientError):
 
 
 class StreamRequired(ClientError, TypeError):
-    """call() reached a stream function (its first push was "init" with has_more): streams are
+    """call() reached a stream function (its first push was kind "start"): streams are
     read with stream(). The stream the gateway started is left to run; its pushes are dropped."""
 
     def __init__(self, service: str, request_type: str, request_id: str) -> None:
         self.request_id = request_id
         super().__init__(
-            f"{service}.{request_type} is a stream function (request {request_id} answered "
-            f'"init" with has_more): read it with client.stream("{service}", '
+            f"{service}.{request_type} is a stream function (request {request_id} started "
+            f'a stream): read it with client.stream("{service}", '
             f'"{request_type}", ...) instead of call()'
         )
 

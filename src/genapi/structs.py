@@ -34,8 +34,11 @@ class Request(msgspec.Struct, gc=False):
     traceparent: str | None = None  # W3C trace context, passed on to service nodes (trace.py)
 
 
-class Response(msgspec.Struct, rename={"async_": "async"}, gc=False):
-    """What the client receives; all seven keys are always on the wire."""
+class Response(msgspec.Struct, rename={"async_": "async"}, gc=False, tag_field="kind", tag="answer"):
+    """What the client receives: the reference's seven keys, always on the wire, and `kind`, which
+    says what the push is (genapi's marker, beside them: a client switches on it). One subclass
+    per kind; msgspec writes the kind as a constant prefix of the encoded object (a tag), so the
+    marker costs an answer nothing measurable. `Response(request_id, result)` is an answer."""
 
     request_id: str
     result: Any = None
@@ -45,25 +48,76 @@ class Response(msgspec.Struct, rename={"async_": "async"}, gc=False):
     has_more: bool = False
     can_retry: bool = False
 
+    @property
+    def kind(self) -> str:
+        """answer, error, ack, start, chunk, last, end or relay (PUSH_KINDS)."""
+        return self.__struct_config__.tag  # type: ignore[return-value]
+
     @classmethod
     def sync(cls, request_id: str, result: Any) -> Response:
-        return cls(request_id, result)
+        return Response(request_id, result)
 
     @classmethod
     def ack(cls, request_id: str) -> Response:
-        return cls(request_id, None, True, None, True)
+        return Ack(request_id, None, True, None, True)
+
+    @classmethod
+    def start(cls, request_id: str) -> Response:
+        return StreamStart(request_id, "init", True, None, True, True)
 
     @classmethod
     def chunk(cls, request_id: str, result: Any, has_more: bool = True) -> Response:
-        return cls(request_id, result, True, None, True, has_more)
+        if has_more:
+            return Chunk(request_id, result, True, None, True, True)
+        return LastChunk(request_id, result, True, None, True, False)
 
     @classmethod
     def stream_end(cls, request_id: str) -> Response:
-        return cls(request_id, None, True, None, True, False)
+        return StreamEnd(request_id, None, True, None, True, False)
 
     @classmethod
     def fail(cls, request_id: str, error: str, can_retry: bool = False) -> Response:
-        return cls(request_id, None, False, error, False, False, can_retry)
+        return Failure(request_id, None, False, error, False, False, can_retry)
+
+    @classmethod
+    def relayed(cls, request_id: str, message: dict[str, Any]) -> Response:
+        return Relayed(request_id, message)
+
+
+class Failure(Response, tag="error"):
+    """A call failed (`error`, `can_retry`); it ends the call, a stream included."""
+
+
+class Ack(Response, tag="ack"):
+    """An async call was accepted: its answer (or error) follows."""
+
+
+class StreamStart(Response, tag="start"):
+    """A stream began (the reference's first chunk, `result: "init"`): chunks follow."""
+
+
+class Chunk(Response, tag="chunk"):
+    """One chunk of a stream (`has_more: true`)."""
+
+
+class LastChunk(Response, tag="last"):
+    """A stream's last chunk (`has_more: false`): the stream is over."""
+
+
+class StreamEnd(Response, tag="end"):
+    """A stream is over (`result: null`)."""
+
+
+class Relayed(Response, tag="relay"):
+    """A message relayed to a group this connection is a member of: `result` is {group_id,
+    from_user_id, message, timestamp}; `request_id` is the sender's call (the reference's)."""
+
+
+RESPONSE_KINDS: dict[str, type[Response]] = {
+    c.__struct_config__.tag: c  # type: ignore[misc]
+    for c in (Response, Failure, Ack, StreamStart, Chunk, LastChunk, StreamEnd, Relayed)
+}
+PUSH_KINDS = tuple(RESPONSE_KINDS)  # every value of a push's "kind"
 
 
 # The rules of a function config, in its types; schema.py words what fails. No Meta(pattern=...):

@@ -106,10 +106,10 @@ function request(channel, log, request_type, args, extra = {}) {
 
 const replyFor = (id) => (log) => log.find((e) => e.kind === "reply" && e.request_id === id);
 
-/** The seven keys every Response carries. */
+/** The seven keys every Response carries, and genapi's `kind` beside them. */
 function assertResponseShape(p) {
   assert.deepEqual(Object.keys(p).sort(),
-    ["async", "can_retry", "error", "has_more", "request_id", "result", "success"]);
+    ["async", "can_retry", "error", "has_more", "kind", "request_id", "result", "success"]);
 }
 
 test("connect and join: ok reply", { timeout: T }, async (t) => {
@@ -132,7 +132,7 @@ test("sync echo: Response push arrives before the ok reply", { timeout: T }, asy
   assert.equal(push.kind, "push", "the push must come before the phx_reply");
   assertResponseShape(push.payload);
   assert.deepEqual(push.payload, {
-    request_id: id, result: { text: "hello", n: 2 }, success: true, error: null,
+    kind: "answer", request_id: id, result: { text: "hello", n: 2 }, success: true, error: null,
     async: false, has_more: false, can_retry: false,
   });
   assert.deepEqual(reply, { kind: "reply", status: "ok", response: "echo", request_id: id });
@@ -149,13 +149,13 @@ test("async slow_echo: ack push, ok reply, then the final push", { timeout: T },
   const [ack, reply, final] = entries;
   assert.equal(ack.kind, "push");
   assert.deepEqual(ack.payload, {
-    request_id: id, result: null, success: true, error: null,
+    kind: "ack", request_id: id, result: null, success: true, error: null,
     async: true, has_more: false, can_retry: false,
   });
   assert.deepEqual(reply, { kind: "reply", status: "ok", response: "slow_echo", request_id: id });
   assert.equal(final.kind, "push");
   assert.deepEqual(final.payload, {
-    request_id: id, result: { text: "later", delay_ms: 150 }, success: true, error: null,
+    kind: "answer", request_id: id, result: { text: "later", delay_ms: 150 }, success: true, error: null,
     async: false, has_more: false, can_retry: false,
   });
 });
@@ -170,8 +170,8 @@ test("stream count n=3: init, 1, 2, 3, end", { timeout: T }, async (t) => {
   await sleep(50); // nothing may follow the end
   const pushes = log.forRequest(id).filter((e) => e.kind === "push").map((e) => e.payload);
   pushes.forEach(assertResponseShape);
-  assert.deepEqual(pushes.map((p) => [p.result, p.has_more]),
-    [["init", true], [1, true], [2, true], [3, true], [null, false]]);
+  assert.deepEqual(pushes.map((p) => [p.kind, p.result, p.has_more]),
+    [["start", "init", true], ["chunk", 1, true], ["chunk", 2, true], ["chunk", 3, true], ["end", null, false]]);
   for (const p of pushes) {
     assert.equal(p.success, true);
     assert.equal(p.async, true);
@@ -262,7 +262,7 @@ test("missing request_id: error push, then error reply", { timeout: T }, async (
   assert.equal(pushes.length, 1, JSON.stringify(log));
   assert.ok(log.indexOf(pushes[0]) < log.indexOf(replyFor(tag)(log)), "push must precede the reply");
   assert.deepEqual(pushes[0].payload, {
-    request_id: "unknown", result: null, success: false, error: msg,
+    kind: "error", request_id: "unknown", result: null, success: false, error: msg,
     async: false, has_more: false, can_retry: false,
   });
   // The channel is still usable afterwards.

@@ -238,8 +238,8 @@ class Groups:
             raise relay_error("not_member")
         if sender.status != "active":
             raise relay_error("pending" if sender.status == "pending" else "muted")
-        payload = _encode(
-            Response(
+        payload = _encode(  # kind "relay": a client tells it from the sender's own answer
+            Response.relayed(
                 request_id,
                 {"group_id": group_id, "from_user_id": user_id, "message": message, "timestamp": _iso(time.time())},
             )

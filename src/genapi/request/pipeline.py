@@ -111,7 +111,7 @@ class GeneralPath:
                 )
             await self._after(entry, req, resp)
         elif rtype == "stream":
-            reply.answer(Response.chunk(req.request_id, "init"))
+            reply.answer(Response.start(req.request_id))
             resp = await self.stream(entry, req, reply.push, reply)
             await self._after(entry, req, resp)
         else:
