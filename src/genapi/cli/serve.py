@@ -84,7 +84,10 @@ def serve(settings: Settings) -> int:
     gw = settings.gateway
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler logs it: never a crash
     log.setup(gw.log_level, gw.log_format)
-    if settings.source == "<embedded default>" and gw.host not in ("127.0.0.1", "::1", "localhost"):
+    for key, origin in settings.origins.items():  # where each secret came from, never its value
+        log.info("config_source", key=key, source=origin)
+    demo_secret = settings.origins.get("[auth] jwt_secret", "").startswith("the embedded demo")
+    if demo_secret and gw.host not in ("127.0.0.1", "::1", "localhost"):
         log.warning(
             "demo_config_exposed",
             host=gw.host,
