@@ -577,6 +577,29 @@ def _table(label: str, struct: type, data: Any, rules: tuple = ()) -> tuple[Any,
     return msgspec.convert(data, struct), []
 
 
+def _raw_spec_problems(label: str, raw: Any, found: list[str], gw: GatewaySettings | None) -> list[str]:
+    """The argument problems of a function whose table has other problems (`genapi check`
+    reports the valid functions' own later, with their callables), unless its arg_types or
+    arg_orders key is among those problems already."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("arg_types"), dict):
+        return []
+    if any(p.startswith((f"{label} key arg_types", f"{label} key arg_orders")) for p in found):
+        return []
+    from types import SimpleNamespace
+
+    from genapi._core.validate import Limits
+    from genapi.request.signatures import spec_problems
+
+    gw = gw or GatewaySettings()
+    limits = Limits(gw.string_max_bytes, gw.list_max_items, gw.map_max_items)
+    spec = SimpleNamespace(
+        arg_types=raw["arg_types"],
+        arg_orders=raw.get("arg_orders"),
+        request_type=raw.get("request_type") if isinstance(raw.get("request_type"), str) else "",
+    )
+    return spec_problems(label, spec, limits)
+
+
 def parse(text: str, source: str = "<string>", env: Mapping[str, str] | None = None) -> Settings:
     """Parses and checks a whole config. Raises one ConfigError listing every problem of the
     file (each naming table, key and problem), so one run shows all there is to fix. `env`
@@ -635,6 +658,8 @@ def parse(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
         label = function_label(i, raw)
         cfg, found = _table(label, FunConfig, raw, FUN_CONFIG_RULES)
         problems += found
+        if cfg is None and found:  # its arguments now too, not once its other keys are right
+            problems += _raw_spec_problems(label, raw, found, gw)
         if cfg is not None and not any(f.startswith(f"{label} key ") for f in failed):
             functions.append(cfg)
             numbers.append(i)
