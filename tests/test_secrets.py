@@ -110,6 +110,7 @@ def from_file_refs(tmp_path_factory: pytest.TempPathFactory):
     assert g.stop() == 0
 
 
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # signing with the 13-byte literal
 def test_a_jwt_secret_named_by_a_variable_is_the_variables_value(from_file_refs: GatewayProcess) -> None:
     assert user_call(from_file_refs.url, ENV_JWT) == "alice"
     # the issue's hole: the literal text "${JWT_SECRET}" was the key
@@ -123,7 +124,7 @@ def test_a_cluster_secret_file_is_read_without_its_trailing_newline(from_file_re
 
 
 def test_where_each_secret_came_from_is_logged_never_its_value(from_file_refs: GatewayProcess) -> None:
-    wait_until(lambda: "config_source" in from_file_refs.read_stderr(), timeout=30)
+    assert wait_until(lambda: "config_source" in from_file_refs.read_stderr(), timeout=30)
     err = from_file_refs.read_stderr()
     assert 'config_source key="[auth] jwt_secret" source="the file, ${JWT_SECRET}"' in err
     assert f'config_source key="[cluster] secret" source="[cluster] secret_file {from_file_refs.secret_file}"' in err  # type: ignore[attr-defined]
@@ -261,3 +262,13 @@ def test_an_expansion_is_bounded() -> None:
     with pytest.raises(ConfigError) as exc:
         parse('[gateway]\nevent = "${1X}"\n' + FUNCTIONS, "t.toml", {})
     assert exc.value.problems[0].startswith('[gateway] key event: "${1X}" is not a variable')
+
+
+def test_the_demo_exposed_warning_follows_where_the_secret_came_from() -> None:
+    """The embedded demo served beyond loopback warns that its secret is public, unless the
+    secret came from the environment instead."""
+    # the warning is written before the banner GatewayProcess waits for
+    with GatewayProcess(extra_args=["--host", "0.0.0.0"]) as demo:
+        assert "demo_config_exposed" in demo.read_stderr()
+    with GatewayProcess(extra_args=["--host", "0.0.0.0"], env={"GENAPI_JWT_SECRET": ENV_JWT}) as own:
+        assert "demo_config_exposed" not in own.read_stderr()
