@@ -163,6 +163,7 @@ def test_genapi_variables_win_over_the_files_secrets(env_over_file: GatewayProce
 
 def test_the_command_line_wins_over_genapi_variables(env_over_file: GatewayProcess) -> None:
     assert env_over_file.port not in (0, 1)  # GENAPI_PORT=1, but --port 0 picked a free port
+    assert 'config_source key="[gateway] port" source="the command line (--port)"' in env_over_file.read_stderr()
 
 
 def test_a_control_client_takes_the_cluster_secret_from_a_file(env_over_file: GatewayProcess, tmp_path: Path) -> None:
