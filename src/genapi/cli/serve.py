@@ -21,7 +21,9 @@ def add_parser(sub: Any) -> None:
         "serve",
         help="run the gateway",
         description="Run the gateway. Clients connect to ws://HOST:PORT/socket/websocket. Without "
-        "--config it serves the embedded default: 127.0.0.1:4000 with the demo service.",
+        "--config it serves the embedded default: 127.0.0.1:4000 with the demo service. "
+        "GENAPI_* environment variables (GENAPI_PORT, GENAPI_JWT_SECRET, ...) override the file "
+        "and the command line overrides both; the file's string values may name ${VAR}.",
     )
     s.add_argument(
         "--config",
