@@ -212,8 +212,10 @@ def test_pushed_and_nodes_over_the_workers(two: GatewayProcess, capsys: pytest.C
 
 
 def test_one_worker_and_the_cluster_secret(capsys: pytest.CaptureFixture[str]) -> None:
-    with GatewayProcess(CONFIG + VERSIONED, env={"GENAPI_CLUSTER_SECRET": "s3cret"}) as gw:
-        os.environ["GENAPI_CLUSTER_SECRET"] = "s3cret"
+    with GatewayProcess(
+        CONFIG + VERSIONED, env={"GENAPI_CLUSTER_SECRET": "s3cret-0123456789abcdef0123456789abcdef"}
+    ) as gw:
+        os.environ["GENAPI_CLUSTER_SECRET"] = "s3cret-0123456789abcdef0123456789abcdef"
         try:
             status = admin_json(capsys, gw.control, "status")
             assert status["pid"] == gw.pid and status["functions"] == 5  # with genapi.list_apis
@@ -259,7 +261,7 @@ def test_one_worker_and_the_cluster_secret(capsys: pytest.CaptureFixture[str]) -
             [sys.executable, "-m", "genapi", "admin", "pushed", "--control", gw.control],
             capture_output=True,
             text=True,
-            env={**env, "GENAPI_CLUSTER_SECRET": "s3cret"},
+            env={**env, "GENAPI_CLUSTER_SECRET": "s3cret-0123456789abcdef0123456789abcdef"},
             timeout=30,
         )
         assert proc.returncode == 0 and proc.stdout.strip() == "no pushed services"

@@ -122,9 +122,9 @@ def test_unknown_verb_and_refusals(gw: GatewayProcess) -> None:
 
 
 def test_the_cluster_secret() -> None:
-    with GatewayProcess(PID_CONFIG, env={"GENAPI_CLUSTER_SECRET": "s3cret"}) as g:
-        assert ask(g, lambda c: c.ping(), secret="s3cret") == "pong"
-        assert ask(g, lambda c: c.ping(), secret=b"s3cret") == "pong"
+    with GatewayProcess(PID_CONFIG, env={"GENAPI_CLUSTER_SECRET": "s3cret-0123456789abcdef0123456789abcdef"}) as g:
+        assert ask(g, lambda c: c.ping(), secret="s3cret-0123456789abcdef0123456789abcdef") == "pong"
+        assert ask(g, lambda c: c.ping(), secret=b"s3cret-0123456789abcdef0123456789abcdef") == "pong"
         with pytest.raises(rpc.RpcError) as exc:
             ask(g, lambda c: c.ping(), secret="wrong")
         assert exc.value.code == rpc.AUTH_FAILED and exc.value.text == "wrong cluster secret (or none) from the peer"

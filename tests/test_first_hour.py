@@ -344,6 +344,8 @@ def test_misspelled_keys_get_a_guess(tmp_path):
         f"  {path}: unknown table gatway; did you mean [gateway]?",
         "  [auth] key jwt_secert: unknown key; did you mean jwt_secret?",
         "  [[functions]] #1 (s.r) key timout: unknown key; did you mean timeout?",
+        # its arguments at once too, not only once the rest is fixed (issue 21 item 7)
+        '  [[functions]] #1 (s.r) key arg_types: argument "text": unknown type "strng"; did you mean "string"?',
     ]
     path.write_text(
         ANON + '[[functions]]\nservice = "s"\nrequest_type = "r"\nmfa = "testapi:echo"\n'

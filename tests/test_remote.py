@@ -352,23 +352,30 @@ def test_node_killed_mid_stream() -> None:
 
 
 def test_cluster_secret() -> None:
-    with gateway(secret="s3cret") as gw:
+    with gateway(secret="s3cret-0123456789abcdef0123456789abcdef") as gw:
         # no secret: refused at the handshake, both ways of asking
         with pytest.raises(rpc.RpcError) as err:
             control(gw.control, "$pushed")
         assert err.value.code == rpc.AUTH_FAILED
         with pytest.raises(rpc.RpcError):
             control(gw.control, "$pushed", secret="wrong")
-        assert control(gw.control, "$pushed", secret="s3cret") == {}
+        assert control(gw.control, "$pushed", secret="s3cret-0123456789abcdef0123456789abcdef") == {}
         with NodeProcess([gw.control], name="nosecret", env={"GENAPI_CLUSTER_SECRET": ""}) as stranger:
-            with NodeProcess([gw.control], name="ok", env={"GENAPI_CLUSTER_SECRET": "s3cret"}) as friend:
-                status = wait_pushed(gw.control, "inv", [friend.address], secret="s3cret")
+            with NodeProcess(
+                [gw.control], name="ok", env={"GENAPI_CLUSTER_SECRET": "s3cret-0123456789abcdef0123456789abcdef"}
+            ) as friend:
+                status = wait_pushed(
+                    gw.control, "inv", [friend.address], secret="s3cret-0123456789abcdef0123456789abcdef"
+                )
                 assert stranger.address not in status["nodes"]
                 assert "config_push_failed" in stranger.read_stderr()
                 # the node's listener wants the secret too
                 with pytest.raises(rpc.RpcError):
                     control(friend.address, "$config_version")
-                assert control(friend.address, "$config_version", secret="s3cret") == "1.0.0"
+                assert (
+                    control(friend.address, "$config_version", secret="s3cret-0123456789abcdef0123456789abcdef")
+                    == "1.0.0"
+                )
         assert "rpc_connection_refused" in gw.read_stderr()
 
 

@@ -215,7 +215,9 @@ def test_unauthenticated_peers_cost_little_and_are_cut_off() -> None:
     import socket as _socket
     import struct
 
-    with GatewayProcess(ANON.format(gateway=""), env={"GENAPI_CLUSTER_SECRET": "s3cret"}) as gw:
+    with GatewayProcess(
+        ANON.format(gateway=""), env={"GENAPI_CLUSTER_SECRET": "s3cret-0123456789abcdef0123456789abcdef"}
+    ) as gw:
         host, port = gw.control.rsplit(":", 1)
         before = rss(gw.pid)
         peers = []
@@ -239,7 +241,7 @@ def test_unauthenticated_peers_cost_little_and_are_cut_off() -> None:
             s.close()
 
         async def proved() -> Any:
-            async with ControlClient(gw.control, "s3cret") as c:
+            async with ControlClient(gw.control, "s3cret-0123456789abcdef0123456789abcdef") as c:
                 return await c.ping()
 
         assert asyncio.run(proved()) == "pong"  # the control port still answers a peer that proves the secret
@@ -252,7 +254,9 @@ def test_connections_waiting_to_authenticate_are_capped_and_timed_out() -> None:
 
     from genapi._core.rpc import MAX_UNAUTHENTICATED
 
-    with GatewayProcess(ANON.format(gateway=""), env={"GENAPI_CLUSTER_SECRET": "s3cret"}) as gw:
+    with GatewayProcess(
+        ANON.format(gateway=""), env={"GENAPI_CLUSTER_SECRET": "s3cret-0123456789abcdef0123456789abcdef"}
+    ) as gw:
         host, port = gw.control.rsplit(":", 1)
         waiting = [_socket.create_connection((host, int(port)), timeout=5) for _ in range(MAX_UNAUTHENTICATED)]
         for s in waiting:
@@ -270,7 +274,7 @@ def test_connections_waiting_to_authenticate_are_capped_and_timed_out() -> None:
             s.close()
 
         async def proved() -> Any:
-            async with ControlClient(gw.control, "s3cret") as c:
+            async with ControlClient(gw.control, "s3cret-0123456789abcdef0123456789abcdef") as c:
                 return await c.ping()
 
         assert asyncio.run(proved()) == "pong"  # their places are free again

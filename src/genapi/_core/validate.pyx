@@ -128,6 +128,45 @@ def _guess(word, choices):
     return f"; did you mean {_quote(close[0])}?" if close else ""
 
 
+# The likeliest names a Python or JSON user writes for a type, and the genapi type each means:
+# suggested, never accepted as aliases. `int`/`integer` cannot be one: `num` takes any number
+# (2.5 too), so the alias would promise a check that is not made. The others are unambiguous,
+# but one spelling per type keeps the vocabulary PhoenixGenApi's: a config moves between the
+# two, and `genapi check`, genapi.list_apis and the clients show the one name.
+_TYPE_WORDS = {
+    "int": ("num", "any JSON number, 2.5 too: there is no integer-only type"),
+    "integer": ("num", "any JSON number, 2.5 too: there is no integer-only type"),
+    "float": ("num", "any JSON number"),
+    "double": ("num", "any JSON number"),
+    "number": ("num", "any JSON number"),
+    "decimal": ("num", "any JSON number"),
+    "str": ("string", ""),
+    "text": ("string", ""),
+    "bool": ("boolean", ""),
+    "dict": ("map", "a JSON object"),
+    "object": ("map", "a JSON object"),
+    "mapping": ("map", "a JSON object"),
+    "array": ("list", "or list_string, list_num, list_uuid, list_map for items of one type"),
+    "tuple": ("list", "or list_string, list_num, list_uuid, list_map for items of one type"),
+    "set": ("list", "or list_string, list_num, list_uuid, list_map for items of one type"),
+    "date": ("naive_datetime", "or datetime for a time with its UTC offset"),
+    "timestamp": ("datetime", "ISO 8601 with a UTC offset"),
+}
+
+
+def _guess_type(word):
+    """`; did you mean "num"?` for a Python or JSON name of a type, a wrong case or a misspelling."""
+    if not PyUnicode_Check(word):
+        return ""
+    lower = word.lower()
+    if lower in _TYPE_CODES:
+        return f"; did you mean {_quote(lower)}?"
+    hint = _TYPE_WORDS.get(lower.removeprefix("typing."))
+    if hint is not None:
+        return f"; did you mean {_quote(hint[0])}? ({hint[1]})" if hint[1] else f"; did you mean {_quote(hint[0])}?"
+    return _guess(word, _TYPE_CODES)
+
+
 # Which limit the number of the tuple form ["type", n] sets.
 _TUPLE_OPTION = {
     "string": "max_bytes",
@@ -593,7 +632,7 @@ cdef _Spec _compile_spec(object name, object raw, Limits limits):
             raise ValueError(f"{where}: tuple form must be [type, limit], got {_render(raw)}")
         type_name = raw[0]
         if type_name not in _TYPE_CODES:
-            raise ValueError(f"{where}: unknown type {_quote(type_name)}{_guess(type_name, _TYPE_CODES)}")
+            raise ValueError(f"{where}: unknown type {_quote(type_name)}{_guess_type(type_name)}")
         if type_name not in _TUPLE_OPTION:
             raise ValueError(f"{where}: type {_quote(type_name)} takes no limit (tuple form)")
         opts = {_TUPLE_OPTION[type_name]: raw[1]}
@@ -610,7 +649,7 @@ cdef _Spec _compile_spec(object name, object raw, Limits limits):
             f"{where}: spec must be a type name, a [type, limit] pair or a dict, got {_render(raw)}")
 
     if type_name not in _TYPE_CODES:
-        raise ValueError(f"{where}: unknown type {_quote(type_name)}{_guess(type_name, _TYPE_CODES)}")
+        raise ValueError(f"{where}: unknown type {_quote(type_name)}{_guess_type(type_name)}")
     allowed = _TYPE_OPTIONS.get(type_name, frozenset())
     for opt in opts:
         if opt not in _ALL_OPTIONS:

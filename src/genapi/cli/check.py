@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from genapi.cli.common import add_app_dir, check_functions, report, settings_of
-from genapi.config import DISCOVERY_TARGET, ConfigError
+from genapi.config import DISCOVERY_TARGET, HMAC_MIN_BYTES, ConfigError, Settings
 from genapi.schema import render
 from genapi.structs import FunConfig, split_target
 
@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         own = [cfg for cfg in settings.functions if not builtin(cfg)]
         for cfg in own:
             print(describe(cfg))
+        for line in origin_lines(settings):
+            print(line)
         print(f"{settings.source}: ok, {len(own)} function(s)")
         return 0
     except ConfigError as exc:
@@ -40,6 +42,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+
+
+def origin_lines(settings: Settings) -> list[str]:
+    """Where each secret and each setting a GENAPI_* variable set came from, one line each
+    (`[auth] jwt_secret from GENAPI_JWT_SECRET_FILE /run/secrets/jwt`), never a secret's value."""
+    lines = []
+    for key, origin in settings.origins.items():
+        note = f" (excepted from the {HMAC_MIN_BYTES}-byte minimum)" if origin.startswith("the embedded demo") else ""
+        lines.append(f"{key} from {origin}{note}")
+    return lines
 
 
 def builtin(cfg: FunConfig) -> bool:

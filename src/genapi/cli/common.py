@@ -70,8 +70,14 @@ def settings_of(args: argparse.Namespace) -> Settings:
         changes["log_level"] = args.log_level
     if getattr(args, "log_format", None):
         changes["log_format"] = args.log_format
-    if changes:
-        settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, **changes))
+    if changes:  # the command line wins over a GENAPI_* variable too: say so where it came from
+        origins = {
+            key: f"the command line (--{key[len('[gateway] ') :].replace('_', '-')})"
+            if key.startswith("[gateway] ") and key[len("[gateway] ") :] in changes
+            else origin
+            for key, origin in settings.origins.items()
+        }
+        settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, **changes), origins=origins)
     problems = auth_problems(settings.auth) + callable_problems(settings)
     if problems:
         raise ConfigError(problems)

@@ -1,5 +1,5 @@
 """The `genapi` command: the parser, assembled from each command group's own subparser, and
-the dispatch to the command's module (`serve`, `check`, `token`, `service`, `admin`,
+the dispatch to the command's module (`serve`, `check`, `init`, `token`, `service`, `admin`,
 `ratelimit`, `apis`)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import argparse
 import sys
 
 from genapi import __version__
-from genapi.cli import admin, apis, check, ratelimit, serve, service, token
+from genapi.cli import admin, apis, check, init, ratelimit, serve, service, token
 from genapi.cli.common import import_path
 
-COMMANDS = (serve, check, token, service, admin, ratelimit, apis)  # in the order `genapi --help` lists them
+COMMANDS = (serve, check, init, token, service, admin, ratelimit, apis)  # in the order `genapi --help` lists them
 
 
 def parser() -> argparse.ArgumentParser:

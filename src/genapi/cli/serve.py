@@ -22,7 +22,9 @@ def add_parser(sub: Any) -> None:
         "serve",
         help="run the gateway",
         description="Run the gateway. Clients connect to ws://HOST:PORT/socket/websocket. Without "
-        "--config it serves the embedded default: 127.0.0.1:4000 with the demo service.",
+        "--config it serves the embedded default: 127.0.0.1:4000 with the demo service. "
+        "GENAPI_* environment variables (GENAPI_PORT, GENAPI_JWT_SECRET, ...) override the file "
+        "and the command line overrides both; the file's string values may name ${VAR}.",
     )
     s.add_argument(
         "--config",
@@ -97,7 +99,10 @@ def serve(settings: Settings) -> int:
     gw = settings.gateway
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop's handler logs it: never a crash
     log.setup(gw.log_level, gw.log_format)
-    if settings.source == "<embedded default>" and gw.host not in ("127.0.0.1", "::1", "localhost"):
+    for key, origin in settings.origins.items():  # where each secret came from, never its value
+        log.info("config_source", key=key, source=origin)
+    demo_secret = settings.origins.get("[auth] jwt_secret", "").startswith("the embedded demo")
+    if demo_secret and gw.host not in ("127.0.0.1", "::1", "localhost"):
         log.warning(
             "demo_config_exposed",
             host=gw.host,

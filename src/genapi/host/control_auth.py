@@ -1,10 +1,11 @@
 """The control port's authentication, in one place: who may talk to a gateway's control port.
 
-- **The secret** is the cluster secret: `[cluster] secret` in the gateway's config, else the
-  GENAPI_CLUSTER_SECRET environment variable, else none (`rpc.secret_from`; the same secret
-  the gateway and its service nodes use for node RPC). A client (`ControlClient`: `genapi
-  admin`, `genapi ratelimit`, `genapi apis`, `RelayClient`, a node's pushes) passes one
-  explicitly or takes GENAPI_CLUSTER_SECRET.
+- **The secret** is the cluster secret: the gateway's `[cluster] secret` as its config
+  resolved it (GENAPI_CLUSTER_SECRET or GENAPI_CLUSTER_SECRET_FILE over the file's `secret` or
+  `secret_file`), else none (`rpc.secret_from`; the same secret the gateway and its service
+  nodes use for node RPC). A client (`ControlClient`: `genapi admin`, `genapi ratelimit`,
+  `genapi apis`, `RelayClient`, a node's pushes) passes one explicitly or takes
+  GENAPI_CLUSTER_SECRET, else GENAPI_CLUSTER_SECRET_FILE's contents.
 - **The proof** is the RPC handshake's challenge–response, shared with node RPC and compiled
   (`_core/rpc.pyx`): the server's HELLO carries a nonce, the client answers
   HMAC(secret, "client" nonce cnonce) and the server proves itself back with
@@ -28,12 +29,12 @@ SERVER_NAME = "genapi-control"  # what the control port says it is in its HELLO
 
 
 def server_secret(settings: Settings) -> bytes | None:
-    """The secret the control port demands: [cluster] secret, else GENAPI_CLUSTER_SECRET, else none."""
+    """The secret the control port demands: [cluster] secret (the config folded GENAPI_CLUSTER_SECRET in), else none."""
     return rpc.secret_from(settings.cluster.secret)
 
 
 def client_secret(given: str | bytes | None) -> bytes | None:
-    """The secret a control client proves: the one given, else GENAPI_CLUSTER_SECRET, else none."""
+    """The secret a control client proves: the one given, else GENAPI_CLUSTER_SECRET(_FILE), else none."""
     return rpc.secret_from(given.decode() if isinstance(given, bytes) else given)
 
 

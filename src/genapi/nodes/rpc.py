@@ -26,7 +26,6 @@ batching, deadlines) is compiled: `_core/rpc.pyx`.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -92,8 +91,12 @@ __all__ = [
 
 
 def secret_from(configured: str | None) -> bytes | None:
-    """The cluster secret: the configured one, else GENAPI_CLUSTER_SECRET, else none."""
-    value = configured if configured else os.environ.get("GENAPI_CLUSTER_SECRET") or None
+    """The cluster secret: the configured one, else GENAPI_CLUSTER_SECRET, else the contents of
+    GENAPI_CLUSTER_SECRET_FILE, else none (`config.cluster_secret_from_env`: a gateway's config
+    has folded these in already, by the same rules)."""
+    from genapi.config import cluster_secret_from_env
+
+    value = configured if configured else cluster_secret_from_env()
     return value.encode() if value else None
 
 

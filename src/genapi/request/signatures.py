@@ -61,14 +61,9 @@ def callable_problems(settings: Settings, numbers: Sequence[int] | None = None) 
 def _remote_problems(label: str, cfg: FunConfig, limits: Any) -> list[str]:
     """A function on service nodes: its arguments compile, and a node resolver or custom node
     selector (which run in the gateway) can be called."""
-    from genapi._core.validate import Validator
-
-    try:
-        Validator(cfg.arg_types, cfg.arg_orders, cfg.request_type, limits)
-    except ValueError as exc:
-        key = "arg_orders" if str(exc).startswith("arg_orders") else "arg_types"
-        return [f"{label} key {key}: {exc}"]
-    problems = []
+    problems = spec_problems(label, cfg, limits)
+    if problems:
+        return problems
     if isinstance(cfg.nodes, str):
         problems += _fits(f"{label} key nodes", cfg.nodes, [(0, "no arguments")])
     mode = cfg.choose_node_mode
@@ -77,14 +72,36 @@ def _remote_problems(label: str, cfg: FunConfig, limits: Any) -> list[str]:
     return problems
 
 
-def _function_problems(label: str, cfg: FunConfig, limits: Any) -> list[str]:
+def spec_problems(label: str, cfg: Any, limits: Any) -> list[str]:
+    """The arguments' spec (cfg's arg_types, arg_orders, request_type) compiled as the gateway
+    compiles it: every problem of it, one per argument (the compiler stops at the first, so each
+    argument is compiled alone to find the rest), then arg_orders' own when every argument
+    compiles."""
     from genapi._core.validate import Validator
 
-    try:  # the arguments' spec, compiled as the gateway compiles it
+    try:
         Validator(cfg.arg_types, cfg.arg_orders, cfg.request_type, limits)
     except ValueError as exc:
-        key = "arg_orders" if str(exc).startswith("arg_orders") else "arg_types"
-        return [f"{label} key {key}: {exc}"]
+        first = str(exc)
+    else:
+        return []
+    problems = []
+    if isinstance(cfg.arg_types, dict):
+        for name, spec in cfg.arg_types.items():
+            try:
+                Validator({name: spec}, None, cfg.request_type, limits)
+            except ValueError as exc:
+                problems.append(f"{label} key arg_types: {exc}")
+    if problems:
+        return problems
+    key = "arg_orders" if first.startswith("arg_orders") else "arg_types"
+    return [f"{label} key {key}: {first}"]
+
+
+def _function_problems(label: str, cfg: FunConfig, limits: Any) -> list[str]:
+    problems = spec_problems(label, cfg, limits)
+    if problems:
+        return problems
     target, predefined = split_target(cfg.mfa)
     if cfg.disabled:  # kept in the file but never called: it must import, its signature may lag
         return _fits(f"{label} key mfa", target, None)
