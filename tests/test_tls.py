@@ -117,11 +117,15 @@ def test_wss_on_every_worker_from_the_config(run, pair) -> None:
         assert len(seen) == 2 and gw.pid not in seen, seen  # both workers answered over TLS
 
 
-def serve(*args: str) -> subprocess.CompletedProcess[str]:
-    """`genapi serve` that is expected to refuse at start (its exit status and output)."""
+def genapi(*args: str) -> subprocess.CompletedProcess[str]:
+    """A `genapi` command that is expected to refuse at start (its exit status and output)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SUPPORT), *sys.path])}
-    cmd = [sys.executable, "-m", "genapi", "serve", "--port", "0", "--control-port", "0", *args]
+    cmd = [sys.executable, "-m", "genapi", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(TESTS), timeout=60)
+
+
+def serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return genapi("serve", "--port", "0", "--control-port", "0", *args)
 
 
 def test_bad_certificate_or_key_refused_at_start(tmp_path: Path, pair) -> None:
@@ -173,5 +177,6 @@ def test_bad_certificate_or_key_refused_at_start(tmp_path: Path, pair) -> None:
     assert proc.returncode == 2 and proc.stdout == ""
     assert "[gateway] key tls_certfile is set but [gateway] key tls_keyfile is not" in proc.stderr, proc.stderr
     config.write_text(f"[gateway]\ntls_certfile = {str(broken)!r}\ntls_keyfile = {str(keyfile)!r}\n" + ANON)
-    proc = serve("--config", str(config))
-    assert proc.returncode == 2 and f"[gateway] key tls_certfile: {broken}: not a valid PEM certificate" in proc.stderr
+    for proc in (serve("--config", str(config)), genapi("check", "--config", str(config))):  # check refuses alike
+        assert proc.returncode == 2, proc.stderr
+        assert f"[gateway] key tls_certfile: {broken}: not a valid PEM certificate" in proc.stderr, proc.stderr
