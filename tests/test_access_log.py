@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 
 from support.configs import echo
 from support.gateway_proc import GatewayProcess
@@ -175,3 +177,50 @@ arg_types = { ms = "num" }
     queued = float(re.search(r"queued_ms=([\d.]+)", line).group(1))  # type: ignore[union-attr]
     total = float(re.search(r" ms=([\d.]+)", line).group(1))  # type: ignore[union-attr]
     assert queued >= 250 and total >= queued  # it waited for the slow call's slot, then ran at once
+
+
+def _from(source: str):
+    """A picows socket_factory: the client's socket bound to `source` (another loopback address)."""
+
+    async def factory(parsed) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.bind((source, 0))
+        await asyncio.get_running_loop().sock_connect(sock, (parsed.host, parsed.port))
+        return sock
+
+    return factory
+
+
+def test_behind_a_trusted_proxy_the_log_names_the_forwarded_client(run) -> None:
+    """[gateway] trusted_proxies: a connect from a listed proxy is logged with the client its
+    X-Forwarded-For names (the address rate limits and ip_address use) and the proxy beside it;
+    from any other peer the header is the client's word: ignored, the TCP peer is logged."""
+    gw = GatewayProcess(
+        '[gateway]\ntrusted_proxies = ["127.0.0.1"]\n\n[auth]\nrequire_verified_user_id = false\n' + echo("t"),
+        extra_args=["--log-level", "info"],
+    )
+
+    async def go() -> None:
+        for source, forwarded, rid in (
+            ("127.0.0.1", "192.0.2.66, 203.0.113.7", "via-proxy"),  # the rightmost untrusted hop counts
+            ("127.0.0.2", "203.0.113.99", "direct"),  # 127.0.0.2 is no trusted proxy
+        ):
+            c = await Raw.connect(gw.url, headers={"X-Forwarded-For": forwarded}, socket_factory=_from(source))
+            await c.join("api:p")
+            c.send(["1", "2", "api:p", EV, request(rid, "echo", {"text": "x"}, service="t")])
+            await c.recv_n(2)
+            await c.close()
+
+    try:
+        run(go())
+    finally:
+        assert gw.stop() == 0
+    err = gw.read_stderr()
+    connects = {m.group(1): m.group(2) for m in re.finditer(r" INFO connect conn=(\S+) (.*)$", err, re.M)}
+    calls = {m.group(2): m.group(1) for m in re.finditer(r" INFO call conn=(\S+) .*request_id=(\S+)", err)}
+    assert re.fullmatch(
+        r"peer=203\.0\.113\.7 user=None vsn=2\.0\.0 proxy=127\.0\.0\.1:\d+", connects[calls["via-proxy"]]
+    )
+    assert re.fullmatch(r"peer=127\.0\.0\.2:\d+ user=None vsn=2\.0\.0", connects[calls["direct"]])
+    assert "203.0.113.99" not in err and "192.0.2.66" not in err

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -146,8 +147,10 @@ class Client:
         reconnect: bool,
         reconnect_after: Callable[[int], float],
         connect_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
+        self.ssl_context = ssl_context
         self.vsn = vsn
         self.event = event
         self.heartbeat_interval = heartbeat_interval
@@ -190,9 +193,11 @@ class Client:
         heartbeat_interval: float | None = HEARTBEAT_INTERVAL,
         reconnect: bool = False,
         reconnect_after: Callable[[int], float] = phoenix_backoff,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> Client:
         """Connects to `url` (the socket mount such as ws://host:4000/socket, or the full
-        .../socket/websocket URL). `token` goes in the query string; `auth_token` in the
+        .../socket/websocket URL; wss:// for TLS, verified against the system's CAs unless
+        `ssl_context` says otherwise). `token` goes in the query string; `auth_token` in the
         `Sec-WebSocket-Protocol` header as phoenix.js's `authToken` does. See docs/client.md."""
         if heartbeat_interval is not None and heartbeat_interval <= 0:
             raise ValueError(
@@ -220,6 +225,7 @@ class Client:
             reconnect=reconnect,
             reconnect_after=reconnect_after,
             connect_timeout=timeout,
+            ssl_context=ssl_context,
         )
         await self._open()
         self.connected.set()
@@ -234,6 +240,7 @@ class Client:
                 ws_connect(
                     lambda: _Listener(self),
                     self.url,
+                    ssl_context=self.ssl_context,
                     extra_headers=self._headers or None,
                     max_frame_size=64 * 1024 * 1024,
                 ),
@@ -241,6 +248,9 @@ class Client:
             )
         except TimeoutError:
             raise ReplyTimeout(f"the connect to {self._shown_url}", self.connect_timeout) from None
+        if transport.is_disconnected:  # picows returns when the server closes before its upgrade answer
+            hint = " (a ws:// URL to a TLS port? use wss://)" if self.url.startswith("ws://") else ""
+            raise ConnectionLost(f"connection to {self._shown_url} closed before the WebSocket upgrade{hint}")
         self.transport = transport
         if self.heartbeat_interval is not None:
             self._heartbeat_task = asyncio.get_running_loop().create_task(

@@ -26,6 +26,13 @@ TopicBytes = Annotated[int, msgspec.Meta(ge=1, le=65536, description="must be be
 UnsentBytes = Annotated[
     int, msgspec.Meta(ge=65536, description=("must be at least 65536 (the socket's write buffer high-water mark)"))
 ]
+MetricsToken = Annotated[
+    Annotated[str, msgspec.Meta(min_length=16, max_length=256, pattern=r"^[!-~]+$")] | None,
+    msgspec.Meta(
+        description="must be 16 to 256 printable ASCII characters without spaces (clients send it as "
+        "`Authorization: Bearer <token>`)"
+    ),
+]
 Workers = Annotated[Positive | Literal["auto"], msgspec.Meta(description='must be a positive integer or "auto"')]
 
 
@@ -72,6 +79,11 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # module prefixes a pushed or pulled config may name for code the gateway itself runs (hooks,
     # permission callback, a custom node mode or node resolver); empty: none at all
     allowed_modules: list[NonEmpty] = []
+    # built-in TLS (wss://): a PEM certificate chain and its unencrypted private key, both or neither
+    tls_certfile: NonEmpty | None = None
+    tls_keyfile: NonEmpty | None = None
+    # when set, GET /metrics and /ready need `Authorization: Bearer <metrics_token>` (/health stays open)
+    metrics_token: MetricsToken = None
 
     @property
     def max_message_bytes(self) -> int:
@@ -196,6 +208,9 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "GENAPI_CONTROL_PORT": ("gateway", "control_port"),
     "GENAPI_LOG_LEVEL": ("gateway", "log_level"),
     "GENAPI_LOG_FORMAT": ("gateway", "log_format"),
+    "GENAPI_TLS_CERTFILE": ("gateway", "tls_certfile"),
+    "GENAPI_TLS_KEYFILE": ("gateway", "tls_keyfile"),
+    "GENAPI_METRICS_TOKEN": ("gateway", "metrics_token"),
     "GENAPI_JWT_SECRET": ("auth", "jwt_secret"),
     "GENAPI_JWT_SECRET_FILE": ("auth", "jwt_secret_file"),
     "GENAPI_CLUSTER_SECRET": ("cluster", "secret"),
@@ -762,6 +777,32 @@ def auth_problems(auth: AuthSettings) -> list[str]:
         "[auth] jwt_secret (HS256 tokens), jwt_public_key (RS256) or callback, or "
         "require_verified_user_id = false to serve anonymous clients"
     ]
+
+
+def tls_problems(gw: GatewaySettings, names: dict[str, str] | None = None) -> list[str]:
+    """Built-in TLS: tls_certfile and tls_keyfile both or neither, each readable and valid (the
+    pair loaded as the gateway will), so a bad file is refused before the port is served.
+    `names`: how a key is called where it came from (a command-line flag)."""
+    names = names or {}
+    cert_name = names.get("tls_certfile", "[gateway] key tls_certfile")
+    key_name = names.get("tls_keyfile", "[gateway] key tls_keyfile")
+    cert, key = gw.tls_certfile, gw.tls_keyfile
+    if cert is None and key is None:
+        return []
+    if cert is None or key is None:
+        given, missing = (cert_name, key_name) if cert is not None else (key_name, cert_name)
+        return [
+            f"{given} is set but {missing} is not: built-in TLS needs both, the certificate chain and "
+            "its private key (PEM files), or neither to serve plain ws://"
+        ]
+    from genapi.gateway.tls import server_context
+
+    try:
+        server_context(cert, key)
+    except ValueError as exc:
+        which = key_name if str(exc).startswith(f"{key}:") and key != cert else cert_name
+        return [f"{which}: {exc}"]
+    return []
 
 
 def function_label(i: int, raw: Any) -> str:

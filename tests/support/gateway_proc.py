@@ -17,7 +17,7 @@ from typing import Any
 SUPPORT = Path(__file__).resolve().parent  # on the child's PYTHONPATH: the app modules configs name (testapi:pid)
 TESTS = SUPPORT.parent  # the child's cwd
 BANNER = re.compile(
-    r"genapi listening on ws://([\d.]+):(\d+)(\S*) \(workers=(\d+), pid=(\d+)\)"
+    r"genapi listening on wss?://([\d.]+):(\d+)(\S*) \(workers=(\d+), pid=(\d+)\)"
     r"(?: control on ([\d.]+:\d+))?"
 )
 
@@ -115,7 +115,8 @@ class GatewayProcess(ChildProcess):
             self.proc.wait(10)
             raise RuntimeError(f"gateway did not start: {line!r} {self.read_stderr()}")
         self.host, self.port = m.group(1), int(m.group(2))
-        self.url = f"ws://{self.host}:{self.port}/socket"
+        scheme = "wss" if m.group(0).startswith("genapi listening on wss:") else "ws"  # built-in TLS
+        self.url = f"{scheme}://{self.host}:{self.port}/socket"
         self.control = m.group(6)  # "host:port" of the control port (workers=1)
         self.pid = self.proc.pid
 

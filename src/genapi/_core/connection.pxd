@@ -86,6 +86,7 @@ cdef class Connection(WSListener):
     cdef _protocol_close(self, WSCloseCode code, str reason)
     cdef _binary(self, object data)
     cdef _frame_error(self, exc)
+    cdef tuple _peer(self)
     cpdef track(self, reply, object call)
     cpdef untrack(self, reply, object call)
     cpdef _cancel(self, str topic)

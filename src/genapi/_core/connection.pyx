@@ -154,9 +154,23 @@ cdef class Connection(WSListener):
         self._loop = asyncio.get_running_loop()
         self.ctx.connections.add(self)
         if log.enabled("info"):
-            peer = transport.underlying_transport.get_extra_info("peername")
-            log.info("connect", conn=self.cid, peer=f"{peer[0]}:{peer[1]}" if type(peer) is tuple else peer,
-                     user=self.identity.user_id, vsn=self.ser.vsn)
+            peer, proxy = self._peer()
+            if proxy is None:
+                log.info("connect", conn=self.cid, peer=peer, user=self.identity.user_id, vsn=self.ser.vsn)
+            else:
+                log.info("connect", conn=self.cid, peer=peer, user=self.identity.user_id, vsn=self.ser.vsn,
+                         proxy=proxy)
+
+    cdef tuple _peer(self):
+        """(the client's address, the trusted proxy it came through or None), as logged: behind
+        a trusted proxy the client is the X-Forwarded-For address that rate limits on
+        `ip_address` count (Identity.ip); else the TCP peer's address and port."""
+        tcp = self.transport.underlying_transport.get_extra_info("peername")
+        shown = f"{tcp[0]}:{tcp[1]}" if type(tcp) is tuple else tcp
+        ip = self.identity.ip
+        if ip is None or type(tcp) is not tuple or ip == tcp[0]:
+            return shown, None
+        return ip, shown
 
     cpdef on_ws_disconnected(self, WSTransport transport):
         self.ctx.connections.discard(self)
@@ -255,10 +269,13 @@ cdef class Connection(WSListener):
         unsent = self._unsent()
         paused_ms = round((self._loop.time() - self._paused_at) * 1000) if self.writing_paused else 0
         self.ctx.aborted += 1
-        peer = t.underlying_transport.get_extra_info("peername")
-        log.warning("connection_aborted", conn=self.cid, reason=reason, unsent_bytes=unsent,
-                    paused_ms=paused_ms, peer=f"{peer[0]}:{peer[1]}" if type(peer) is tuple else peer,
-                    total=self.ctx.aborted)
+        peer, proxy = self._peer()
+        if proxy is None:
+            log.warning("connection_aborted", conn=self.cid, reason=reason, unsent_bytes=unsent,
+                        paused_ms=paused_ms, peer=peer, total=self.ctx.aborted)
+        else:
+            log.warning("connection_aborted", conn=self.cid, reason=reason, unsent_bytes=unsent,
+                        paused_ms=paused_ms, peer=peer, proxy=proxy, total=self.ctx.aborted)
         self._write = None
         self.out.clear()
         self.out_bytes = 0

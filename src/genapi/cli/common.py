@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from genapi.config import ConfigError, Port, Positive, Settings, Workers, auth_problems, load
+from genapi.config import ConfigError, Port, Positive, Settings, Workers, auth_problems, load, tls_problems
 from genapi.request.signatures import callable_problems
 from genapi.schema import field_problem
 
@@ -46,7 +46,8 @@ def settings_of(args: argparse.Namespace) -> Settings:
         if exc.partial is None:
             raise
         auth = [] if any(p.startswith("[auth]") for p in exc.problems) else auth_problems(exc.partial.auth)
-        raise ConfigError(exc.problems + auth + callable_problems(exc.partial, exc.numbers)) from None
+        tls = tls_problems(exc.partial.gateway, _tls_flags(args))
+        raise ConfigError(exc.problems + auth + tls + callable_problems(exc.partial, exc.numbers)) from None
     gw = settings.gateway
     changes: dict[str, Any] = {}
     if getattr(args, "host", None):
@@ -66,6 +67,9 @@ def settings_of(args: argparse.Namespace) -> Settings:
     ]
     if problems:  # the file's own rules, so the command line cannot set what the file may not
         raise ConfigError(problems)
+    for flag, key in _TLS_FLAGS.items():
+        if getattr(args, flag, None):
+            changes[key] = getattr(args, flag)
     if getattr(args, "log_level", None):
         changes["log_level"] = args.log_level
     if getattr(args, "log_format", None):
@@ -78,10 +82,20 @@ def settings_of(args: argparse.Namespace) -> Settings:
             for key, origin in settings.origins.items()
         }
         settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, **changes), origins=origins)
-    problems = auth_problems(settings.auth) + callable_problems(settings)
+    problems = (
+        auth_problems(settings.auth) + tls_problems(settings.gateway, _tls_flags(args)) + callable_problems(settings)
+    )
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+_TLS_FLAGS = {"ssl_certfile": "tls_certfile", "ssl_keyfile": "tls_keyfile"}  # serve's flag -> [gateway] key
+
+
+def _tls_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The TLS keys given on the command line, by the flag's name (for their problems)."""
+    return {key: "--" + flag.replace("_", "-") for flag, key in _TLS_FLAGS.items() if getattr(args, flag, None)}
 
 
 def check_functions(settings: Settings) -> None:

@@ -21,10 +21,11 @@ def add_parser(sub: Any) -> None:
     s = sub.add_parser(
         "serve",
         help="run the gateway",
-        description="Run the gateway. Clients connect to ws://HOST:PORT/socket/websocket. Without "
-        "--config it serves the embedded default: 127.0.0.1:4000 with the demo service. "
-        "GENAPI_* environment variables (GENAPI_PORT, GENAPI_JWT_SECRET, ...) override the file "
-        "and the command line overrides both; the file's string values may name ${VAR}.",
+        description="Run the gateway. Clients connect to ws://HOST:PORT/socket/websocket (wss:// with "
+        "--ssl-certfile and --ssl-keyfile). Without --config it serves the embedded default: "
+        "127.0.0.1:4000 with the demo service. GENAPI_* environment variables (GENAPI_PORT, "
+        "GENAPI_JWT_SECRET, ...) override the file and the command line overrides both; the file's "
+        "string values may name ${VAR}.",
     )
     s.add_argument(
         "--config",
@@ -70,6 +71,16 @@ def add_parser(sub: Any) -> None:
         choices=["text", "json"],
         help="text: `time LEVEL event key=value ...` lines; json: one object per line "
         "(overrides [gateway] log_format; default text)",
+    )
+    s.add_argument(
+        "--ssl-certfile",
+        metavar="FILE",
+        help="serve wss:// with this PEM certificate chain (with --ssl-keyfile; overrides [gateway] tls_certfile)",
+    )
+    s.add_argument(
+        "--ssl-keyfile",
+        metavar="FILE",
+        help="the certificate's unencrypted PEM private key (with --ssl-certfile; overrides [gateway] tls_keyfile)",
     )
     add_app_dir(s)
     s.set_defaults(run=run)
@@ -117,8 +128,9 @@ def serve(settings: Settings) -> int:
         raise ConfigError(f"cannot listen on {gw.host}:{gw.port}: {exc.strerror}") from None
     port = sock.getsockname()[1]
     settings = msgspec.structs.replace(settings, gateway=msgspec.structs.replace(gw, port=port))
+    scheme = "wss" if gw.tls_certfile else "ws"
     banner = (
-        f"genapi listening on ws://{gw.host}:{port}{gw.path.rstrip('/')}/websocket "
+        f"genapi listening on {scheme}://{gw.host}:{port}{gw.path.rstrip('/')}/websocket "
         f"(workers={workers}, pid={os.getpid()})"
     )
     control = control_socket(settings)

@@ -24,7 +24,7 @@ class Handshake(asyncio.Protocol):
 
     def __init__(self, ws: WSProtocol, http: Any = None) -> None:
         self.ws = ws
-        self.http = http  # async (path) -> (status, content type, body): /health, /ready, /metrics
+        self.http = http  # async (path, authorization) -> (status, content type, body): /health, /ready, /metrics
         self.buf = b""
         self.draining = False
         self.transport: Any = None
@@ -45,9 +45,9 @@ class Handshake(asyncio.Protocol):
         if end < 0 or end >= HEAD_LIMIT:
             self._refuse()
             return
-        if self.http is not None and (path := _plain_get(buf[:end])) is not None:
+        if self.http is not None and (get := _plain_get(buf[:end])) is not None:
             self.draining = True
-            task = asyncio.ensure_future(self._answer(path))
+            task = asyncio.ensure_future(self._answer(*get))
             _answering.add(task)
             task.add_done_callback(_answering.discard)
             return
@@ -61,17 +61,18 @@ class Handshake(asyncio.Protocol):
             ws.buffer_updated(n)
             view = view[n:]
 
-    async def _answer(self, path: str) -> None:
+    async def _answer(self, path: str, authorization: str | None) -> None:
         """A plain HTTP GET of /health, /ready or /metrics (load balancers, probes, Prometheus)."""
         try:
-            status, ctype, body = await self.http(path)
+            status, ctype, body = await self.http(path, authorization)
         except Exception:
             log.error("http_endpoint_failed", path=path, exc_info=True)
             status, ctype, body = 500, "text/plain", b"internal error\n"
-        reason = {200: "OK", 503: "Service Unavailable"}.get(status, "Internal Server Error")
+        reason = {200: "OK", 401: "Unauthorized", 503: "Service Unavailable"}.get(status, "Internal Server Error")
+        challenge = b'WWW-Authenticate: Bearer realm="genapi"\r\n' if status == 401 else b""
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode(), ctype.encode(), len(body), body)
+            b"HTTP/1.1 %d %s\r\nConnection: close\r\n%sContent-Type: %s\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode(), challenge, ctype.encode(), len(body), body)
         )
         self.transport.close()
 
@@ -84,7 +85,8 @@ class Handshake(asyncio.Protocol):
         )
         # read and drop what the client still sends, so closing does not reset the answer away
         self.draining = True
-        self.transport.write_eof()
+        if self.transport.can_write_eof():  # not over TLS: there the close itself ends the answer
+            self.transport.write_eof()
         asyncio.get_running_loop().call_later(2.0, self.transport.close)
 
     def eof_received(self) -> bool:
@@ -100,11 +102,18 @@ HTTP_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _answering: set[asyncio.Future[None]] = set()  # plain HTTP answers under way (a reference each)
 
 
-def _plain_get(head: bytes) -> str | None:
-    """The path of a plain (not upgrade) `GET /health|/ready|/metrics`, else None."""
+def _plain_get(head: bytes) -> tuple[str, str | None] | None:
+    """The path of a plain (not upgrade) `GET /health|/ready|/metrics` and its (first)
+    Authorization header's value, else None."""
     line, _, rest = head.partition(b"\r\n")
     parts = line.split(b" ")
     if len(parts) != 3 or parts[0] != b"GET" or b"upgrade:" in rest.lower():
         return None
     path = parts[1].split(b"?", 1)[0].decode("latin-1")
-    return path if path in HTTP_PATHS else None
+    if path not in HTTP_PATHS:
+        return None
+    for header in rest.split(b"\r\n"):
+        name, sep, value = header.partition(b":")
+        if sep and name.strip().lower() == b"authorization":
+            return path, value.strip().decode("latin-1")
+    return path, None

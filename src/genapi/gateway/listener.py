@@ -8,6 +8,7 @@ import errno
 import os
 import resource
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in pic
 from genapi import log
 from genapi.errors import AT_CONNECTION_LIMIT
 from genapi.gateway.handshake import Handshake
+from genapi.gateway.tls import HANDSHAKE_TIMEOUT_S
 
 
 def raise_fd_limit() -> int:
@@ -61,10 +63,17 @@ class Listener:
     PAUSE = 0.5
     BATCH = 256  # accepts per readiness event, so one burst cannot hold up the loop
 
-    def __init__(self, sock: socket.socket, protocol: Callable[[str | None], WSProtocol], http: Any = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol: Callable[[str | None], WSProtocol],
+        http: Any = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.sock = sock
         self.protocol = protocol
         self.http = http
+        self.tls = tls  # built-in TLS: each accepted socket is wrapped (the handshake first)
         self.loop = asyncio.get_running_loop()
         self.reserve: int | None = _reserve()
         self.paused: asyncio.TimerHandle | None = None
@@ -97,9 +106,19 @@ class Listener:
 
     async def _serve(self, conn: socket.socket, peer: str | None) -> None:
         try:
-            await aiofastnet.connect_accepted_socket(self.loop, lambda: Handshake(self.protocol(peer), self.http), conn)
+            await aiofastnet.connect_accepted_socket(
+                self.loop,
+                lambda: Handshake(self.protocol(peer), self.http),
+                conn,
+                ssl=self.tls,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if self.tls is not None else None,
+            )
         except Exception as exc:
             conn.close()
+            if self.tls is not None and isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):
+                # a client speaking plain ws:// or HTTP to the TLS port, or one that gave up: its fault
+                log.info("tls_handshake_failed", peer=peer, error=f"{type(exc).__name__}: {exc}")
+                return
             log.warning("accept_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _at_limit(self, exc: OSError) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from genapi.engine.relay import MemoryAuthority
 from genapi.gateway.auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
 from genapi.gateway.listener import Listener, listening_socket, raise_fd_limit, reuseport_socket
 from genapi.gateway.phoenix import origin_checker, serializer_for, topic_matcher
+from genapi.gateway.tls import server_context
 from genapi.host import metrics, pipe
 from genapi.host.link import MasterLink
 from genapi.host.ratelimit import RateLimits, limits_wanted, table_path
@@ -103,11 +105,17 @@ class Gateway:
         """Channel joins accepted (for /metrics)."""
         return self.conns.joins
 
-    async def http(self, path: str) -> tuple[int, str, bytes]:
+    async def http(self, path: str, authorization: str | None = None) -> tuple[int, str, bytes]:
         """/health: this worker answers; /ready: every worker up and on the current config
-        generation (503 otherwise); /metrics: the whole host's, in the Prometheus text format."""
+        generation (503 otherwise); /metrics: the whole host's, in the Prometheus text format.
+        With `[gateway] metrics_token`, /ready and /metrics answer 401 unless `authorization` is
+        `Bearer <that token>` (compared in constant time); /health (liveness) stays open."""
         if path == "/health":
             return 200, "text/plain", b"ok\n"
+        token = self.settings.gateway.metrics_token
+        if token is not None and not bearer_matches(authorization, token):
+            log.warning("http_unauthorized", path=path, authorization="wrong" if authorization else "missing")
+            return 401, "text/plain", b"unauthorized: send Authorization: Bearer <[gateway] metrics_token>\n"
         assert self.host is not None  # the listener serves these only once started
         if path == "/ready":
             ready = await self.host.ready()
@@ -199,7 +207,10 @@ class Gateway:
         self.host = host
         if sock is None:
             sock = listening_socket(gw.host, gw.port)
-        self.server = Listener(sock, self.protocol, self.http)
+        tls = None
+        if gw.tls_certfile is not None and gw.tls_keyfile is not None:  # checked at start (tls_problems)
+            tls = server_context(gw.tls_certfile, gw.tls_keyfile)
+        self.server = Listener(sock, self.protocol, self.http, tls)
         self.server.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._idle_sweeper())  # keep a reference
 
@@ -247,6 +258,15 @@ class Gateway:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort("shutdown")
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """`Authorization: Bearer <token>` (the scheme in any case), compared in constant time."""
+    if authorization is None:
+        return False
+    scheme, _, credentials = authorization.strip().partition(" ")
+    given = credentials.strip().encode("latin-1", "replace")
+    return hmac.compare_digest(given, token.encode()) and scheme.lower() == "bearer"
 
 
 CLOSE_BATCH = 100  # clients closed at once when a worker stops
