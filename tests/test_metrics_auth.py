@@ -76,3 +76,14 @@ def test_a_weak_token_is_refused_by_check(tmp_path) -> None:
     )
     assert proc.returncode == 2
     assert "[gateway] key metrics_token: must be 16 to 256 printable ASCII characters" in proc.stderr, proc.stderr
+
+
+def test_the_token_from_the_environment() -> None:
+    """GENAPI_METRICS_TOKEN sets the token over the file (one worker, a config without one)."""
+    gw = GatewayProcess(PID_CONFIG, env={"GENAPI_METRICS_TOKEN": TOKEN})
+    try:
+        assert get(gw, "/metrics")[0] == 401
+        assert get(gw, "/metrics", f"Bearer {TOKEN}")[0] == 200
+        assert get(gw, "/health")[0] == 200
+    finally:
+        assert gw.stop() == 0
