@@ -29,6 +29,7 @@ class Peer(asyncio.Protocol):
     def lost(self, reason: str) -> None: ...
 
 MAX_UNAUTHENTICATED: int
+HTTP_METHODS: tuple[bytes, ...]
 
 class Gate:
     limit: int
