@@ -127,7 +127,8 @@ def test_a_node_given_the_websocket_port_says_which_port_to_give(gw):
 
 def test_http_on_the_control_port_is_logged_once_with_a_hint(gw):
     """A WebSocket client (an upgrade GET) on the control port: one warning for the connection,
-    naming the port it belongs on; the connection is closed."""
+    naming the port it belongs on; the peer is told the same (an RPC ERROR frame, as any peer
+    sending what is not genapi RPC is) and the connection closed."""
     before = gw.read_stderr().count("rpc_port_got_http")
     host, port = gw.control.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as s:
@@ -136,8 +137,13 @@ def test_http_on_the_control_port_is_logged_once_with_a_hint(gw):
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
         s.sendall(b"more bytes after the request\r\n")
-        while s.recv(4096):  # the gateway closes it
+        said = b""
+        try:
+            while chunk := s.recv(4096):  # the gateway says why in RPC, and closes it
+                said += chunk
+        except ConnectionResetError:
             pass
+    assert b"an HTTP request on a genapi RPC port" in said and b"WebSocket port" in said, said
     logged = lambda: gw.read_stderr().count("rpc_port_got_http") > before  # noqa: E731
     assert wait_until(logged, timeout=30), gw.read_stderr()
     lines = [x for x in gw.read_stderr().splitlines() if "rpc_port_got_http" in x]

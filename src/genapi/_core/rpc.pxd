@@ -69,6 +69,7 @@ cdef class ClientPeer(Peer):
     cdef bytes _cnonce
     cdef readonly str server_name
     cdef public list corked              # client connections corked while a read batch is answered
+    cdef object _greeting                # the timer of the greeting sent when no HELLO came
 
     cdef _refused(self, str text, str code=*)
     cpdef long long call(self, str target, list args, object timeout_ms, Sink sink, bint stream=*,

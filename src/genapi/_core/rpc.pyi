@@ -30,6 +30,7 @@ class Peer(asyncio.Protocol):
 
 MAX_UNAUTHENTICATED: int
 HTTP_METHODS: tuple[bytes, ...]
+RPC_NOT_HTTP: str
 
 class Gate:
     limit: int

@@ -41,7 +41,10 @@ cdef str PROTOCOL = vocab.PROTOCOL
 cdef Py_ssize_t MAX_FRAME_BYTES = 64 * 1024 * 1024  # once the peer proved the secret
 cdef Py_ssize_t PREAUTH_FRAME_BYTES = 4096  # before: HELLO, AUTH and WELCOME are under 200 bytes
 cdef double HANDSHAKE_TIMEOUT = 3.0
+cdef double GREET_AFTER = 1.0  # a client that has no HELLO by then speaks first (ClientPeer._greet)
 # how an HTTP request starts (a WebSocket upgrade is a GET): what a genapi RPC port refuses by name
+RPC_NOT_HTTP = ("this port speaks genapi RPC (service nodes, genapi admin); WebSocket clients connect to "
+                "the gateway's WebSocket port (ws://HOST:PORT/socket/websocket), not its control port")
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"PRI * ")
 MAX_UNAUTHENTICATED = 64  # connections of one listener that have not proved the secret yet
 cdef double SWEEP_S = 0.01
@@ -301,14 +304,10 @@ cdef class ServerPeer(Peer):
         such clients belong, and closed."""
         if not head.startswith(HTTP_METHODS):
             return False
-        self.closed = True
         log.warning("rpc_port_got_http", peer=self.peername, listener=self.name,
-                    request=head.split(b" ", 1)[0].decode("latin-1"),
-                    hint="this port speaks genapi RPC (service nodes, genapi admin); WebSocket clients "
-                         "connect to the gateway's WebSocket port (ws://HOST:PORT/socket/websocket), "
-                         "not its control port")
-        if self.transport is not None:
-            self.transport.close()
+                    request=head.split(b" ", 1)[0].decode("latin-1"), hint=RPC_NOT_HTTP)
+        self.send([ERROR, 0, PROTOCOL, f"an HTTP request on a genapi RPC port: {RPC_NOT_HTTP}"])
+        self.close()
         return True
 
     cdef _handshake(self, list frame):
@@ -387,12 +386,22 @@ cdef class ClientPeer(Peer):
         self._cnonce = b""
         self.server_name = ""
         self.corked = None
+        self._greeting = None
 
     def connection_made(self, transport):
         Peer.connection_made(self, transport)
-        # the client speaks first, so a server that is not genapi RPC answers at once (the
-        # gateway's WebSocket port answers HTTP 400 naming the control port): no silent wait
-        self.send([HELLO, b"", self.secret is not None, self.name])
+        self._greeting = self._loop.call_later(GREET_AFTER, self._greet)
+
+    def _greet(self):
+        """No HELLO yet: a genapi server sends it on accept, so this is likely not one (an HTTP
+        server waits for a request). The client speaks, so such a server answers now (the
+        gateway's WebSocket port answers HTTP 400 naming the control port) instead of the
+        connection waiting out its timeout in silence. A genapi server takes the greeting
+        (once, before AUTH); it is only sent late, so servers that predate it never see it
+        from a peer that got their HELLO."""
+        self._greeting = None
+        if not self._nonce and not self.closed:
+            self.send([HELLO, b"", self.secret is not None, self.name])
 
     def data_received(self, data):
         """Answers what one read brought; the client connections answered leave corked, one
@@ -411,6 +420,9 @@ cdef class ClientPeer(Peer):
         if kind == ERROR:
             return self._refused(frame[3])
         if kind == HELLO and not self._nonce:
+            if self._greeting is not None:
+                self._greeting.cancel()
+                self._greeting = None
             nonce, secured = frame[1], frame[2]
             self.server_name = str(frame[3]) if len(frame) > 3 else ""
             if type(nonce) is not bytes or len(nonce) != 32:
@@ -473,6 +485,9 @@ cdef class ClientPeer(Peer):
 
     cpdef lost(self, str reason):
         cdef Sink sink
+        if self._greeting is not None:
+            self._greeting.cancel()
+            self._greeting = None
         if not self.welcome.done():
             self.welcome.set_exception(RpcError(LOST, reason))
             self.welcome.exception()  # retrieved: nobody may be waiting any more

@@ -7,8 +7,9 @@ node's listener (calls) or the gateway's control port (pushes); the client side 
 calling a node, or a node pushing to a gateway.
 
     HELLO   server → client  [0, nonce, secured, name]          first frame of every connection
-            client → server  [0, b"", secured, name]            the client's greeting, at once: a server
-                                                                that is not genapi RPC answers it now
+            client → server  [0, b"", secured, name]            the client's greeting, only when no HELLO
+                                                                came within 1 s: a server that is not
+                                                                genapi RPC (HTTP) answers it at once
     AUTH    client → server  [1, proof, cnonce]                 proof = HMAC(secret, "client" nonce cnonce)
     WELCOME server → client  [2, proof]                         proof = HMAC(secret, "server" nonce cnonce)
     CALL    client → server  [3, id, target, args, timeout_ms, stream]
