@@ -163,8 +163,10 @@ def test_disable_enable_delete_reach_every_worker(two: GatewayProcess, capsys: p
     assert victim not in restarted
     assert {e for got in restarted.values() for e in got} == {"disabled function: pid version 0.0.0"}
 
+    shown = admin(capsys, two.control, "functions", "show", "w.pid")
+    assert shown.startswith("w.pid unversioned (disabled)\n"), shown  # the user's words, not "-" or "0.0.0"
     out = admin(capsys, two.control, "functions", "enable", "w.pid")
-    assert out.startswith("enabled w.pid (version -): config generation") and "served by 2 workers" in out
+    assert out.startswith("enabled w.pid (unversioned): config generation") and "served by 2 workers" in out
     on = every_worker(two, "pid")
     assert all(got == [pid] * len(got) for pid, got in on.items())
 
@@ -174,7 +176,7 @@ def test_disable_enable_delete_reach_every_worker(two: GatewayProcess, capsys: p
     assert {e for got in gone.values() for e in got} == {"unsupported function: pid version 0.0.0"}
     assert [f["request_type"] for f in admin_json(capsys, two.control, "functions") if f["service"] == "w"] == ["who"]
     err = admin(capsys, two.control, "functions", "delete", "w.pid", code=2)
-    assert "no function w.pid" in err
+    assert err.strip() == "genapi admin functions delete: no function w.pid to delete", err  # no "$fn_delete"
 
 
 def test_pushed_and_nodes_over_the_workers(two: GatewayProcess, capsys: pytest.CaptureFixture[str]) -> None:

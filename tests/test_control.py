@@ -79,7 +79,7 @@ def test_gateway_and_registry_verbs(gw: GatewayProcess) -> None:
     assert next(f for f in ask(gw, lambda c: c.functions()) if f["request_type"] == "pid")["disabled"] is False
     with pytest.raises(rpc.RpcError) as exc:
         ask(gw, lambda c: c.fn_delete("w", "nope"))
-    assert exc.value.code == rpc.REFUSED and exc.value.text == "$fn_delete: no function w.nope"
+    assert exc.value.code == rpc.REFUSED and exc.value.text == "no function w.nope to delete"
 
 
 def test_relay_verb(gw: GatewayProcess) -> None:

@@ -848,22 +848,29 @@ def test_a_map_value_that_is_no_uuid_is_refused_by_the_node_naming_the_argument(
 
 def test_a_parameter_that_needs_no_conversion_has_no_converter():
     """Converters are computed once, when the node builds its host: only the parameters whose
-    annotation holds a UUID or datetime have one, so the others cost nothing per call."""
+    annotation holds a UUID or datetime, or is an int (a float with a fraction refused), have
+    one, so the others cost nothing per call."""
     from support import argsapp
 
     got = {fn.__name__: [(i, p) for i, _wire, _convert, p in converters(fn)] for fn in argsapp.svc.functions.values()}
-    assert got["kinds"] == [(0, "id"), (1, "at"), (8, "ids")]
+    assert got["kinds"] == [(0, "id"), (1, "at"), (3, "n"), (8, "ids"), (13, "maybe"), (14, "limit")]
     assert got["info"] == [(0, "id")]  # not request_info
     # a union of containers arrives as either: its converter takes every value but None
     assert [(i, w) for i, w, _c, _n in converters(argsapp.explicit)] == [(0, object), (1, str), (2, str)]
-    assert got["defaults"] == [(0, "id"), (1, "at"), (2, "ids"), (3, "stamps"), (4, "maybe"), (5, "gone")]
+    assert got["defaults"] == [(0, "id"), (1, "at"), (2, "ids"), (3, "stamps"), (4, "maybe"), (5, "gone"), (6, "n")]
 
 
 @pytest.mark.parametrize(
     ("annotation", "wire"),
     [
         ("str", None),
-        ("int | None", None),
+        ("int | None", float),
+        ("int", float),
+        ("float", None),
+        ("bool", None),
+        ("list[int]", list),
+        ("list[float]", None),
+        ("list[int | float]", None),
         ("list[str]", None),
         ("list[dict[str, Any]]", None),
         ("dict[str, int]", None),
@@ -883,3 +890,31 @@ def test_the_wire_type_a_converter_takes(annotation, wire):
     mod = declare(f"@svc.api\ndef f(x: {annotation}): return x\n")
     got = converters(mod.f)
     assert [w for _i, w, _c, _n in got] == ([] if wire is None else [wire])
+
+
+def test_an_int_parameter_refuses_a_fraction_as_the_gateway_refuses_a_wrong_type(args_node):
+    """The SDK maps `int` to the gateway's `num` (any number): the node refuses 2.5 for an int
+    parameter, and the client reads it as the gateway's own wrong-type error (shown without
+    detail_error too: it is about the request, not the node). A whole float is the int."""
+    gw, _ = args_node
+    wrong = call(gw, "whole", {"n": "two", "ns": []})  # the gateway's validator: the wording to match
+    assert wrong.error == 'Invalid argument: invalid argument type for "n", expected :num, got "two"'
+    got = calls(
+        gw,
+        ("whole", {"n": 2.5, "ns": []}),
+        ("whole", {"n": 2, "ns": [1, 2.25]}),
+        ("whole", {"n": 2, "ns": [], "maybe": -0.5}),
+        ("whole", {"n": 2.0, "ns": [1, 3.0], "maybe": 4.0}),
+        ("whole", {"n": 7, "ns": [], "maybe": None}),
+    )
+    assert got[0].error == (
+        'Invalid argument: invalid argument type for "n", expected :num (a whole number: the function takes an int), '
+        "got 2.5"
+    ), got[0]
+    assert got[1].error == (
+        'Invalid argument: invalid item in list_num argument "ns": expected a whole number (the function takes '
+        "list[int]), got 2.25 at index 1"
+    ), got[1]
+    assert got[2].error.startswith('Invalid argument: invalid argument type for "maybe", expected :num'), got[2]
+    assert got[3] == ["int:2", {"list": ["int:1", "int:3"]}, "int:4"]  # whole floats arrive as ints
+    assert got[4] == ["int:7", {"list": []}, "NoneType"]

@@ -135,3 +135,10 @@ def explicit(x: list[uuid.UUID] | dict[str, uuid.UUID] | None, day: datetime.dat
     """Explicit arg_types leave the annotations to the function: the node still rebuilds what
     they ask (a union of containers, a date sent as a string, a naive datetime)."""
     return [seen(x), seen(day), seen(at)]
+
+
+@svc.api
+def whole(n: int, ns: list[int], maybe: int | None = None) -> list:
+    """`int` parameters: the gateway checks only that each is a number (`num`); the node refuses
+    a fraction and passes a whole float as the int."""
+    return [seen(n), seen(ns), seen(maybe)]

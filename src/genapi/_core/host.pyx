@@ -19,6 +19,7 @@ import contextvars
 import msgspec
 
 from genapi import log
+from genapi.errors import ArgumentError
 from genapi.trace import CURRENT, valid as _valid_trace
 from genapi.loader import kind_of
 from genapi._core import vocab
@@ -37,6 +38,7 @@ from genapi._core.coro cimport PYGEN_RETURN, PyIter_Send
 cdef int _SYNC = SYNC, _ASYNC = ASYNC, _GEN = GEN, _ASYNCGEN = ASYNCGEN
 cdef int GEN_BURST = 64           # items a plain generator yields per thread job
 cdef str RAISED = vocab.RAISED
+cdef str INVALID = vocab.INVALID
 cdef str UNKNOWN = vocab.UNKNOWN
 cdef str PROTOCOL = vocab.PROTOCOL
 cdef str TIMEOUT = vocab.TIMEOUT
@@ -149,6 +151,8 @@ cdef class FunctionHost:
                             args[i] = convert(value)
                         except msgspec.ValidationError as exc:
                             return peer.error(cid, RAISED, f"ValidationError: argument {name!r}: {exc}")
+                        except ArgumentError as exc:  # the gateway tells the client, as its own validator's
+                            return peer.error(cid, INVALID, str(exc))
         self.calls += 1
         fn = d.fn
         if stream:

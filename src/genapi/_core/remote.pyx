@@ -14,7 +14,7 @@ import asyncio
 from time import monotonic
 
 from genapi import errors, log
-from genapi.errors import CallError, CallTimeout, RemoteFailure, RpcError, Unavailable
+from genapi.errors import ArgumentError, CallError, CallTimeout, RemoteFailure, RpcError, Unavailable
 from genapi.loader import load_callable
 from genapi.structs import Response, split_target
 from genapi._core import vocab
@@ -31,6 +31,7 @@ cdef double INF = float("inf")
 cdef double RESOLVE_TTL_S = 1.0  # how long a resolver's node list is reused
 cdef int CREDIT_EVERY = STREAM_WINDOW // 2
 cdef str RAISED = vocab.RAISED
+cdef str INVALID = vocab.INVALID
 cdef str TIMEOUT = vocab.TIMEOUT
 cdef str UNKNOWN = vocab.UNKNOWN
 
@@ -162,6 +163,8 @@ cdef class RemoteCallee(Callee):
         return Plan()
 
     cpdef failure(self, object request, object exc):
+        if isinstance(exc, ArgumentError):
+            return Response.fail(request.request_id, errors.invalid_argument(exc))
         if isinstance(exc, RemoteFailure):
             log.warning("remote_call_failed", request_id=request.request_id, function=self.name, error=exc.text)
             return Response.fail(request.request_id, errors.remote_failed(exc.text, self.detail_error))
@@ -292,6 +295,9 @@ cdef class RemoteCall(Sink):
         if code == RAISED:
             self._node_done(False)
             return self._end_error(RemoteFailure(text))
+        if code == INVALID:  # an argument the function's annotation refuses (an SDK int given 2.5)
+            self._node_done(False)
+            return self._end_error(ArgumentError(text))
         if code == TIMEOUT:
             self._node_done(True)
             return self._timed_out()

@@ -32,6 +32,7 @@ cdef class Peer:
     cdef object _write
 
     cdef _received(self, object data)
+    cdef bint _foreign(self, object head) except -1
     cpdef send(self, object frame)
     cpdef fail(self, str code, str text)
     cdef _handshake(self, list frame)
@@ -49,6 +50,7 @@ cdef class ServerPeer(Peer):
     cdef object _timer
     cdef Gate _gate
     cdef bint _gated
+    cdef bint _hailed
 
     cdef _ungate(self)
 
@@ -67,8 +69,9 @@ cdef class ClientPeer(Peer):
     cdef bytes _cnonce
     cdef readonly str server_name
     cdef public list corked              # client connections corked while a read batch is answered
+    cdef object _greeting                # the timer of the greeting sent when no HELLO came
 
-    cdef _refused(self, str text)
+    cdef _refused(self, str text, str code=*)
     cpdef long long call(self, str target, list args, object timeout_ms, Sink sink, bint stream=*,
                          object trace=*) except -1
     cpdef cancel(self, long long call_id)

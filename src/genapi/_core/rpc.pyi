@@ -29,6 +29,8 @@ class Peer(asyncio.Protocol):
     def lost(self, reason: str) -> None: ...
 
 MAX_UNAUTHENTICATED: int
+HTTP_METHODS: tuple[bytes, ...]
+RPC_NOT_HTTP: str
 
 class Gate:
     limit: int

@@ -17,6 +17,7 @@ from time import monotonic
 import msgspec
 
 from genapi import log
+from genapi.address import parse_address
 from genapi.errors import RpcError
 from genapi._core import vocab
 
@@ -40,6 +41,11 @@ cdef str PROTOCOL = vocab.PROTOCOL
 cdef Py_ssize_t MAX_FRAME_BYTES = 64 * 1024 * 1024  # once the peer proved the secret
 cdef Py_ssize_t PREAUTH_FRAME_BYTES = 4096  # before: HELLO, AUTH and WELCOME are under 200 bytes
 cdef double HANDSHAKE_TIMEOUT = 3.0
+cdef double GREET_AFTER = 1.0  # a client that has no HELLO by then speaks first (ClientPeer._greet)
+# how an HTTP request starts (a WebSocket upgrade is a GET): what a genapi RPC port refuses by name
+RPC_NOT_HTTP = ("this port speaks genapi RPC (service nodes, genapi admin); WebSocket clients connect to "
+                "the gateway's WebSocket port (ws://HOST:PORT/socket/websocket), not its control port")
+HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"PRI * ")
 MAX_UNAUTHENTICATED = 64  # connections of one listener that have not proved the secret yet
 cdef double SWEEP_S = 0.01
 
@@ -164,6 +170,8 @@ cdef class Peer:
                     return
         except (ValueError, TypeError, IndexError, _DecodeError) as exc:
             view = None
+            if not self.ready and pos == 0 and self._foreign(bytes(data[:8])):
+                return
             self.fail(PROTOCOL, f"malformed frame from {self.peername}: {exc}")
             return
         view = None
@@ -234,6 +242,11 @@ cdef class Peer:
         self.send([ERROR, 0, code, text])
         self.close()
 
+    cdef bint _foreign(self, object head) except -1:
+        """The first bytes of the connection are not genapi RPC: True when that was said and
+        the connection closed (a subclass knows what the peer is likely to be)."""
+        return False
+
     cdef _handshake(self, list frame):
         raise NotImplementedError
 
@@ -265,6 +278,7 @@ cdef class ServerPeer(Peer):
         self._timer = None
         self._gate = gate
         self._gated = False
+        self._hailed = False
 
     def connection_made(self, transport):
         Peer.connection_made(self, transport)
@@ -285,7 +299,21 @@ cdef class ServerPeer(Peer):
         if not self.ready:
             self.fail(AUTH_FAILED, f"no authentication within {HANDSHAKE_TIMEOUT:g} s")
 
+    cdef bint _foreign(self, object head) except -1:
+        """HTTP (a WebSocket client, a browser, curl) on a genapi RPC port: said once, with where
+        such clients belong, and closed."""
+        if not head.startswith(HTTP_METHODS):
+            return False
+        log.warning("rpc_port_got_http", peer=self.peername, listener=self.name,
+                    request=head.split(b" ", 1)[0].decode("latin-1"), hint=RPC_NOT_HTTP)
+        self.send([ERROR, 0, PROTOCOL, f"an HTTP request on a genapi RPC port: {RPC_NOT_HTTP}"])
+        self.close()
+        return True
+
     cdef _handshake(self, list frame):
+        if frame[0] == HELLO and not self._hailed:  # the client's greeting: once, before AUTH
+            self._hailed = True
+            return
         if frame[0] != AUTH or len(frame) < 3:
             return self.fail(AUTH_FAILED, "expected AUTH as the first frame")
         proof, cnonce = frame[1], frame[2]
@@ -358,6 +386,22 @@ cdef class ClientPeer(Peer):
         self._cnonce = b""
         self.server_name = ""
         self.corked = None
+        self._greeting = None
+
+    def connection_made(self, transport):
+        Peer.connection_made(self, transport)
+        self._greeting = self._loop.call_later(GREET_AFTER, self._greet)
+
+    def _greet(self):
+        """No HELLO yet: a genapi server sends it on accept, so this is likely not one (an HTTP
+        server waits for a request). The client speaks, so such a server answers now (the
+        gateway's WebSocket port answers HTTP 400 naming the control port) instead of the
+        connection waiting out its timeout in silence. A genapi server takes the greeting
+        (once, before AUTH); it is only sent late, so servers that predate it never see it
+        from a peer that got their HELLO."""
+        self._greeting = None
+        if not self._nonce and not self.closed:
+            self.send([HELLO, b"", self.secret is not None, self.name])
 
     def data_received(self, data):
         """Answers what one read brought; the client connections answered leave corked, one
@@ -376,6 +420,9 @@ cdef class ClientPeer(Peer):
         if kind == ERROR:
             return self._refused(frame[3])
         if kind == HELLO and not self._nonce:
+            if self._greeting is not None:
+                self._greeting.cancel()
+                self._greeting = None
             nonce, secured = frame[1], frame[2]
             self.server_name = str(frame[3]) if len(frame) > 3 else ""
             if type(nonce) is not bytes or len(nonce) != 32:
@@ -397,10 +444,18 @@ cdef class ClientPeer(Peer):
         else:
             self.fail(PROTOCOL, f"unexpected frame kind {kind!r} during the handshake")
 
-    cdef _refused(self, str text):
-        self.fail(AUTH_FAILED, text)
+    cdef bint _foreign(self, object head) except -1:
+        if not head.startswith(b"HTTP/"):
+            return False
+        self._refused(f"{self.address} answered in HTTP, not genapi RPC: is it the gateway's WebSocket "
+                      f"port? Give the gateway's control port ([gateway] control_port, default 4001)",
+                      PROTOCOL)
+        return True
+
+    cdef _refused(self, str text, str code=AUTH_FAILED):
+        self.fail(code, text)
         if not self.welcome.done():
-            self.welcome.set_exception(RpcError(AUTH_FAILED, text))
+            self.welcome.set_exception(RpcError(code, text))
 
     cdef frame(self, list frame):
         cdef Sink sink
@@ -430,6 +485,9 @@ cdef class ClientPeer(Peer):
 
     cpdef lost(self, str reason):
         cdef Sink sink
+        if self._greeting is not None:
+            self._greeting.cancel()
+            self._greeting = None
         if not self.welcome.done():
             self.welcome.set_exception(RpcError(LOST, reason))
             self.welcome.exception()  # retrieved: nobody may be waiting any more
@@ -484,11 +542,9 @@ cdef class ClientPeer(Peer):
 
 
 def split_address(str address):
-    """ "host:port" (or "[v6]:port") → (host, port); ValueError naming the address otherwise."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f'node address {address!r} must be "host:port"')
-    return host.strip("[]"), int(port)
+    """ "host:port" (or "[v6]:port") → (host, port); ValueError (genapi.address.AddressError)
+    naming the address, its problem and the expected form otherwise."""
+    return parse_address(address, "node address")
 
 
 async def connect(str address, secret, str name, double timeout_s=5.0):

@@ -41,3 +41,4 @@ LOST: str
 REFUSED: str
 AUTH_FAILED: str
 PROTOCOL: str
+INVALID: str

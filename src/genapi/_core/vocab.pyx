@@ -14,3 +14,4 @@ LOST = "lost"  # the connection closed before the answer
 REFUSED = "refused"  # a control request was refused (text: why)
 AUTH_FAILED = "auth"  # the handshake failed
 PROTOCOL = "protocol"  # a malformed frame
+INVALID = "invalid"  # the node refused an argument (text: what the client is told)

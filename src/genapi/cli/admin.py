@@ -169,6 +169,12 @@ def _pick(configs: list[dict[str, Any]], function: str, version: str | None) -> 
     ]
 
 
+def _version(version: str | None) -> str:
+    """A function's version in the user's words: "version 1.0.0", or "unversioned" (never the
+    reserved "0.0.0" a client may ask for, nor a dash)."""
+    return "unversioned" if version is None else f"version {version}"
+
+
 def _yes(flag: Any) -> str:
     return "-" if flag is None else ("yes" if flag else "no")
 
@@ -223,15 +229,15 @@ def render_functions(configs: list[dict[str, Any]]) -> str:
 
 
 def render_config(c: dict[str, Any]) -> str:
-    title = f"{c['service']}.{c['request_type']} version {c.get('version') or '-'}"
+    title = f"{c['service']}.{c['request_type']} {_version(c.get('version'))}"
     title += " (disabled)" if c.get("disabled") else ""
     width = max(len(k) for k in c)
     return title + "\n" + "\n".join(f"  {k.ljust(width)}  {json.dumps(v)}" for k, v in c.items())
 
 
 def render_change(a: dict[str, Any]) -> str:
-    versions = ", ".join(v or "-" for v in a["versions"])
-    text = f"{a['status']} {a['service']}.{a['request_type']} (version {versions})"
+    versions = ", ".join(_version(v) for v in a["versions"])
+    text = f"{a['status']} {a['service']}.{a['request_type']} ({versions})"
     if "generation" in a:
         text += f": config generation {a['generation']}, served by {_plural(a['workers'], 'worker')}"
         if a.get("missing"):

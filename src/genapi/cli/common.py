@@ -10,11 +10,15 @@ from typing import Any
 
 import msgspec
 
+from genapi.address import AddressError, parse_address
 from genapi.config import ConfigError, Port, Positive, Settings, Workers, auth_problems, load, tls_problems
 from genapi.request.signatures import callable_problems
 from genapi.schema import field_problem
 
 DEFAULT_CONTROL = "127.0.0.1:4001"
+
+# Every host:port flag a command takes, and how its examples read: (example port, an address to bind).
+ADDRESS_FLAGS = {"control": (4001, False), "gateway": (4001, False), "listen": (7001, True), "advertise": (7001, False)}
 
 
 def add_app_dir(cmd: argparse.ArgumentParser) -> None:
@@ -35,6 +39,19 @@ def add_control(cmd: argparse.ArgumentParser) -> None:
         help=f"the gateway's control port (default {DEFAULT_CONTROL})",
     )
     cmd.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def address_problem(args: argparse.Namespace) -> str | None:
+    """The first host:port flag of the command line that is not one (every command checks its
+    flags this way before it starts), with the problem and the expected form; None when all are."""
+    for flag, (port, listen) in ADDRESS_FLAGS.items():
+        given = getattr(args, flag, None)
+        for value in [given] if isinstance(given, str) else given or []:
+            try:
+                parse_address(value, f"--{flag}", port=port, listen=listen)
+            except AddressError as exc:
+                return str(exc)
+    return None
 
 
 def settings_of(args: argparse.Namespace) -> Settings:

@@ -9,7 +9,7 @@ import sys
 
 from genapi import __version__
 from genapi.cli import admin, apis, check, init, ratelimit, serve, service, token
-from genapi.cli.common import import_path
+from genapi.cli.common import address_problem, import_path
 
 COMMANDS = (serve, check, init, token, service, admin, ratelimit, apis)  # in the order `genapi --help` lists them
 
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.command is None:
         p.print_help()
+        return 2
+    problem = address_problem(args)
+    if problem is not None:  # one line, before anything starts: a node with a bad address never runs
+        print(f"genapi: error: {problem}", file=sys.stderr)
         return 2
     if getattr(args, "app_dir", None) is not None:
         import_path(args.app_dir)

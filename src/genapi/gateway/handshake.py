@@ -1,6 +1,7 @@
 """The first bytes of a new socket, read ahead of picows: an upgrade request's head over picows's
 16 KB limit is answered 431 (picows would drop it without a word), a plain GET of /health,
-/ready or /metrics is answered here, and anything else is handed to picows with the socket."""
+/ready or /metrics is answered here, genapi RPC (a node given this port for the control port) is
+refused in HTTP naming the control port, and anything else is handed to picows with the socket."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in pic
 from genapi import log
 from genapi.errors import headers_too_large
 
+RPC_HERE = (
+    "this is the gateway's WebSocket port; genapi RPC (a service node's --gateway, genapi admin "
+    "--control) goes to its control port ([gateway] control_port, default 4001)\n"
+)
 HEAD_LIMIT = 16 * 1024  # picows drops (without an answer) an upgrade request whose head reaches this
 
 
@@ -37,6 +42,9 @@ class Handshake(asyncio.Protocol):
         if self.draining:
             return
         buf = self.buf + data if self.buf else data
+        if buf[:1] == b"\x00":  # a genapi RPC frame's length: no HTTP request starts with NUL
+            self._refuse_rpc()
+            return
         end = buf.find(b"\r\n\r\n")
         if end < 0 and len(buf) < HEAD_LIMIT:
             self.buf = buf
@@ -87,6 +95,25 @@ class Handshake(asyncio.Protocol):
         self.draining = True
         if self.transport.can_write_eof():  # not over TLS: there the close itself ends the answer
             self.transport.write_eof()
+        asyncio.get_running_loop().call_later(2.0, self.transport.close)
+
+    def _refuse_rpc(self) -> None:
+        """A genapi RPC client (a service node's --gateway, `genapi admin --control`) on the
+        WebSocket port: said here once, and answered in HTTP, which the client reports with the
+        control port's name at once (instead of waiting for a HELLO that never comes)."""
+        peer = self.transport.get_extra_info("peername")
+        log.warning(
+            "websocket_port_got_rpc",
+            peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer),
+            hint=RPC_HERE.strip(),
+        )
+        body = RPC_HERE.encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.draining = True
+        self.transport.write_eof()
         asyncio.get_running_loop().call_later(2.0, self.transport.close)
 
     def eof_received(self) -> bool:

@@ -91,7 +91,10 @@ class ConfigSync:
         changed or not, until it is enabled (or deleted) by hand: an operator's switch is not
         undone by a node's routine re-push."""
         if version is not None and not isinstance(version, str):
-            raise Refused(f"$fn_{op}: version must be a string or null, got {version!r}")
+            raise Refused(
+                f"cannot {op} {service}.{request_type}: version must be a string or null "
+                f"(every version), got {version!r}"
+            )
         registry = self.functions.registry
         versions = [
             cfg.version for cfg in registry.list() if cfg.service == service and cfg.request_type == request_type
@@ -100,7 +103,7 @@ class ConfigSync:
             versions = [v for v in versions if v == version]
         if not versions:
             which = f"{service}.{request_type}" + (f" version {version}" if version is not None else "")
-            raise Refused(f"$fn_{op}: no function {which}")
+            raise Refused(f"no function {which} to {op}")
         for v in versions:
             key = (service, request_type, v)
             if op == "disable":
@@ -214,7 +217,8 @@ class ConfigSync:
             problems += [f"{label}: {p}" for p in self._not_allowed(cfg)]
             ident = (cfg.request_type, cfg.version)
             if ident in seen:
-                problems.append(f"{label}: duplicate function {cfg.request_type} version {cfg.version}")
+                which = f"version {cfg.version}" if cfg.version is not None else "unversioned"
+                problems.append(f"{label}: duplicate function {cfg.request_type} ({which})")
             seen.add(ident)
             configs.append(cfg)
         if problems:

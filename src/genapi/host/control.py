@@ -307,23 +307,23 @@ class ControlPlane:
         """[the whole [rate_limiter] config]."""
         limits = self._limits()
         limits.update(args[0])
-        return self._limits_changed(peer, "$rl_update", limits)
+        return self._limits_changed(peer, "update", limits)
 
     def _rl_global_add(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
         """[{"key", "max_requests", "window_ms"}]."""
         limits = self._limits()
         limits.add_global(args[0])
-        return self._limits_changed(peer, "$rl_global_add", limits)
+        return self._limits_changed(peer, "add-global", limits)
 
     def _rl_global_remove(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
         """[key]."""
         limits = self._limits()
         limits.remove_global(str(args[0]))
-        return self._limits_changed(peer, "$rl_global_remove", limits)
+        return self._limits_changed(peer, "remove-global", limits)
 
     def _limits_changed(self, peer: rpc.ServerPeer, target: str, limits: RateLimitStore) -> Any:
         """A rate-limit change is answered once every worker has it."""
-        log.warning("rate_limits_changed", by=peer.peername, request=target)
+        log.warning("rate_limits_changed", by=peer.peername, change=target)
         if self.on_limits is None:
             return {"config": limits.config()}
         return self._announce_limits(limits.config())

@@ -9,6 +9,7 @@ import asyncio
 import datetime
 import functools
 import inspect
+import json
 import os
 import types
 import typing
@@ -21,6 +22,8 @@ import msgspec
 from genapi import log
 from genapi._core.handoff import ThreadPool
 from genapi._core.host import FunctionHost
+from genapi.address import parse_address
+from genapi.errors import ArgumentError
 from genapi.host.control_client import ControlClient
 from genapi.nodes import rpc
 
@@ -81,6 +84,51 @@ def converter(annotation: Any) -> tuple[type, Callable[[Any], Any]] | None:
     return wire, functools.partial(msgspec.convert, type=annotation)
 
 
+def _whole(name: str, value: Any) -> int:
+    """A float for an `int` parameter: a whole one (2.0, as JSON clients send 2 from JavaScript,
+    where no number is an int) becomes the int; one with a fraction (2.5) is refused, in the
+    gateway's words for a wrong type. The gateway's `num` takes either (the SDK maps `int` to it)."""
+    if value.is_integer():
+        return int(value)
+    raise ArgumentError(
+        f"invalid argument type for {json.dumps(name)}, expected :num (a whole number: the function "
+        f"takes an int), got {value!r}"
+    )
+
+
+def _whole_items(name: str, value: list[Any]) -> list[Any]:
+    """The items of a `list[int]` parameter, each as `_whole` takes a float (an int stays)."""
+    if not any(type(v) is float for v in value):
+        return value
+    out = []
+    for i, v in enumerate(value):
+        if type(v) is float:
+            if not v.is_integer():
+                raise ArgumentError(
+                    f"invalid item in list_num argument {json.dumps(name)}: expected a whole number "
+                    f"(the function takes list[int]), got {v!r} at index {i}"
+                )
+            v = int(v)
+        out.append(v)
+    return out
+
+
+def int_converter(annotation: Any, name: str) -> tuple[type, Callable[[Any], Any]] | None:
+    """(wire, convert) for a parameter annotated `int`, `int | None`, `list[int]` or
+    `list[int] | None`: the gateway checks only that such a value is a number (`num`), so the
+    node refuses a fraction itself (the gateway tells the client, as for its own types)."""
+    if typing.get_origin(annotation) in _UNIONS:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) != 1:
+            return None
+        annotation = members[0]
+    if annotation is int:
+        return float, functools.partial(_whole, name)
+    if typing.get_origin(annotation) is list and typing.get_args(annotation) == (int,):
+        return list, functools.partial(_whole_items, name)
+    return None
+
+
 def converters(fn: Callable[..., Any]) -> list[Converter]:
     """The converters of `fn`'s parameters that need one, computed once when the node builds its
     host: a parameter that needs none costs nothing per call. An annotation that cannot be
@@ -95,7 +143,7 @@ def converters(fn: Callable[..., Any]) -> list[Converter]:
             annotation = typing.get_type_hints(holder, globalns=globalns)[p.name]
         except Exception:
             continue
-        found = converter(annotation)
+        found = converter(annotation) or int_converter(annotation, p.name)
         if found is not None:
             out.append((i, found[0], found[1], p.name))
     return out
@@ -123,8 +171,26 @@ async def push_forever(
                 await control.gone
                 log.warning("gateway_lost", gateway=gateway, note="will push again when it is back")
         except rpc.RpcError as exc:
-            level = log.error if exc.code in (rpc.REFUSED, rpc.AUTH_FAILED) else log.warning
-            level("config_push_failed", gateway=gateway, service=service.name, code=exc.code, error=exc.text)
+            level = log.error if exc.code in (rpc.REFUSED, rpc.AUTH_FAILED, rpc.PROTOCOL) else log.warning
+            level(
+                "config_push_failed",
+                gateway=gateway,
+                service=service.name,
+                code=exc.code,
+                error=exc.text,
+                retry_in_s=delay,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never a silent end: whatever it was is said, and the push retried
+            log.error(
+                "config_push_failed",
+                gateway=gateway,
+                service=service.name,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=delay,
+                exc_info=exc,
+            )
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
 
@@ -146,7 +212,11 @@ async def serve(
     import signal
 
     key = rpc.secret_from(secret)
-    host, port = rpc.split_address(listen) if not listen.endswith(":0") else (listen.rpartition(":")[0], 0)
+    host, port = parse_address(listen, "--listen", port=7001, listen=True)
+    for gateway in gateways:
+        parse_address(gateway, "--gateway")
+    if advertise is not None:
+        parse_address(advertise, "--advertise", port=7001)
     host = rpc.loopback_only(host, key, "service node")
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(log.loop_exception)

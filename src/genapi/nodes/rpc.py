@@ -7,6 +7,9 @@ node's listener (calls) or the gateway's control port (pushes); the client side 
 calling a node, or a node pushing to a gateway.
 
     HELLO   server → client  [0, nonce, secured, name]          first frame of every connection
+            client → server  [0, b"", secured, name]            the client's greeting, only when no HELLO
+                                                                came within 1 s: a server that is not
+                                                                genapi RPC (HTTP) answers it at once
     AUTH    client → server  [1, proof, cnonce]                 proof = HMAC(secret, "client" nonce cnonce)
     WELCOME server → client  [2, proof]                         proof = HMAC(secret, "server" nonce cnonce)
     CALL    client → server  [3, id, target, args, timeout_ms, stream]
@@ -42,6 +45,7 @@ from genapi._core.vocab import (
     END,
     ERROR,
     HELLO,
+    INVALID,
     LOST,
     PROTOCOL,
     RAISED,
@@ -64,6 +68,7 @@ __all__ = [
     "END",
     "ERROR",
     "HELLO",
+    "INVALID",
     "LOST",
     "PROTOCOL",
     "RAISED",
