@@ -107,7 +107,7 @@ def test_defaults_and_embedded_config():
         (FN + 'choose_node_mode = "fastest"', "key choose_node_mode: must be one of random, hash, round_robin"),
         (FN + "nodes2 = 1", "[[functions]] #1 (s.r) key nodes2: unknown key; did you mean nodes?"),
         (FN + "hook_timeout = 0", "key hook_timeout: must be a positive number of ms"),
-        (FN + FN, "[[functions]] #2 (s.r): duplicate function s.r version None"),
+        (FN + FN, "[[functions]] #2 (s.r): duplicate function s.r unversioned"),
     ],
 )
 def test_bad_config_is_refused_naming_table_and_key(text, needle):
@@ -126,7 +126,10 @@ def test_bad_config_is_refused_naming_table_and_key(text, needle):
             FN + 'arg_types = { a = "string", b = "num" }',
             '(s.r) key arg_orders: arg_orders is missing argument(s): ["a", "b"]',
         ),
-        (FN.replace('nodes = "local"', 'nodes = ["n1@host"]'), 'key nodes: node address "n1@host" must be "host:port"'),
+        (
+            FN.replace('nodes = "local"', 'nodes = ["n1@host"]'),
+            "key nodes: node address 'n1@host': an Erlang node name (name@host) was given; genapi's service nodes are Python processes",
+        ),
     ],
 )
 def test_serve_refuses_functions_it_cannot_bind(tmp_path, text, needle):
@@ -206,7 +209,7 @@ def test_every_problem_of_a_file_is_reported_in_one_run(tmp_path):
         '[auth] key jwt_algorithm: must be one of HS256, HS384, HS512, RS256, RS384, RS512, got "none"',
         "[[functions]] #1 (svc.a) key timeout2: unknown key; did you mean timeout?",
         "[[functions]] #2 (svc.b) key retry: must be a non-negative number, {same_node = N} or {all_nodes = N}, got -1",
-        "[[functions]] #3 (svc.b): duplicate function svc.b version None",
+        "[[functions]] #3 (svc.b): duplicate function svc.b unversioned",
     ]
     with pytest.raises(ConfigError) as e:
         parse(text, "bad.toml")

@@ -91,7 +91,7 @@ def test_the_gateway_connects_nodes_by_the_same_parser():
     from genapi.nodes import rpc
 
     assert rpc.split_address("[::1]:7001") == ("::1", 7001)
-    with pytest.raises(AddressError, match="node address 'n1@host': the port is missing"):
+    with pytest.raises(AddressError, match="node address 'n1@host': an Erlang node name"):
         rpc.split_address("n1@host")
 
 

@@ -69,6 +69,12 @@ def parse_address(
         if text.count(":") > 1:
             raise refuse("an IPv6 address needs brackets", f"[::1]:{port}")
         host, sep, number = text.rpartition(":")
+        if not sep and "@" in text:  # PhoenixGenApi's nodes are Erlang nodes, named name@host
+            raise refuse(
+                "an Erlang node name (name@host) was given; genapi's service nodes are Python processes, "
+                "each reached at the host:port it listens on",
+                f"{text.rpartition('@')[2] or '127.0.0.1'}:{port}",
+            )
         if not sep:
             raise refuse("the port is missing", f"{text}:{port}")
         if not host:

@@ -15,7 +15,7 @@ import msgspec
 
 from genapi.errors import ConfigError
 from genapi.schema import did_you_mean, field_problem, render, table_problems
-from genapi.structs import FUN_CONFIG_RULES, FunConfig, NonEmpty
+from genapi.structs import FUN_CONFIG_RULES, FunConfig, NonEmpty, address_problem, version_words
 
 # The rules of [gateway] and [auth], in their types (see schema.py for how they are worded).
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -523,11 +523,7 @@ def _check_origin_rule(value: bool | list[str]) -> str | None:
 
 
 def _addresses_rule(nodes: list[str]) -> str | None:
-    for node in nodes:
-        host, sep, port = node.rpartition(":")
-        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
-            return f'node address {render(node)} must be "host:port" (port 1-65535)'
-    return None
+    return next(filter(None, map(address_problem, nodes)), None)
 
 
 def _callback_rule(callback: str | None) -> str | None:
@@ -680,8 +676,9 @@ def parse(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
             numbers.append(i)
         if isinstance(raw, dict):  # a duplicate is one even when either entry has other problems
             ident = tuple(str(raw.get(key)) for key in ("service", "request_type", "version"))
+            version = None if raw.get("version") is None else str(raw["version"])
             if ident in seen:
-                problems.append(f"{label}: duplicate function {ident[0]}.{ident[1]} version {ident[2]}")
+                problems.append(f"{label}: duplicate function {ident[0]}.{ident[1]} {version_words(version)}")
             seen.add(ident)
     if relay is not None and relay.service is not None:  # the file's own entries of the same name win
         functions += [

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from genapi.address import AddressError, parse_address
 from genapi.schema import literal_values, render, table_problems
 
 TIMEOUT_MIN_MS = 100
@@ -242,16 +243,23 @@ def _nodes_rule(nodes: Any) -> str | None:
     if nodes == "local" or (isinstance(nodes, str) and _is_target(nodes) and not nodes.split(":")[1].isdigit()):
         return None
     if isinstance(nodes, list):
-        bad = [n for n in nodes if not _is_address(n)]
-        if not bad:
-            return None
-        return f'node address {render(bad[0])} must be "host:port" (port 1-65535)'
+        return next(filter(None, map(address_problem, nodes)), None)
     return f"{_NODES}, got {render(nodes)}"
 
 
-def _is_address(value: str) -> bool:
-    host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
+def version_words(version: str | None) -> str:
+    """A function's version in the user's words: "version 1.0.0", or "unversioned" (never the
+    reserved "0.0.0" a client may ask for, nor a dash)."""
+    return "unversioned" if version is None else f"version {version}"
+
+
+def address_problem(node: Any) -> str | None:
+    """A node address's problem in the words of `genapi.address` (the one parser), or None."""
+    try:
+        parse_address(node, "node address", port=7001)
+    except AddressError as exc:
+        return str(exc)
+    return None
 
 
 def _node_mode_rule(mode: Any) -> str | None:

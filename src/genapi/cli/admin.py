@@ -23,6 +23,7 @@ from genapi.cli.check import describe
 from genapi.cli.common import add_control
 from genapi.host.control_client import ControlClient
 from genapi.nodes import rpc
+from genapi.structs import version_words
 
 
 def add_parser(sub: Any) -> None:
@@ -169,12 +170,6 @@ def _pick(configs: list[dict[str, Any]], function: str, version: str | None) -> 
     ]
 
 
-def _version(version: str | None) -> str:
-    """A function's version in the user's words: "version 1.0.0", or "unversioned" (never the
-    reserved "0.0.0" a client may ask for, nor a dash)."""
-    return "unversioned" if version is None else f"version {version}"
-
-
 def _yes(flag: Any) -> str:
     return "-" if flag is None else ("yes" if flag else "no")
 
@@ -229,14 +224,14 @@ def render_functions(configs: list[dict[str, Any]]) -> str:
 
 
 def render_config(c: dict[str, Any]) -> str:
-    title = f"{c['service']}.{c['request_type']} {_version(c.get('version'))}"
+    title = f"{c['service']}.{c['request_type']} {version_words(c.get('version'))}"
     title += " (disabled)" if c.get("disabled") else ""
     width = max(len(k) for k in c)
     return title + "\n" + "\n".join(f"  {k.ljust(width)}  {json.dumps(v)}" for k, v in c.items())
 
 
 def render_change(a: dict[str, Any]) -> str:
-    versions = ", ".join(_version(v) for v in a["versions"])
+    versions = ", ".join(version_words(v) for v in a["versions"])
     text = f"{a['status']} {a['service']}.{a['request_type']} ({versions})"
     if "generation" in a:
         text += f": config generation {a['generation']}, served by {_plural(a['workers'], 'worker')}"
