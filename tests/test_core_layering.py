@@ -11,7 +11,15 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "genapi"
 CORE = SRC / "_core"
 
 # What `_core` may import from outside itself: modules that import nothing of genapi above `_core`.
-KERNEL = {"genapi.errors", "genapi.structs", "genapi.schema", "genapi.log", "genapi.trace", "genapi.loader"}
+KERNEL = {
+    "genapi.address",
+    "genapi.errors",
+    "genapi.structs",
+    "genapi.schema",
+    "genapi.log",
+    "genapi.trace",
+    "genapi.loader",
+}
 
 _FROM = re.compile(r"^\s*from\s+(genapi(?:\.\w+)*)\s+c?import\s+(\([^)]*\)|[\w ,]+)", re.M)
 _IMPORT = re.compile(r"^\s*c?import\s+(genapi(?:\.\w+)*)", re.M)
