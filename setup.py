@@ -59,7 +59,7 @@ class BuildExt(build_ext):
     def build_extensions(self) -> None:
         self._done = 0
         self._lock = threading.Lock()
-        say(f"compiling {len(self.extensions)} extension modules, {self.parallel} at a time")
+        say(f"building {len(self.extensions)} extension modules, {self.parallel} at a time")
         started = time.monotonic()
         super().build_extensions()
         say(f"extension modules done in {time.monotonic() - started:.0f} s")
