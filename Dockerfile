@@ -5,8 +5,10 @@
 #   docker run --rm -p 4000:4000 --shm-size=256m \
 #     -v "$PWD/gateway.toml:/etc/genapi/gateway.toml:ro" -e JWT_SECRET genapi
 #
-# The config is mounted, not baked in: it must listen on all addresses ([gateway] host = "0.0.0.0")
-# and port 4000 (what EXPOSE and the HEALTHCHECK below use).
+# The config is mounted, not baked in: it must listen on all addresses ([gateway] host = "0.0.0.0",
+# or `-e GENAPI_HOST=0.0.0.0`) and port 4000 (what EXPOSE and the HEALTHCHECK below use). Secrets
+# come from the environment: ${JWT_SECRET} in the file (as above), GENAPI_JWT_SECRET, or
+# GENAPI_JWT_SECRET_FILE=/run/secrets/... (README: "Secrets and the environment").
 #
 # /dev/shm: the workers share memory through files in /dev/shm/genapi-<uid>/: the registry
 # snapshot (about 0.5 KB per function, twice while a new generation is written) and, when
