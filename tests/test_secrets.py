@@ -16,7 +16,8 @@ import pytest
 from picows import WSError
 
 from genapi.client import Client
-from genapi.config import VALUE_MAX_BYTES, parse
+from genapi.config import parse
+from genapi.environment import VALUE_MAX_BYTES
 from genapi.errors import ConfigError
 from genapi.host.control_client import ControlClient
 from genapi.nodes import rpc

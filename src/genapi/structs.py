@@ -247,6 +247,16 @@ def _nodes_rule(nodes: Any) -> str | None:
     return f"{_NODES}, got {render(nodes)}"
 
 
+def function_label(i: int, raw: Any) -> str:
+    """`[[functions]] #i (service.request_type)`: how every problem of one entry is named."""
+    if isinstance(raw, FunConfig):
+        raw = {"service": raw.service, "request_type": raw.request_type}
+    label = f"[[functions]] #{i}"
+    if isinstance(raw, dict) and raw.get("service") and raw.get("request_type"):
+        label += f" ({raw['service']}.{raw['request_type']})"
+    return label
+
+
 def version_words(version: str | None) -> str:
     """A function's version in the user's words: "version 1.0.0", or "unversioned" (never the
     reserved "0.0.0" a client may ask for, nor a dash)."""

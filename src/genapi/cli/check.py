@@ -7,7 +7,8 @@ import argparse
 from typing import Any
 
 from genapi.cli.common import add_app_dir, check_functions, report, settings_of
-from genapi.config import DISCOVERY_TARGET, HMAC_MIN_BYTES, ConfigError, Settings
+from genapi.config import DISCOVERY_TARGET, ConfigError, Settings
+from genapi.environment import HMAC_MIN_BYTES
 from genapi.schema import render
 from genapi.structs import FunConfig, split_target
 

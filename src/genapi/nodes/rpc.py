@@ -97,9 +97,9 @@ __all__ = [
 
 def secret_from(configured: str | None) -> bytes | None:
     """The cluster secret: the configured one, else GENAPI_CLUSTER_SECRET, else the contents of
-    GENAPI_CLUSTER_SECRET_FILE, else none (`config.cluster_secret_from_env`: a gateway's config
+    GENAPI_CLUSTER_SECRET_FILE, else none (`environment.cluster_secret_from_env`: a gateway's config
     has folded these in already, by the same rules)."""
-    from genapi.config import cluster_secret_from_env
+    from genapi.environment import cluster_secret_from_env
 
     value = configured if configured else cluster_secret_from_env()
     return value.encode() if value else None

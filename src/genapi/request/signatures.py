@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from genapi.config import Settings, function_label
+from genapi.config import Settings
 from genapi.loader import load_callable
 from genapi.schema import render
-from genapi.structs import FunConfig, split_target
+from genapi.structs import FunConfig, function_label, split_target
 
 # What the gateway passes before a hook's extra args (hooks.py, permissions.py, auth.py).
 _HOOK_ARGS = {
