@@ -11,7 +11,7 @@ from typing import Any
 
 from genapi.cli.reload import MAX_FILES, changed, scan
 from genapi.client import Client
-from support.gateway_proc import GatewayProcess, children, wait_until
+from support.gateway_proc import GatewayProcess, children, pid_alive, wait_until
 
 CONFIG = """
 [auth]
@@ -81,7 +81,7 @@ def test_an_edited_module_is_served_a_syntax_error_waits_and_the_config_is_watch
         (child,) = children(gw.pid)
     finally:
         assert gw.stop() == 0  # SIGTERM to the supervisor: exit 0 ...
-    assert wait_until(lambda: not _alive(child), timeout=10)  # ... and the child stopped with it
+    assert wait_until(lambda: not pid_alive(child), timeout=10)  # ... and the child stopped with it
 
 
 def test_an_edit_in_the_same_second_and_of_the_same_size_and_sigint(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_an_edit_in_the_same_second_and_of_the_same_size_and_sigint(tmp_path: Pa
         (child,) = children(gw.pid)
     finally:
         assert gw.stop(signal.SIGINT) == 0
-    assert wait_until(lambda: not _alive(child), timeout=10)
+    assert wait_until(lambda: not pid_alive(child), timeout=10)
 
 
 def test_the_scan_watches_python_files_and_the_config_within_its_bounds(tmp_path: Path) -> None:
@@ -132,14 +132,3 @@ def test_the_scan_watches_python_files_and_the_config_within_its_bounds(tmp_path
         (many / f"m{i}.py").write_text("")
     files, cut = scan(str(many), None)
     assert cut and len(files) == MAX_FILES
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
-    except OSError:
-        return False

@@ -17,7 +17,7 @@ import pytest
 from genapi.client import Client
 from genapi.host.snapshot import default_path
 from support.configs import PID_CONFIG
-from support.gateway_proc import GatewayProcess, children, wait_until
+from support.gateway_proc import GatewayProcess, children, pid_alive, wait_until
 from support.node_proc import NodeProcess, control
 
 CONFIG = (
@@ -36,17 +36,6 @@ timeout = 10000
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def ready(gw: GatewayProcess) -> bool:
@@ -145,7 +134,7 @@ def test_sigterm_drains_in_flight_calls_and_leaves_nothing_behind() -> None:
     assert result.success and code == 1001
     assert gw.proc.wait(15) == 0
     assert not path.exists()
-    assert not any(alive(p) for p in workers)
+    assert not any(pid_alive(p) for p in workers)
 
 
 def test_the_masters_death_takes_the_workers_down_and_a_restart_replaces_its_segment() -> None:
@@ -154,7 +143,7 @@ def test_the_masters_death_takes_the_workers_down_and_a_restart_replaces_its_seg
     port = gw.port
     os.kill(gw.pid, signal.SIGKILL)
     gw.proc.wait(5)
-    assert wait_until(lambda: not any(alive(p) for p in workers), timeout=15)
+    assert wait_until(lambda: not any(pid_alive(p) for p in workers), timeout=15)
     path = Path(default_path("127.0.0.1", port))
     assert path.exists()  # the crashed master's segment
     again = GatewayProcess(CONFIG, extra_args=["--workers", "2", "--port", str(port)])
