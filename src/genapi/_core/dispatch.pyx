@@ -10,7 +10,9 @@ right here, inline: `Entry.admit`, `Entry.arguments`, then `callee.start`, which
 straight to the `Reply`. Every other request runs the general path (`pipeline.GeneralPath.run`,
 a Task), which calls the same steps of its Entry, in the same order, with the Task-only steps
 (hooks, the permission callback, retries) around them. The steps are the Entry's methods, so
-neither path calls into the other.
+neither path calls into the other. A request counted by a rate limit of `scope = "cluster"`
+takes the general path too: after `admit` it waits for that limit's check in Redis (batched
+per loop iteration), and a request with none pays one pointer test here.
 """
 from genapi import log
 from genapi.errors import (AUTH_REQUIRED, PERMISSION_DENIED, ArgumentError, DecodeError, Disabled, NotFound,
@@ -200,7 +202,8 @@ cdef class Dispatcher(Handler):
         cdef Connection conn = reply._conn
         conn.in_flight += 1
         reply.slot_taken()
-        if not entry.inline:
+        if not entry.inline or (self.limiter is not None and self.limiter.cluster is not None
+                                and self.limiter.clustered(request)):
             conn.spawn(reply, self.general(reply, request, entry))
             return
         refusal = entry.admit(request, conn.identity, self.limiter)

@@ -3,7 +3,11 @@
 each counts (user_id, device_id, ip_address or an argument), and one check-and-record per limit
 in the shared table. A request is counted only if every limit allows it: all of its limits are
 checked and recorded in one step (`check_many_h`), so a refusal by one records none. The refusal is the reference's
-text with `can_retry`; a table that fails answers per `fail_open`."""
+text with `can_retry`; a table that fails answers per `fail_open`.
+
+Limits of `scope = "cluster"` are not in the table: `cluster` (engine/cluster_limits.py) holds
+them, and a request they count (`clustered`) is sent down the general path, which awaits their
+batched check in Redis after this one."""
 from libc.math cimport ceil
 from libc.stdint cimport uint64_t
 
@@ -48,6 +52,15 @@ cdef class RequestLimiter:
         self.globals = []
         self.apis = {}
         self.hashes = {}
+        self.cluster = None
+
+    def set_cluster(self, cluster):
+        """The cluster limits now in force (None: none)."""
+        self.cluster = cluster
+
+    cpdef bint clustered(self, object request):
+        """Some cluster limit counts `request` (so it must wait for Redis's answer)."""
+        return self.cluster is not None and self.cluster.applies(request)
 
     def configure(self, bint enabled, bint fail_open, list global_rules, dict api_rules):
         self.globals = [Rule(*r) for r in global_rules]

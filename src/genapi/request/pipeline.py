@@ -1,7 +1,7 @@
 """The general path of a request, in PhoenixGenApi's order (reference/behavior.md §2):
 
-before hook → admit (rate limit → permission mode) → permission callback → dispatch on
-response_type → arguments → call with timeout and retry → after hook → push.
+before hook → admit (rate limit → permission mode) → [cluster rate limits] → permission callback
+→ dispatch on response_type → arguments → call with timeout and retry → after hook → push.
 
 The steps every request takes are compiled (`_core/dispatch.pyx`): identity, decode, lookup,
 the in-flight slot and, for functions that need no Task, the whole call inline. What needs a
@@ -81,7 +81,10 @@ class GeneralPath:
             if new_cfg is not entry.config:
                 entry = self.binder.bind(new_cfg)
             req = new_req
-        refusal = entry.admit(req, getattr(reply.conn, "identity", None), self.limiter)
+        identity = getattr(reply.conn, "identity", None)
+        refusal = entry.admit(req, identity, self.limiter)
+        if refusal is None and self.limiter is not None and self.limiter.cluster is not None:
+            refusal = await self._cluster_check(req, identity)
         if refusal is not None:
             await self._after(entry, req, refusal)
             return reply.answer(refusal)
@@ -117,6 +120,16 @@ class GeneralPath:
         else:
             log.error("response_type_unsupported", request_id=req.request_id, response_type=rtype)
             await self._refuse(reply, req, entry, errors.unsupported_response_type(rtype))
+
+    async def _cluster_check(self, req: Request, identity: Any) -> Response | None:
+        """The rate limits of `scope = "cluster"` (after the host's and the permission mode, in
+        `admit`): answered at once (refused locally, or Redis unreachable), or with this loop
+        iteration's batch (`engine/cluster_limits.py`)."""
+        assert self.limiter is not None
+        got = self.limiter.cluster.check(req, identity)
+        if got is None or type(got) is Response:
+            return got
+        return await got
 
     async def _refuse(self, reply: Reply, req: Request, entry: Entry, text: str) -> None:
         resp = Response.fail(req.request_id, text)
