@@ -46,8 +46,10 @@ def ping(port: int, timeout: float = 1.0) -> bool:
 class RedisProcess(ChildProcess):
     """A `redis-server` child on a loopback port (free, or `port`), persisting nothing."""
 
-    def __init__(self, port: int | None = None, start_timeout: float = 30.0) -> None:
+    def __init__(self, port: int | None = None, start_timeout: float = 30.0, cpu: int | None = None) -> None:
+        """`cpu`: pinned to that CPU (taskset), as the benchmarks pin their servers."""
         self.binary = redis_server()
+        self.cpu = cpu
         self.port = port or free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="genapi-redis-")
         self.url = f"redis://127.0.0.1:{self.port}"
@@ -59,6 +61,7 @@ class RedisProcess(ChildProcess):
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [
+                *(["taskset", "-c", str(self.cpu)] if self.cpu is not None else []),
                 self.binary,
                 "--port",
                 str(self.port),

@@ -19,10 +19,9 @@ cdef class RequestLimiter:
     cdef dict hashes                    # (key, value) -> the table's hash of "key:value"
     cdef readonly long long refused     # requests this worker refused (for /metrics)
     # the scope = "cluster" limits (engine/cluster_limits.py's ClusterLimiter), None without any:
-    # a request they count takes the general path, which awaits their check after `admit`
+    # `Entry.admit` checks them last
     cdef readonly object cluster
 
     cdef object _value(self, Rule rule, object request, object identity)
     cpdef object check(self, object request, object identity)
-    cpdef bint clustered(self, object request)
     cdef object _check(self, object request, object identity)

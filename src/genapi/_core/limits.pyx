@@ -6,8 +6,8 @@ checked and recorded in one step (`check_many_h`), so a refusal by one records n
 text with `can_retry`; a table that fails answers per `fail_open`.
 
 Limits of `scope = "cluster"` are not in the table: `cluster` (engine/cluster_limits.py) holds
-them, and a request they count (`clustered`) is sent down the general path, which awaits their
-batched check in Redis after this one."""
+them, and `Entry.admit` checks them after this check and the permission mode (batched in
+Redis)."""
 from libc.math cimport ceil
 from libc.stdint cimport uint64_t
 
@@ -57,10 +57,6 @@ cdef class RequestLimiter:
     def set_cluster(self, cluster):
         """The cluster limits now in force (None: none)."""
         self.cluster = cluster
-
-    cpdef bint clustered(self, object request):
-        """Some cluster limit counts `request` (so it must wait for Redis's answer)."""
-        return self.cluster is not None and self.cluster.applies(request)
 
     def configure(self, bint enabled, bint fail_open, list global_rules, dict api_rules):
         self.globals = [Rule(*r) for r in global_rules]

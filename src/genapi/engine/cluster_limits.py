@@ -22,7 +22,10 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Generator
 from typing import Any
+
+import msgspec
 
 from genapi import log
 from genapi.config import EngineSettings
@@ -30,53 +33,94 @@ from genapi.engine import redis as engine_redis
 from genapi.errors import RATE_LIMIT_UNAVAILABLE, rate_limited
 from genapi.structs import Response
 
+_pack = msgspec.msgpack.Encoder().encode
+MAX_IN_FLIGHT = 2  # script calls a worker has out at once (each on its own connection)
 RETRY_DOWN_S = 1.0  # after a failed call, checks are answered without Redis this long
 REFUSALS_MAX = 65536  # (limit, value) refusals remembered locally
 
 # Times are µs of Redis TIME (written with %.0f: Lua's own number format keeps 14 digits).
-# KEYS: the logs of the batch. ARGV: a member tag unique to the call, the number of checks, then
-# per check its number of limits k and k triples (KEYS index, max_requests, window_ms).
-# Returns per check two integers: the index of the refusing limit (-1: admitted and recorded in
-# every limit) and the retry-after in ms.
+# KEYS: the logs the batch touches. ARGV[1]: a member tag unique to the call; ARGV[2]: msgpack of
+# per key its max_requests and window_ms (flat); ARGV[3]: msgpack of the checks (flat: per check
+# its number of limits k, then the k KEYS indexes). Each log is trimmed and counted once per call
+# and its admissions added at the end in one ZADD (all at `now`): per check the script does table
+# work, not commands. Returns the refusals only, three integers each: the check's number (from
+# 1), the index of the refusing limit in it (from 0) and the retry-after in ms (from the entry
+# that must leave the window: one stored, or one admitted earlier in this call, at `now`); every
+# other check was admitted and recorded in every limit.
 CHECK = """
 local function s(x) return string.format('%.0f', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tag = ARGV[1]
-local n = tonumber(ARGV[2])
+local limits = cmsgpack.unpack(ARGV[2])
+local checks = cmsgpack.unpack(ARGV[3])
+local maxes, wins, used, stored, adds = {}, {}, {}, {}, {}
+for i = 1, #KEYS do
+  maxes[i] = limits[2 * i - 1]
+  wins[i] = limits[2 * i] * 1000
+end
 local out = {}
-local p = 3
-for c = 1, n do
-  local k = tonumber(ARGV[p])
-  p = p + 1
-  local base = p
+local p = 1
+local c = 0
+local last = #checks
+while p <= last do
+  c = c + 1
+  local k = checks[p]
   local refused, retry = -1, 0
-  for j = 0, k - 1 do
-    if refused < 0 then
-      local key = KEYS[tonumber(ARGV[p])]
-      local max = tonumber(ARGV[p + 1])
-      local win = tonumber(ARGV[p + 2]) * 1000
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', s(now - win))
-      local used = redis.call('ZCARD', key)
-      if used >= max then
-        local oldest = redis.call('ZRANGE', key, used - max, used - max, 'WITHSCORES')
-        refused = j
-        retry = math.ceil((tonumber(oldest[2]) + win - now) / 1000)
-        if retry < 1 then retry = 1 end
-      end
+  for j = 1, k do
+    local i = checks[p + j]
+    local u = used[i]
+    if u == nil then
+      redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', s(now - wins[i]))
+      u = redis.call('ZCARD', KEYS[i])
+      used[i] = u
+      stored[i] = u
     end
-    p = p + 3
+    if u >= maxes[i] then
+      local idx = u - maxes[i]
+      local score = now
+      if idx < stored[i] then
+        score = tonumber(redis.call('ZRANGE', KEYS[i], idx, idx, 'WITHSCORES')[2])
+      end
+      refused = j - 1
+      retry = math.ceil((score + wins[i] - now) / 1000)
+      if retry < 1 then retry = 1 end
+      break
+    end
   end
   if refused < 0 then
-    for j = 0, k - 1 do
-      local q = base + 3 * j
-      local key = KEYS[tonumber(ARGV[q])]
-      redis.call('ZADD', key, s(now), tag .. c)
-      redis.call('PEXPIRE', key, tonumber(ARGV[q + 2]))
+    for j = 1, k do
+      local i = checks[p + j]
+      used[i] = used[i] + 1
+      local a = adds[i]
+      if a == nil then
+        a = {}
+        adds[i] = a
+      end
+      a[#a + 1] = tag .. c
+    end
+  else
+    out[#out + 1] = c
+    out[#out + 1] = refused
+    out[#out + 1] = retry
+  end
+  p = p + k + 1
+end
+local score = s(now)
+for i, a in pairs(adds) do
+  local args = {}
+  for m = 1, #a do
+    args[#args + 1] = score
+    args[#args + 1] = a[m]
+    if #args >= 1000 then
+      redis.call('ZADD', KEYS[i], unpack(args))
+      args = {}
     end
   end
-  out[2 * c - 1] = refused
-  out[2 * c] = retry
+  if #args > 0 then
+    redis.call('ZADD', KEYS[i], unpack(args))
+  end
+  redis.call('PEXPIRE', KEYS[i], s(wins[i] / 1000))
 end
 return out
 """
@@ -107,7 +151,7 @@ class ClusterRule:
     """One cluster limit: its id (the host table's words, `host.ratelimit.limit_id`), the key it
     counts by, its max and window, and where it applies (None: every request)."""
 
-    __slots__ = ("api", "key", "limit_id", "max_requests", "window_ms")
+    __slots__ = ("api", "key", "limit_id", "max_requests", "prefix", "window_ms")
 
     def __init__(
         self, limit_id: int, key: str, max_requests: int, window_ms: int, api: tuple[str, str] | None = None
@@ -117,6 +161,7 @@ class ClusterRule:
         self.max_requests = max_requests
         self.window_ms = window_ms
         self.api = api
+        self.prefix = ""  # its logs' keys, but for the value (set by the limiter that holds it)
 
 
 def _value(rule: ClusterRule, request: Any, identity: Any) -> str | None:
@@ -130,6 +175,57 @@ def _value(rule: ClusterRule, request: Any, identity: Any) -> str | None:
     args = request.args
     value = args.get(key) if type(args) is dict else None
     return value if value is None or type(value) is str else str(value)
+
+
+Limit = tuple[str, ClusterRule, str]  # (the log's key, the limit, the value it counts)
+
+
+class Pending:
+    """One request's cluster check, waiting for its batch. The inline request path sets `then`,
+    called with (this, `corked`) once answered or cancelled (a list to append a connection it
+    corked to, which is uncorked once the whole batch is answered: the batch's answers go out
+    in one write per connection; None when cancelled); the general path awaits it. `answer`:
+    None (admitted) or the refusal Response."""
+
+    __slots__ = ("answer", "cancelled", "done", "future", "limits", "request", "then")
+
+    def __init__(self, limits: list[Limit], request: Any) -> None:
+        self.limits = limits
+        self.request = request
+        self.then: Any = None
+        self.future: asyncio.Future[Any] | None = None
+        self.answer: Response | None = None
+        self.done = False
+        self.cancelled = False
+
+    def __await__(self) -> Generator[Any, None, Response | None]:
+        if not self.done:
+            self.future = asyncio.get_running_loop().create_future()
+            yield from self.future
+        return self.answer
+
+    def settle(self, answer: Response | None, corked: list[Any]) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.answer = answer
+        if self.then is not None:
+            try:
+                self.then(self, corked)
+            except Exception:
+                log.error("cluster_limit_answer_crashed", exc_info=True, request_id=self.request.request_id)
+        elif self.future is not None and not self.future.done():
+            self.future.set_result(answer)
+
+    def cancel(self) -> None:
+        """Its topic was left or closed (the connection tracks it as a running call)."""
+        if self.done:
+            return
+        self.done = self.cancelled = True
+        if self.then is not None:
+            self.then(self, None)
+        elif self.future is not None:
+            self.future.cancel()
 
 
 class ClusterLimiter:
@@ -147,9 +243,9 @@ class ClusterLimiter:
         self.apis: dict[tuple[str, str], list[ClusterRule]] = {}
         self.redis: Any = None
         self.script: Any = None
-        self.pending: list[tuple[list[tuple[str, ClusterRule, str]], asyncio.Future[Any], Any]] = []
+        self.pending: list[Pending] = []
         self.scheduled = False
-        self.in_flight = False
+        self.in_flight = 0  # script calls out (at most MAX_IN_FLIGHT)
         self.refusals: dict[str, float] = {}  # log key -> monotonic time it admits again
         self.up = True
         self.retry_at = 0.0
@@ -169,6 +265,8 @@ class ClusterLimiter:
 
     # ------------------------------------------------------------------ configuration
     def configure(self, enabled: bool, fail_open: bool, rules: list[ClusterRule]) -> None:
+        for r in rules:
+            r.prefix = f"{self.prefix}{r.limit_id:x}:{r.key}:"
         self.globals = [r for r in rules if r.api is None]
         apis: dict[tuple[str, str], list[ClusterRule]] = {}
         for r in rules:
@@ -180,7 +278,8 @@ class ClusterLimiter:
         self.refusals.clear()  # a changed limit counts anew
 
     def key_of(self, rule: ClusterRule, value: str) -> str:
-        return f"{self.prefix}{rule.limit_id:x}:{rule.key}:{value}"
+        """The key of `value`'s log under `rule`: `<prefix>:rl:<limit id>:<key>:<value>`."""
+        return rule.prefix + value
 
     def _connect(self) -> None:
         if self.redis is None:
@@ -220,20 +319,17 @@ class ClusterLimiter:
                 self.refusals.pop(self.key_of(rule, value), None)
 
     # ------------------------------------------------------------------ the per-request check
-    def applies(self, request: Any) -> bool:
-        return self.enabled and bool(self.globals or self.apis.get((request.service, request.request_type)))
-
     def check(self, request: Any, identity: Any) -> Any:
         """None (no cluster limit counts this request), a refusal Response at once (refused
-        locally, or Redis unreachable and fail_open false), or a Future of None / the refusal,
-        answered with the loop iteration's batch."""
-        limits: list[tuple[str, ClusterRule, str]] = []
+        locally, or Redis unreachable and fail_open false), or a `Pending` answered with the
+        loop iteration's batch."""
+        limits: list[Limit] = []
         for rules in (self.globals, self.apis.get((request.service, request.request_type))):
             if rules:
                 for rule in rules:
                     value = _value(rule, request, identity)
                     if value is not None:
-                        limits.append((self.key_of(rule, value), rule, value))
+                        limits.append((rule.prefix + value, rule, value))
         if not limits:
             return None
         self.checks += 1
@@ -248,12 +344,12 @@ class ClusterLimiter:
                     del self.refusals[lkey]
         if not self.up and now < self.retry_at:
             return self._unavailable(request)
-        fut = asyncio.get_running_loop().create_future()
-        self.pending.append((limits, fut, request))
-        if not self.scheduled and not self.in_flight:
+        pending = Pending(limits, request)
+        self.pending.append(pending)
+        if not self.scheduled and self.in_flight < MAX_IN_FLIGHT:
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-        return fut
+        return pending
 
     def _refuse(self, request: Any, rule: ClusterRule, value: str, retry_ms: int) -> Response:
         self.refused += 1
@@ -277,53 +373,59 @@ class ClusterLimiter:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        self.in_flight = True
+        self.in_flight += 1
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[list[tuple[str, ClusterRule, str]], asyncio.Future[Any], Any]]) -> None:
+    async def _send(self, batch: list[Pending]) -> None:
+        corked: list[Any] = []
         try:
             self._connect()
             index: dict[str, int] = {}
             keys: list[str] = []
-            args: list[Any] = [f"{self._tag}{next(self._calls)}:", len(batch)]
-            for limits, _fut, _req in batch:
-                args.append(len(limits))
-                for lkey, rule, _value in limits:
+            limits_of: list[int] = []
+            checks: list[int] = []
+            for p in batch:
+                checks.append(len(p.limits))
+                for lkey, rule, _value in p.limits:
                     i = index.get(lkey)
                     if i is None:
                         keys.append(lkey)
                         i = index[lkey] = len(keys)
-                    args += (i, rule.max_requests, rule.window_ms)
+                        limits_of += (rule.max_requests, rule.window_ms)
+                    checks.append(i)
+            args = (f"{self._tag}{next(self._calls)}:", _pack(limits_of), _pack(checks))
             self.calls += 1
             try:
                 out = await self.script(keys=keys, args=args)
             except engine_redis.errors() as exc:
                 self._down(exc)
-                for _limits, fut, req in batch:
-                    if not fut.done():
-                        fut.set_result(self._unavailable(req))
+                for p in batch:
+                    if not p.done:
+                        p.settle(self._unavailable(p.request), corked)
                 return
             if not self.up:
                 self._back()
             now = time.monotonic()
-            for n, (limits, fut, req) in enumerate(batch):
-                refused, retry_ms = out[2 * n], out[2 * n + 1]
-                if refused < 0:
-                    answer = None
-                else:
-                    lkey, rule, value = limits[refused]
+            for r in range(0, len(out), 3):
+                p = batch[out[r] - 1]
+                lkey, rule, value = p.limits[out[r + 1]]
+                retry_ms = out[r + 2]
+                if len(self.refusals) >= REFUSALS_MAX:
+                    self.refusals = {k: t for k, t in self.refusals.items() if t > now}
                     if len(self.refusals) >= REFUSALS_MAX:
-                        self.refusals = {k: t for k, t in self.refusals.items() if t > now}
-                        if len(self.refusals) >= REFUSALS_MAX:
-                            self.refusals.clear()
-                    self.refusals[lkey] = now + retry_ms / 1000
-                    answer = self._refuse(req, rule, value, retry_ms)
-                if not fut.done():
-                    fut.set_result(answer)
+                        self.refusals.clear()
+                self.refusals[lkey] = now + retry_ms / 1000
+                if not p.done:
+                    p.settle(self._refuse(p.request, rule, value, retry_ms), corked)
+            for p in batch:  # the rest were admitted
+                if not p.done:
+                    p.settle(None, corked)
         finally:
-            self.in_flight = False
+            for conn in corked:
+                conn.uncork()
+            self.in_flight -= 1
             if self.pending and not self.scheduled:
                 self.scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)

@@ -1,7 +1,7 @@
 """The general path of a request, in PhoenixGenApi's order (reference/behavior.md §2):
 
-before hook → admit (rate limit → permission mode) → [cluster rate limits] → permission callback
-→ dispatch on response_type → arguments → call with timeout and retry → after hook → push.
+before hook → admit (rate limit → permission mode → cluster rate limits) → permission callback →
+dispatch on response_type → arguments → call with timeout and retry → after hook → push.
 
 The steps every request takes are compiled (`_core/dispatch.pyx`): identity, decode, lookup,
 the in-flight slot and, for functions that need no Task, the whole call inline. What needs a
@@ -22,6 +22,7 @@ from genapi._core.dispatch import Entry
 from genapi._core.handoff import ThreadPool
 from genapi._core.limits import RequestLimiter
 from genapi._core.reply import Reply
+from genapi.engine.cluster_limits import Pending
 from genapi.errors import ArgumentError, CallError, HookRejected
 from genapi.request import hooks, permissions
 from genapi.request.bind import Binder
@@ -81,10 +82,9 @@ class GeneralPath:
             if new_cfg is not entry.config:
                 entry = self.binder.bind(new_cfg)
             req = new_req
-        identity = getattr(reply.conn, "identity", None)
-        refusal = entry.admit(req, identity, self.limiter)
-        if refusal is None and self.limiter is not None and self.limiter.cluster is not None:
-            refusal = await self._cluster_check(req, identity)
+        refusal = entry.admit(req, getattr(reply.conn, "identity", None), self.limiter)
+        if isinstance(refusal, Pending):  # the cluster limits' batch answers it
+            refusal = await refusal
         if refusal is not None:
             await self._after(entry, req, refusal)
             return reply.answer(refusal)
@@ -120,16 +120,6 @@ class GeneralPath:
         else:
             log.error("response_type_unsupported", request_id=req.request_id, response_type=rtype)
             await self._refuse(reply, req, entry, errors.unsupported_response_type(rtype))
-
-    async def _cluster_check(self, req: Request, identity: Any) -> Response | None:
-        """The rate limits of `scope = "cluster"` (after the host's and the permission mode, in
-        `admit`): answered at once (refused locally, or Redis unreachable), or with this loop
-        iteration's batch (`engine/cluster_limits.py`)."""
-        assert self.limiter is not None
-        got = self.limiter.cluster.check(req, identity)
-        if got is None or type(got) is Response:
-            return got
-        return await got
 
     async def _refuse(self, reply: Reply, req: Request, entry: Entry, text: str) -> None:
         resp = Response.fail(req.request_id, text)
