@@ -63,6 +63,14 @@ scope = "cluster"
 
 [[rate_limiter.api_limits]]
 service = "w"
+request_type = "later"
+key = "user_id"
+max_requests = 2
+window_ms = 60000
+scope = "cluster"
+
+[[rate_limiter.api_limits]]
+service = "w"
 request_type = "tight"
 key = "user_id"
 max_requests = 3
@@ -129,7 +137,12 @@ def redis() -> Iterator[RedisProcess]:
 @pytest.fixture(scope="module")
 def hosts(redis: RedisProcess) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
     """Two gateway hosts with the same [engine]: A with two workers, B with one."""
-    config = CONFIG.format(secret=SECRET, url=redis.url, prefix=f"t{os.getpid()}", n=N) + echo("w") + echo("w", "tight")
+    config = (
+        CONFIG.format(secret=SECRET, url=redis.url, prefix=f"t{os.getpid()}", n=N)
+        + echo("w")
+        + echo("w", "tight")
+        + echo("w", "later", response_type="async")  # a Task's request: the general path
+    )
     a = GatewayProcess(config, extra_args=["--workers", "2"])
     try:
         b = GatewayProcess(config)
@@ -214,6 +227,14 @@ def test_a_cluster_limit_holds_exactly_across_two_hosts(hosts: tuple[GatewayProc
     rows = control(a.control, "$rl_status", ["user_id", "ada", "w", "echo"])
     assert [(r["scope"], r["used"], r["remaining"], r["max_requests"]) for r in rows] == [("cluster", N, 0, N)]
     assert 0 < rows[0]["resets_in_ms"] <= 60000
+
+
+def test_the_general_path_waits_for_the_cluster_check_too(hosts: tuple[GatewayProcess, GatewayProcess]) -> None:
+    """w.later answers async (a Task: the general path): 2 per user over both hosts, then refused."""
+    a, b = hosts
+    got = calls(b, "kim", 1, "later") + calls(a, "kim", 1, "later")
+    assert all(r.success and r.result == {"text": "x", "n": 1} for r in got), got
+    assert refused(calls(a, "kim", 1, "later")[0]) and refused(calls(b, "kim", 1, "later")[0])
 
 
 def test_a_refusal_records_nothing(hosts: tuple[GatewayProcess, GatewayProcess]) -> None:

@@ -5,8 +5,10 @@ One Lua script (`CHECK`) takes a batch of requests; for each it checks every clu
 applies and records in every one only if all admit (a refusal records nothing), answering the
 refusing limit and its retry-after (from the entry that must leave the window). Each worker
 sends one script call per loop iteration carrying every check pending in it (EVALSHA, loading
-the script on NOSCRIPT), and while one call is out the next iteration's checks wait for it,
-so a worker has at most one call in flight and never a round trip per request.
+the script on NOSCRIPT), with at most MAX_IN_FLIGHT calls out (the next iteration's checks wait
+for one to come back): never a round trip per request. The inline request path goes on from
+each check's callback, the batch's answers corked into one write per connection
+(`_core/dispatch.pyx`); the general path awaits the check (`Pending`).
 
 After a refusal the (limit, value) is refused here, without asking Redis, until its retry-after
 (exact: a full log can only age, and nothing else frees it but a reset, which every worker hears
