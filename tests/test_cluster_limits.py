@@ -72,16 +72,16 @@ scope = "cluster"
 [[rate_limiter.api_limits]]
 service = "w"
 request_type = "tight"
-key = "user_id"
-max_requests = 3
+key = "text"
+max_requests = 5
 window_ms = 60000
 scope = "cluster"
 
 [[rate_limiter.api_limits]]
 service = "w"
 request_type = "tight"
-key = "text"
-max_requests = 5
+key = "user_id"
+max_requests = 3
 window_ms = 60000
 scope = "cluster"
 """
@@ -238,8 +238,9 @@ def test_the_general_path_waits_for_the_cluster_check_too(hosts: tuple[GatewayPr
 
 
 def test_a_refusal_records_nothing(hosts: tuple[GatewayProcess, GatewayProcess]) -> None:
-    """w.tight counts per user (3) and per text (5): calls refused by the user's limit are not
-    counted under the text's, so another user still gets the text's 2 remaining, not fewer."""
+    """w.tight counts per text (5), then per user (3): calls admitted by the text's limit and
+    refused by the user's are not counted under the text's, so another user still gets the
+    text's 2 remaining, not fewer."""
     a, b = hosts
     assert all(r.success for r in calls(a, "cyd", 3, "tight", "shared"))
     over = calls(b, "cyd", 4, "tight", "shared") + calls(a, "cyd", 2, "tight", "shared")
