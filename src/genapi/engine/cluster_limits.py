@@ -514,9 +514,12 @@ class ClusterLimiter:
         }
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            self._listener = None
+        """Stops listening and sending; the connections closed."""
+        tasks = [*self._tasks, *([self._listener] if self._listener is not None else [])]
+        self._listener = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None

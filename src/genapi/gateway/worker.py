@@ -343,7 +343,7 @@ async def serve(
     if link is not None:
         link.close()
     if limits is not None:
-        limits.close(owner=lone)
+        await limits.aclose(owner=lone)
     if probe is not None:
         await probe.close()
 

@@ -167,7 +167,7 @@ class Master:
         finally:
             self.snapshots.close()
             if self.limits is not None:
-                self.limits.close(owner=True)
+                await self.limits.aclose(owner=True)
             if self.probe is not None:
                 await self.probe.close()
         return 0

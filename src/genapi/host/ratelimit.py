@@ -16,7 +16,6 @@ the control verbs (status, reset) act on both.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
@@ -239,10 +238,10 @@ class RateLimits(RateLimitStore):
         self.table.close()
         if owner:
             unlink(path)
+        self._limiter.set_cluster(None)
+
+    async def aclose(self, owner: bool = False) -> None:
+        """`close`, and the cluster limits' connections closed."""
+        self.close(owner)
         if self.cluster is not None:
-            cluster, self.cluster = self.cluster, None
-            self._limiter.set_cluster(None)
-            try:
-                asyncio.get_running_loop().create_task(cluster.close())
-            except RuntimeError:  # no loop: nothing was ever connected from one
-                pass
+            await self.cluster.close()
