@@ -116,6 +116,13 @@ def test_a_bad_engine_is_refused_naming_the_key(text: str, problem: str) -> None
     assert problem in str(e.value)
 
 
+def test_the_redis_engine_without_redis_py_is_refused_saying_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if redis-py were not installed
+    with pytest.raises(ConfigError) as e:
+        parse('[engine]\ntype = "redis"\nurl = "redis://10.0.0.5:6379"\n', "t.toml")
+    assert '[engine] key type: "redis" needs redis-py: pip install "genapi[redis]"' in str(e.value)
+
+
 def test_the_engine_defaults_to_memory_and_takes_each_url_form() -> None:
     assert parse("").engine.type == "memory"
     for url in ("redis://10.0.0.5:6379/0", "rediss://:pw@redis.example:6380", "unix:///run/redis/redis.sock"):

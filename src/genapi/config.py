@@ -4,6 +4,7 @@ problem. `genapi check` and `genapi serve` both go through parse(), so they refu
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from importlib import resources
@@ -183,11 +184,20 @@ def _engine_url_rule(url: str | None) -> str | None:
     return f"must be {ENGINE_URL_FORMS}, got {render(url)}"
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _engine_problems(engine: EngineSettings | None, limiter: RateLimiterSettings | None) -> list[str]:
     """type = "redis" needs a url; a cluster-scope limit needs the redis engine."""
     problems = []
     if engine is not None and engine.type == "redis" and engine.url is None:
         problems.append(f'[engine] key url: type = "redis" needs the server\'s url, {ENGINE_URL_FORMS}')
+    if engine is not None and engine.type == "redis" and not _importable("redis"):
+        problems.append('[engine] key type: "redis" needs redis-py: pip install "genapi[redis]"')
     if limiter is not None and (engine is None or engine.type != "redis"):
         for lim in [*limiter.global_limits, *limiter.api_limits]:
             if lim.scope == "cluster":
