@@ -71,6 +71,36 @@ scope = "cluster"
 
 [[rate_limiter.api_limits]]
 service = "w"
+request_type = "both"
+key = "user_id"
+max_requests = 4
+window_ms = 60000
+
+[[rate_limiter.api_limits]]
+service = "w"
+request_type = "both"
+key = "user_id"
+max_requests = 2
+window_ms = 60000
+scope = "cluster"
+
+[[rate_limiter.api_limits]]
+service = "w"
+request_type = "race"
+key = "user_id"
+max_requests = 1
+window_ms = 60000
+
+[[rate_limiter.api_limits]]
+service = "w"
+request_type = "race"
+key = "user_id"
+max_requests = 5
+window_ms = 60000
+scope = "cluster"
+
+[[rate_limiter.api_limits]]
+service = "w"
 request_type = "tight"
 key = "text"
 max_requests = 5
@@ -149,6 +179,8 @@ def hosts(redis: RedisProcess) -> Iterator[tuple[GatewayProcess, GatewayProcess]
         + echo("w")
         + echo("w", "tight")
         + echo("w", "later", response_type="async")  # a Task's request: the general path
+        + echo("w", "both")
+        + echo("w", "race")
     )
     a = GatewayProcess(config, extra_args=["--workers", "2"])
     try:
@@ -256,6 +288,50 @@ def test_a_refusal_records_nothing(hosts: tuple[GatewayProcess, GatewayProcess])
     more = calls(b, "dee", 1, "tight", "shared") + calls(a, "dee", 2, "tight", "shared")
     assert [r.success for r in more] == [True, True, False]
     assert refused(more[2])
+
+
+def test_a_refusal_by_a_cluster_limit_records_nothing_in_a_host_limit(
+    hosts: tuple[GatewayProcess, GatewayProcess],
+) -> None:
+    """w.both: 4 per user on each host, 2 over both hosts. The cluster limit refuses the 3rd
+    call on; the host limit, checked first, has counted only the 2 admitted."""
+    _a, b = hosts
+    assert all(r.success for r in calls(b, "lee", 2, "both"))
+    over = calls(b, "lee", 3, "both")
+    assert all(refused(r) for r in over), [r.error for r in over]
+    rows = control(b.control, "$rl_status", ["user_id", "lee", "w", "both"])
+    assert [(r.get("scope", "host"), r["used"]) for r in rows] == [("host", 2), ("cluster", 2)]
+
+
+def test_a_host_refusal_after_the_cluster_admitted_takes_the_cluster_records_back(
+    hosts: tuple[GatewayProcess, GatewayProcess],
+) -> None:
+    """w.race: 1 per user on the host, 5 over both. Calls sent at once on one connection are all
+    admitted by the host's look (nothing recorded yet) and by the cluster; the host then records
+    one and refuses the others, whose cluster records are taken back: the cluster counts 1."""
+    _a, b = hosts
+
+    async def at_once(n: int) -> list[Any]:
+        client = await Client.connect(b.url, token=token("max"))
+        try:
+            await client.join("api:t")
+            return await asyncio.gather(
+                *(client.call("w", "race", {"text": "x"}, topic="api:t", raise_on_error=False) for _ in range(n))
+            )
+        finally:
+            await client.close()
+
+    got = asyncio.run(at_once(4))
+    assert sum(r.success for r in got) == 1 and all(refused(r) for r in got if not r.success), got
+
+    def cluster_used() -> int:
+        rows = control(b.control, "$rl_status", ["user_id", "max", "w", "race"])
+        return int(next(r["used"] for r in rows if r.get("scope") == "cluster"))
+
+    # taken back in the worker's next script call (it sends one for them alone)
+    assert wait_until(lambda: cluster_used() == 1, timeout=30), cluster_used()
+    rows = control(b.control, "$rl_status", ["user_id", "max", "w", "race"])
+    assert [(r.get("scope", "host"), r["used"]) for r in rows] == [("host", 1), ("cluster", 1)]
 
 
 def test_reset_on_one_host_clears_the_user_on_both(hosts: tuple[GatewayProcess, GatewayProcess]) -> None:

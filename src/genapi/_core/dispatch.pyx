@@ -72,14 +72,19 @@ cdef class Entry:
         None to go on, or (a request some cluster limit counts) a `Pending` (awaitable) of either,
         answered with this loop iteration's batch of checks in Redis. With a permission
         callback the mode is not checked: the general path awaits the callback next."""
-        if limiter is not None and limiter.enabled:
-            refusal = limiter.check(request, identity)
-            if refusal is not None:
-                return refusal
+        cdef object cluster = None
+        if limiter is not None:
+            cluster = limiter.cluster
+            if limiter.enabled:
+                # with cluster limits to ask, the host's are only looked at now: the cluster
+                # check records them once it admits (all or nothing across both scopes)
+                refusal = limiter.check(request, identity, cluster is None)
+                if refusal is not None:
+                    return refusal
         if self.permission is None and not permitted_by_mode(self, request):
             return Response.fail(request.request_id, PERMISSION_DENIED)
-        if limiter is not None and limiter.cluster is not None:
-            return limiter.cluster.check(request, identity)
+        if cluster is not None:
+            return cluster.check(request, identity, limiter if limiter.enabled else None)
         return None
 
     cpdef list arguments(self, object request, object stream=None):

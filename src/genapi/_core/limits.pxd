@@ -23,5 +23,5 @@ cdef class RequestLimiter:
     cdef readonly object cluster
 
     cdef object _value(self, Rule rule, object request, object identity)
-    cpdef object check(self, object request, object identity)
-    cdef object _check(self, object request, object identity)
+    cpdef object check(self, object request, object identity, bint record=*)
+    cdef object _check(self, object request, object identity, bint record)

@@ -7,7 +7,8 @@ text with `can_retry`; a table that fails answers per `fail_open`.
 
 Limits of `scope = "cluster"` are not in the table: `cluster` (engine/cluster_limits.py) holds
 them, and `Entry.admit` checks them after this check and the permission mode (batched in
-Redis)."""
+Redis). A request some of them count is first only looked at here (`record` false) and recorded
+here once they admit it, so a refusal by either scope records in neither."""
 from libc.math cimport ceil
 from libc.stdint cimport uint64_t
 
@@ -74,16 +75,17 @@ cdef class RequestLimiter:
         value = request.args.get(rule.key) if type(request.args) is dict else None
         return value if value is None or type(value) is str else str(value)
 
-    cpdef object check(self, object request, object identity):
-        """None to go on, or the refusal Response."""
+    cpdef object check(self, object request, object identity, bint record=True):
+        """None to go on, or the refusal Response. `record` false: the verdict only, nothing
+        recorded (a request whose cluster limits are asked next is recorded here once they admit)."""
         if not self.enabled:
             return None
         cdef double t0
         try:
             if _stats.on_check is None:
-                return self._check(request, identity)
+                return self._check(request, identity, record)
             t0 = _now()
-            out = self._check(request, identity)
+            out = self._check(request, identity, record)
             _stats.on_check(request, out, _now() - t0)
             return out
         except Exception as exc:
@@ -93,7 +95,7 @@ cdef class RequestLimiter:
                 return None
             return Response.fail(request.request_id, RATE_LIMIT_UNAVAILABLE, True)
 
-    cdef object _check(self, object request, object identity):
+    cdef object _check(self, object request, object identity, bint record):
         cdef uint64_t hashes[MAX_LIMITS]
         cdef uint64_t ids[MAX_LIMITS]
         cdef uint64_t maxes[MAX_LIMITS]
@@ -130,7 +132,7 @@ cdef class RequestLimiter:
         if n == 0:
             return None
         # one request under every limit that applies: recorded only if all of them admit it
-        r = self.table.check_many_h(hashes, ids, maxes, windows, n, now_ms(), &refused)
+        r = self.table.check_many_h(hashes, ids, maxes, windows, n, now_ms(), &refused, record)
         if r >= 0:
             return None
         rule, value = counted[refused]

@@ -43,12 +43,14 @@ REFUSALS_MAX = 65536  # (limit, value) refusals remembered locally
 # Times are µs of Redis TIME (written with %.0f: Lua's own number format keeps 14 digits).
 # KEYS: the logs the batch touches. ARGV[1]: a member tag unique to the call; ARGV[2]: msgpack of
 # per key its max_requests and window_ms (flat); ARGV[3]: msgpack of the checks (flat: per check
-# its number of limits k, then the k KEYS indexes). Each log is trimmed and counted once per call
-# and its admissions added at the end in one ZADD (all at `now`): per check the script does table
-# work, not commands. Returns the refusals only, three integers each: the check's number (from
-# 1), the index of the refusing limit in it (from 0) and the retry-after in ms (from the entry
-# that must leave the window: one stored, or one admitted earlier in this call, at `now`); every
-# other check was admitted and recorded in every limit.
+# its number of limits k, then the k KEYS indexes); ARGV[4]: msgpack of admissions to forget first
+# (flat: KEYS index, member), those of requests a host limit refused after the cluster admitted.
+# Each log is trimmed and counted once per call and its admissions added at the end in one ZADD
+# (all at `now`): per check the script does table work, not commands. Returns the refusals only,
+# three integers each: the check's number (from 1), the index of the refusing limit in it (from
+# 0) and the retry-after in ms (from the entry that must leave the window: one stored, or one
+# admitted earlier in this call, at `now`); every other check was admitted and recorded in every
+# limit.
 CHECK = """
 local function s(x) return string.format('%.0f', x) end
 local t = redis.call('TIME')
@@ -56,6 +58,10 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tag = ARGV[1]
 local limits = cmsgpack.unpack(ARGV[2])
 local checks = cmsgpack.unpack(ARGV[3])
+local forget = cmsgpack.unpack(ARGV[4])
+for f = 1, #forget, 2 do
+  redis.call('ZREM', KEYS[forget[f]], forget[f + 1])
+end
 local maxes, wins, used, stored, adds = {}, {}, {}, {}, {}
 for i = 1, #KEYS do
   maxes[i] = limits[2 * i - 1]
@@ -189,11 +195,13 @@ class Pending:
     in one write per connection; None when cancelled); the general path awaits it. `answer`:
     None (admitted) or the refusal Response."""
 
-    __slots__ = ("answer", "cancelled", "done", "future", "limits", "request", "then")
+    __slots__ = ("answer", "cancelled", "done", "future", "host", "identity", "limits", "request", "then")
 
-    def __init__(self, limits: list[Limit], request: Any) -> None:
+    def __init__(self, limits: list[Limit], request: Any, identity: Any, host: Any) -> None:
         self.limits = limits
         self.request = request
+        self.identity = identity
+        self.host = host  # the host's RequestLimiter, to record in once the cluster admits (None: none)
         self.then: Any = None
         self.future: asyncio.Future[Any] | None = None
         self.answer: Response | None = None
@@ -246,6 +254,7 @@ class ClusterLimiter:
         self.redis: Any = None
         self.script: Any = None
         self.pending: list[Pending] = []
+        self.forget: list[tuple[str, ClusterRule, str]] = []  # admissions to take back (log key, limit, member)
         self.scheduled = False
         self.in_flight = 0  # script calls out (at most MAX_IN_FLIGHT)
         self.refusals: dict[str, float] = {}  # log key -> monotonic time it admits again
@@ -321,10 +330,13 @@ class ClusterLimiter:
                 self.refusals.pop(self.key_of(rule, value), None)
 
     # ------------------------------------------------------------------ the per-request check
-    def check(self, request: Any, identity: Any) -> Any:
-        """None (no cluster limit counts this request), a refusal Response at once (refused
-        locally, or Redis unreachable and fail_open false), or a `Pending` answered with the
-        loop iteration's batch."""
+    def check(self, request: Any, identity: Any, host: Any = None) -> Any:
+        """None (admitted: no cluster limit counts this request, or Redis is unreachable and
+        fail_open true), a refusal Response at once (refused locally, or Redis unreachable and
+        fail_open false), or a `Pending` answered with the loop iteration's batch. `host`: the
+        host's RequestLimiter whose limits admitted the request without recording it; they are
+        recorded once the cluster limits admit it (and if they refuse it then, which another
+        worker's admission in between can cause, the cluster's records are forgotten again)."""
         limits: list[Limit] = []
         for rules in (self.globals, self.apis.get((request.service, request.request_type))):
             if rules:
@@ -333,7 +345,7 @@ class ClusterLimiter:
                     if value is not None:
                         limits.append((rule.prefix + value, rule, value))
         if not limits:
-            return None
+            return host.check(request, identity, True) if host is not None else None
         self.checks += 1
         now = time.monotonic()
         if self.refusals:
@@ -345,8 +357,8 @@ class ClusterLimiter:
                         return self._refuse(request, rule, value, math.ceil((until - now) * 1000))
                     del self.refusals[lkey]
         if not self.up and now < self.retry_at:
-            return self._unavailable(request)
-        pending = Pending(limits, request)
+            return self._unavailable(request, identity, host)
+        pending = Pending(limits, request, identity, host)
         self.pending.append(pending)
         if not self.scheduled and self.in_flight < MAX_IN_FLIGHT:
             self.scheduled = True
@@ -366,13 +378,15 @@ class ClusterLimiter:
         )
         return Response.fail(request.request_id, rate_limited(math.ceil(retry_ms / 1000)), True)
 
-    def _unavailable(self, request: Any) -> Response | None:
+    def _unavailable(self, request: Any, identity: Any, host: Any) -> Response | None:
         self.unavailable += 1
-        return None if self.fail_open else Response.fail(request.request_id, RATE_LIMIT_UNAVAILABLE, True)
+        if not self.fail_open:
+            return Response.fail(request.request_id, RATE_LIMIT_UNAVAILABLE, True)
+        return host.check(request, identity, True) if host is not None else None
 
     def _flush(self) -> None:
         self.scheduled = False
-        if not self.pending:
+        if not self.pending and not self.forget:
             return
         batch, self.pending = self.pending, []
         self.in_flight += 1
@@ -388,6 +402,15 @@ class ClusterLimiter:
             keys: list[str] = []
             limits_of: list[int] = []
             checks: list[int] = []
+            forget: list[Any] = []
+            forgets, self.forget = self.forget, []
+            for lkey, rule, member in forgets:
+                i = index.get(lkey)
+                if i is None:
+                    keys.append(lkey)
+                    i = index[lkey] = len(keys)
+                    limits_of += (rule.max_requests, rule.window_ms)
+                forget += (i, member)
             for p in batch:
                 checks.append(len(p.limits))
                 for lkey, rule, _value in p.limits:
@@ -397,15 +420,16 @@ class ClusterLimiter:
                         i = index[lkey] = len(keys)
                         limits_of += (rule.max_requests, rule.window_ms)
                     checks.append(i)
-            args = (f"{self._tag}{next(self._calls)}:", _pack(limits_of), _pack(checks))
+            tag = f"{self._tag}{next(self._calls)}:"
+            args = (tag, _pack(limits_of), _pack(checks), _pack(forget))
             self.calls += 1
             try:
                 out = await self.script(keys=keys, args=args)
             except engine_redis.errors() as exc:
                 self._down(exc)
-                for p in batch:
+                for p in batch:  # (forgets are dropped: the logs over-count until they age)
                     if not p.done:
-                        p.settle(self._unavailable(p.request), corked)
+                        p.settle(self._unavailable(p.request, p.identity, p.host), corked)
                 return
             if not self.up:
                 self._back()
@@ -421,14 +445,20 @@ class ClusterLimiter:
                 self.refusals[lkey] = now + retry_ms / 1000
                 if not p.done:
                     p.settle(self._refuse(p.request, rule, value, retry_ms), corked)
-            for p in batch:  # the rest were admitted
-                if not p.done:
-                    p.settle(None, corked)
+            for c, p in enumerate(batch, 1):  # the rest were admitted (and recorded) by the cluster
+                if p.done:
+                    continue
+                answer = None
+                if p.host is not None:  # and now the host's limits record it, or refuse it after all
+                    answer = p.host.check(p.request, p.identity, True)
+                    if answer is not None:
+                        self.forget += [(lkey, rule, f"{tag}{c}") for lkey, rule, _value in p.limits]
+                p.settle(answer, corked)
         finally:
             for conn in corked:
                 conn.uncork()
             self.in_flight -= 1
-            if self.pending and not self.scheduled:
+            if (self.pending or self.forget) and not self.scheduled:
                 self.scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
 
