@@ -398,7 +398,8 @@ def test_redis_down_follows_fail_open_and_recovers(
         assert all(not r.success and r.error == UNAVAILABLE and r.can_retry for r in shut), [r.error for r in shut]
         # logged once per outage: the host's probe once, each worker's limiter once
         assert _count(a, "engine_unreachable") == 1 and _count(b, "engine_unreachable") == 1
-        assert _count(a, "rate_limit_engine_unreachable") <= 2 and _count(b, "rate_limit_engine_unreachable") == 1
+        assert 1 <= _count(a, "rate_limit_engine_unreachable") <= 2  # by each worker that met it
+        assert _count(b, "rate_limit_engine_unreachable") == 1
     finally:
         redis.start()
         for gw in (a, b):
