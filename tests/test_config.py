@@ -78,7 +78,7 @@ def test_defaults_and_embedded_config():
         ('[auth]\njwt_public_key = "/no/such.pem"', "[auth] key jwt_public_key: no such file /no/such.pem"),
         (
             "[extra]\na = 1",
-            "unknown table extra; expected [gateway], [auth], [cluster], [rate_limiter], [relay], [[functions]] and [[services]]",
+            "unknown table extra; expected [gateway], [auth], [cluster], [rate_limiter], [relay], [engine], [[functions]] and [[services]]",
         ),
         ("[gatway]\nport = 1", "test.toml: unknown table gatway; did you mean [gateway]?"),
         ("port = 1", "test.toml: key port is outside any table; it belongs under [gateway]"),

@@ -4,6 +4,7 @@ problem. `genapi check` and `genapi serve` both go through parse(), so they refu
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from collections.abc import Mapping
@@ -134,13 +135,18 @@ class ServiceSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     nodes: NodeList
 
 
-class GlobalLimit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+LimitScope = Annotated[Literal["host", "cluster"], msgspec.Meta(description='must be "host" or "cluster"')]
+
+
+class GlobalLimit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """A limit on every request: at most `max_requests` per `window_ms` per value of `key`
-    (user_id, device_id, ip_address, or an argument's name)."""
+    (user_id, device_id, ip_address, or an argument's name). `scope`: counted on this host
+    (its shared table) or across every host of the `[engine]` (a sliding log in Redis)."""
 
     key: NonEmpty
     max_requests: Positive
     window_ms: Positive
+    scope: LimitScope = "host"
 
 
 class ApiLimit(GlobalLimit, kw_only=True, forbid_unknown_fields=True):
@@ -171,12 +177,67 @@ class RelaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_members: Positive = 10_000  # members of one group; a join beyond it is refused
 
 
+EngineType = Literal["memory", "redis"]
+ENGINE_URL_FORMS = '"redis://host:port[/db]", "rediss://host:port[/db]" (TLS) or "unix:///path/to/redis.sock"'
+
+
+class EngineSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What several gateway hosts share (`engine/`): `memory` (the default: this host alone) or
+    `redis` (a Redis or Valkey server every host names by `url`; each key under `prefix`)."""
+
+    type: EngineType = "memory"
+    url: NonEmpty | None = None
+    prefix: NonEmpty = "genapi"
+    connect_timeout_ms: Positive = 1_000
+    command_timeout_ms: Positive = 1_000
+    host_id: NonEmpty | None = None  # this host among the others (default: hostname:port)
+
+    def host_name(self, port: int) -> str:
+        """The host id: the configured one, else this machine's hostname and the listening port."""
+        import socket
+
+        return self.host_id or f"{socket.gethostname()}:{port}"
+
+
+def _engine_url_rule(url: str | None) -> str | None:
+    scheme, sep, rest = (url or "").partition("://")
+    if url is None or (sep and rest and scheme in ("redis", "rediss", "unix")):
+        return None
+    return f"must be {ENGINE_URL_FORMS}, got {render(url)}"
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _engine_problems(engine: EngineSettings | None, limiter: RateLimiterSettings | None) -> list[str]:
+    """type = "redis" needs a url; a cluster-scope limit needs the redis engine."""
+    problems = []
+    if engine is not None and engine.type == "redis" and engine.url is None:
+        problems.append(f'[engine] key url: type = "redis" needs the server\'s url, {ENGINE_URL_FORMS}')
+    if engine is not None and engine.type == "redis" and not _importable("redis"):
+        problems.append('[engine] key type: "redis" needs redis-py: pip install "genapi-gateway[redis]"')
+    if limiter is not None and (engine is None or engine.type != "redis"):
+        for lim in [*limiter.global_limits, *limiter.api_limits]:
+            if lim.scope == "cluster":
+                where = f" of {lim.service}.{lim.request_type}" if isinstance(lim, ApiLimit) else ""
+                problems.append(
+                    f'[rate_limiter] limit on {lim.key}{where}: scope = "cluster" counts across hosts in Redis; '
+                    'set [engine] type = "redis" and url, or scope = "host"'
+                )
+    return problems
+
+
 class Settings(msgspec.Struct, kw_only=True):
     gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
     rate_limiter: RateLimiterSettings = msgspec.field(default_factory=RateLimiterSettings)
     relay: RelaySettings = msgspec.field(default_factory=RelaySettings)
+    engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
     functions: list[FunConfig] = []
     services: list[ServiceSource] = []
     source: str = "<embedded default>"
@@ -191,6 +252,7 @@ _TABLES = {
     "cluster": "[cluster]",
     "rate_limiter": "[rate_limiter]",
     "relay": "[relay]",
+    "engine": "[engine]",
     "functions": "[[functions]]",
     "services": "[[services]]",
 }
@@ -205,6 +267,7 @@ def _unknown_top_level(name: str) -> str:
         ("cluster", ClusterSettings),
         ("rate_limiter", RateLimiterSettings),
         ("relay", RelaySettings),
+        ("engine", EngineSettings),
         ("functions", FunConfig),
         ("services", ServiceSource),
     ):
@@ -215,7 +278,9 @@ def _unknown_top_level(name: str) -> str:
         .replace("[functions]", "[[functions]]")
         .replace("[services]", "[[services]]")
     )
-    expected = "; expected [gateway], [auth], [cluster], [rate_limiter], [relay], [[functions]] and [[services]]"
+    expected = (
+        "; expected [gateway], [auth], [cluster], [rate_limiter], [relay], [engine], [[functions]] and [[services]]"
+    )
     return f"unknown table {name}{hint or expected}"
 
 
@@ -362,6 +427,10 @@ def parse(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
     relay, found = _table("[relay]", RelaySettings, doc.get("relay", {}))
     problems += found
     problems += hmac_problems(auth, cluster, origins)
+    engine, found = _table("[engine]", EngineSettings, doc.get("engine", {}), (("url", _engine_url_rule),))
+    problems += found
+    if not found:
+        problems += _engine_problems(engine, limiter)
     services = []
     raw_services = doc.get("services", [])
     if not isinstance(raw_services, list):
@@ -408,6 +477,7 @@ def parse(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
             cluster=cluster or ClusterSettings(),
             rate_limiter=limiter or RateLimiterSettings(),
             relay=relay or RelaySettings(),
+            engine=engine or EngineSettings(),
             functions=functions,
             services=services,
             source=source,
@@ -420,6 +490,7 @@ def parse(text: str, source: str = "<string>", env: Mapping[str, str] | None = N
         cluster=cluster,
         rate_limiter=limiter,
         relay=relay,
+        engine=engine,
         functions=functions,
         services=services,
         source=source,

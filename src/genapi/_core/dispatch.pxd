@@ -41,6 +41,7 @@ cdef class Dispatcher(Handler):
     cdef object _lookup(self, str service, str request_type, object version)
     cpdef handle(self, Connection conn, join_ref, ref, str topic, payload, Py_ssize_t size)
     cpdef start(self, Reply reply, object request, Entry entry)
+    cdef _go(self, Reply reply, object request, Entry entry)
 
 
 cpdef bint permitted_by_mode(Entry entry, object request)

@@ -2,7 +2,8 @@
 """The request path's steps, written once and compiled; every request takes them:
 
 identity → decode → find the FunConfig → in-flight slot (or the connection's queue) →
-[before hook] → admit (rate limit → permission mode) → [permission callback] → arguments → call.
+[before hook] → admit (rate limit → permission mode → cluster rate limits) → [permission callback] →
+arguments → call.
 
 `Dispatcher.handle` runs the steps up to the slot for every request. A request whose function
 needs nothing that takes a Task (hooks, permission callback, retry; sync response) goes on
@@ -10,8 +11,13 @@ right here, inline: `Entry.admit`, `Entry.arguments`, then `callee.start`, which
 straight to the `Reply`. Every other request runs the general path (`pipeline.GeneralPath.run`,
 a Task), which calls the same steps of its Entry, in the same order, with the Task-only steps
 (hooks, the permission callback, retries) around them. The steps are the Entry's methods, so
-neither path calls into the other.
+neither path calls into the other. A request counted by a rate limit of `scope = "cluster"`
+gets a `Pending` from `admit` (that limit's check in Redis, batched per loop iteration):
+inline, the request goes on from its callback (`admitted`); the general path awaits it. A
+request no cluster limit counts pays one pointer test for them.
 """
+from functools import partial
+
 from genapi import log
 from genapi.errors import (AUTH_REQUIRED, PERMISSION_DENIED, ArgumentError, DecodeError, Disabled, NotFound,
                            disabled, invalid_argument, queue_full, unsupported)
@@ -61,15 +67,24 @@ cdef class Entry:
 
     cpdef object admit(self, object request, object identity, RequestLimiter limiter):
         """The admission steps in their order: rate limit (`limiter`: the compiled RequestLimiter
-        of `[rate_limiter]`, None without a table), then the permission mode. A refusal
-        Response, or None to go on. With a permission callback the mode is not checked: the
-        general path awaits the callback next."""
-        if limiter is not None and limiter.enabled:
-            refusal = limiter.check(request, identity)
-            if refusal is not None:
-                return refusal
+        of `[rate_limiter]`, None without a table), then the permission mode, then the rate
+        limits of `scope = "cluster"` (`limiter.cluster`, None without any). A refusal Response,
+        None to go on, or (a request some cluster limit counts) a `Pending` (awaitable) of either,
+        answered with this loop iteration's batch of checks in Redis. With a permission
+        callback the mode is not checked: the general path awaits the callback next."""
+        cdef object cluster = None
+        if limiter is not None:
+            cluster = limiter.cluster
+            if limiter.enabled:
+                # with cluster limits to ask, the host's are only looked at now: the cluster
+                # check records them once it admits (all or nothing across both scopes)
+                refusal = limiter.check(request, identity, cluster is None)
+                if refusal is not None:
+                    return refusal
         if self.permission is None and not permitted_by_mode(self, request):
             return Response.fail(request.request_id, PERMISSION_DENIED)
+        if cluster is not None:
+            return cluster.check(request, identity, limiter if limiter.enabled else None)
         return None
 
     cpdef list arguments(self, object request, object stream=None):
@@ -205,8 +220,35 @@ cdef class Dispatcher(Handler):
             return
         refusal = entry.admit(request, conn.identity, self.limiter)
         if refusal is not None:
+            if type(refusal) is not Response:  # pending: the cluster limits answer with their batch
+                refusal.then = partial(self.admitted, reply, request, entry)
+                conn.track(reply, refusal)  # a topic left or closed cancels the wait
+                return
             reply.finish(refusal)
             return
+        self._go(reply, request, entry)
+
+    def admitted(self, Reply reply, object request, Entry entry, object pending, list corked):
+        """The cluster rate limits answered a request `Entry.admit` left pending
+        (`engine.cluster_limits.Pending`): it goes on inline, or gets its refusal, its answer
+        held for the batch's one write (`corked`); cancelled (its topic left or closed), its
+        slot comes back."""
+        cdef Connection conn = reply._conn
+        if conn is not None:
+            conn.untrack(reply, pending)
+            if corked is not None and conn.cork():
+                corked.append(conn)
+        if pending.cancelled:
+            reply.release()
+            return
+        refusal = pending.answer
+        if refusal is not None:
+            reply.finish(refusal)
+            return
+        self._go(reply, request, entry)
+
+    cdef _go(self, Reply reply, object request, Entry entry):
+        """An admitted inline request: its arguments, then its callee."""
         try:
             args = entry.validator.convert(request.args) if entry.plain_args else entry.arguments(request)
         except ArgumentError as exc:

@@ -18,7 +18,10 @@ cdef class RequestLimiter:
     cdef dict apis
     cdef dict hashes                    # (key, value) -> the table's hash of "key:value"
     cdef readonly long long refused     # requests this worker refused (for /metrics)
+    # the scope = "cluster" limits (engine/cluster_limits.py's ClusterLimiter), None without any:
+    # `Entry.admit` checks them last
+    cdef readonly object cluster
 
     cdef object _value(self, Rule rule, object request, object identity)
-    cpdef object check(self, object request, object identity)
-    cdef object _check(self, object request, object identity)
+    cpdef object check(self, object request, object identity, bint record=*)
+    cdef object _check(self, object request, object identity, bint record)

@@ -3,7 +3,12 @@
 each counts (user_id, device_id, ip_address or an argument), and one check-and-record per limit
 in the shared table. A request is counted only if every limit allows it: all of its limits are
 checked and recorded in one step (`check_many_h`), so a refusal by one records none. The refusal is the reference's
-text with `can_retry`; a table that fails answers per `fail_open`."""
+text with `can_retry`; a table that fails answers per `fail_open`.
+
+Limits of `scope = "cluster"` are not in the table: `cluster` (engine/cluster_limits.py) holds
+them, and `Entry.admit` checks them after this check and the permission mode (batched in
+Redis). A request some of them count is first only looked at here (`record` false) and recorded
+here once they admit it, so a refusal by either scope records in neither."""
 from libc.math cimport ceil
 from libc.stdint cimport uint64_t
 
@@ -48,6 +53,11 @@ cdef class RequestLimiter:
         self.globals = []
         self.apis = {}
         self.hashes = {}
+        self.cluster = None
+
+    def set_cluster(self, cluster):
+        """The cluster limits now in force (None: none)."""
+        self.cluster = cluster
 
     def configure(self, bint enabled, bint fail_open, list global_rules, dict api_rules):
         self.globals = [Rule(*r) for r in global_rules]
@@ -65,16 +75,17 @@ cdef class RequestLimiter:
         value = request.args.get(rule.key) if type(request.args) is dict else None
         return value if value is None or type(value) is str else str(value)
 
-    cpdef object check(self, object request, object identity):
-        """None to go on, or the refusal Response."""
+    cpdef object check(self, object request, object identity, bint record=True):
+        """None to go on, or the refusal Response. `record` false: the verdict only, nothing
+        recorded (a request whose cluster limits are asked next is recorded here once they admit)."""
         if not self.enabled:
             return None
         cdef double t0
         try:
             if _stats.on_check is None:
-                return self._check(request, identity)
+                return self._check(request, identity, record)
             t0 = _now()
-            out = self._check(request, identity)
+            out = self._check(request, identity, record)
             _stats.on_check(request, out, _now() - t0)
             return out
         except Exception as exc:
@@ -84,7 +95,7 @@ cdef class RequestLimiter:
                 return None
             return Response.fail(request.request_id, RATE_LIMIT_UNAVAILABLE, True)
 
-    cdef object _check(self, object request, object identity):
+    cdef object _check(self, object request, object identity, bint record):
         cdef uint64_t hashes[MAX_LIMITS]
         cdef uint64_t ids[MAX_LIMITS]
         cdef uint64_t maxes[MAX_LIMITS]
@@ -121,7 +132,7 @@ cdef class RequestLimiter:
         if n == 0:
             return None
         # one request under every limit that applies: recorded only if all of them admit it
-        r = self.table.check_many_h(hashes, ids, maxes, windows, n, now_ms(), &refused)
+        r = self.table.check_many_h(hashes, ids, maxes, windows, n, now_ms(), &refused, record)
         if r >= 0:
             return None
         rule, value = counted[refused]

@@ -55,10 +55,11 @@ cdef class Table:
     cdef long long check_h(self, uint64_t h, uint64_t limit_id, uint64_t max_requests,
                            long long window_ms, long long now_ms) noexcept nogil
     # One request under n (<= 16) limits, counted only if all admit it: 0, or the most negative
-    # verdict, whose index goes to *refused (-1 if admitted; refused may be NULL).
+    # verdict, whose index goes to *refused (-1 if admitted; refused may be NULL). `record` false:
+    # only looked at (the verdict of a check), nothing recorded.
     cdef long long check_many_h(self, const uint64_t *hashes, const uint64_t *limit_ids,
                                 const uint64_t *max_requests, const long long *window_ms, int n,
-                                long long now_ms, int *refused) noexcept nogil
+                                long long now_ms, int *refused, bint record) noexcept nogil
     cpdef long long check_hash(self, unsigned long long h, unsigned long long limit_id, long long max_requests,
                                long long window_ms, long long now_ms=*) except? -1
 

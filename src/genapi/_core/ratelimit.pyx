@@ -387,7 +387,7 @@ cdef class Table:
 
     cdef long long check_many_h(self, const uint64_t *hashes, const uint64_t *limit_ids,
                                 const uint64_t *max_requests, const long long *window_ms, int n,
-                                long long now_ms, int *refused) noexcept nogil:
+                                long long now_ms, int *refused, bint record) noexcept nogil:
         cdef Header *hdr = <Header *>self._base
         cdef ShardHeader *locked[MANY]
         cdef ShardHeader *sh
@@ -416,7 +416,7 @@ cdef class Table:
                 if v < verdict:
                     verdict = v
                     which = i
-        if verdict == 0:
+        if verdict == 0 and record:
             for i in range(n):   # found again: a claim may have evicted an earlier one's slot
                 h = _fix(hashes[i])
                 sh = self._shard(h)
@@ -483,7 +483,7 @@ cdef class Table:
             maxes[i] = max_requests
             windows[i] = window_ms
         cdef long long now = rl_now_ms() if now_ms is None else now_ms
-        cdef long long verdict = self.check_many_h(hashes, lids, maxes, windows, n, now, &which)
+        cdef long long verdict = self.check_many_h(hashes, lids, maxes, windows, n, now, &which, True)
         return verdict, which
 
     def status(self, key, unsigned long long limit_id, long long max_requests, long long window_ms,

@@ -204,6 +204,29 @@ def render_status(s: dict[str, Any]) -> str:
         ]
         for w in s["workers"]
     ]
+    engine = s.get("engine")
+    if engine is not None:  # [engine] type = "redis"
+        since = _duration(max(time.time() - engine["since"], 0))
+        head += (
+            f"\nengine redis {engine['url']} (prefix {engine['prefix']}, host id {engine['host_id']}): "
+            + (f"reachable for {since}" if engine["reachable"] else f"UNREACHABLE for {since}: {engine['last_error']}")
+            + f", {_plural(engine['outages'], 'outage')}"
+        )
+        cluster = [w["cluster_limits"] for w in s["workers"] if w.get("cluster_limits")]
+        if cluster:
+            head += (
+                "\ncluster rate limits: "
+                + ", ".join(
+                    f"{sum(c[k] for c in cluster)} {label}"
+                    for k, label in (
+                        ("checks", "checked"),
+                        ("refused", "refused"),
+                        ("refused_locally", "refused without asking Redis"),
+                        ("unavailable", "answered without Redis"),
+                    )
+                )
+                + ("" if all(c["up"] for c in cluster) else " (a worker is answering without Redis now)")
+            )
     return (
         head
         + "\n"

@@ -26,7 +26,9 @@ def add_parser(sub: Any) -> None:
     st.add_argument("key", help="user_id, device_id, ip_address or an argument's name")
     st.add_argument("value", help="e.g. the user id")
     st.add_argument("--api", metavar="SERVICE.REQUEST_TYPE", help="that function's limits instead of the global ones")
-    rs = rl_sub.add_parser("reset", help="forget a key value's use (every limit on that key)")
+    rs = rl_sub.add_parser(
+        "reset", help="forget a key value's use (every limit on that key; cluster limits on every host)"
+    )
     rs.add_argument("key")
     rs.add_argument("value")
     cf = rl_sub.add_parser("config", help="print the rate-limit config, or replace it (--set FILE.json)")
@@ -35,6 +37,12 @@ def add_parser(sub: Any) -> None:
     ag.add_argument("key")
     ag.add_argument("max_requests", type=int)
     ag.add_argument("window_ms", type=int)
+    ag.add_argument(
+        "--scope",
+        choices=["host", "cluster"],
+        default="host",
+        help='counted on each host (default) or across every host of the [engine] (type = "redis")',
+    )
     rg = rl_sub.add_parser("remove-global", help="remove the global limit on KEY")
     rg.add_argument("key")
     for cmd in (st, rs, cf, ag, rg):
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
                 return await (control.rl_update(config) if args.set else control.rl_config())
             if cmd == "add-global":
                 limit = {"key": args.key, "max_requests": args.max_requests, "window_ms": args.window_ms}
+                if args.scope != "host":
+                    limit["scope"] = args.scope
                 return await control.rl_global_add(limit)
             return await control.rl_global_remove(args.key)
 
@@ -80,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"{row['key']}={row['value']}: {row['used']}/{row['max_requests']} used per {row['window_ms']} ms, "
                 f"{row['remaining']} remaining, resets in {row['resets_in_ms']} ms"
+                + (" (cluster: every host)" if row.get("scope") == "cluster" else "")
             )
         if not answer:
             print(f"no limit on {args.key}" + (f" for {args.api}" if args.api else ""))

@@ -2,11 +2,11 @@
 what the control port's rate-limit verbs need (status, reset, config, update, add or remove a
 global limit).
 
-Today's implementation is single-host: `host.ratelimit.RateLimits`, a shared-memory table
-(`_core/ratelimit.pyx`) that every worker of the host maps, checked per request by the compiled
-`_core.limits.RequestLimiter`. A store shared by several hosts is another class beside it that
-satisfies `RateLimitStore`; the request path keeps calling `Admission.check`, compiled, with
-nothing added per request.
+The implementation is `host.ratelimit.RateLimits`: a shared-memory table (`_core/ratelimit.pyx`)
+that every worker of the host maps, checked per request by the compiled
+`_core.limits.RequestLimiter`, for limits of `scope = "host"`; limits of `scope = "cluster"` are
+counted in Redis (`engine/cluster_limits.py`), checked after the host's, batched per loop
+iteration, by the requests they count (the others pay nothing for them).
 """
 
 from __future__ import annotations
@@ -72,6 +72,21 @@ class RateLimitStore(Protocol):
 
     def reset(self, key: str, value: str) -> int:
         """Forgets `value`'s use under every limit on `key`: how many counters were freed."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Some limits live beyond this host (`scope = "cluster"`): use the `_all` verbs."""
+        ...
+
+    async def status_all(
+        self, key: str, value: str, service: str | None = None, request_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """`status`, with the rows of the limits shared by every host."""
+        ...
+
+    async def reset_all(self, key: str, value: str) -> int:
+        """`reset`, and the shared limits' use forgotten on every host."""
         ...
 
     def close(self, owner: bool = False) -> None:

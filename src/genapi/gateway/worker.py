@@ -296,12 +296,20 @@ async def serve(
     if gw.metrics:  # before any function is bound: each Entry holds its metrics row
         metrics.start()
     limits = None
+    host_id = settings.engine.host_name(gw.port)
     if limits_wanted(settings.rate_limiter):  # the table is the master's (a lone worker's own)
         path = table_path(gw.host, gw.port)
-        limits = (
-            RateLimits.create(settings.rate_limiter, path) if lone else RateLimits.open(settings.rate_limiter, path)
-        )
+        make = RateLimits.create if lone else RateLimits.open
+        limits = make(settings.rate_limiter, path, settings.engine, host_id)
+        if limits.cluster is not None:
+            limits.cluster.start()  # hears resets of cluster limits from every host
     limiter = limits.limiter if limits is not None else None
+    probe = None
+    if lone and settings.engine.type == "redis":  # the host's view of Redis (a master keeps its own)
+        from genapi.engine.redis import EngineProbe
+
+        probe = EngineProbe(settings.engine, host_id)
+        probe.start()
     pool = ThreadPool(gw.thread_pool_size, gw.thread_queue_limit)
     seats = Seats()  # this worker's relay-group members
     relay.register_worker(seats)
@@ -333,7 +341,7 @@ async def serve(
         host = link.host
         plane = None  # the master serves the control port
     else:
-        host = LoneHost(gateway, authority)
+        host = LoneHost(gateway, authority, probe)
         plane = ControlPlane(functions, settings, limits=limits, relay=authority, inspect=host.inspect)
     await gateway.start(host, sock)
     if plane is not None:
@@ -355,7 +363,9 @@ async def serve(
     if link is not None:
         link.close()
     if limits is not None:
-        limits.close(owner=lone)
+        await limits.aclose(owner=lone)
+    if probe is not None:
+        await probe.close()
 
 
 def reload_functions(gateway: Gateway, plane: ControlPlane | None) -> None:

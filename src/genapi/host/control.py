@@ -220,6 +220,7 @@ class ControlPlane:
             "pushed": len(self.store),
             "restarts": view["restarts"],
             "workers": [{k: v for k, v in w.items() if k != "nodes"} for w in view["workers"]],
+            **({"engine": view["engine"]} if "engine" in view else {}),
         }
 
     async def _nodes(self, peer: rpc.ServerPeer, args: list[Any]) -> list[dict[str, Any]]:
@@ -294,11 +295,24 @@ class ControlPlane:
         """[key, value, service?, request_type?]: the value's use under each limit on that key."""
         limits = self._limits()
         key, value, service, request_type = [*args, None, None][:4]
+        if limits.shared:
+            return self._engine(limits.status_all(str(key), str(value), service, request_type))
         return limits.status(str(key), str(value), service, request_type)
 
-    def _rl_reset(self, peer: rpc.ServerPeer, args: list[Any]) -> dict[str, Any]:
+    def _rl_reset(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
         limits = self._limits()
+        if limits.shared:
+            return self._engine(limits.reset_all(str(args[0]), str(args[1])), lambda freed: {"freed": freed})
         return {"freed": limits.reset(str(args[0]), str(args[1]))}
+
+    async def _engine(self, answer: Coroutine[Any, Any, Any], shape: Callable[[Any], Any] = lambda a: a) -> Any:
+        """A verb that asks Redis (`[engine] type = "redis"`): refused, saying so, while it cannot."""
+        from genapi.engine import redis as engine_redis
+
+        try:
+            return shape(await answer)
+        except engine_redis.errors() as exc:
+            raise Refused(f"the rate-limit engine (Redis) cannot be reached: {type(exc).__name__}: {exc}") from None
 
     def _rl_config(self, peer: rpc.ServerPeer, args: list[Any]) -> dict[str, Any]:
         return self._limits().config()

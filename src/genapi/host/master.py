@@ -43,6 +43,7 @@ from genapi.host import metrics, pipe
 from genapi.host.control import ControlPlane
 from genapi.host.pipe import DELIVERY_END, DELIVERY_HEAD, DELIVERY_MID
 from genapi.host.snapshot import SnapshotWriter, default_path
+from genapi.host.view import engine_view
 from genapi.relay.groups import Groups
 from genapi.request.bind import Functions
 
@@ -114,7 +115,14 @@ class Master:
         if limits_wanted(settings.rate_limiter):  # the one table every worker maps
             from genapi.host.ratelimit import RateLimits, table_path
 
-            self.limits = RateLimits.create(settings.rate_limiter, table_path(gw.host, gw.port))
+            self.limits = RateLimits.create(
+                settings.rate_limiter, table_path(gw.host, gw.port), settings.engine, settings.engine.host_name(gw.port)
+            )
+        self.probe = None  # the host's view of Redis, with [engine] type = "redis" (started in `run`)
+        if settings.engine.type == "redis":
+            from genapi.engine.redis import EngineProbe
+
+            self.probe = EngineProbe(settings.engine, settings.engine.host_name(gw.port))
         self.groups = Groups(settings.relay, self._deliver)
         self.relay: RelayAuthority = MemoryAuthority(self.groups)  # the host's one relay authority
         self.control = ControlPlane(
@@ -142,6 +150,8 @@ class Master:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        if self.probe is not None:
+            self.probe.start()
         try:
             self.snapshots.publish(self.functions.registry.configs())
             for w in self.workers:
@@ -157,7 +167,9 @@ class Master:
         finally:
             self.snapshots.close()
             if self.limits is not None:
-                self.limits.close(owner=True)
+                await self.limits.aclose(owner=True)
+            if self.probe is not None:
+                await self.probe.close()
         return 0
 
     async def _spawn(self, w: WorkerHandle) -> None:
@@ -250,7 +262,12 @@ class Master:
         else:
             out = metrics.render(
                 await self.collect(),
-                {"generation": self.snapshots.generation, "restarts": self.restarts(), "relay": self.relay.stats()},
+                {
+                    "generation": self.snapshots.generation,
+                    "restarts": self.restarts(),
+                    "relay": self.relay.stats(),
+                    **engine_view(self.probe),
+                },
             )
         w.send(pipe.HostAnswer(message.id, out))
 
@@ -260,7 +277,8 @@ class Master:
         live = [w for w in self.workers if w.alive() and w.greeted]
         behind = [w.index for w in live if w.acked < gen]
         ready = len(live) == self.count and not behind and not self.stopping
-        return {"ready": ready, "workers": self.count, "live": len(live), "generation": gen, "behind": behind}
+        out = {"ready": ready, "workers": self.count, "live": len(live), "generation": gen, "behind": behind}
+        return {**out, **engine_view(self.probe)}
 
     async def collect(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
         """Every live worker's metrics snapshot (those that answer within `timeout_s`)."""
@@ -301,9 +319,15 @@ class Master:
                     "connections": snap.get("connections"),
                     "in_flight": snap.get("in_flight"),
                     "nodes": snap.get("nodes", []),
+                    **({"cluster_limits": snap["cluster_limits"]} if "cluster_limits" in snap else {}),
                 }
             )
-        return {"generation": self.snapshots.generation, "restarts": self.restarts(), "workers": workers}
+        return {
+            "generation": self.snapshots.generation,
+            "restarts": self.restarts(),
+            "workers": workers,
+            **engine_view(self.probe),
+        }
 
     def _relay(self, w: WorkerHandle, message: pipe.RelayAsk) -> None:
         """A relay-group operation from worker `w`: applied in arrival order (so a sender's

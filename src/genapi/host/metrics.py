@@ -21,7 +21,10 @@ def snapshot(gateway: Any) -> dict[str, Any]:
     """This worker's numbers, JSON-ready."""
     conns = list(gateway.connections)
     seats = gateway.seats
+    cluster = gateway.limits.cluster if gateway.limits is not None else None
+    extra = {"cluster_limits": cluster.stats()} if cluster is not None else {}
     return {
+        **extra,
         "requests": [[svc, rt, *row.row()] for (svc, rt), row in _table().items()]
         + ([["_unknown", "_unknown", *unknown.row()]] if (unknown := unknown_row()).ok + unknown.error else []),
         "connections": len(conns),
@@ -32,7 +35,8 @@ def snapshot(gateway: Any) -> dict[str, Any]:
         "protocol_errors": log.peer_protocol_errors(),
         "joins": gateway.joins,
         "accepted": gateway.accepted,
-        "rate_limited": gateway.limits.limiter.refused if gateway.limits is not None else 0,
+        "rate_limited": (gateway.limits.limiter.refused if gateway.limits is not None else 0)
+        + (cluster.refused if cluster is not None else 0),
         "relay_delivered": seats.delivered,
         "relay_dropped": seats.dropped,
         "nodes": gateway.functions.nodes.status(),
@@ -138,6 +142,23 @@ def render(workers: Iterable[dict[str, Any]], host: dict[str, Any]) -> str:
     for address, (in_flight, open_) in sorted(nodes.items()):
         out.sample("genapi_node_in_flight", in_flight, node=address)
         out.sample("genapi_node_breaker_open", open_, node=address)
+    engine = host.get("engine")
+    if engine is not None:  # [engine] type = "redis"
+        out.family("genapi_engine_reachable", "gauge", "1 while the host reaches its Redis engine (PING each second).")
+        out.sample("genapi_engine_reachable", int(bool(engine.get("reachable"))))
+        out.family("genapi_engine_outages_total", "counter", "Episodes of the host not reaching its Redis engine.")
+        out.sample("genapi_engine_outages_total", engine.get("outages", 0))
+    cluster = [s["cluster_limits"] for s in snaps if "cluster_limits" in s]
+    if cluster:
+        for key, text in (
+            ("checks", "Requests checked against cluster-scope rate limits."),
+            ("refused_locally", "Of those, refused without asking Redis (a refusal remembered until its retry-after)."),
+            ("unavailable", "Of those, answered without Redis (unreachable), per [rate_limiter] fail_open."),
+            ("calls", "Script calls to Redis carrying the checks (one per worker per loop iteration at most)."),
+        ):
+            name = f"genapi_rate_limit_cluster_{key}_total"
+            out.family(name, "counter", text)
+            out.sample(name, sum(c.get(key, 0) for c in cluster))
     relay = host.get("relay") or {}
     out.family("genapi_relay_groups", "gauge", "Relay groups on the host.")
     out.sample("genapi_relay_groups", relay.get("groups", 0))

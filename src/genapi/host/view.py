@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from genapi.engine.redis import EngineProbe
 from genapi.engine.relay import RelayAuthority
 from genapi.host import metrics, pipe
 
@@ -19,16 +20,24 @@ if TYPE_CHECKING:
 class LoneHost:
     """The host's view when this worker is the whole gateway (`--workers 1`)."""
 
-    def __init__(self, gateway: Gateway, relay: RelayAuthority | None) -> None:
+    def __init__(self, gateway: Gateway, relay: RelayAuthority | None, probe: EngineProbe | None = None) -> None:
         self.gateway = gateway
         self.relay = relay
+        self.probe = probe  # the redis engine's, when [engine] type = "redis"
 
     def _up(self) -> bool:
         return self.gateway.server is not None and self.gateway.server.serving
 
     async def ready(self) -> dict[str, Any]:
         up = self._up()
-        return {"ready": up, "workers": 1, "live": 1 if up else 0, "generation": self.gateway.generation, "behind": []}
+        out: dict[str, Any] = {
+            "ready": up,
+            "workers": 1,
+            "live": 1 if up else 0,
+            "generation": self.gateway.generation,
+            "behind": [],
+        }
+        return {**out, **engine_view(self.probe)}
 
     async def inspect(self) -> dict[str, Any]:
         """The host for `genapi admin status|nodes`: this one worker."""
@@ -45,13 +54,21 @@ class LoneHost:
             "in_flight": snap["in_flight"],
             "nodes": snap["nodes"],
         }
-        return {"generation": self.gateway.generation, "restarts": 0, "workers": [worker]}
+        if "cluster_limits" in snap:
+            worker["cluster_limits"] = snap["cluster_limits"]
+        return {"generation": self.gateway.generation, "restarts": 0, "workers": [worker], **engine_view(self.probe)}
 
     async def metrics(self) -> str:
         relay = self.relay.stats() if self.relay is not None else {}
         return metrics.render(
-            [self.gateway.metrics_snapshot()], {"generation": self.gateway.generation, "restarts": 0, "relay": relay}
+            [self.gateway.metrics_snapshot()],
+            {"generation": self.gateway.generation, "restarts": 0, "relay": relay, **engine_view(self.probe)},
         )
+
+
+def engine_view(probe: EngineProbe | None) -> dict[str, Any]:
+    """`{"engine": ...}`: the redis engine as the host sees it (nothing with the memory engine)."""
+    return {} if probe is None else {"engine": probe.state()}
 
 
 class MasterHost:

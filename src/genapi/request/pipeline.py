@@ -1,7 +1,7 @@
 """The general path of a request, in PhoenixGenApi's order (reference/behavior.md §2):
 
-before hook → admit (rate limit → permission mode) → permission callback → dispatch on
-response_type → arguments → call with timeout and retry → after hook → push.
+before hook → admit (rate limit → permission mode → cluster rate limits) → permission callback →
+dispatch on response_type → arguments → call with timeout and retry → after hook → push.
 
 The steps every request takes are compiled (`_core/dispatch.pyx`): identity, decode, lookup,
 the in-flight slot and, for functions that need no Task, the whole call inline. What needs a
@@ -22,6 +22,7 @@ from genapi._core.dispatch import Entry
 from genapi._core.handoff import ThreadPool
 from genapi._core.limits import RequestLimiter
 from genapi._core.reply import Reply
+from genapi.engine.cluster_limits import Pending
 from genapi.errors import ArgumentError, CallError, HookRejected
 from genapi.request import hooks, permissions
 from genapi.request.bind import Binder
@@ -82,6 +83,8 @@ class GeneralPath:
                 entry = self.binder.bind(new_cfg)
             req = new_req
         refusal = entry.admit(req, getattr(reply.conn, "identity", None), self.limiter)
+        if isinstance(refusal, Pending):  # the cluster limits' batch answers it
+            refusal = await refusal
         if refusal is not None:
             await self._after(entry, req, refusal)
             return reply.answer(refusal)
