@@ -191,23 +191,52 @@ def test_a_lost_announcement_is_caught_up_by_the_periodic_reread(hosts: Any, red
     every host still serves it, from its periodic re-read of the stamps."""
     a, b, node = hosts
     message = renamed(control(node.address, "$config"), "v3", "2.0.0")
-    tag = "{" + f"t{os.getpid()}" + ":configs}"
-    store = redis.client().register_script(STORE)
-    got = store(
-        keys=[f"{tag}:rec:v3", f"{tag}:index", f"{tag}:stamp"],
+    got = _store(redis, message, "nobody-listens")
+    assert got[0] == b"stored"
+    wait_serves([a, b], "v3", "2.0.0")
+
+
+def test_what_redis_holds_is_checked_again_by_every_host(hosts: Any, redis: RedisProcess) -> None:
+    """A record put into Redis that no host would have accepted as a push (a hook in a module
+    outside allowed_modules): every host refuses it, serves nothing of it, and says so."""
+    a, b, node = hosts
+    message = renamed(control(node.address, "$config"), "evil", "1.0.0")
+    for f in message["fun_configs"]:
+        f["before_execute"] = "os:system"
+    got = _store(redis, message, "evil-channel")
+    assert got[0] == b"stored"
+
+    def refused_everywhere() -> bool:
+        serves = {h["host_id"]: h["serves"].get("evil") for h in control(a.control, "$pushed_hosts")["hosts"]}
+        return all(serves.get(h) and serves[h]["error"] for h in ("host-a", "host-b"))
+
+    assert wait_until(refused_everywhere, CONVERGE_S), control(a.control, "$pushed_hosts")
+    for h in control(a.control, "$pushed_hosts")["hosts"]:
+        if h["host_id"] in ("host-a", "host-b"):
+            assert "os" in h["serves"]["evil"]["error"] and "allowed_modules" in h["serves"]["evil"]["error"]
+    for gw in (a, b):
+        assert "evil" not in control(gw.control, "$pushed")
+        assert not any(f["service"] == "evil" for f in control(gw.control, "$functions"))
+        assert "config_from_redis_refused service=evil" in gw.read_stderr()
+
+
+def _store(redis: RedisProcess, message: dict[str, Any], channel: str, prefix: str | None = None) -> Any:
+    """Stores `message` in Redis as a host would (the engine's own script), announced on `channel`."""
+    tag = "{" + (prefix or f"t{os.getpid()}") + ":configs}"
+    service = message["service"]
+    return redis.client().register_script(STORE)(
+        keys=[f"{tag}:rec:{service}", f"{tag}:index", f"{tag}:stamp"],
         args=[
-            "v3",
-            "2.0.0",
+            service,
+            message["config_version"],
             "0",
             json.dumps(message["nodes"]),
             json.dumps(message["fun_configs"]),
             "test",
             "push",
-            "nobody-listens",
+            channel,
         ],
     )
-    assert got[0] == b"stored"
-    wait_serves([a, b], "v3", "2.0.0")
 
 
 def test_a_push_while_redis_is_down_is_refused_naming_redis(hosts: Any, redis: RedisProcess) -> None:
@@ -259,8 +288,19 @@ def test_a_pulled_service_is_pulled_by_one_host(redis: RedisProcess) -> None:
         puller = hs[counts.index(max(counts))]
         assert holder == ("pull-a", "pull-b")[hs.index(puller)]
         other = hs[1 - hs.index(puller)]
-        puller.stop()  # its lease released: the other host pulls from now on
-        assert wait_until(lambda: pulls(other) >= 3, CONVERGE_S)
+        # a newer version pushed by hand: the puller, whose node still says 1.0.0, is fenced by
+        # the version check (its pull refused and recorded), never taking the hosts back
+        newer = renamed(control(node.address, "$config"), "inv", "2.0.0")
+        assert control(other.control, "$push", [newer])["status"] == "accepted"
+        wait_serves(hs, "inv", "2.0.0")
+        assert wait_until(lambda: puller.read_stderr().count("config_pull_failed service=inv ") >= 2, CONVERGE_S)
+        for h in hs:
+            assert control(h.control, "$pushed")["inv"]["config_version"] == "2.0.0"
+        state = control(puller.control, "$pushed")["inv"]
+        assert state["pull_failures"] >= 1 and "config_version 1.0.0 is older than 2.0.0" in state["last_error"]
+        puller.stop()  # its lease released: the other host pulls from now on (fenced too)
+        assert wait_until(lambda: other.read_stderr().count("config_pull_failed service=inv ") >= 2, CONVERGE_S)
+        assert control(other.control, "$pushed")["inv"]["config_version"] == "2.0.0"
         assert call(other).success
     finally:
         for h in hs:
