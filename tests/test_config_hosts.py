@@ -143,6 +143,8 @@ def test_an_older_version_is_refused_and_force_wins(hosts: Any) -> None:
     assert set(first["not_acknowledged"]) <= {"host-a"}
     wait_serves([a, b], "v2", "2.0.0")
     assert wait_until(lambda: call(a, "v2").success, CONVERGE_S)
+    for _ in range(4):  # over A's two workers
+        assert call(a, "v2").success
 
     with pytest.raises(rpc.RpcError) as e:  # an older version, to the other host: refused
         control(a.control, "$push", [renamed(config, "v2", "1.9.9")])

@@ -345,6 +345,7 @@ class SharedConfigs:
                 self.applied[service] = stamp
                 return
             version, nodes, held, by, source, body = (_s(v) for v in got[1:7])
+            source = source if source in ("push", "pull") else "push"
             held_stamp = int(held)
             try:
                 message = self.sync.message(
