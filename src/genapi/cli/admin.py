@@ -64,6 +64,11 @@ def add_parser(sub: Any) -> None:
     pu = ad_sub.add_parser(
         "pushed", help="services pushed by (or pulled from) service nodes: version, nodes, functions, pull record"
     )
+    ho = ad_sub.add_parser(
+        "hosts",
+        help='every gateway host sharing the configs ([engine] type = "redis"): alive, and the version it '
+        "serves of each service, from Redis",
+    )
     no = ad_sub.add_parser(
         "nodes",
         help="the service-node pool per node over the workers: breaker state, calls in flight, failures, connected",
@@ -74,7 +79,7 @@ def add_parser(sub: Any) -> None:
         add_help=False,
     )
     rl.add_argument("rest", nargs=argparse.REMAINDER, help="the `genapi ratelimit` command and its arguments")
-    for cmd in (st, *fn_cmds, pu, no):
+    for cmd in (st, *fn_cmds, pu, ho, no):
         add_control(cmd)
     ad.set_defaults(run=run)
 
@@ -104,12 +109,16 @@ def run(args: argparse.Namespace) -> int:
 
         return cli.main(["ratelimit", *args.rest])
     fn_cmd = getattr(args, "fn_command", None) or "list"
+    hosts: Any = None
     label = f"genapi admin {cmd}" + (f" {fn_cmd}" if cmd == "functions" else "")
     try:
         if cmd == "status":
             answer = request(args.control, ControlClient.status)
         elif cmd == "pushed":
             answer = request(args.control, ControlClient.pushed)
+            hosts = None if args.json else request(args.control, ControlClient.pushed_hosts)
+        elif cmd == "hosts":
+            answer = request(args.control, ControlClient.pushed_hosts)
         elif cmd == "nodes":
             answer = request(args.control, ControlClient.nodes)
         elif fn_cmd in ("list", "show"):
@@ -140,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "status":
         print(render_status(answer))
     elif cmd == "pushed":
-        print(render_pushed(answer))
+        print(render_pushed(answer) + ("\n\n" + render_hosts(hosts) if hosts is not None else ""))
+    elif cmd == "hosts":
+        print(render_hosts(answer))
     elif cmd == "nodes":
         print(render_nodes(answer))
     elif fn_cmd == "list":
@@ -278,6 +289,34 @@ def render_pushed(services: dict[str, Any]) -> str:
         if s.get("last_error"):
             line += f", last error: {s['last_error']}"
         out.append(line + "\n  " + ", ".join(s["functions"]))
+    return "\n".join(out)
+
+
+def render_hosts(view: dict[str, Any] | None) -> str:
+    """Every host sharing the configs, and what each serves (`$pushed_hosts`)."""
+    if view is None:
+        return 'one host: configs are not shared ([engine] type = "memory")'
+    services = view["services"]
+    out = [f"hosts sharing configs (from Redis; this is {view['host_id']}):"]
+    for h in view["hosts"]:
+        state = "alive" if h["alive"] else f"not seen for {_duration(h['seen_s_ago'])}"
+        serves = []
+        for name in sorted(set(services) | set(h["serves"])):
+            row = h["serves"].get(name)
+            if row is None:
+                serves.append(f"{name} -")
+                continue
+            text = f"{name} {row['version']}"
+            if row.get("error"):
+                text += f" (refused: {row['error']})"
+            elif services.get(name, {}).get("stamp") not in (None, row["stamp"]):
+                text += " (behind)"
+            serves.append(text)
+        out.append(f"  {h['host_id']} ({state}): {', '.join(serves) or 'nothing pushed'}")
+    for name, s in services.items():
+        out.append(
+            f"  {name}: {s['version']} stored by {s['by']} ({s['source']}), pulled by {s['puller'] or 'no host now'}"
+        )
     return "\n".join(out)
 
 

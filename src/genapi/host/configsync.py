@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -32,6 +32,9 @@ from genapi.errors import module_not_allowed, too_many_pushed
 from genapi.nodes import rpc
 from genapi.request.bind import Functions
 from genapi.structs import FunConfig
+
+if TYPE_CHECKING:
+    from genapi.engine.shared_configs import SharedConfigs
 
 __all__ = ["PULL_BACKOFF_MAX_S", "ConfigSync", "PushMessage", "Refused", "ServiceState"]
 
@@ -73,6 +76,8 @@ class ConfigSync:
         self.configured = {src.service: list(src.nodes) for src in settings.services}
         self.held_disabled: set[FunctionKey] = set()  # disabled by hand (admin)
         self.pullers: dict[Source, asyncio.Task[None]] = {}  # one pull task per source (its node list)
+        # [engine] type = "redis": the configs every host shares (set by the control plane)
+        self.shared: SharedConfigs | None = None
 
     def start(self) -> None:
         """Starts the pulls of `[[services]]`."""
@@ -136,19 +141,34 @@ class ConfigSync:
     # ----------------------------------------------------------------- push, verify, status
     def push(self, raw: Any, force: bool = False, source: str = "push") -> dict[str, Any]:
         """Applies a pushed (or pulled) service config; raises Refused naming every problem."""
-        try:
-            message = msgspec.convert(raw, PushMessage)
-        except msgspec.ValidationError as exc:
-            raise Refused(f"push: {exc}") from None
+        message = self.message(raw)
         state = self.store.get(message.service)
         if state is not None and state.config_version == message.config_version and not force:
             new_nodes = [n for n in message.nodes if n not in state.nodes]
             if not new_nodes:
                 return {"status": "skipped", "reason": "version_matches"}
             message.nodes = state.nodes + new_nodes  # another node of the same version: serve from all
+        return self.commit(message, self.check(message), force, source)
+
+    def message(self, raw: Any) -> PushMessage:
+        try:
+            return msgspec.convert(raw, PushMessage)
+        except msgspec.ValidationError as exc:
+            raise Refused(f"push: {exc}") from None
+
+    def check(self, message: PushMessage) -> list[FunConfig]:
+        """The push's FunConfigs, checked (the trust boundary: every problem named, the
+        modules a config names for the gateway to run, the bounds); nothing applied yet."""
+        state = self.store.get(message.service)
         configs = self.keep_disabled(self._configs(message, state))
         old = state.keys if state is not None else []
         self._bounded(message.service, state is None, len(configs) - len(old))
+        return configs
+
+    def commit(self, message: PushMessage, configs: list[FunConfig], force: bool, source: str) -> dict[str, Any]:
+        """Serves `configs` (checked by `check`) as `message`'s service."""
+        state = self.store.get(message.service)
+        old = state.keys if state is not None else []
         try:
             self.functions.replace(old, configs)
         except ValueError as exc:
@@ -283,7 +303,13 @@ class ConfigSync:
             if not services:
                 self.pullers.pop(source, None)
                 return
-            failed = not await self._round(source, [service for service, _nodes in services], failures + 1)
+            names = [service for service, _nodes in services]
+            if self.shared is not None:  # one host pulls each service: the holder of its lease
+                names = [name for name in names if await self.shared.may_pull(name)]
+                if not names:
+                    delay = interval
+                    continue
+            failed = not await self._round(source, names, failures + 1)
             failures = failures + 1 if failed else 0
             delay = min(interval * 2**failures, max(PULL_BACKOFF_MAX_S, interval))
 
@@ -357,9 +383,12 @@ class ConfigSync:
         if not isinstance(message, dict) or message.get("service") != service:
             got = message.get("service") if isinstance(message, dict) else message
             raise Refused(f"node {peer.address} answered a config for {got!r}, not {service!r}")
-        outcome = self.push(message, False, "pull")["status"]
-        if outcome == "accepted" and self.on_change is not None:
-            await self.on_change()
+        if self.shared is not None:  # stored in Redis (fenced by the version), then served here
+            outcome = (await self.shared.push(message, False, "pull"))["status"]
+        else:
+            outcome = self.push(message, False, "pull")["status"]
+            if outcome == "accepted" and self.on_change is not None:
+                await self.on_change()
         state = self.store.get(service)
         assert state is not None  # just pushed, or held at its version
         self._pulled(state)

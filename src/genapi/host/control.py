@@ -3,6 +3,7 @@ proved the cluster secret (`control_auth.py`); `ControlClient` (`control_client.
 client, one method per verb.
 
     $push $verify $pushed                        config sync (configsync.py): service nodes push
+    $pushed_hosts                                every host's configs (engine/shared_configs.py)
     $functions $status $nodes                    the registry, the gateway and its workers, the node pool
     $fn_disable $fn_enable $fn_delete            an operator's switches on the registry
     $ping                                        "pong"
@@ -75,6 +76,10 @@ class ControlPlane:
         self.secret = control_auth.server_secret(settings)
         self.store: ConfigStore = store if store is not None else HostConfigs()
         self.sync = ConfigSync(functions, settings, self.store, self.secret, on_change)
+        if settings.engine.type == "redis":  # configs on every host: a push here is stored in Redis
+            from genapi.engine.shared_configs import SharedConfigs
+
+            self.sync.shared = SharedConfigs(self.sync, settings, on_change)
         self.started = time.monotonic()
         self.cluster = settings.cluster
         self._pushes: dict[str, deque[float]] = {}  # per peer address: its pushes' times, the last 60 s
@@ -85,6 +90,7 @@ class ControlPlane:
             "$push": self._push,
             "$verify": self._verify,
             "$pushed": self._pushed,
+            "$pushed_hosts": self._pushed_hosts,
             "$functions": self._functions,
             "$status": self._status,
             "$nodes": self._nodes,
@@ -108,10 +114,14 @@ class ControlPlane:
             bound = sock.getsockname()
             self.address = f"{bound[0]}:{bound[1]}"
             log.info("control_port_ready", address=self.address, secured=self.secret is not None)
+        if self.sync.shared is not None:
+            await self.sync.shared.start()
         self.sync.start()
 
     async def stop(self) -> None:
         self.sync.stop()
+        if self.sync.shared is not None:
+            await self.sync.shared.close()
         if self.server is not None:
             self.server.close()
 
@@ -179,6 +189,8 @@ class ControlPlane:
         generation, workers, missing, broadcast_ms under a master) or {"status": "skipped", ...}."""
         self._push_rate(peer)
         message, force = [*args, False][:2]
+        if self.sync.shared is not None:  # checked here, stored in Redis, served by every host
+            return self.sync.shared.push(message, bool(force), "push")
         result = self.sync.push(message, bool(force), "push")
         if self.on_change is None or result["status"] != "accepted":
             return result
@@ -203,6 +215,21 @@ class ControlPlane:
 
     def _pushed(self, peer: rpc.ServerPeer, args: list[Any]) -> dict[str, dict[str, Any]]:
         return self.sync.status()
+
+    def _pushed_hosts(self, peer: rpc.ServerPeer, args: list[Any]) -> Any:
+        """Every host sharing the configs (`[engine] type = "redis"`; None on one host): per host
+        alive or not and the version it serves of each service, and each service's record."""
+        if self.sync.shared is None:
+            return None
+        return self._configs_engine(self.sync.shared.hosts())
+
+    async def _configs_engine(self, answer: Coroutine[Any, Any, Any]) -> Any:
+        from genapi.engine import redis as engine_redis
+
+        try:
+            return await answer
+        except engine_redis.errors() as exc:
+            raise Refused(f"the config store (Redis) cannot be reached: {type(exc).__name__}: {exc}") from None
 
     # ----------------------------------------------------------------- the registry, the gateway
     def _functions(self, peer: rpc.ServerPeer, args: list[Any]) -> list[Any]:

@@ -82,6 +82,11 @@ class ControlClient:
         """`$pushed`: per pushed (or pulled) service its version, nodes, functions and pull record."""
         return cast(dict[str, dict[str, Any]], await self.request("$pushed", []))
 
+    async def pushed_hosts(self) -> dict[str, Any] | None:
+        """`$pushed_hosts`: every host sharing the configs (alive, what it serves) and each
+        service's record in Redis; None when the gateway shares nothing ([engine] type = "memory")."""
+        return cast(dict[str, Any] | None, await self.request("$pushed_hosts", []))
+
     # ----------------------------------------------------------------- the registry and the gateway
     async def functions(self) -> list[dict[str, Any]]:
         """`$functions`: every function's config (all versions) as the registry holds it."""
