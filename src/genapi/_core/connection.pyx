@@ -155,8 +155,13 @@ cdef class Connection(WSListener):
         self.ctx.connections.add(self)
         if log.enabled("info"):
             peer = transport.underlying_transport.get_extra_info("peername")
-            log.info("connect", conn=self.cid, peer=f"{peer[0]}:{peer[1]}" if type(peer) is tuple else peer,
-                     user=self.identity.user_id, vsn=self.ser.vsn)
+            ip = self.identity.ip  # behind a trusted proxy: the client X-Forwarded-For names
+            if type(peer) is tuple and ip is not None and ip != peer[0]:
+                log.info("connect", conn=self.cid, peer=f"{peer[0]}:{peer[1]}", user=self.identity.user_id,
+                         vsn=self.ser.vsn, client=ip)
+            else:
+                log.info("connect", conn=self.cid, peer=f"{peer[0]}:{peer[1]}" if type(peer) is tuple else peer,
+                         user=self.identity.user_id, vsn=self.ser.vsn)
 
     cpdef on_ws_disconnected(self, WSTransport transport):
         self.ctx.connections.discard(self)
