@@ -281,6 +281,7 @@ class RedisAuthority:
         self.batch: list[Pending] = []
         self.sending = False
         self.down_until = 0.0
+        self.down = False  # the last pipeline failed: an outage, logged once
         self.relayed = 0
         self.deliveries = 0
         self.resyncs = 0
@@ -504,9 +505,19 @@ class RedisAuthority:
                     replies[i] = r
         except engine_redis.errors() as exc:
             self.down_until = time.monotonic() + DOWN_S
-            log.warning("relay_engine_unreachable", ops=len(batch), error=f"{type(exc).__name__}: {exc}")
+            if not self.down:  # once per outage
+                self.down = True
+                log.error(
+                    "relay_engine_unreachable",
+                    ops=len(batch),
+                    error=f"{type(exc).__name__}: {exc}",
+                    note="relay operations are refused (can_retry) until Redis answers again",
+                )
         finally:
             self.sending = False
+        if replies is not None and self.down:
+            self.down = False
+            log.warning("relay_engine_reachable")
         for i, p in enumerate(batch):
             p.finish(None if replies is None else replies[i])
         if self.batch:
