@@ -4,8 +4,9 @@
 helper's on host B. Every message is numbered by the group's Lua script in Redis and reaches
 each host over its sharded pub/sub subscription; each host fans out to its own members.
 
-Each host runs `--workers 1` (its worker holds the relay authority): on a 2-core machine Redis,
-two hosts, the helpers and the sender share both cores. The CPU figure "gateway" covers both
+Each host runs `--workers 1` (its worker holds the relay authority; BENCH_RELAY_HOST_WORKERS=2:
+two workers under a master that holds it): on a 2-core machine Redis, two hosts, the helpers and
+the sender share both cores. The CPU figure "gateway" covers both
 hosts and Redis. A missing, duplicated or failed delivery fails the test, as in test_relay.py.
 
 Run: `pytest benchmarks/test_relay_hosts.py --benchmark-only -s` (~20 s).
@@ -37,6 +38,8 @@ from .test_relay import (
     _pct,
     connect,
 )
+
+WORKERS = os.environ.get("BENCH_RELAY_HOST_WORKERS", "1")  # --workers of each host
 
 ENGINE = """
 [engine]
@@ -75,7 +78,10 @@ class TwoHostFanout(Fanout):
             await self._hear(i)
         info = (await self.sender.call("chat", "get_group_info", {"group_id": GROUP})).result
         assert len(info["members"]) == MEMBERS, f"the group has {len(info['members'])} members, not {MEMBERS}"
-        self.gateway_pids = [self.gw.pid, self.other.pid, self.redis_pid]
+        from support.gateway_proc import children
+
+        hosts = [self.gw.pid, self.other.pid]
+        self.gateway_pids = [*hosts, *(p for h in hosts for p in children(h)), self.redis_pid]
         await self.burst(10)  # warm-up (and the first check that every member gets every message)
 
 
@@ -88,8 +94,9 @@ def fanout2():
 
     redis = RedisProcess()
     config = CONFIG + ENGINE.format(url=redis.url, pid=os.getpid())
-    a = GatewayProcess(config, extra_args=["--log-level", "warning"])
-    b = GatewayProcess(config, extra_args=["--log-level", "warning"])
+    args = ["--workers", WORKERS, "--log-level", "warning"]
+    a = GatewayProcess(config, extra_args=args)
+    b = GatewayProcess(config, extra_args=args)
     loop = uvloop.new_event_loop()
     f = TwoHostFanout(a, b, redis.pid, loop)
     try:
