@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -250,6 +252,10 @@ def test_a_pubsub_connection_killed_loses_nothing_and_duplicates_nothing(
         for x, y in zip(before, after, strict=True):
             assert y["reconnects"] > x["reconnects"]
         assert sum(y["replayed"] - x["replayed"] for x, y in zip(before, after, strict=True)) > 0
+        for host in (a, b):  # shown in /metrics too
+            with urllib.request.urlopen(f"http://{host.host}:{host.port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            assert re.search(r"^genapi_relay_reconnects_total [1-9]", text, re.M), text
         await close_all(*clients)
 
     asyncio.run(main())

@@ -623,10 +623,8 @@ class RedisAuthority:
                     self.reconnects += 1
                     log.warning("relay_subscription_restored", groups=len(self.mirrors))
                 first = False
-                if self.mirrors:
-                    await ps.ssubscribe(*[self._channel(g) for g in self.mirrors])
-                else:
-                    await ps.ssubscribe(f"{{{self.prefix}:relay}}:idle")  # a live connection to probe
+                # the idle channel keeps the connection subscribed (and probed) with no group followed
+                await ps.ssubscribe(f"{{{self.prefix}:relay}}:idle", *[self._channel(g) for g in self.mirrors])
                 await self._read(ps)
             except asyncio.CancelledError:
                 if ps is not None:
