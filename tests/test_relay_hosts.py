@@ -6,7 +6,8 @@ the same refusals with the same texts. Then: every member on both hosts gets eve
 messages in order exactly once (senders stamp a counter, members check gaps, duplicates and
 order); a host killed with SIGKILL has its members leave everyone's groups within its lease; with
 Redis killed, relay operations are refused with can_retry, and with it back the hosts resubscribe
-and replay; `CLIENT KILL TYPE pubsub` loses nothing and duplicates nothing."""
+and replay; `CLIENT KILL TYPE pubsub` loses nothing and duplicates nothing; a host further behind
+than the group's stream keeps resyncs the group and logs it."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from support.redis_proc import RedisProcess
 from test_relay import (
     TOPIC,
     close_all,
+    eventually,
     gid,
     ok,
     received,
@@ -317,3 +319,52 @@ async def drain_checked_after(c: Client, start: int, end: int) -> None:
         want[sender] += 1
     await asyncio.sleep(0.2)
     assert c.pushes.empty()
+
+
+def test_a_host_behind_the_streams_retention_resyncs_and_says_so(
+    redis: RedisProcess, pair: tuple[GatewayProcess, GatewayProcess]
+) -> None:
+    """Host B stopped (SIGSTOP) with its subscription cut, while the group's stream loses what
+    was sent meanwhile (XTRIM, as its retention would): resumed, B cannot replay, so it resyncs
+    the group (its members reloaded), logs it, and its members go on receiving; A lost nothing."""
+    a, b = pair
+    prefix = f"t{os.getpid()}"
+
+    async def main() -> None:
+        alice, bob = await member(a, "alice"), await member(b, "bob")
+        g = gid("trim")
+        await ok(alice, "create_group", group_id=g, group_type="public")
+        await ok(bob, "join_group", group_id=g)
+        await burst(alice, "alice", g, 5)
+        for i in range(5):
+            assert (await received(bob))["message"] == f"alice:{i}"
+        async with RelayClient(a.control) as ra:
+            reconnects = (await ra.stats())["reconnects"]
+            os.kill(b.pid, signal.SIGSTOP)
+            try:
+                redis.client().execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+
+                async def a_back() -> bool:
+                    return (await ra.stats())["reconnects"] > reconnects  # type: ignore[no-any-return]
+
+                await eventually(a_back, 10)
+                await burst(alice, "alice", g, 5, start=5)  # B is not subscribed: only its stream has them
+                assert redis.client().xtrim(f"{{{prefix}:g:{g}}}:s", maxlen=0) >= 5
+            finally:
+                os.kill(b.pid, signal.SIGCONT)
+
+        async def resynced() -> bool:
+            return "relay_group_resynced" in b.read_stderr()
+
+        await eventually(resynced, 15)
+        assert g in b.read_stderr().split("relay_group_resynced", 1)[1].split("\n", 1)[0]
+        await burst(alice, "alice", g, 5, start=10)
+        for i in range(15):
+            assert (await received(alice))["message"] == f"alice:{i}"
+        for i in range(10, 15):  # 5..9 are gone for bob (past the stream's retention), the rest arrive
+            assert (await received(bob))["message"] == f"alice:{i}"
+        await asyncio.sleep(0.2)
+        assert alice.pushes.empty() and bob.pushes.empty()
+        await close_all(alice, bob)
+
+    asyncio.run(main())
