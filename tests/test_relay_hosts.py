@@ -268,16 +268,18 @@ def test_redis_down_refuses_with_can_retry_then_recovers(
 ) -> None:
     """Redis killed (after a SAVE: as a failover to an up-to-date replica): sends are refused
     with the clear error and can_retry, nothing is delivered out of order; once it is back the
-    hosts resubscribe and the group carries on, in order, on both hosts."""
+    hosts resubscribe and the group carries on, in order, on both hosts, and a member whose
+    connection closed during the outage has left."""
     a, b = pair
 
     async def main() -> None:
-        alice, bob = await member(a, "alice"), await member(b, "bob")
+        alice, bob, carol = await member(a, "alice"), await member(b, "bob"), await member(b, "carol")
         g = gid("outage")
         await ok(alice, "create_group", group_id=g, group_type="public")
         await ok(bob, "join_group", group_id=g)
+        await ok(carol, "join_group", group_id=g)
         await burst(alice, "alice", g, 20)
-        for c in (alice, bob):
+        for c in (alice, bob, carol):
             for i in range(20):
                 assert (await received(c))["message"] == f"alice:{i}"
         redis.client().save()
@@ -287,6 +289,8 @@ def test_redis_down_refuses_with_can_retry_then_recovers(
                 resp = await c.call("chat", "handle_relay", {"group_id": g, "message": "lost"}, raise_on_error=False)
                 assert resp is not None and not resp.success, resp
                 assert resp.error == RELAY_UNREACHABLE and resp.can_retry is True, resp
+            await carol.close()  # her membership ends once Redis answers again
+            await asyncio.sleep(0.5)
         finally:
             redis.start()
         deadline = time.monotonic() + 30
@@ -300,6 +304,11 @@ def test_redis_down_refuses_with_can_retry_then_recovers(
             assert resp.error == RELAY_UNREACHABLE and resp.can_retry is True, resp
             assert time.monotonic() < deadline, "relay did not recover"
             await asyncio.sleep(0.2)
+
+        async def carol_gone() -> bool:
+            return set((await ok(alice, "get_group_info", group_id=g))["members"]) == {"alice", "bob"}
+
+        await eventually(carol_gone, 15)
         await burst(alice, "alice", g, 20, start=21)
         await burst(bob, "bob", g, 5)
         for c in (alice, bob):

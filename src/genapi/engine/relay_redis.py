@@ -125,8 +125,8 @@ if op == 'sync' then
   local epoch = redis.call('HGET', meta, 'e')
   local seq = tonumber(redis.call('HGET', meta, 'seq'))
   local last = tonumber(ARGV[9])
-  if epoch == ARGV[8] and seq <= last then return {1, seq, epoch} end
-  if epoch == ARGV[8] then
+  if epoch == ARGV[8] and seq == last then return {1, seq, epoch} end
+  if epoch == ARGV[8] and seq > last then
     local got = redis.call('XRANGE', stream, (last + 1) .. '-1', '+', 'COUNT', ARGV[11])
     if #got > 0 and got[1][1] == (last + 1) .. '-1' then
       local out = {2, seq, epoch}
@@ -134,7 +134,8 @@ if op == 'sync' then
       return out
     end
   end
-  -- past the stream's retention, or another epoch: this host's members as they are now
+  -- past the stream's retention, another epoch, or numbered back (a server behind this host):
+  -- this host's members as they are now
   local out = {3, seq, epoch}
   local all = redis.call('HGETALL', mem)
   for i = 1, #all, 2 do
@@ -244,7 +245,7 @@ _MUTES = {
 class Mirror:
     """A group as this host follows it: its local members, its epoch and the last seq applied."""
 
-    __slots__ = ("epoch", "expect", "last", "members", "subscribed")
+    __slots__ = ("epoch", "expect", "last", "last_event", "members", "subscribed", "suspect")
 
     def __init__(self, epoch: str, last: int) -> None:
         self.epoch = epoch
@@ -252,6 +253,8 @@ class Mirror:
         self.expect = last  # the highest seq a local answer announced: not dropped before it is applied
         self.members: dict[str, tuple[int, int, str]] = {}  # user → (worker, token, status)
         self.subscribed = False
+        self.last_event: bytes | None = None  # the event applied last, as Redis holds it
+        self.suspect = False  # the server changed (failover, restart): check its history first
 
 
 class Pending:
@@ -278,6 +281,7 @@ class RedisAuthority:
         self.hosts_key = f"{self.prefix}:relay:hosts"
         self.mirrors: dict[str, Mirror] = {}
         self.at: dict[Place, set[tuple[str, str]]] = {}
+        self.unleft: list[tuple[str, str, str, str, str]] = []  # leaves refused while Redis was away
         self.batch: list[Pending] = []
         self.sending = False
         self.down_until = 0.0
@@ -563,7 +567,9 @@ class RedisAuthority:
 
     def _leave_quietly(self, group_id: str, user: str, run: str, worker: str, token: str) -> None:
         def done(out: Any) -> None:
-            if isinstance(out, RelayError) and out.code not in ("skip", "not_found"):
+            if isinstance(out, RelayError) and out.code == "engine_unavailable":
+                self.unleft.append((group_id, user, run, worker, token))  # sent again once Redis answers
+            elif isinstance(out, RelayError) and out.code not in ("skip", "not_found"):
                 log.warning("relay_leave_failed", group=group_id, user=user, error=out.text)
 
         self._queue(self._pending("leave", group_id, user, [run, worker, token], done, lambda r: {"status": "left"}))
@@ -616,7 +622,7 @@ class RedisAuthority:
                 if self.server_run is not None and run_id != self.server_run:
                     log.warning("relay_engine_new_epoch", run_id=run_id, groups=len(self.mirrors))
                     for m in self.mirrors.values():
-                        m.epoch = "?"  # resync each group on its catch-up
+                        m.suspect = True  # its history checked on its catch-up
                 self.server_run = run_id
                 self.ps = ps
                 if not first:
@@ -690,11 +696,22 @@ class RedisAuthority:
         if seq != m.last + 1 or (m.epoch and h["e"] != m.epoch):
             await self._catch_up(group_id, m)  # type: ignore[arg-type]
             return
-        self._apply(group_id, m, h, payload)  # type: ignore[arg-type]
+        self._apply(group_id, m, h, payload, data)  # type: ignore[arg-type]
 
     async def _catch_up(self, group_id: str, m: Mirror) -> None:
         """Everything after m.last from the stream, in order; past its retention (or another
         epoch) the group's local members reloaded."""
+        if m.suspect:
+            # a new server: replay only if it holds the event applied last as it was (a replica
+            # behind its primary, or a restart that lost it, would renumber): else resync
+            m.suspect = False
+            try:
+                got = await self.redis.xrange(self._keys(group_id)[2], f"{m.last}-1", f"{m.last}-1")
+            except engine_redis.errors() as exc:
+                m.suspect = True
+                raise _Dead(f"sync of {group_id}: {exc}") from None
+            if m.last_event is None or not got or got[0][1].get(b"d") != m.last_event:
+                m.epoch = "?"  # the sync below resyncs
         while self.mirrors.get(group_id) is m:
             p = self._pending("sync", group_id, self.run, [m.epoch, m.last, self.run, SYNC_MAX], None, None)
             try:
@@ -717,7 +734,7 @@ class RedisAuthority:
                     h = _decode(head)
                     if int(h["s"]) == m.last + 1:
                         m.epoch = epoch
-                        self._apply(group_id, m, h, payload)
+                        self._apply(group_id, m, h, payload, data)
                         self.replayed += 1
                 if m.last >= seq:
                     return
@@ -729,7 +746,7 @@ class RedisAuthority:
                 user, rec = _s(r[i]), _decode(r[i + 1])
                 m.members[user] = (int(rec["w"]), int(rec["t"]), rec["s"])
             missed = seq - m.last
-            m.epoch, m.last = epoch, seq
+            m.epoch, m.last, m.last_event = epoch, seq, None
             m.expect = max(m.expect, seq) if m.expect <= seq else m.expect
             self.resyncs += 1
             log.warning(
@@ -746,8 +763,9 @@ class RedisAuthority:
                 self._unfollow(group_id)
             return
 
-    def _apply(self, group_id: str, m: Mirror, h: dict[str, Any], payload: bytes) -> None:
+    def _apply(self, group_id: str, m: Mirror, h: dict[str, Any], payload: bytes, data: bytes) -> None:
         m.last = int(h["s"])
+        m.last_event = data
         if not m.epoch:
             m.epoch = h["e"]
         op = h["o"]
@@ -803,6 +821,11 @@ class RedisAuthority:
             try:
                 await self.redis.set(key, self.host_id, px=LEASE_MS)
                 await self.redis.sadd(self.hosts_key, self.run)
+                if self.unleft:  # members whose seats went while Redis was away leave now
+                    unleft, self.unleft = self.unleft, []
+                    log.info("relay_members_left", memberships=len(unleft), reason="connection gone during an outage")
+                    for args in unleft:
+                        self._leave_quietly(*args)
                 for raw in await self.redis.smembers(self.hosts_key):
                     run = _s(raw)
                     if run != self.run and not await self.redis.exists(self._lease_key(run)):
