@@ -378,3 +378,49 @@ def test_a_host_behind_the_streams_retention_resyncs_and_says_so(
         await close_all(alice, bob)
 
     asyncio.run(main())
+
+
+def test_a_silent_subscription_is_found_by_its_probe(
+    redis: RedisProcess, pair: tuple[GatewayProcess, GatewayProcess]
+) -> None:
+    """Redis stopped (SIGSTOP: connections open, nothing answered) longer than the probe's
+    timeout: each host finds its subscription dead by the PING it gets no answer to, reconnects
+    once Redis answers again, and the group carries on in order on both hosts, its members kept
+    (a stall longer than a lease reaps no one)."""
+    a, b = pair
+
+    async def main() -> None:
+        alice, bob = await member(a, "alice"), await member(b, "bob")
+        g = gid("silent")
+        await ok(alice, "create_group", group_id=g, group_type="public")
+        await ok(bob, "join_group", group_id=g)
+        await burst(bob, "bob", g, 10)
+        async with RelayClient(a.control) as ra, RelayClient(b.control) as rb:
+            before = [(await ra.stats())["reconnects"], (await rb.stats())["reconnects"]]
+            os.kill(redis.pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(6.5)  # the probe: a PING after 1 s idle, dead 3 s later
+            finally:
+                os.kill(redis.pid, signal.SIGCONT)
+
+            async def found() -> bool:
+                now = [(await ra.stats())["reconnects"], (await rb.stats())["reconnects"]]
+                return all(n > m for n, m in zip(now, before, strict=True))
+
+            await eventually(found, 20)
+        deadline = time.monotonic() + 30
+        while True:  # refused (can_retry) until the host's connection to Redis is back
+            resp = await bob.call("chat", "handle_relay", {"group_id": g, "message": "bob:10"}, raise_on_error=False)
+            assert resp is not None
+            if resp.success:
+                break
+            assert resp.error == RELAY_UNREACHABLE and resp.can_retry is True, resp
+            assert time.monotonic() < deadline, "relay did not recover"
+            await asyncio.sleep(0.2)
+        await burst(bob, "bob", g, 10, start=11)
+        for c in (alice, bob):
+            await drain_checked(c, {"bob": 21})
+        assert set((await ok(alice, "get_group_info", group_id=g))["members"]) == {"alice", "bob"}
+        await close_all(alice, bob)
+
+    asyncio.run(main())

@@ -21,8 +21,10 @@ local members reloaded) and that is logged. An idle subscription is probed with 
 PROBE_S; no answer within PROBE_TIMEOUT_S means it is dead: reconnect, resubscribe, replay.
 
 Members carry their host (`run`: host id and a random id per start). Each host holds a lease key
-(`SET PX LEASE_MS`, renewed every RENEW_S); a host whose lease expired is reaped by one survivor
-(`SET NX PX` lock): its members leave through the same ordered leave script.
+(`SET PX LEASE_MS`, renewed every RENEW_S); a host whose lease was found expired at two looks in
+a row (RENEW_S apart: a Redis that stalled longer than a lease gives every host a renewal before
+anyone reaps) is reaped by one survivor (`SET NX PX` lock): its members leave through the same
+ordered leave script.
 
 While Redis cannot be reached every operation is refused at once with a `can_retry` error
 (`relay_unreachable`); nothing is delivered out of order, and with Redis back the hosts
@@ -282,6 +284,7 @@ class RedisAuthority:
         self.mirrors: dict[str, Mirror] = {}
         self.at: dict[Place, set[tuple[str, str]]] = {}
         self.unleft: list[tuple[str, str, str, str, str]] = []  # leaves refused while Redis was away
+        self.missing: set[str] = set()  # hosts whose lease had expired at the last look
         self.batch: list[Pending] = []
         self.sending = False
         self.down_until = 0.0
@@ -826,10 +829,14 @@ class RedisAuthority:
                     log.info("relay_members_left", memberships=len(unleft), reason="connection gone during an outage")
                     for args in unleft:
                         self._leave_quietly(*args)
+                missing = set()
                 for raw in await self.redis.smembers(self.hosts_key):
                     run = _s(raw)
                     if run != self.run and not await self.redis.exists(self._lease_key(run)):
-                        await self._reap(run)
+                        missing.add(run)
+                        if run in self.missing:  # gone at two looks in a row: not a stall of Redis
+                            await self._reap(run)
+                self.missing = missing
             except engine_redis.errors():
                 pass  # the probe logs the outage; the next renewal tries again
             except Exception:
