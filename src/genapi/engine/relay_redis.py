@@ -9,7 +9,8 @@ is `<seq>-1`, `XADD MAXLEN ~ STREAM_MAX`) and published with sharded pub/sub (SP
 event: a JSON head `{"e": epoch, "s": seq, "o": op, ...}`, a newline, then (for a send) the
 message as members receive it, encoded once by the sender's host. No host delivers before Redis
 numbered a message. The ops a host issues in one loop iteration go in one pipeline, one pipeline
-out at a time (so a sender's operations reach Redis in the order sent).
+out at a time (so a sender's operations reach Redis in the order sent); deliveries that arrive
+while a pipeline is out wait for its answers, so a sender reads its answer before its own copy.
 
 Each host (its master, or its single worker) mirrors the groups that have a member here: the
 local members (place and status), the group's epoch (chosen at its creation) and the last seq
@@ -285,6 +286,7 @@ class RedisAuthority:
         self.at: dict[Place, set[tuple[str, str]]] = {}
         self.unleft: list[tuple[str, str, str, str, str]] = []  # leaves refused while Redis was away
         self.missing: set[str] = set()  # hosts whose lease had expired at the last look
+        self.held: list[tuple[int, list[int], bytes]] = []  # deliveries waiting for a batch's answers
         self.batch: list[Pending] = []
         self.sending = False
         self.down_until = 0.0
@@ -527,6 +529,9 @@ class RedisAuthority:
             log.warning("relay_engine_reachable")
         for i, p in enumerate(batch):
             p.finish(None if replies is None else replies[i])
+        held, self.held = self.held, []
+        for worker, tokens, payload in held:
+            self.deliver(worker, tokens, payload)
         if self.batch:
             self._flush()
 
@@ -780,7 +785,10 @@ class RedisAuthority:
                     by_worker.setdefault(worker, []).append(token)
             for worker, tokens in by_worker.items():
                 self.deliveries += len(tokens)
-                self.deliver(worker, tokens, payload)
+                if self.sending:  # perhaps a message of the batch out: after its answers
+                    self.held.append((worker, tokens, payload))
+                else:
+                    self.deliver(worker, tokens, payload)
             return
         if op == "join":
             if h.get("h") == self.run:
