@@ -18,7 +18,9 @@ no orphans.
 The master is also the relay groups' authority (`engine/relay.py`, `relay/groups.py`): workers
 send each operation up their pipe and say when members' seats go; the master applies them in
 order, answers, and sends each worker holding receivers one delivery, the relayed message
-encoded once. A dead worker's members leave their groups.
+encoded once. A dead worker's members leave their groups. With `[engine] type = "redis"` the
+authority is `RedisAuthority` (`engine/relay_redis.py`): Redis orders the operations of every
+host and the master delivers what it hears from Redis to its workers the same way.
 """
 
 from __future__ import annotations
