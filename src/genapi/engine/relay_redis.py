@@ -261,7 +261,7 @@ class Mirror:
 
 
 class Pending:
-    __slots__ = ("args", "done", "finish", "group_id", "op")
+    __slots__ = ("args", "finish", "group_id", "op")
 
     def __init__(self, op: str, group_id: str, args: list[Any], finish: Any) -> None:
         self.op = op
@@ -303,7 +303,6 @@ class RedisAuthority:
         self.server_run: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -313,7 +312,6 @@ class RedisAuthority:
         self.redis = engine_redis.client(self.engine)
         self.sub_redis = engine_redis.client(self.engine, blocking=True)
         self.script = self.redis.register_script(SCRIPT)
-        self._wake = asyncio.Event()
         self._tasks = [self._loop.create_task(self._listen()), self._loop.create_task(self._lease())]
 
     async def aclose(self) -> None:
@@ -324,6 +322,7 @@ class RedisAuthority:
             await asyncio.sleep(0.02)
         for t in self._tasks:
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self.redis is not None:
             try:
