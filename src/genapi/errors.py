@@ -78,9 +78,10 @@ class RelayError(CallError):
     """A relay-group operation refused by its rules. `code` is PhoenixGenApi's reason
     (`not_found`, `not_admin`, ...), `text` what the client reads."""
 
-    def __init__(self, code: str, text: str) -> None:
+    def __init__(self, code: str, text: str, can_retry: bool = False) -> None:
         super().__init__(text)
         self.code = code
+        self.can_retry = can_retry
 
 
 class RemoteFailure(GenapiError):
@@ -355,6 +356,14 @@ RELAY_TEXTS = {
 
 def relay_error(code: str) -> RelayError:
     return RelayError(code, RELAY_TEXTS[code])
+
+
+RELAY_UNREACHABLE = "Relay groups are unavailable: the engine (Redis) cannot be reached; retry later"
+
+
+def relay_unreachable() -> RelayError:
+    """Redis (`[engine] type = "redis"`) could not be reached: nothing was ordered, worth retrying."""
+    return RelayError("engine_unavailable", RELAY_UNREACHABLE, can_retry=True)
 
 
 def relay_group_type(value: object) -> RelayError:

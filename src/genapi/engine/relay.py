@@ -6,7 +6,8 @@ worker holds it itself (`--workers 1`), `PipeRelay` when its master does (`seats
 `RelayAuthority` is the authority as its holder (the master, over every worker's pipe) uses
 it; `MemoryAuthority` is today's single-host one, the host's `Groups` in this process. Both
 answer through a callback, so an authority that answers later (one a store shared by several
-hosts orders) is an addition beside these, not a change to their users.
+hosts orders) is an addition beside these, not a change to their users: `RedisAuthority`
+(`engine/relay_redis.py`, `[engine] type = "redis"`) is that one.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ class RelayAuthority(Protocol):
         """Groups, members, messages relayed and deliveries sent (for /metrics)."""
         ...
 
+    def start(self) -> None:
+        """Called in the running loop before the first operation."""
+        ...
+
+    async def aclose(self) -> None:
+        """Called on the way out, after the host's connections closed."""
+        ...
+
 
 class MemoryAuthority:
     """The single-host authority: the host's `Groups`, in this process, answered at once."""
@@ -75,3 +84,9 @@ class MemoryAuthority:
 
     def stats(self) -> dict[str, Any]:
         return self.groups.stats()
+
+    def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass

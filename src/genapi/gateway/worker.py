@@ -29,7 +29,7 @@ from genapi._core.handoff import ThreadPool
 from genapi._core.stats import log_calls
 from genapi._core.wire import on_unencodable
 from genapi.config import ConfigError, Settings
-from genapi.engine.relay import MemoryAuthority
+from genapi.engine.relay import MemoryAuthority, RelayAuthority
 from genapi.gateway.auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
 from genapi.gateway.listener import Listener, listening_socket, raise_fd_limit, reuseport_socket
 from genapi.gateway.phoenix import origin_checker, serializer_for, topic_matcher
@@ -320,11 +320,18 @@ async def serve(
     on_unencodable(general.unencodable)
     dispatcher = Dispatcher(registry, settings, general.run, limiter)
     conns = ConnectionContext(gw, dispatcher, topic_matcher(gw.topics))
-    authority = None
+    authority: RelayAuthority | None = None
     if lone:  # alone, this worker is the relay groups' authority: every place is in this process
-        authority = MemoryAuthority(
-            Groups(settings.relay, lambda _worker, tokens, payload: seats.deliver(tokens, payload))
-        )
+
+        def deliver(_worker: int, tokens: list[int], payload: bytes) -> None:
+            seats.deliver(tokens, payload)
+
+        authority = MemoryAuthority(Groups(settings.relay, deliver))
+        if settings.engine.type == "redis":  # shared with the other hosts, ordered by Redis
+            from genapi.engine.relay_redis import RedisAuthority
+
+            authority = RedisAuthority(settings.relay, settings.engine, host_id, deliver)
+        authority.start()
         seats.link = LocalRelay(authority, seats)
     index = int(os.environ.get("GENAPI_WORKER_INDEX", "0"))
     gateway = Gateway(settings, functions, dispatcher, conns, limits, seats, index)
@@ -364,6 +371,8 @@ async def serve(
         link.close()
     if limits is not None:
         await limits.aclose(owner=lone)
+    if authority is not None:
+        await authority.aclose()
     if probe is not None:
         await probe.close()
 

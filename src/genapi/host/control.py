@@ -412,4 +412,6 @@ def merge_nodes(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _relay_answer(out: Any) -> Any:
     """A refusal by the group rules is an answer: {"error": code, "text": ...}."""
-    return {"error": out.code, "text": out.text} if isinstance(out, RelayError) else out
+    if isinstance(out, RelayError):
+        return {"error": out.code, "text": out.text, **({"can_retry": True} if out.can_retry else {})}
+    return out

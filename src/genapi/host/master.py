@@ -18,7 +18,9 @@ no orphans.
 The master is also the relay groups' authority (`engine/relay.py`, `relay/groups.py`): workers
 send each operation up their pipe and say when members' seats go; the master applies them in
 order, answers, and sends each worker holding receivers one delivery, the relayed message
-encoded once. A dead worker's members leave their groups.
+encoded once. A dead worker's members leave their groups. With `[engine] type = "redis"` the
+authority is `RedisAuthority` (`engine/relay_redis.py`): Redis orders the operations of every
+host and the master delivers what it hears from Redis to its workers the same way.
 """
 
 from __future__ import annotations
@@ -125,6 +127,12 @@ class Master:
             self.probe = EngineProbe(settings.engine, settings.engine.host_name(gw.port))
         self.groups = Groups(settings.relay, self._deliver)
         self.relay: RelayAuthority = MemoryAuthority(self.groups)  # the host's one relay authority
+        if settings.engine.type == "redis":  # relay groups shared with the other hosts, ordered by Redis
+            from genapi.engine.relay_redis import RedisAuthority
+
+            self.relay = RedisAuthority(
+                settings.relay, settings.engine, settings.engine.host_name(gw.port), self._deliver
+            )
         self.control = ControlPlane(
             self.functions,
             settings,
@@ -152,6 +160,7 @@ class Master:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         if self.probe is not None:
             self.probe.start()
+        self.relay.start()
         try:
             self.snapshots.publish(self.functions.registry.configs())
             for w in self.workers:
@@ -166,6 +175,7 @@ class Master:
             await self._drain()
         finally:
             self.snapshots.close()
+            await self.relay.aclose()
             if self.limits is not None:
                 await self.limits.aclose(owner=True)
             if self.probe is not None:
@@ -336,7 +346,7 @@ class Master:
 
         def answer(got: Any) -> None:
             w.send(
-                pipe.RelayAnswer(rid, err=got.code, text=got.text)
+                pipe.RelayAnswer(rid, err=got.code, text=got.text, retry=got.can_retry)
                 if isinstance(got, RelayError)
                 else pipe.RelayAnswer(rid, got)
             )

@@ -166,4 +166,14 @@ def render(workers: Iterable[dict[str, Any]], host: dict[str, Any]) -> str:
     out.sample("genapi_relay_members", relay.get("members", 0))
     out.family("genapi_relay_messages_total", "counter", "Messages relayed to groups.")
     out.sample("genapi_relay_messages_total", relay.get("relayed", 0))
+    for key, text in (  # the redis engine's (relay groups across hosts)
+        ("replayed", "Relay events this host replayed from a group's stream (a gap, a reconnect)."),
+        ("resyncs", "Relay groups this host resynced (past the stream's retention, a new epoch, a group gone)."),
+        ("reconnects", "Times this host's relay subscription was lost and made again."),
+        ("reaped", "Memberships of dead hosts this host removed (their lease expired)."),
+    ):
+        if key in relay:
+            name = f"genapi_relay_{key}_total"
+            out.family(name, "counter", text)
+            out.sample(name, relay[key])
     return "\n".join(out.lines) + "\n"

@@ -77,6 +77,7 @@ class RelayAnswer(_Message, tag="rr"):
     ok: Any = None
     err: str | None = None
     text: str | None = None
+    retry: bool = False  # the refusal's can_retry (the engine unreachable)
 
 
 class RelayDelivery(_Message, tag="rd"):

@@ -188,7 +188,9 @@ class RelayCallee(Callee):
             return
 
         def done(out: Any) -> None:
-            reply.finish(Response.fail(rid, out.text) if isinstance(out, RelayError) else Response(rid, out))
+            reply.finish(
+                Response.fail(rid, out.text, out.can_retry) if isinstance(out, RelayError) else Response(rid, out)
+            )
 
         link.ask(self.op, op_args, token, done)
 
@@ -228,7 +230,7 @@ class RelayClient:
     async def _ask(self, op: str, **args: Any) -> dict[str, Any]:
         out = await self.client.relay(op, args)
         if isinstance(out, dict) and "error" in out:
-            raise RelayError(str(out["error"]), str(out.get("text")))
+            raise RelayError(str(out["error"]), str(out.get("text")), bool(out.get("can_retry")))
         return cast(dict[str, Any], out)
 
     async def create_group(self, group_id: str, group_type: str, user_id: str) -> dict[str, Any]:

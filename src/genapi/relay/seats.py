@@ -186,7 +186,7 @@ class PipeRelay:
         if done is None:
             return
         if message.err is not None:
-            done(RelayError(message.err, str(message.text)))
+            done(RelayError(message.err, str(message.text), message.retry))
         else:
             done(message.ok)
 
