@@ -63,6 +63,9 @@ prefix = "{prefix}"
 connect_timeout_ms = 500
 command_timeout_ms = {timeout}
 
+[relay]
+service = "chat"
+
 [rate_limiter]
 fail_open = true
 
@@ -141,6 +144,11 @@ def refused(answer: dict[str, Any]) -> bool:
 
 def phoenix_js(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """Runs tests/js/hosts_client.cjs (phoenix.js clients) with `plan`; its answers."""
+    return list(phoenix_js_run(plan)["answers"])
+
+
+def phoenix_js_run(plan: dict[str, Any]) -> dict[str, Any]:
+    """Runs tests/js/hosts_client.cjs (phoenix.js clients) with `plan`: {"answers", "relayed"}."""
     if not (JS_DIR / "node_modules" / "phoenix").is_dir():
         pytest.fail("tests/js/node_modules is missing (phoenix, ws): run `npm ci --prefix tests/js`", pytrace=False)
     node = shutil.which("node")
@@ -150,7 +158,7 @@ def phoenix_js(plan: dict[str, Any]) -> list[dict[str, Any]]:
         [node, str(JS_DIR / "hosts_client.cjs")], input=json.dumps(plan), capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, f"hosts_client.cjs exited {proc.returncode}\n{proc.stderr}"
-    return list(json.loads(proc.stdout)["answers"])
+    return dict(json.loads(proc.stdout))
 
 
 def test_phoenix_js_clients_through_nginx_share_a_cluster_limit_over_both_hosts(
@@ -190,6 +198,36 @@ def test_phoenix_js_clients_through_nginx_share_a_cluster_limit_over_both_hosts(
     seen = upgrades()
     assert sorted(xff for _, xff, _ in seen) == sources, seen
     assert {up for _, _, up in seen} == ups, seen
+
+
+def test_phoenix_js_clients_through_nginx_share_a_relay_group_over_both_hosts(
+    hosts: tuple[GatewayProcess, GatewayProcess], nginx: NginxProcess
+) -> None:
+    """Members on both hosts, reached through nginx, get every message of every sender exactly
+    once and each sender's in the order sent (Redis numbers them; each host delivers its own)."""
+    a, b = hosts
+    host_of = {pid: gw for gw in (a, b) for pid in workers(gw)}
+    sources = [f"127.0.0.{i}" for i in range(6, 10)]
+    clients = [{"token": token(f"member{i}"), "local": src} for i, src in enumerate(sources)]
+    sends = [[i % len(clients), n] for n in range(40) for i in range(len(clients))]  # each sends 40
+    out = phoenix_js_run(
+        {
+            "url": nginx.url,
+            "clients": clients,
+            "calls": [[i, "w", "pid", {}] for i in range(len(clients))],
+            "relay": {"group": f"g{os.getpid()}", "sends": sends},
+        }
+    )
+    answers, relayed = out["answers"], out["relayed"]
+    assert all(ans.get("success") for ans in answers), [ans for ans in answers if not ans.get("success")]
+    landed = {host_of.get(ans["result"]) for ans in answers[: len(clients)]}
+    assert landed == {a, b}, f"every member landed on one host: {answers[: len(clients)]}"
+    for member, got in enumerate(relayed):
+        seen = [(m["message"]["from"], m["message"]["n"]) for m in got]
+        assert len(seen) == len(set(seen)) == len(sends), (member, len(seen), len(set(seen)))
+        for sender in range(len(clients)):
+            order = [n for s, n in seen if s == sender]
+            assert order == list(range(40)), (member, sender, order)
 
 
 def test_nginx_proxies_only_the_socket_path(hosts: tuple[GatewayProcess, GatewayProcess], nginx: NginxProcess) -> None:

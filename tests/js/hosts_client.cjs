@@ -3,10 +3,15 @@
 // Reads a plan as JSON on stdin:
 //   {"url": "ws://127.0.0.1:PORT/socket",
 //    "clients": [{"token": "...", "local": "127.0.0.2"}, ...],   // `local`: the source address
-//    "calls": [[client, service, request_type, args], ...]}      // in this order, one at a time
+//    "calls": [[client, service, request_type, args], ...],      // in this order, one at a time
+//    "relay": {"group": "g", "sends": [[client, n], ...]}}      // optional, after the calls
 // opens every client's Socket (each from its own loopback source address, so nginx's
 // X-Forwarded-For names it), joins "api:hosts" on each, makes the calls, and prints one JSON
-// object: {"answers": [the Response push, or {"reply": status, "response": ...} if none], ...}.
+// object: {"answers": [the Response push, or {"reply": status, "response": ...} if none], ...,
+// "relayed": [each client's relayed messages, in the order received]}. With "relay": client 0
+// creates the public group `chat.<group>`, every other client joins it, then each send in
+// order is `chat.handle_relay` of {"from": client, "n": n}; every client (senders included)
+// then waits until it has received a copy of every send.
 
 const { Socket } = require("phoenix");
 const WebSocket = require("ws");
@@ -46,7 +51,9 @@ async function open(url, { token, local }) {
       .receive("error", (r) => reject(new Error(`join error: ${JSON.stringify(r)}`)))
       .receive("timeout", () => reject(new Error("join timeout")));
   }), T, "join");
-  return { socket, channel };
+  const relayed = [];
+  channel.on(EVENT, (p) => { if (p.kind === "relay") relayed.push(p.result); });
+  return { socket, channel, relayed };
 }
 
 let seq = 0;
@@ -56,7 +63,7 @@ function call(channel, service, request_type, args) {
   const request_id = `hosts-${process.pid}-${++seq}`;
   return withTimeout(new Promise((resolve) => {
     const ref = channel.on(EVENT, (p) => {
-      if (p.request_id === request_id && !p.has_more && !(p.async && p.result === null && p.success)) {
+      if (p.kind !== "relay" && p.request_id === request_id && !p.has_more && !(p.async && p.result === null && p.success)) {
         channel.off(EVENT, ref);
         resolve(p);
       }
@@ -77,8 +84,25 @@ async function main() {
   for (const [i, service, requestType, args] of plan.calls) {
     answers.push(await call(clients[i].channel, service, requestType, args));
   }
+  if (plan.relay) {
+    const group_id = plan.relay.group;
+    answers.push(await call(clients[0].channel, "chat", "create_group", { group_id, group_type: "public" }));
+    for (const c of clients.slice(1)) answers.push(await call(c.channel, "chat", "join_group", { group_id }));
+    for (const [i, n] of plan.relay.sends) {
+      answers.push(await call(clients[i].channel, "chat", "handle_relay", { group_id, message: { from: i, n } }));
+    }
+    const want = plan.relay.sends.length;
+    await withTimeout(new Promise((resolve) => {
+      const poll = setInterval(() => {
+        if (clients.every((c) => c.relayed.length >= want)) { clearInterval(poll); resolve(); }
+      }, 20);
+    }), T, `every client receiving ${want} relayed messages`).catch((err) => {
+      throw new Error(`${err.message} (received: ${clients.map((c) => c.relayed.length).join(", ")}; answers: ${JSON.stringify(answers.slice(-5))})`);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200)); // a duplicate would arrive by now
+  }
   for (const { socket } of clients) socket.disconnect();
-  process.stdout.write(JSON.stringify({ answers }) + "\n");
+  process.stdout.write(JSON.stringify({ answers, relayed: clients.map((c) => c.relayed) }) + "\n");
 }
 
 main().catch((err) => {

@@ -444,8 +444,8 @@ class RedisAuthority:
             return self._pending("info", group_id, user or "", [], done, lambda r: _info(group_id, r[2]))
         if op == "handle_relay":
             group_id, user, message = a["group_id"], a["user_id"], a["message"]
-            payload = _encode(
-                Response(
+            payload = _encode(  # kind "relay", as on one host: a client tells it from the sender's answer
+                Response.relayed(
                     a.get("request_id") or "relay",
                     {"group_id": group_id, "from_user_id": user, "message": message, "timestamp": _iso(time.time())},
                 )
