@@ -263,6 +263,34 @@ def test_a_pubsub_connection_killed_loses_nothing_and_duplicates_nothing(
     asyncio.run(main())
 
 
+def test_a_paused_redis_delays_but_loses_and_repeats_nothing(
+    redis: RedisProcess, pair: tuple[GatewayProcess, GatewayProcess]
+) -> None:
+    """`CLIENT PAUSE` shorter than command_timeout_ms (and than a lease), with sends from both
+    hosts in flight: every send is answered `relayed` once the pause ends, every member gets
+    everything once, each sender's in order, and no member is reaped."""
+    a, b = pair
+
+    async def main() -> None:
+        clients = [await member(a if i % 2 == 0 else b, f"z{i}") for i in range(4)]
+        g = gid("pause")
+        await ok(clients[0], "create_group", group_id=g, group_type="public")
+        for c in clients[1:]:
+            await ok(c, "join_group", group_id=g)
+        await burst(clients[0], "z0", g, 20)
+        await burst(clients[1], "z1", g, 20)
+        assert redis.client().execute_command("CLIENT", "PAUSE", 800, "ALL") in (True, b"OK", "OK")
+        t0 = time.monotonic()
+        await asyncio.gather(burst(clients[0], "z0", g, 30, start=20), burst(clients[1], "z1", g, 30, start=20))
+        assert time.monotonic() - t0 >= 0.5, "answered during the pause: Redis was not paused"
+        await asyncio.gather(*(drain_checked(c, {"z0": 50, "z1": 50}) for c in clients))
+        info = await clients[2].call("chat", "get_group_info", {"group_id": g})
+        assert info is not None and info.success and len(info.result["members"]) == 4, info
+        await close_all(*clients)
+
+    asyncio.run(main())
+
+
 def test_redis_down_refuses_with_can_retry_then_recovers(
     redis: RedisProcess, pair: tuple[GatewayProcess, GatewayProcess]
 ) -> None:
