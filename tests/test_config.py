@@ -406,4 +406,4 @@ def test_version_is_the_package_version():
 
     proc = genapi("--version")
     assert proc.returncode == 0 and proc.stdout == f"genapi {__version__}\n"
-    assert version("genapi") == __version__
+    assert version("genapi-gateway") == __version__  # the distribution's name (pyproject)
