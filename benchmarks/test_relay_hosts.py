@@ -32,10 +32,10 @@ from .test_relay import (
     TOPIC,
     Fanout,
     Member,
-    _cpu,
     _cpu_line,
     _latencies,
     _pct,
+    burst_figures,
     connect,
 )
 
@@ -121,20 +121,7 @@ def test_relay_fanout_across_two_hosts(benchmark, fanout2):
     best: dict[str, Any] = {}
 
     def run() -> None:
-        r = fanout2.loop.run_until_complete(fanout2.burst(MESSAGES))
-        elapsed = max(r["times"]) - min(r["sent"].values())
-        every, _ = _latencies(r)
-        out = {
-            "members": MEMBERS,
-            "messages": MESSAGES,
-            "deliveries": len(r["times"]),
-            "elapsed_s": round(elapsed, 4),
-            "deliveries_per_s": round(len(r["times"]) / elapsed),
-            "messages_per_s": round(MESSAGES / elapsed, 1),
-            "p50_delivery_ms": round(_pct(every, 0.50), 2),
-            "p99_delivery_ms": round(_pct(every, 0.99), 2),
-            **_cpu(r),
-        }
+        out = burst_figures(fanout2.loop.run_until_complete(fanout2.burst(MESSAGES)))
         if out["deliveries_per_s"] > best.get("deliveries_per_s", -1):
             best.clear()
             best.update(out)
