@@ -30,7 +30,7 @@ from genapi.client import Client
 from genapi.config import parse
 from genapi.errors import ConfigError
 from support.configs import echo
-from support.gateway_proc import GatewayProcess, wait_until
+from support.gateway_proc import GatewayProcess, several_hosts, wait_until
 from support.node_proc import control
 from support.redis_proc import RedisProcess
 
@@ -182,19 +182,8 @@ def hosts(redis: RedisProcess) -> Iterator[tuple[GatewayProcess, GatewayProcess]
         + echo("w", "both")
         + echo("w", "race")
     )
-    a = GatewayProcess(config, extra_args=["--workers", "2"])
-    try:
-        b = GatewayProcess(config)
-    except BaseException:
-        a.stop()
-        raise
-    try:
+    with several_hosts(config, 2, 1) as (a, b):
         yield a, b
-    finally:
-        try:
-            b.stop()
-        finally:
-            a.stop()
 
 
 def token(user: str) -> str:

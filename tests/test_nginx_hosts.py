@@ -35,7 +35,7 @@ import pytest
 from genapi.client import Client
 from genapi.engine.cluster_limits import RETRY_DOWN_S
 from support.configs import PID, echo
-from support.gateway_proc import GatewayProcess, children, wait_until
+from support.gateway_proc import GatewayProcess, children, several_hosts, wait_until
 from support.nginx_proc import NginxProcess
 from support.node_proc import control
 from support.redis_proc import RedisProcess
@@ -104,19 +104,8 @@ def hosts(redis: RedisProcess) -> Iterator[tuple[GatewayProcess, GatewayProcess]
         + echo("w")
         + echo("w", "round")
     )
-    a = GatewayProcess(config, extra_args=["--workers", "2"])
-    try:
-        b = GatewayProcess(config, extra_args=["--workers", "2"])
-    except BaseException:
-        a.stop()
-        raise
-    try:
+    with several_hosts(config, 2, 2) as (a, b):
         yield a, b
-    finally:
-        try:
-            b.stop()
-        finally:
-            a.stop()
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import test_relay
 from genapi.client import Client
 from genapi.errors import RELAY_UNREACHABLE
 from genapi.relay import RelayClient
-from support.gateway_proc import GatewayProcess
+from support.gateway_proc import GatewayProcess, several_hosts
 from support.redis_proc import RedisProcess
 from test_relay import (
     TOPIC,
@@ -89,19 +89,8 @@ def config(redis: RedisProcess) -> str:
 
 @pytest.fixture(scope="module")
 def pair(redis: RedisProcess) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    a = GatewayProcess(config(redis), extra_args=["--workers", "2"])
-    try:
-        b = GatewayProcess(config(redis))
-    except BaseException:
-        a.stop()
-        raise
-    try:
+    with several_hosts(config(redis), 2, 1) as (a, b):
         yield a, b
-    finally:
-        try:
-            b.stop()
-        finally:
-            a.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 import test_relay_bounds
-from support.gateway_proc import GatewayProcess
+from support.gateway_proc import several_hosts
 from support.redis_proc import RedisProcess
 from test_relay_bounds import (
     test_the_group_past_max_groups_is_refused_and_the_others_go_on,
@@ -29,16 +29,5 @@ __all__ = [
 def gw() -> Iterator[TwoHosts]:
     with RedisProcess() as redis:
         config = test_relay_bounds.CONFIG + ENGINE.format(url=redis.url, prefix=f"b{os.getpid()}")
-        a = GatewayProcess(config, extra_args=["--workers", "2"])
-        try:
-            b = GatewayProcess(config)
-        except BaseException:
-            a.stop()
-            raise
-        try:
+        with several_hosts(config, 2, 1) as (a, b):
             yield TwoHosts(a, b)
-        finally:
-            try:
-                assert b.stop() == 0
-            finally:
-                assert a.stop() == 0

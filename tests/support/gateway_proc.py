@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +131,19 @@ class GatewayProcess(ChildProcess):
                     os.unlink(self.config_path)
                 except OSError:
                     pass
+
+
+@contextlib.contextmanager
+def several_hosts(config: str, *workers: int) -> Iterator[tuple[GatewayProcess, ...]]:
+    """Gateway hosts on one config, one per entry of `workers` (its --workers), started in
+    order and all stopped (each stop checked) however the test ends."""
+    with contextlib.ExitStack() as stack:
+        hosts = []
+        for n in workers:
+            gw = GatewayProcess(config, extra_args=["--workers", str(n)] if n > 1 else None)
+            stack.callback(gw.stop)
+            hosts.append(gw)
+        yield tuple(hosts)
 
 
 def pid_alive(pid: int) -> bool:

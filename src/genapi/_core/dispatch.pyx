@@ -220,7 +220,7 @@ cdef class Dispatcher(Handler):
             return
         refusal = entry.admit(request, conn.identity, self.limiter)
         if refusal is not None:
-            if type(refusal) is not Response:  # pending: the cluster limits answer with their batch
+            if not isinstance(refusal, Response):  # pending (a Response is one of its kinds' subclasses)
                 refusal.then = partial(self.admitted, reply, request, entry)
                 conn.track(reply, refusal)  # a topic left or closed cancels the wait
                 return
