@@ -13,10 +13,12 @@ hosts orders) is an addition beside these, not a change to their users: `RedisAu
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from genapi.errors import RelayError
-from genapi.relay.groups import Groups, Place
+
+if TYPE_CHECKING:  # relay/seats.py imports this seam: a runtime import of relay/ would be a cycle
+    from genapi.relay.groups import Groups, Place
 
 Done = Callable[[Any], None]
 """Gets an operation's result, or the RelayError refusing it."""
