@@ -1,1 +1,3 @@
-// (filled in by the next step)
+// The genapi API explorer (GET /explorer): no build step, no dependencies but phoenix.js beside it.
+"use strict";
+window.__explorerReady = true;
