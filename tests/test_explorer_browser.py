@@ -89,3 +89,151 @@ def test_a_refused_token_says_so(browser: Browser, demo: GatewayProcess) -> None
     page = explorer(browser, demo)
     assert connect(page, "not-a-jwt").startswith("Not connected: ")
     assert page.evaluate("document.querySelectorAll('#api-list button.function').length") == 0
+
+
+def choose(page: Page, request_type: str) -> None:
+    """Clicks a listed function and waits for its form."""
+    page.wait_for(f"!!document.querySelector('button.function[data-request-type={json.dumps(request_type)}]')")
+    page.evaluate(f"document.querySelector('button.function[data-request-type={json.dumps(request_type)}]').click()")
+    page.wait_for(f"document.querySelector('#detail-title').textContent === 'demo.{request_type}'")
+
+
+def fill(page: Page, **fields: str) -> None:
+    """Sets form fields as typing would (value, then an input event)."""
+    for name, value in fields.items():
+        page.evaluate(
+            f"(() => {{ const i = document.querySelector('#arg-{name}'); i.value = {json.dumps(value)};"
+            " i.dispatchEvent(new Event('input', {bubbles: true})); })()"
+        )
+
+
+def press_call(page: Page) -> None:
+    page.evaluate("document.querySelector('#result').dataset.state = ''; document.querySelector('#call').click()")
+
+
+def outcome(page: Page) -> tuple[str, str]:
+    """Waits for the call to end: (its final kind, the result box's text)."""
+    state = page.wait_for("(s => s && s !== 'running' && s)(document.querySelector('#result').dataset.state)")
+    return state, page.evaluate("document.querySelector('#result').textContent")
+
+
+def errors_shown(page: Page) -> dict[str, str]:
+    return dict(
+        page.evaluate(
+            "[...document.querySelectorAll('#call-form .field[data-arg]')].map(f =>"
+            " [f.dataset.arg, f.querySelector('.error').textContent])"
+        )
+    )
+
+
+def test_register_form_shows_the_gateways_error_beside_its_field(browser: Browser, demo: GatewayProcess) -> None:
+    page = explorer(browser, demo)
+    connect(page)
+    choose(page, "register")
+    kinds = page.evaluate(
+        "[...document.querySelectorAll('#call-form [data-kind]')].map(i => [i.name, i.dataset.kind, i.tagName])"
+    )
+    assert kinds == [
+        ["name", "string", "INPUT"],
+        ["age", "num", "INPUT"],
+        ["active", "boolean", "SELECT"],
+        ["id", "uuid", "INPUT"],
+        ["tags", "list_string", "TEXTAREA"],
+    ]
+    assert "up to 100 bytes" in page.evaluate("document.querySelector('#arg-name-hint').textContent")
+    good = {"age": "42", "id": "6f1c1d1e-7c2b-4d0e-9b8a-3f2e1d0c9b8a", "tags": "a\nb"}
+    fill(page, name="x" * 101, **good)
+    page.evaluate("document.querySelector('#arg-active').value = 'true'")
+    press_call(page)
+    state, text = outcome(page)
+    assert state == "error" and 'invalid argument size for "name", max 100 bytes' in text
+    shown = errors_shown(page)
+    assert 'invalid argument size for "name", max 100 bytes' in shown.pop("name")
+    assert set(shown.values()) == {""}  # beside the field it names, and only there
+    assert page.evaluate("document.activeElement.id") == "arg-name"  # focus goes to it
+    fill(page, name="Ada")
+    press_call(page)
+    state, text = outcome(page)
+    assert state == "answer", text
+    assert json.loads(text.removeprefix("result: ")) == {
+        "name": "Ada",
+        "age": 42,
+        "active": True,
+        "id": good["id"],
+        "tags": ["a", "b"],
+    }
+    assert set(errors_shown(page).values()) == {""}
+    assert page.errors() == []
+
+
+def test_echo_from_the_keyboard_and_its_snippets(browser: Browser, demo: GatewayProcess) -> None:
+    page = explorer(browser, demo)
+    connect(page)
+    choose(page, "echo")
+    page.evaluate("document.querySelector('#arg-text').focus()")
+    page.type("hello")
+    page.key("Enter", 13, "\r")  # submits the form, as a person would
+    state, text = outcome(page)
+    assert state == "answer" and json.loads(text.removeprefix("result: ")) == {"text": "hello", "n": 1}
+    js = page.evaluate("document.querySelector('#snippet-js').textContent")
+    py = page.evaluate("document.querySelector('#snippet-py').textContent")
+    assert '"service":"demo","request_type":"echo","args":{"text":"hello"}' in js
+    assert 'client.call("demo", "echo", {"text":"hello"}, version="1.0.0")' in py
+    frames = page.evaluate("[...document.querySelectorAll('#frames li')].map(li => [li.className, li.textContent])")
+    received = [json.loads(text) for kind, text in frames if kind == "received"]
+    assert any(f[3] == "phoenix_gen_api" and f[4]["result"] == {"text": "hello", "n": 1} for f in received)
+
+
+def test_async_and_fire_and_forget(browser: Browser, demo: GatewayProcess) -> None:
+    page = explorer(browser, demo)
+    connect(page)
+    choose(page, "slow_echo")
+    fill(page, text="later", delay_ms="10")
+    press_call(page)
+    state, text = outcome(page)
+    assert state == "answer" and text.startswith("acknowledged (async)")
+    assert json.loads(text.split("result: ", 1)[1]) == {"text": "later", "delay_ms": 10}
+    choose(page, "note")
+    fill(page, text="remember")
+    press_call(page)
+    assert outcome(page) == ("none", "sent: acknowledged by the gateway (fire and forget: no answer)")
+
+
+def test_count_streams_and_cancels(browser: Browser, demo: GatewayProcess) -> None:
+    page = explorer(browser, demo)
+    connect(page)
+    choose(page, "count")
+    fill(page, n="100000", delay_ms="50")
+    press_call(page)
+    page.wait_for("(document.querySelector('#result').textContent.match(/chunk: /g) || []).length >= 3")
+    assert page.evaluate("document.querySelector('#cancel').hidden") is False
+    page.evaluate("document.querySelector('#cancel').click()")
+    state, text = outcome(page)
+    assert state == "cancelled"
+    chunks = [int(line.removeprefix("chunk: ")) for line in text.splitlines() if line.startswith("chunk: ")]
+    assert chunks == list(range(1, len(chunks) + 1)) and len(chunks) < 100000
+    frames = page.evaluate("[...document.querySelectorAll('#frames li')].map(li => [li.className, li.textContent])")
+    sent = [json.loads(t)[2:4] for kind, t in frames if kind == "sent"]
+    assert ["api:explorer", "phx_leave"] in sent  # leaving the topic is what cancels on the gateway
+    choose(page, "echo")  # and the page goes on working on the topic joined again
+    fill(page, text="after")
+    press_call(page)
+    assert outcome(page)[0] == "answer"
+
+
+def test_permission_error_without_a_token_then_success_with_one(browser: Browser, demo: GatewayProcess) -> None:
+    page = explorer(browser, demo)
+    alice = token("--sub", "alice")
+    connect(page, alice)
+    choose(page, "whoami")  # listed for an authenticated caller
+    page.evaluate("document.querySelector('#disconnect-button').click()")
+    page.wait_for("document.querySelector('#status').textContent.startsWith('Disconnected')")
+    assert connect(page) == "Connected anonymously."  # the form stays open
+    press_call(page)
+    assert outcome(page) == ("error", "error: Permission denied")
+    page.evaluate("document.querySelector('#disconnect-button').click()")
+    page.wait_for("document.querySelector('#status').textContent.startsWith('Disconnected')")
+    assert connect(page, alice) == "Connected as alice (no roles)."
+    press_call(page)
+    state, text = outcome(page)
+    assert state == "answer" and json.loads(text.removeprefix("result: "))["user_id"] == "alice"

@@ -229,10 +229,12 @@ class Page:
         """Types text into the focused element, as keystrokes."""
         self.send("Input.insertText", {"text": text})
 
-    def key(self, key: str, code: str | None = None, keycode: int = 0) -> None:
-        """Presses and releases one key (e.g. "Enter", "Tab") on the focused element."""
-        base = {"key": key, "code": code or key, "windowsVirtualKeyCode": keycode}
-        self.send("Input.dispatchKeyEvent", {"type": "keyDown", **base})
+    def key(self, key: str, keycode: int, text: str | None = None) -> None:
+        """Presses and releases one key on the focused element: key("Enter", 13, "\r"), key("Tab", 9)
+        (`text` is what the key types: Enter's "\r" is what submits a form)."""
+        base = {"key": key, "code": key, "windowsVirtualKeyCode": keycode}
+        down = {"type": "keyDown", **base, **({"text": text} if text else {})}
+        self.send("Input.dispatchKeyEvent", down)
         self.send("Input.dispatchKeyEvent", {"type": "keyUp", **base})
 
     def screenshot(self, path: str | Path) -> None:

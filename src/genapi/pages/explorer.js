@@ -105,7 +105,7 @@ function call(service, requestType, args, version, onPush = () => {}) {
     state.socket
       .request(state.topic, id, body, (payload) => {
         onPush(payload);
-        if (["answer", "error", "last", "end"].includes(payload.kind)) finish(payload);
+        if (["answer", "error", "last", "end", "cancelled"].includes(payload.kind)) finish(payload);
       })
       .then((reply) => {
         if (done) return;
