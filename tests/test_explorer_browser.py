@@ -4,14 +4,17 @@ gateway: what a person sees and does. Skipped, saying why, where Chromium is abs
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from support.browser import Browser, Page, chromium_or_skip
 from support.gateway_proc import GatewayProcess
+from test_explorer import demo_config
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +240,35 @@ def test_permission_error_without_a_token_then_success_with_one(browser: Browser
     press_call(page)
     state, text = outcome(page)
     assert state == "answer" and json.loads(text.removeprefix("result: "))["user_id"] == "alice"
+
+
+def test_discovery_off_says_so(browser: Browser) -> None:
+    with GatewayProcess(demo_config(discovery="false")) as gw:
+        page = explorer(browser, gw)
+        assert connect(page) == "Connected anonymously."
+        notice = page.wait_for("(n => n && n.textContent)(document.querySelector('#discovery-off'))")
+        assert notice.startswith("Discovery is off on this gateway ([gateway] discovery = false)")
+        assert page.evaluate("document.querySelectorAll('#api-list button.function').length") == 0
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+def test_readme_screenshot_of_the_explorer(browser: Browser, demo: GatewayProcess) -> None:
+    """The README's picture of the explorer, taken by this run (so it stays true): the register
+    form after a call the gateway refused, the error beside its field."""
+    page = explorer(browser, demo)
+    connect(page)
+    choose(page, "register")
+    fill(page, name="x" * 101, age="42", id="6f1c1d1e-7c2b-4d0e-9b8a-3f2e1d0c9b8a", tags="admin\nops")
+    press_call(page)
+    assert outcome(page)[0] == "error"
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / "explorer.png"
+    page.screenshot(path)
+    png = path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width == 1280 and height >= 600
+    readme = (SCREENSHOTS.parents[1] / "README.md").read_text()
+    assert "](docs/screenshots/explorer.png)" in readme

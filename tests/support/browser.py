@@ -41,6 +41,7 @@ FLAGS = [
     "--no-default-browser-check",
     "--remote-debugging-pipe",
     "--window-size=1280,900",
+    "--hide-scrollbars",  # screenshots as wide as the window
 ]
 TIMEOUT = 30.0  # generous: a loaded 2-core machine
 
