@@ -272,3 +272,70 @@ def test_readme_screenshot_of_the_explorer(browser: Browser, demo: GatewayProces
     assert width == 1280 and height >= 600
     readme = (SCREENSHOTS.parents[1] / "README.md").read_text()
     assert "](docs/screenshots/explorer.png)" in readme
+
+
+KINDS = {
+    "id": "6f1c1d1e-7c2b-4d0e-9b8a-3f2e1d0c9b8a",
+    "at": "2026-01-02T03:04:05+00:00",
+    "day": "2026-01-02T03:04:05",
+    "tags": "a\nb",
+    "scores": "1\n2.5",
+    "meta": '{"name": "n", "email": "e"}',
+    "rows": '[{"k": 1}]',
+}
+
+
+def test_every_argument_type_from_the_form(browser: Browser, demo: GatewayProcess) -> None:
+    """demo.kinds takes one argument of each type family: the form sends each as the gateway wants
+    it, a nullable one as null, a defaulted one left out; the gateway's errors land on their field."""
+    page = explorer(browser, demo)
+    connect(page)
+    choose(page, "kinds")
+    kinds = page.evaluate("[...document.querySelectorAll('#call-form [data-kind]')].map(i => [i.name, i.dataset.kind])")
+    assert kinds == [
+        ["id", "uuid"],
+        ["at", "datetime"],
+        ["day", "naive_datetime"],
+        ["tags", "list_string"],
+        ["scores", "list_num"],
+        ["meta", "map"],
+        ["flag", "boolean"],
+        ["rows", "list_map"],
+        ["anything", "any"],
+    ]
+    assert page.evaluate("document.querySelector('#arg-flag').value") == ""  # not sent: its default applies
+    assert "keys name required; keys among email, name" in page.evaluate(
+        "document.querySelector('#arg-meta-hint').textContent"
+    )
+    fill(page, **KINDS)
+    page.evaluate("document.querySelector('#arg-anything-null').checked = true")
+    press_call(page)
+    state, text = outcome(page)
+    assert state == "answer", text
+    assert json.loads(text.removeprefix("result: ")) == {
+        "id": KINDS["id"],
+        "at": KINDS["at"],
+        "day": KINDS["day"],
+        "tags": ["a", "b"],
+        "scores": [1, 2.5],
+        "meta": {"name": "n", "email": "e"},
+        "flag": False,
+        "rows": [{"k": 1}],
+        "anything": None,
+        "types": {"at": "datetime", "tz": True},
+    }
+    fill(page, meta='{"email": "e"}')  # its required key "name" missing: the error is meta's
+    press_call(page)
+    assert outcome(page)[0] == "error"
+    shown = errors_shown(page)
+    assert shown.pop("meta") == 'Invalid argument: map argument missing required keys: ["name"] (argument "meta")'
+    assert set(shown.values()) == {""}
+    fill(page, meta=KINDS["meta"], at="yesterday")
+    press_call(page)
+    assert outcome(page)[0] == "error"
+    shown = errors_shown(page)
+    assert shown.pop("at") == 'Invalid argument: invalid datetime format for "at": "yesterday"'
+    assert set(shown.values()) == {""}
+    fill(page, at=KINDS["at"], rows="[{")  # not JSON: said beside it before anything is sent
+    press_call(page)
+    assert page.wait_for("document.querySelector('#arg-rows-error').textContent").startswith("not JSON: ")

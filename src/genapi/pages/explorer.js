@@ -225,7 +225,8 @@ function select(api) {
   const fields = [];
   for (const [name, prop] of Object.entries(props)) {
     const kind = prop["x-genapi-type"] || "any";
-    const nullable = Array.isArray(prop.type) && prop.type.includes("null") && kind !== "list";
+    // nullable (allow_nil): null among its types; for `any`, the absence of its "not null"
+    const nullable = (Array.isArray(prop.type) && prop.type.includes("null")) || (kind === "any" && !prop.not);
     const limits = [];
     if (prop["x-maxBytes"] !== undefined) limits.push("up to " + prop["x-maxBytes"] + " bytes");
     if (prop.maxItems !== undefined) limits.push("up to " + prop.maxItems + " items");
@@ -348,9 +349,11 @@ function clearErrors() {
   for (const i of document.querySelectorAll("#call-form [aria-invalid]")) i.removeAttribute("aria-invalid");
 }
 
-// The gateway's error names the argument in quotes (Invalid argument: ... "name" ...): shown beside it.
+// The gateway's error names the argument in quotes (`argument "x"`, `for "x"`; else any quoted
+// field name, in order): shown beside that field. A map's key in quotes is not taken for a field.
 function showFieldError(message) {
-  for (const m of message.matchAll(/"([^"]+)"/g)) {
+  const named = [...message.matchAll(/(?:argument|for) "([^"]+)"/g), ...message.matchAll(/"([^"]+)"/g)];
+  for (const m of named) {
     const box = $("#arg-" + CSS.escape(m[1]) + "-error");
     if (box) {
       box.textContent = message;
