@@ -339,3 +339,23 @@ def test_every_argument_type_from_the_form(browser: Browser, demo: GatewayProces
     fill(page, at=KINDS["at"], rows="[{")  # not JSON: said beside it before anything is sent
     press_call(page)
     assert page.wait_for("document.querySelector('#arg-rows-error').textContent").startswith("not JSON: ")
+
+
+def test_keyboard_only(browser: Browser, demo: GatewayProcess) -> None:
+    """Connect, find, open and call a function with keys alone."""
+    page = explorer(browser, demo)
+    page.evaluate("document.querySelector('#token').focus()")
+    page.key("Enter", 13, "\r")  # submits the connect form (no token: anonymous)
+    page.wait_for("document.querySelector('#status').textContent === 'Connected anonymously.'")
+    page.wait_for("!!document.querySelector('button.function')")
+    page.evaluate("document.querySelector('#search').focus()")
+    page.type("echo_plain")
+    page.key("Tab", 9)  # to the one function left
+    assert page.evaluate("document.activeElement.dataset.requestType") == "echo_plain"
+    page.key("Enter", 13, "\r")
+    page.wait_for("document.querySelector('#detail-title').textContent === 'demo.echo_plain'")
+    assert page.evaluate("document.activeElement.id") == "arg-text"  # focus moves on to the form
+    page.type("typed")
+    page.key("Enter", 13, "\r")
+    state, text = outcome(page)
+    assert state == "answer" and json.loads(text.removeprefix("result: ")) == {"text": "typed", "n": 1}

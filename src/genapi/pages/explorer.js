@@ -276,6 +276,8 @@ function select(api) {
     el("pre", { id: "snippet-py", class: "snippet" }),
   );
   renderSnippets();
+  // the list was drawn again: keyboard focus goes on to the form (its first field, else its button)
+  ($("#call-form [data-kind]") || $("#call")).focus();
 }
 
 // The form's args: fields left empty are not sent (the gateway applies defaults, or says what is missing).
