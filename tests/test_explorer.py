@@ -59,7 +59,10 @@ def test_the_page_and_its_files_are_the_packages(two: GatewayProcess) -> None:
     assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     for name in ("explorer/explorer.js", "explorer/phoenix.js", "explorer/explorer.css"):
         assert name.encode() in html[2]  # named relatively, so a path prefix in front of the gateway works
-    assert b"http://" not in html[2] and b"https://" not in html[2]
+    for name, _ in FILES.values():  # nothing fetched from elsewhere (no CDN): no absolute URL in any file
+        text = (resources.files("genapi") / "pages" / name).read_bytes()
+        assert b"http://" not in text and b"https://" not in text, name
+    assert b'src="//' not in html[2] and b'href="//' not in html[2]  # nor scheme-relative
     assert get(two, "/explorer/nope.js")[0] == 404  # only the files named: the WebSocket endpoint's 404
     assert get(two, "/explorer/../default.toml")[0] == 404
 
