@@ -83,6 +83,8 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     control_host: str = "127.0.0.1"
     control_port: Port = 4001
     discovery: bool = True  # serve genapi.list_apis (discovery_function)
+    # GET /explorer: the API explorer page (it shows no more than discovery does to the caller)
+    explorer: bool = True
     # module prefixes a pushed or pulled config may name for code the gateway itself runs (hooks,
     # permission callback, a custom node mode or node resolver); empty: none at all
     allowed_modules: list[NonEmpty] = []

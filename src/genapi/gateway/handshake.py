@@ -1,7 +1,8 @@
 """The first bytes of a new socket, read ahead of picows: an upgrade request's head over picows's
 16 KB limit is answered 431 (picows would drop it without a word), a plain GET of /health,
-/ready or /metrics is answered here, genapi RPC (a node given this port for the control port) is
-refused in HTTP naming the control port, and anything else is handed to picows with the socket."""
+/ready, /metrics or a browser page (/explorer) is answered here, genapi RPC (a node given this
+port for the control port) is refused in HTTP naming the control port, and anything else is
+handed to picows with the socket."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in pic
 
 from genapi import log
 from genapi.errors import headers_too_large
+from genapi.gateway import pages
 
 RPC_HERE = (
     "this is the gateway's WebSocket port; genapi RPC (a service node's --gateway, genapi admin "
@@ -70,17 +72,20 @@ class Handshake(asyncio.Protocol):
             view = view[n:]
 
     async def _answer(self, path: str, authorization: str | None) -> None:
-        """A plain HTTP GET of /health, /ready or /metrics (load balancers, probes, Prometheus)."""
+        """A plain HTTP GET of /health, /ready or /metrics (load balancers, probes, Prometheus), or
+        of a browser page's file (gateway/pages.py)."""
         try:
             status, ctype, body = await self.http(path, authorization)
         except Exception:
             log.error("http_endpoint_failed", path=path, exc_info=True)
             status, ctype, body = 500, "text/plain", b"internal error\n"
-        reason = {200: "OK", 401: "Unauthorized", 503: "Service Unavailable"}.get(status, "Internal Server Error")
-        challenge = b'WWW-Authenticate: Bearer realm="genapi"\r\n' if status == 401 else b""
+        reason = REASONS.get(status, "Internal Server Error")
+        extra = b'WWW-Authenticate: Bearer realm="genapi"\r\n' if status == 401 else b""
+        if ctype.startswith("text/html"):  # a page: itself and its gateway only, never framed
+            extra += b"Content-Security-Policy: %s\r\n" % pages.CSP.encode()
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nConnection: close\r\n%sContent-Type: %s\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode(), challenge, ctype.encode(), len(body), body)
+            b"HTTP/1.1 %d %s\r\nConnection: close\r\n%sContent-Type: %s\r\nX-Content-Type-Options: nosniff\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode(), extra, ctype.encode(), len(body), body)
         )
         self.transport.close()
 
@@ -123,7 +128,8 @@ class Handshake(asyncio.Protocol):
         self.ws.connection_lost(exc)
 
 
-HTTP_PATHS = frozenset({"/health", "/ready", "/metrics"})
+HTTP_PATHS = frozenset({"/health", "/ready", "/metrics"}) | pages.PATHS
+REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable"}
 
 
 _answering: set[asyncio.Future[None]] = set()  # plain HTTP answers under way (a reference each)

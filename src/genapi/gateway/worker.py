@@ -30,6 +30,7 @@ from genapi._core.stats import log_calls
 from genapi._core.wire import on_unencodable
 from genapi.config import ConfigError, Settings
 from genapi.engine.relay import MemoryAuthority, RelayAuthority
+from genapi.gateway import pages
 from genapi.gateway.auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
 from genapi.gateway.listener import Listener, listening_socket, raise_fd_limit, reuseport_socket
 from genapi.gateway.phoenix import origin_checker, serializer_for, topic_matcher
@@ -112,6 +113,8 @@ class Gateway:
         `Bearer <that token>` (compared in constant time); /health (liveness) stays open."""
         if path == "/health":
             return 200, "text/plain", b"ok\n"
+        if path in pages.PATHS:
+            return pages.answer(path, self.settings.gateway)
         token = self.settings.gateway.metrics_token
         if token is not None and not bearer_matches(authorization, token):
             log.warning("http_unauthorized", path=path, authorization="wrong" if authorization else "missing")
