@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -226,3 +227,17 @@ def test_bad_actions_are_refused(gw: GatewayProcess) -> None:
     assert request(gw, "/dashboard/state", ADMIN, {"op": "state"})[0] == 405  # a POST
     assert request(gw, "/dashboard/nothing", ADMIN)[0] == 404
     assert all(r.success for r in asyncio.run(calls(gw, "echo", 2)))
+
+
+def test_the_page_is_served_from_the_package(gw: GatewayProcess) -> None:
+    status, headers, html = request(gw, "/dashboard")
+    assert status == 200 and headers["Content-Type"].startswith("text/html"), (status, html[:200])
+    assert b'src="/dashboard/dashboard.js"' in html and b'href="/dashboard/dashboard.css"' in html
+    for path, ctype in (("/dashboard/dashboard.js", "text/javascript"), ("/dashboard/dashboard.css", "text/css")):
+        status, headers, body = request(gw, path)
+        assert status == 200 and headers["Content-Type"].startswith(ctype) and len(body) > 500, (path, status)
+    # nothing fetched from elsewhere: no CDN, every reference relative to the gateway
+    for path in ("/dashboard", "/dashboard/dashboard.js", "/dashboard/dashboard.css"):
+        body = request(gw, path)[2].decode()
+        assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", body), path
+        assert not re.search(r"""(fetch|import)\s*\(\s*["'](https?:)?//""", body), path
