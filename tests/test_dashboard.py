@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import select
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -241,3 +243,24 @@ def test_the_page_is_served_from_the_package(gw: GatewayProcess) -> None:
         body = request(gw, path)[2].decode()
         assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", body), path
         assert not re.search(r"""(fetch|import)\s*\(\s*["'](https?:)?//""", body), path
+
+
+def test_a_body_arriving_after_the_head_is_waited_for(gw: GatewayProcess) -> None:
+    """A POST whose body comes in a later segment than its head is answered once the body is
+    in (not as an empty body): the head alone draws no answer, the body then the action's."""
+    body = json.dumps({"op": "limit_status", "args": ["text", "nobody", "d", "limited"]}).encode()
+    head = (
+        f"POST /dashboard/action HTTP/1.1\r\nHost: x\r\nAuthorization: {ADMIN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((gw.host, gw.port), timeout=WAIT) as s:
+        s.sendall(head)
+        early, _, _ = select.select([s], [], [], 0.5)
+        assert not early, s.recv(4096)  # nothing answered on the head alone
+        s.sendall(body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK", answer[:300]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["ok"] is True
