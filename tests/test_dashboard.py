@@ -264,3 +264,13 @@ def test_a_body_arriving_after_the_head_is_waited_for(gw: GatewayProcess) -> Non
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 200 OK", answer[:300]
     assert json.loads(rest.partition(b"\r\n\r\n")[2])["ok"] is True
+
+
+def test_the_role_is_configurable() -> None:
+    g = GatewayProcess(CONFIG.replace("dashboard = true", 'dashboard = true\ndashboard_role = "ops"', 1))
+    try:
+        assert request(g, "/dashboard/state", ADMIN)[0] == 403  # "admin" is no longer the role
+        assert request(g, "/dashboard/state", f"Bearer {token(['ops'])}")[0] == 200
+        assert request(g, "/dashboard/state", f"Bearer {CLUSTER_SECRET}")[0] == 200
+    finally:
+        assert g.stop() == 0
