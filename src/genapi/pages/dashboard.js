@@ -177,7 +177,7 @@
       target.append(svg("line", { x1: pad, y1: pad, x2: pad, y2: h - pad, class: "axis" }));
       target.append(text(pad - 4, pad + 4, fmt(max, max < 10 ? 2 : 0), "end"));
       target.append(text(pad - 4, h - pad, "0", "end"));
-      target.append(text(w - pad, h - 8, `${Math.round((t1 - t0) / 1000)} s`, "end"));
+      target.append(text(w - pad, h - 8, `the last ${Math.round((t1 - t0) / 1000)} s`, "end"));
     }
     lines.forEach((l, i) => {
       const d = points
