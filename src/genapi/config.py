@@ -93,6 +93,10 @@ class GatewaySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tls_keyfile: NonEmpty | None = None
     # when set, GET /metrics and /ready need `Authorization: Bearer <metrics_token>` (/health stays open)
     metrics_token: MetricsToken = None
+    # GET /dashboard: the operators' live page (gateway/dashboard.py), behind admin authentication
+    # (a token carrying `dashboard_role`, or the cluster secret as a bearer credential)
+    dashboard: bool = False
+    dashboard_role: NonEmpty = "admin"
 
     @property
     def max_message_bytes(self) -> int:

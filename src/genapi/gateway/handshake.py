@@ -1,8 +1,8 @@
 """The first bytes of a new socket, read ahead of picows: an upgrade request's head over picows's
 16 KB limit is answered 431 (picows would drop it without a word), a plain GET of /health,
-/ready, /metrics or a browser page (/explorer) is answered here, genapi RPC (a node given this
-port for the control port) is refused in HTTP naming the control port, and anything else is
-handed to picows with the socket."""
+/ready, /metrics or a browser page (/explorer) is answered here, as is a GET/POST under
+/dashboard; genapi RPC (a node given this port for the control port) is refused in HTTP naming
+the control port, and anything else is handed to picows with the socket."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # not in pic
 
 from genapi import log
 from genapi.errors import headers_too_large
-from genapi.gateway import pages
+from genapi.gateway import dashboard, pages
 
 RPC_HERE = (
     "this is the gateway's WebSocket port; genapi RPC (a service node's --gateway, genapi admin "
@@ -31,7 +31,9 @@ class Handshake(asyncio.Protocol):
 
     def __init__(self, ws: WSProtocol, http: Any = None) -> None:
         self.ws = ws
-        self.http = http  # async (path, authorization) -> (status, content type, body): /health, /ready, /metrics
+        # async (path, authorization, method, body) -> (status, content type, body): /health, /ready,
+        # /metrics, /dashboard
+        self.http = http
         self.buf = b""
         self.draining = False
         self.transport: Any = None
@@ -56,8 +58,15 @@ class Handshake(asyncio.Protocol):
             self._refuse()
             return
         if self.http is not None and (get := _plain_get(buf[:end])) is not None:
+            method, path, authorization, length = get
+            if length > BODY_LIMIT:
+                get = ("GET", "", None, 0)  # answered 413 below, unread
+            elif len(buf) < end + 4 + length:  # a POST's body still on its way
+                self.buf = buf
+                return
             self.draining = True
-            task = asyncio.ensure_future(self._answer(*get))
+            body = buf[end + 4 : end + 4 + length]
+            task = asyncio.ensure_future(self._answer(method, path, authorization, body, length > BODY_LIMIT))
             _answering.add(task)
             task.add_done_callback(_answering.discard)
             return
@@ -71,11 +80,16 @@ class Handshake(asyncio.Protocol):
             ws.buffer_updated(n)
             view = view[n:]
 
-    async def _answer(self, path: str, authorization: str | None) -> None:
-        """A plain HTTP GET of /health, /ready or /metrics (load balancers, probes, Prometheus), or
-        of a browser page's file (gateway/pages.py)."""
+    async def _answer(
+        self, method: str, path: str, authorization: str | None, payload: bytes, too_large: bool = False
+    ) -> None:
+        """A plain HTTP GET of /health, /ready or /metrics (load balancers, probes, Prometheus), of
+        a browser page's file (gateway/pages.py), or a GET/POST under /dashboard (gateway/dashboard.py)."""
         try:
-            status, ctype, body = await self.http(path, authorization)
+            if too_large:
+                status, ctype, body = 413, "text/plain", b"request body too large\n"
+            else:
+                status, ctype, body = await self.http(path, authorization, method, payload)
         except Exception:
             log.error("http_endpoint_failed", path=path, exc_info=True)
             status, ctype, body = 500, "text/plain", b"internal error\n"
@@ -84,8 +98,9 @@ class Handshake(asyncio.Protocol):
         if ctype.startswith("text/html"):  # a page: itself and its gateway only, never framed
             extra += b"Content-Security-Policy: %s\r\n" % pages.CSP.encode()
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nConnection: close\r\n%sContent-Type: %s\r\nX-Content-Type-Options: nosniff\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (status, reason.encode(), extra, ctype.encode(), len(body), body)
+            b"HTTP/1.1 %d %s\r\nConnection: close\r\n%sContent-Type: %s\r\nCache-Control: no-store\r\n"
+            b"X-Content-Type-Options: nosniff\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, reason.encode(), extra, ctype.encode(), len(body), body)
         )
         self.transport.close()
 
@@ -129,24 +144,46 @@ class Handshake(asyncio.Protocol):
 
 
 HTTP_PATHS = frozenset({"/health", "/ready", "/metrics"}) | pages.PATHS
-REASONS = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable"}
+BODY_LIMIT = 64 * 1024  # a POST's body (the dashboard's actions are a few hundred bytes)
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    503: "Service Unavailable",
+}
 
 
 _answering: set[asyncio.Future[None]] = set()  # plain HTTP answers under way (a reference each)
 
 
-def _plain_get(head: bytes) -> tuple[str, str | None] | None:
-    """The path of a plain (not upgrade) `GET /health|/ready|/metrics` and its (first)
-    Authorization header's value, else None."""
+def _plain_get(head: bytes) -> tuple[str, str, str | None, int] | None:
+    """A plain (not upgrade) `GET /health|/ready|/metrics`, or a GET or POST under /dashboard:
+    its method, path, (first) Authorization header's value and Content-Length; else None."""
     line, _, rest = head.partition(b"\r\n")
     parts = line.split(b" ")
-    if len(parts) != 3 or parts[0] != b"GET" or b"upgrade:" in rest.lower():
+    if len(parts) != 3 or parts[0] not in (b"GET", b"POST") or b"upgrade:" in rest.lower():
         return None
+    method = parts[0].decode()
     path = parts[1].split(b"?", 1)[0].decode("latin-1")
-    if path not in HTTP_PATHS:
+    if not (method == "GET" and path in HTTP_PATHS) and not dashboard.wants(path):
         return None
+    authorization: str | None = None
+    length = 0
     for header in rest.split(b"\r\n"):
         name, sep, value = header.partition(b":")
-        if sep and name.strip().lower() == b"authorization":
-            return path, value.strip().decode("latin-1")
-    return path, None
+        if not sep:
+            continue
+        name = name.strip().lower()
+        if name == b"authorization" and authorization is None:
+            authorization = value.strip().decode("latin-1")
+        elif name == b"content-length":
+            try:
+                length = max(0, int(value.strip()))
+            except ValueError:
+                length = BODY_LIMIT + 1
+    return method, path, authorization, length

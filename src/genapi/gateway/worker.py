@@ -30,7 +30,7 @@ from genapi._core.stats import log_calls
 from genapi._core.wire import on_unencodable
 from genapi.config import ConfigError, Settings
 from genapi.engine.relay import MemoryAuthority, RelayAuthority
-from genapi.gateway import pages
+from genapi.gateway import dashboard, pages
 from genapi.gateway.auth import Authenticator, Refused, choose_token, client_ip, token_from_subprotocols
 from genapi.gateway.listener import Listener, listening_socket, raise_fd_limit, reuseport_socket
 from genapi.gateway.phoenix import origin_checker, serializer_for, topic_matcher
@@ -57,6 +57,8 @@ class HostView(Protocol):
     async def ready(self) -> dict[str, Any]: ...
 
     async def metrics(self) -> str: ...
+
+    async def dashboard(self, ask: list[Any]) -> Any: ...
 
 
 class Gateway:
@@ -106,11 +108,16 @@ class Gateway:
         """Channel joins accepted (for /metrics)."""
         return self.conns.joins
 
-    async def http(self, path: str, authorization: str | None = None) -> tuple[int, str, bytes]:
+    async def http(
+        self, path: str, authorization: str | None = None, method: str = "GET", body: bytes = b""
+    ) -> tuple[int, str, bytes]:
         """/health: this worker answers; /ready: every worker up and on the current config
         generation (503 otherwise); /metrics: the whole host's, in the Prometheus text format.
         With `[gateway] metrics_token`, /ready and /metrics answer 401 unless `authorization` is
-        `Bearer <that token>` (compared in constant time); /health (liveness) stays open."""
+        `Bearer <that token>` (compared in constant time); /health (liveness) stays open.
+        Under /dashboard: the operators' page and its JSON (gateway/dashboard.py)."""
+        if dashboard.wants(path):
+            return await dashboard.http(self, method, path, authorization, body)
         if path == "/health":
             return 200, "text/plain", b"ok\n"
         if path in pages.PATHS:
@@ -351,8 +358,10 @@ async def serve(
         host = link.host
         plane = None  # the master serves the control port
     else:
-        host = LoneHost(gateway, authority, probe)
-        plane = ControlPlane(functions, settings, limits=limits, relay=authority, inspect=host.inspect)
+        alone = LoneHost(gateway, authority, probe)
+        plane = ControlPlane(functions, settings, limits=limits, relay=authority, inspect=alone.inspect)
+        alone.plane = plane  # the dashboard's verbs
+        host = alone
     await gateway.start(host, sock)
     if plane is not None:
         await plane.start(control)

@@ -41,7 +41,7 @@ from genapi import log
 from genapi.config import ConfigError, Settings
 from genapi.engine.relay import MemoryAuthority, RelayAuthority
 from genapi.errors import RelayError
-from genapi.host import metrics, pipe
+from genapi.host import dashboard, metrics, pipe
 from genapi.host.control import ControlPlane
 from genapi.host.pipe import DELIVERY_END, DELIVERY_HEAD, DELIVERY_MID
 from genapi.host.snapshot import SnapshotWriter, default_path
@@ -269,6 +269,8 @@ class Master:
         """A worker serving GET /ready or /metrics asks for the whole host's view."""
         if message.what == "ready":
             out: Any = self.readiness()
+        elif message.what == "dashboard":
+            out = await dashboard.answer(self.control, await self.collect(), self.relay.stats(), message.args)
         else:
             out = metrics.render(
                 await self.collect(),

@@ -126,7 +126,8 @@ class HostAsk(_Message, tag="host"):
     """A worker serving GET /ready or /metrics asks for the whole host's view (`HostAnswer`)."""
 
     id: int
-    what: Literal["ready", "metrics"]
+    what: Literal["ready", "metrics", "dashboard"]
+    args: list[Any] = []  # "dashboard": [op, *args] (host/dashboard.py)
 
 
 class RelayAsk(_Message, tag="relay"):

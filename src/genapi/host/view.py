@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from genapi.engine.redis import EngineProbe
 from genapi.engine.relay import RelayAuthority
-from genapi.host import metrics, pipe
+from genapi.host import dashboard, metrics, pipe
 
 if TYPE_CHECKING:
     from genapi.gateway.worker import Gateway
+    from genapi.host.control import ControlPlane
 
 
 class LoneHost:
@@ -24,6 +25,7 @@ class LoneHost:
         self.gateway = gateway
         self.relay = relay
         self.probe = probe  # the redis engine's, when [engine] type = "redis"
+        self.plane: ControlPlane | None = None  # this worker's control plane, once made (the dashboard's verbs)
 
     def _up(self) -> bool:
         return self.gateway.server is not None and self.gateway.server.serving
@@ -65,6 +67,13 @@ class LoneHost:
             {"generation": self.gateway.generation, "restarts": 0, "relay": relay, **engine_view(self.probe)},
         )
 
+    async def dashboard(self, ask: list[Any]) -> Any:
+        """GET /dashboard/state and the dashboard's actions (`host/dashboard.py`)."""
+        if self.plane is None:
+            return {"error": "refused", "text": "this worker holds no control plane"}
+        relay = self.relay.stats() if self.relay is not None else {}
+        return await dashboard.answer(self.plane, [self.gateway.metrics_snapshot()], relay, ask)
+
 
 def engine_view(probe: EngineProbe | None) -> dict[str, Any]:
     """`{"engine": ...}`: the redis engine as the host sees it (nothing with the memory engine)."""
@@ -79,12 +88,12 @@ class MasterHost:
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
 
-    async def _ask(self, what: Literal["ready", "metrics"]) -> Any:
+    async def _ask(self, what: Literal["ready", "metrics", "dashboard"], args: list[Any] | None = None) -> Any:
         n = next(self._ids)
         fut = self.pending[n] = asyncio.get_running_loop().create_future()
-        self.write(pipe.encode(pipe.HostAsk(n, what)))
-        try:
-            return await asyncio.wait_for(fut, 5.0)
+        self.write(pipe.encode(pipe.HostAsk(n, what, args or [])))
+        try:  # a dashboard action waits for every worker to serve the change
+            return await asyncio.wait_for(fut, 5.0 if what != "dashboard" else 30.0)
         finally:
             self.pending.pop(n, None)
 
@@ -93,6 +102,9 @@ class MasterHost:
 
     async def metrics(self) -> str:
         return str(await self._ask("metrics"))
+
+    async def dashboard(self, ask: list[Any]) -> Any:
+        return await self._ask("dashboard", ask)
 
     def answered(self, message: pipe.HostAnswer) -> None:
         fut = self.pending.get(message.id)
