@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,19 @@ def test_live_counters_and_a_function_disabled_then_enabled(gw: GatewayProcess, 
     assert text(page, f"{fn} td.state") == "enabled"
     assert asyncio.run(calls(gw, "echo", 1))[0].success
 
-    click(page, f"{fn} button")  # disable, confirmed
-    page.wait_for("document.getElementById('confirm').open")
+    # Asked, refused and asked again in one go, then confirmed: the refusal's close event arrives
+    # while the second question is open and must not answer it.
+    assert page.evaluate(
+        f"""(() => {{
+            const b = () => document.querySelector({json.dumps(fn + " button")});
+            b().click();
+            document.getElementById('confirm-no').click();
+            b().click();
+            return document.getElementById('confirm').open;
+        }})()"""
+    )
+    time.sleep(0.2)  # the queued close event is dispatched
+    assert page.evaluate("document.getElementById('confirm').open"), "the second question was answered unasked"
     click(page, "#confirm-yes")
     page.wait_for(f"document.querySelector({json.dumps(fn + ' td.state')})?.textContent === 'disabled'")
     for _ in range(4):  # over both workers

@@ -210,8 +210,16 @@ class Page:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise BrowserError(f"not true after {timeout}s: {expression}")
+                raise BrowserError(f"not true after {timeout}s: {expression}\n{self.explain()}")
             time.sleep(0.05)
+
+    def explain(self) -> str:
+        """What the page showed and reported, for a failed wait: its text and its errors."""
+        try:
+            shown = self.evaluate("document.body.innerText.slice(0, 3000)")
+        except BrowserError as exc:
+            shown = f"(unreadable: {exc})"
+        return f"page text:\n{shown}\npage errors: {self.errors()}"
 
     def errors(self) -> list[str]:
         """The page's uncaught exceptions and console errors so far."""

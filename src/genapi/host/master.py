@@ -270,7 +270,9 @@ class Master:
         if message.what == "ready":
             out: Any = self.readiness()
         elif message.what == "dashboard":
-            out = await dashboard.answer(self.control, await self.collect(), self.relay.stats(), message.args)
+            reading = not message.args or message.args[0] == "state"  # an action needs no metrics
+            snapshots = await self.collect() if reading else []
+            out = await dashboard.answer(self.control, snapshots, self.relay.stats(), message.args)
         else:
             out = metrics.render(
                 await self.collect(),

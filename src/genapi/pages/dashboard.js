@@ -354,9 +354,16 @@
     const dialog = $("confirm");
     $("confirm-text").textContent = question;
     return new Promise((resolve) => {
-      dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+      // A close event is queued, not dispatched at once: the one from the previous question may
+      // arrive after this dialog opened. Only a close that leaves the dialog shut answers.
+      const closed = () => {
+        if (dialog.open) return;
+        dialog.removeEventListener("close", closed);
+        resolve(dialog.returnValue === "yes");
+      };
       dialog.returnValue = "";
       dialog.showModal();
+      dialog.addEventListener("close", closed);
     });
   }
 
