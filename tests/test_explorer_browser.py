@@ -75,7 +75,10 @@ def test_lists_what_discovery_shows_the_caller(browser: Browser, demo: GatewayPr
     assert dict(page.evaluate(LISTED)) == {"demo": ["register"]}
     # with an admin token, what discovery shows an admin
     page = explorer(browser, demo)
-    assert connect(page, token("--sub", "alice", "--role", "admin")) == "Connected as alice (roles: admin)."
+    # who the gateway takes the caller for, from its join reply (the device is not shown from the token)
+    assert connect(page, token("--sub", "alice", "--role", "admin", "--device", "phone-1")) == (
+        "Connected as alice (roles: admin), device phone-1."
+    )
     listed = dict(page.wait_for(f"document.querySelector('#api-list .service') && {LISTED}"))
     assert "whoami" in listed["demo"] and "admin_stats" in listed["demo"]
     frames = page.evaluate("[...document.querySelectorAll('#frames li')].map(li => [li.className, li.textContent])")

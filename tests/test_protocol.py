@@ -158,6 +158,40 @@ def test_subprotocol_phoenix_echoed_with_auth_token(demo_gateway, run):
     run(go())
 
 
+def test_a_join_asking_for_its_identity_gets_who_the_gateway_sees(demo_gateway, run):
+    """`{"identity": true}` in the join params: the reply names the user, roles and device the
+    gateway took from the token (the explorer shows it); any other params keep the reply `{}`."""
+    import jwt
+
+    from genapi.config import load
+
+    claims = {"sub": "ann", "roles": ["ops"], "device_id": "d1", "exp": int(time.time()) + 60}
+    token = jwt.encode(claims, load(None).auth.jwt_secret, algorithm="HS256")
+
+    async def go():
+        c = await Raw.connect(demo_gateway.url, query=f"vsn=2.0.0&token={token}")
+        ok = {"status": "ok", "response": {"identity": {"user_id": "ann", "roles": ["ops"], "device_id": "d1"}}}
+        assert await c.join("api:a", "1", {"identity": True}) == ["1", "1", "api:a", "phx_reply", ok]
+        for i, params in enumerate([{}, {"identity": "yes"}, {"identity": 1}, {"other": True}], start=2):
+            got = await c.join(f"api:b{i}", str(i), params)
+            assert got == [str(i), str(i), f"api:b{i}", "phx_reply", {"status": "ok", "response": {}}], params
+        c.send(["9", "9", "api:c", "phx_join", [True]])  # params not a map: a plain join
+        assert await c.recv() == ["9", "9", "api:c", "phx_reply", {"status": "ok", "response": {}}]
+        await c.close()
+        anon = await Raw.connect(demo_gateway.url)
+        nobody = {"identity": {"user_id": None, "roles": [], "device_id": None}}
+        assert await anon.join("api:a", "1", {"identity": True}) == [
+            "1",
+            "1",
+            "api:a",
+            "phx_reply",
+            {"status": "ok", "response": nobody},
+        ]
+        await anon.close()
+
+    run(go())
+
+
 def test_unmatched_topic_duplicate_join_and_stale_refs(topics_gateway, run):
     async def go():
         c = await Raw.connect(topics_gateway.url)

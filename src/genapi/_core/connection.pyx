@@ -432,7 +432,7 @@ cdef class Connection(WSListener):
         if event == HEARTBEAT and topic == PHOENIX:
             self.send(ser.reply(None, ref, PHOENIX, "ok", {}))
         elif event == JOIN:
-            self._join(join_ref, ref, topic)
+            self._join(join_ref, ref, topic, payload)
         elif event == LEAVE:
             self._leave(join_ref, ref, topic)
         else:
@@ -442,7 +442,7 @@ cdef class Connection(WSListener):
             elif join_ref is None or join_ref == current:
                 self.send(ser.reply(current, ref, topic, "error", {"reason": unsupported_event(event, self.event)}))
 
-    cdef _join(self, join_ref, ref, str topic):
+    cdef _join(self, join_ref, ref, str topic, params):
         ser = self.ser
         # what a channel keeps (its topic and join_ref) is bounded before anything looks at it
         cdef Py_ssize_t n = len(topic)
@@ -466,10 +466,18 @@ cdef class Connection(WSListener):
         self.channels[topic] = join_ref
         log.info("join", conn=self.cid, topic=topic)
         self.ctx.joins += 1
-        self.send(ser.reply(join_ref, ref, topic, "ok", {}))
+        self.send(ser.reply(join_ref, ref, topic, "ok", self._joined(params)))
         if old is not _MISSING:  # duplicate join: close the old one after the new reply
             self._cancel(topic)
             self.send(ser.message(old, old, topic, CLOSE, {}))
+
+    cdef dict _joined(self, params):
+        """The join reply's response: `{}`, or who the gateway takes the caller for when the
+        join's params ask for it with `{"identity": true}` (the explorer shows it)."""
+        if type(params) is not dict or (<dict>params).get("identity") is not True:
+            return {}
+        who = self.identity
+        return {"identity": {"user_id": who.user_id, "roles": list(who.roles or ()), "device_id": who.device_id}}
 
     cdef _leave(self, join_ref, ref, str topic):
         ser = self.ser

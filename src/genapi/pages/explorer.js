@@ -29,13 +29,11 @@ function setStatus(text, kind = "") {
 }
 
 // The claims of a JWT (not verified here: the gateway verified it when it accepted the connect).
-function claims(token) {
-  try {
-    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return JSON.parse(decodeURIComponent(escape(atob(part))));
-  } catch {
-    return {};
-  }
+// Who the gateway takes the caller for, from its join reply ({"identity": true} asks for it).
+function describe(identity) {
+  if (!identity || identity.user_id == null) return "anonymously";
+  const roles = identity.roles && identity.roles.length ? " (roles: " + identity.roles.join(", ") + ")" : " (no roles)";
+  return "as " + identity.user_id + roles + (identity.device_id ? ", device " + identity.device_id : "");
 }
 
 function frame(direction, text) {
@@ -51,6 +49,7 @@ async function connect(event) {
   if (state.socket) state.socket.disconnect();
   const token = $("#token").value.trim() || null;
   setStatus("Connecting…");
+  let joined = null;
   const socket = new PhoenixSocket(socketUrl(), {
     token,
     onFrame: frame,
@@ -65,17 +64,14 @@ async function connect(event) {
   try {
     await socket.connect();
     state.socket = socket;
-    await socket.join(state.topic);
+    joined = await socket.join(state.topic, { identity: true });
   } catch (err) {
     setStatus("Not connected: " + err.message, "failed");
     socket.disconnect();
     state.socket = null;
     return;
   }
-  const c = token ? claims(token) : {};
-  const who = token
-    ? "as " + (c.sub ?? "(no sub)") + (c.roles && c.roles.length ? " (roles: " + c.roles.join(", ") + ")" : " (no roles)")
-    : "anonymously";
+  const who = describe(joined && joined.identity);
   setStatus("Connected " + who + ".", "ok");
   $("#identity").textContent = who;
   $("#connect-button").disabled = true;
