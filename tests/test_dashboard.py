@@ -20,6 +20,7 @@ import jwt
 import pytest
 
 from genapi.client import Client
+from genapi.errors import ERROR_KINDS
 from support.configs import PID_CONFIG, echo
 from support.gateway_proc import GatewayProcess
 
@@ -190,7 +191,13 @@ def test_state_moves_with_calls(gw: GatewayProcess) -> None:
     assert totals["accepted"] >= 1 and totals["joins"] >= 1
 
 
+def errors(gw: GatewayProcess) -> dict[str, int]:
+    return dict(state(gw)["errors"])
+
+
 def test_disable_then_enable_a_function(gw: GatewayProcess) -> None:
+    before = errors(gw)
+    assert set(before) == set(ERROR_KINDS)
     status, out = action(gw, "disable", "d", "echo", None)
     assert status == 200 and out["ok"], out
     disabled = next(f for f in state(gw)["functions"] if f["request_type"] == "echo")
@@ -198,6 +205,10 @@ def test_disable_then_enable_a_function(gw: GatewayProcess) -> None:
     for _ in range(gw.workers * 2):  # every worker serves the change before the answer
         (r,) = asyncio.run(calls(gw, "echo", 1))
         assert not r.success and "disabled" in r.error, r
+    # errors by kind: every refusal counted as "disabled", nothing else moved
+    n = gw.workers * 2
+    after = until(lambda: (e := errors(gw))["disabled"] >= before["disabled"] + n and e, f"{n} disabled counted")
+    assert after == {**before, "disabled": before["disabled"] + n}
     status, out = action(gw, "enable", "d", "echo", None)
     assert status == 200 and out["ok"], out
     assert not next(f for f in state(gw)["functions"] if f["request_type"] == "echo")["disabled"]
@@ -208,8 +219,10 @@ def test_disable_then_enable_a_function(gw: GatewayProcess) -> None:
 
 def test_reset_a_limit(gw: GatewayProcess) -> None:
     text = f"k{gw.workers}"
+    before = errors(gw)["rate_limited"]
     first, second = asyncio.run(calls(gw, "limited", 2, text))
     assert first.success and not second.success and second.error.startswith("Rate limit exceeded"), second
+    until(lambda: errors(gw)["rate_limited"] == before + 1, "the refusal counted as rate_limited")
     status, out = action(gw, "limit_status", "text", text, "d", "limited")
     assert status == 200 and out["result"][0]["used"] >= 1, out
     status, out = action(gw, "reset", "text", text)

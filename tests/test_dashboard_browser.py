@@ -105,6 +105,7 @@ def test_live_counters_and_a_function_disabled_then_enabled(gw: GatewayProcess, 
     for _ in range(4):  # over both workers
         (r,) = asyncio.run(calls(gw, "echo", 1))
         assert not r.success and "disabled" in r.error, r
+    page.wait_for("Number(document.getElementById('errors-kind-disabled')?.textContent) === 4")  # errors by kind
 
     click(page, f"{fn} button")  # enable, confirmed
     page.wait_for("document.getElementById('confirm').open")

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from genapi.client import Client
+from genapi.errors import ERROR_KINDS
 from support.gateway_proc import GatewayProcess, children, free_port, wait_until
 from support.node_proc import NodeProcess
 from support.sockclient import SockClient
@@ -28,6 +29,7 @@ from support.sockclient import SockClient
 DOCUMENTED = {
     "genapi_requests_total": "counter",
     "genapi_request_duration_seconds": "histogram",
+    "genapi_errors_total": "counter",
     "genapi_connections": "gauge",
     "genapi_channels": "gauge",
     "genapi_in_flight": "gauge",
@@ -343,6 +345,17 @@ async def traffic(gw: GatewayProcess, workers: int, node: str, dead: str, restar
         "genapi_worker_restarts_total": restarts,
     }
     assert {k: m.get(k) for k in want} == want
+    kinds = {kind: m.get(series("genapi_errors_total", kind=kind)) for kind in ERROR_KINDS}
+    # errors by kind: t.boom raised (internal, 2), the keyed refusal (rate_limited), the dead
+    # node (unavailable), the sleep and the node call ended unanswered by their clients leaving
+    # (cancelled; the queued sleep never started)
+    assert kinds == {
+        **dict.fromkeys(ERROR_KINDS, 0),
+        "internal": 2,
+        "rate_limited": 1,
+        "unavailable": 1,
+        "cancelled": 2,
+    }
     assert m["genapi_relay_delivered_total"] + m["genapi_relay_dropped_total"] == recipients
     assert m[req("genapi_requests_total", "n", "slow", "ok")] == 1  # the one that ended
     assert m[req("genapi_requests_total", "chat", "handle_relay", "ok")] == relayed

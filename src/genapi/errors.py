@@ -235,24 +235,37 @@ def ws_message_too_big(max_bytes: int) -> str:
     return f"message exceeds {max_bytes} bytes (2 * max_payload_bytes + 65536)"
 
 
+UNSUPPORTED = "unsupported function"
+
+
 def unsupported(request_type: str, version: str) -> str:
-    return f"unsupported function: {request_type} version {version}"
+    return f"{UNSUPPORTED}: {request_type} version {version}"
+
+
+DISABLED = "disabled function"
 
 
 def disabled(request_type: str, version: str) -> str:
-    return f"disabled function: {request_type} version {version}"
+    return f"{DISABLED}: {request_type} version {version}"
+
+
+INVALID_ARGUMENT = "Invalid argument"
 
 
 def invalid_argument(exc: BaseException) -> str:
-    return f"Invalid argument: {exc}"
+    return f"{INVALID_ARGUMENT}: {exc}"
+
+
+LOCAL_TIMEOUT = "local execution timed out"
+REMOTE_TIMEOUT = "remote execution timed out"
 
 
 def local_timeout(timeout_ms: int | None) -> str:
-    return f"local execution timed out after {timeout_ms}ms"
+    return f"{LOCAL_TIMEOUT} after {timeout_ms}ms"
 
 
 def remote_timeout(timeout_ms: int | None) -> str:
-    return f"remote execution timed out after {timeout_ms}ms"
+    return f"{REMOTE_TIMEOUT} after {timeout_ms}ms"
 
 
 NO_TARGET_NODES = "no target nodes available"
@@ -263,19 +276,26 @@ def remote_failed(text: str, detail: bool) -> str:
     return f"{INTERNAL}: {text}" if detail else INTERNAL
 
 
+RATE_LIMITED = "Rate limit exceeded."
+
+
 def rate_limited(retry_after_s: int) -> str:
-    return f"Rate limit exceeded. Please retry after {max(retry_after_s, 1)} seconds."
+    return f"{RATE_LIMITED} Please retry after {max(retry_after_s, 1)} seconds."
 
 
 RATE_LIMIT_UNAVAILABLE = "Rate limit service unavailable"
 
 
+HOOK_REJECTED = "hook rejected"
+HOOK_TIMEOUT = "hook timed out"
+
+
 def hook_rejected(reason: str) -> str:
-    return f"hook rejected: {reason}"
+    return f"{HOOK_REJECTED}: {reason}"
 
 
 def hook_timeout(timeout_ms: int) -> str:
-    return f"hook timed out after {timeout_ms}ms"
+    return f"{HOOK_TIMEOUT} after {timeout_ms}ms"
 
 
 def internal(exc: BaseException | None, detail: bool) -> str:
@@ -289,11 +309,11 @@ def not_serializable(exc: BaseException, detail: bool) -> str:
     return f"{INTERNAL}: result is not JSON-serializable: {exc}" if detail else INTERNAL
 
 
+QUEUE_FULL = "Too many requests on this connection"
+
+
 def queue_full(max_in_flight: int, max_queued: int) -> str:
-    return (
-        f"Too many requests on this connection: {max_in_flight} in flight and {max_queued} "
-        "waiting (max_in_flight, max_queued)"
-    )
+    return f"{QUEUE_FULL}: {max_in_flight} in flight and {max_queued} waiting (max_in_flight, max_queued)"
 
 
 def unsupported_response_type(response_type: str) -> str:
@@ -384,3 +404,39 @@ def relay_group_full(limit: int) -> RelayError:
 
 def relay_argument(op: str, name: str) -> RelayError:
     return RelayError("invalid_argument", f"{op}: {name} must be a non-empty string")
+
+
+# --------------------------------------------------------------------------- kinds
+# An error Response's kind, told by the text's start (each text above is written once): what
+# /metrics (genapi_errors_total) and /dashboard count errors by. The set is closed: memory bounded.
+_KINDS: tuple[tuple[str, str], ...] = (
+    (INVALID_ARGUMENT, "invalid_argument"),
+    (UNSUPPORTED, "unsupported"),
+    (DISABLED, "disabled"),
+    (PERMISSION_DENIED, "permission_denied"),
+    (AUTH_REQUIRED, "authentication_required"),
+    (RATE_LIMITED, "rate_limited"),
+    (RATE_LIMIT_UNAVAILABLE, "rate_limit_unavailable"),
+    (QUEUE_FULL, "queue_full"),
+    (LOCAL_TIMEOUT, "timeout"),
+    (REMOTE_TIMEOUT, "timeout"),
+    (HOOK_TIMEOUT, "timeout"),
+    (HOOK_REJECTED, "hook_rejected"),
+    (SERVICE_UNAVAILABLE, "unavailable"),
+    (NO_TARGET_NODES, "unavailable"),
+    (INTERNAL, "internal"),
+    (REQUEST_FAILED, "internal"),
+)
+ERROR_KINDS: tuple[str, ...] = (*dict.fromkeys(kind for _, kind in _KINDS), "cancelled", "other")
+
+
+def error_kind(text: object) -> str:
+    """The kind of an error Response's text: "cancelled" for a call that ended unanswered (its
+    client left or its topic closed), "other" for a function's own error."""
+    if text is None:
+        return "cancelled"
+    if isinstance(text, str):
+        for prefix, kind in _KINDS:
+            if text.startswith(prefix):
+                return kind
+    return "other"

@@ -22,6 +22,7 @@ cdef class Stats:
     cdef bint timed                # access or on_stop or metrics: a request's duration is wanted
     cdef dict metrics              # (service, request_type) -> MetricRow while /metrics counts; else None
     cdef MetricRow unknown         # requests for no known function
+    cdef dict errors               # error kind (errors.error_kind) -> answers, while /metrics counts
     cdef object on_start           # telemetry: f(request) at a request's start
     cdef object on_stop            # telemetry: f(request, response, seconds) once it is answered
     cdef object on_check           # telemetry: f(request, refusal or None, seconds) per rate-limit check

@@ -11,6 +11,7 @@ cimport cython
 from genapi._core.clock cimport monotonic as _now
 
 from genapi import log
+from genapi.errors import error_kind
 
 cdef double[14] BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 cdef Py_ssize_t METRIC_ROWS = 4096  # functions counted apart; the rest share one row (bounded memory)
@@ -43,6 +44,7 @@ cdef class Stats:
 
     def __cinit__(self):
         self.unknown = MetricRow()
+        self.errors = {}
 
     cdef void _retime(self) noexcept:
         self.timed = self.access or self.on_stop is not None or self.metrics is not None
@@ -54,7 +56,11 @@ cdef class Stats:
         if request is not None and started:
             took = _now() - started
             if self.metrics is not None:
-                (row if row is not None else self.unknown).add(outcome is not None and outcome.success, took)
+                ok = outcome is not None and outcome.success
+                (row if row is not None else self.unknown).add(ok, took)
+                if not ok:  # by kind: only on the error path
+                    kind = error_kind(outcome.error if outcome is not None else None)
+                    self.errors[kind] = self.errors.get(kind, 0) + 1
             if self.on_stop is not None:
                 self.on_stop(request, outcome, took)
         if not self.access:
@@ -85,8 +91,14 @@ def request_metrics(bint on):
     """Counts every answered request per function (calls by outcome, latency histogram) for
     /metrics; returns the live table (None when off)."""
     _STATS.metrics = {} if on else None
+    _STATS.errors = {}
     _STATS._retime()
     return _STATS.metrics
+
+
+def error_counts():
+    """Errors answered by kind (errors.ERROR_KINDS) since counting started."""
+    return dict(_STATS.errors) if _STATS.errors is not None else {}
 
 
 def latency_buckets():

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from genapi._core.stats import latency_buckets
 from genapi.config import ConfigError
+from genapi.errors import ERROR_KINDS
 from genapi.host.configsync import Refused
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ async def state(plane: ControlPlane, snapshots: list[dict[str, Any]], relay: dic
         "rate_limits": limits,
         "relay": relay,
         "totals": {key: sum(s.get(key) or 0 for s in snapshots) for key in TOTALS},
+        "errors": {kind: sum((s.get("errors") or {}).get(kind, 0) for s in snapshots) for kind in ERROR_KINDS},
         "requests": requests(snapshots),
         "latency_buckets": list(latency_buckets()),
     }

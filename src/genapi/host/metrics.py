@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from genapi import log
-from genapi._core.stats import latency_buckets, request_metrics, unknown_row
+from genapi._core.stats import error_counts, latency_buckets, request_metrics, unknown_row
+from genapi.errors import ERROR_KINDS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -27,6 +28,7 @@ def snapshot(gateway: Any) -> dict[str, Any]:
         **extra,
         "requests": [[svc, rt, *row.row()] for (svc, rt), row in _table().items()]
         + ([["_unknown", "_unknown", *unknown.row()]] if (unknown := unknown_row()).ok + unknown.error else []),
+        "errors": error_counts(),
         "connections": len(conns),
         "channels": sum(len(c.channels) for c in conns),
         "in_flight": sum(c.in_flight for c in conns),
@@ -102,6 +104,9 @@ def render(workers: Iterable[dict[str, Any]], host: dict[str, Any]) -> str:
         out.sample("genapi_request_duration_seconds_bucket", row[0] + row[1], service=svc, request_type=rt, le="+Inf")
         out.sample("genapi_request_duration_seconds_sum", round(row[2], 6), service=svc, request_type=rt)
         out.sample("genapi_request_duration_seconds_count", row[0] + row[1], service=svc, request_type=rt)
+    out.family("genapi_errors_total", "counter", "Requests answered with an error, by kind (the error text's start).")
+    for kind in ERROR_KINDS:
+        out.sample("genapi_errors_total", sum((s.get("errors") or {}).get(kind, 0) for s in snaps), kind=kind)
     for key, kind, text in (
         ("connections", "gauge", "Open client connections."),
         ("channels", "gauge", "Joined channels (topics) over all connections."),

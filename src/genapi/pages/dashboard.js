@@ -273,11 +273,20 @@
 
     facts("errors", [
       ["calls answered with an error", failed, "calls"],
+      ...Object.entries(state.errors || {})
+        .filter(([, n]) => n)
+        .map(([kind, n]) => [`… ${kind.replace(/_/g, " ")}`, n, `kind-${kind}`]),
       ["refused by a rate limit", t.rate_limited, "rate_limited"],
       ["connections aborted (not reading)", t.aborted, "aborted"],
       ["protocol errors", t.protocol_errors, "protocol_errors"],
       ["relay messages dropped", t.relay_dropped, "relay_dropped"],
-      ...state.requests.filter((r) => r.error).map((r) => [`${r.service}.${r.request_type}`, r.error, `fn-${r.service}.${r.request_type}`]),
+      ...state.requests
+        .filter((r) => r.error)
+        .map((r) => [
+          r.service === "_unknown" ? "no such function (unknown or disabled)" : `${r.service}.${r.request_type}`,
+          r.error,
+          `fn-${r.service}.${r.request_type}`,
+        ]),
     ]);
 
     rows(
