@@ -1,6 +1,6 @@
 """/dashboard on the gateway's own port, for operators: off unless `[gateway] dashboard = true`.
 
-    GET  /dashboard, /dashboard/dashboard.{js,css}   the page (src/genapi/pages/dashboard.*), open:
+    GET  /dashboard, /dashboard/dashboard.{js,css}   the page (gateway/pages.py), open:
                                                      it holds nothing; it asks for a credential
     GET  /dashboard/state                            the host's state, JSON (host/dashboard.py)
     POST /dashboard/action  {"op": ..., "args": [...]}  disable / enable a function, reset a limit
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hmac
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genapi import log
+from genapi.gateway import pages
 from genapi.gateway.auth import Refused
 from genapi.nodes import rpc
 
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
     from genapi.gateway.worker import Gateway
 
 PREFIX = "/dashboard"
-PAGES = Path(__file__).resolve().parent.parent / "pages"
-# the page's files: path → (file under PAGES, content type)
-FILES = {
-    "/dashboard": ("dashboard.html", "text/html; charset=utf-8"),
-    "/dashboard/": ("dashboard.html", "text/html; charset=utf-8"),
-    "/dashboard/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
-    "/dashboard/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
-}
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 
@@ -45,12 +37,6 @@ Answer = tuple[int, str, bytes]
 def wants(path: str) -> bool:
     """`path` is the dashboard's (the handshake answers it in plain HTTP)."""
     return path == PREFIX or path.startswith(PREFIX + "/")
-
-
-def static(path: str) -> Answer:
-    """One of the page's files, read from the package (the only files served: no path is joined)."""
-    name, ctype = FILES[path]
-    return 200, ctype, (PAGES / name).read_bytes()
 
 
 def authorize(gateway: Gateway, authorization: str | None) -> Answer | None:
@@ -88,9 +74,9 @@ def _json(value: Any) -> bytes:
 async def http(gateway: Gateway, method: str, path: str, authorization: str | None, body: bytes) -> Answer:
     """The answer to a request under /dashboard."""
     if not gateway.settings.gateway.dashboard:
-        return 404, TEXT, b"the dashboard is off ([gateway] dashboard = false)\n"
-    if path in FILES:
-        return static(path) if method == "GET" else (405, TEXT, b"GET only\n")
+        return 404, TEXT, pages.DASHBOARD_OFF
+    if path in pages.PATHS:  # the page itself: open, it holds nothing
+        return pages.answer(path, gateway.settings.gateway) if method == "GET" else (405, TEXT, b"GET only\n")
     if path not in ("/dashboard/state", "/dashboard/action"):
         return 404, TEXT, b"not found\n"
     refused = authorize(gateway, authorization)

@@ -1,6 +1,7 @@
-"""The browser pages on the gateway's own port (GET /explorer and its files): static files
-shipped in the package (src/genapi/pages), read once and answered from memory, with no build
-step and nothing fetched from elsewhere."""
+"""The browser pages on the gateway's own port (GET /explorer, /dashboard and their files):
+static files shipped in the package (src/genapi/pages), read once and answered from memory, with
+no build step and nothing fetched from elsewhere. What the dashboard shows and does is
+gateway/dashboard.py's."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ FILES: dict[str, tuple[str, str]] = {
     "/explorer/explorer.js": ("explorer.js", "text/javascript; charset=utf-8"),
     "/explorer/explorer.css": ("explorer.css", "text/css; charset=utf-8"),
     "/explorer/phoenix.js": ("phoenix.js", "text/javascript; charset=utf-8"),
+    "/dashboard": ("dashboard.html", "text/html; charset=utf-8"),
+    "/dashboard/": ("dashboard.html", "text/html; charset=utf-8"),
+    "/dashboard/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/dashboard/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
 }
 PATHS = frozenset(FILES)
 
@@ -24,6 +29,8 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+
+DASHBOARD_OFF = b"the dashboard is off ([gateway] dashboard = false)\n"
 
 _cache: dict[str, bytes] = {}
 
@@ -41,4 +48,6 @@ def answer(path: str, gateway: GatewaySettings) -> tuple[int, str, bytes]:
     name, ctype = FILES[path]
     if path.startswith("/explorer") and not gateway.explorer:
         return 404, "text/plain", b"the API explorer is off ([gateway] explorer = false)\n"
+    if path.startswith("/dashboard") and not gateway.dashboard:
+        return 404, "text/plain; charset=utf-8", DASHBOARD_OFF
     return 200, ctype, read(name)
