@@ -243,8 +243,15 @@ class Master:
     # ------------------------------------------------------------------ a worker's messages
     def _send_whole(self, w: WorkerHandle) -> None:
         """The current generation to worker `w` whole: written to shared memory first if it
-        went out as a delta (a new or restarted worker, or one that missed a delta)."""
-        w.send(pipe.Generation(self.snapshots.flush()))
+        went out as a delta (a new or restarted worker, or one that missed a delta). A write
+        that fails is logged and nothing is sent: the worker serves nothing newer, and /ready
+        names it behind."""
+        try:
+            gen = self.snapshots.flush()
+        except OSError as exc:
+            log.error("snapshot_write_failed", index=w.index, pid=w.pid, path=self.snapshots.path, error=str(exc))
+            return
+        w.send(pipe.Generation(gen))
 
     def _acked(self, w: WorkerHandle, message: pipe.Ack) -> None:
         """Worker `w` serves config generation `gen`: whoever waits for it may go on. One that
