@@ -5,12 +5,21 @@ as deltas before it started, and takes the next delta from there. Real master, w
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 from typing import Any
 
-from genapi.host.snapshot import HEADER, default_path
-from support.gateway_proc import GatewayProcess, children, wait_until
+import msgspec
+
+from genapi.config import parse
+from genapi.host import pipe
+from genapi.host.master import Master
+from genapi.host.snapshot import HEADER, Delta, SnapshotReader, default_path
+from genapi.structs import FunConfig
+from support.configs import ANON
+from support.gateway_proc import GatewayProcess, children, free_port, wait_until
 from support.node_proc import NodeProcess, control
 from test_admin import CONFIG, every_worker
 from test_workers import ready
@@ -79,3 +88,46 @@ def test_a_change_goes_as_a_delta_and_a_restarted_worker_serves_it_whole() -> No
             assert node.alive()
     finally:
         assert gw.stop() == 0
+
+
+def test_the_master_answers_a_worker_that_missed_a_delta_with_the_whole_generation() -> None:
+    """The master's side of a missed delta, over a real pipe (this test is the worker): a
+    worker's `Ack` with `whole` gets the current generation written to shared memory and sent
+    without a delta; a worker that only acknowledges gets nothing more."""
+    settings = parse(ANON)
+    settings = msgspec.structs.replace(
+        settings, gateway=msgspec.structs.replace(settings.gateway, host="127.0.0.1", port=free_port())
+    )
+    added = FunConfig(service="d", request_type="added", mfa="m:f", nodes=["127.0.0.1:1"])
+
+    async def main() -> None:
+        m = Master(settings, 1, None, 1.0, "test")
+        w = m.workers[0]
+        ours, theirs = socket.socketpair()
+        w.reader, w.writer = await asyncio.open_connection(sock=ours)
+        reader, writer = await asyncio.open_connection(sock=theirs)
+        task = asyncio.ensure_future(m._read_acks(w, w.reader))
+        try:
+            m._publish()  # generation 1, whole
+            writer.write(pipe.encode(pipe.Hello(os.getpid())))
+            assert pipe.decode_to_worker(await asyncio.wait_for(reader.readline(), 10)) == pipe.Generation(1)
+            m.functions.replace([], [added])
+            delta = m._publish()
+            assert delta == Delta(1, [added], []) and m.snapshots.written == 1  # generation 2: a delta only
+            writer.write(pipe.encode(pipe.Ack(1)))  # acknowledged, nothing asked: nothing sent
+            writer.write(pipe.encode(pipe.HostAsk(5, "ready")))
+            answer = pipe.decode_to_worker(await asyncio.wait_for(reader.readline(), 10))
+            assert type(answer) is pipe.HostAnswer, answer
+            writer.write(pipe.encode(pipe.Ack(1, whole=True)))  # it missed generation 2
+            assert pipe.decode_to_worker(await asyncio.wait_for(reader.readline(), 10)) == pipe.Generation(2)
+            assert m.snapshots.written == 2
+            snap = SnapshotReader(m.snapshots.path).read(2)
+            assert added in snap.configs and len(snap.configs) == len(m.functions.registry)
+            assert w.acked == 1
+        finally:
+            task.cancel()
+            writer.close()
+            w.writer.close()
+            m.snapshots.close()
+
+    asyncio.run(main())
