@@ -371,6 +371,8 @@ def test_a_few_changes_go_as_a_delta_and_the_file_is_written_only_when_flushed(t
     snap = reader.read(3)
     assert (snap.generation, snap.configs) == (3, second)
     assert writer.flush() == 3  # already written: not again
+    assert writer.publish(list(second)) == 4 == writer.written  # publish writes, even when nothing changed
+    assert reader.read(4).configs == second
     writer.close()
 
 

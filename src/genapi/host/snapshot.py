@@ -172,8 +172,8 @@ class SnapshotWriter:
     def publish(self, configs: list[FunConfig]) -> int:
         """Writes `configs` as generation+1 and returns it. The file appears whole or not at
         all (temp file + rename); nothing is fsynced, as shared memory is not durable anyway."""
-        self.advance(configs, 0)
-        return self.generation
+        self.advance(configs)
+        return self.flush()  # the delta `advance` may return is for the pipe: the file is written here
 
     def advance(self, configs: list[FunConfig], max_delta: int = DELTA_MAX) -> Delta | None:
         """Makes `configs` generation+1 and returns what changed since the last generation (a
