@@ -21,7 +21,8 @@ from genapi import log
 from genapi.client import Client
 from genapi.config import load
 from genapi.host import link, master, pipe
-from genapi.host.snapshot import SnapshotWriter, default_path
+from genapi.host.snapshot import Delta, SnapshotWriter, default_path
+from genapi.structs import FunConfig
 from support.configs import PID_CONFIG
 from support.gateway_proc import SUPPORT, TESTS, ChildProcess, free_port, wait_until
 
@@ -33,6 +34,7 @@ def every_message() -> list[Any]:
     return [
         pipe.Settings(load(None)),
         pipe.Generation(7),
+        pipe.Generation(8, Delta(7, [FunConfig(service="s", request_type="r", mfa="m:f")], [("s", "q", "1.0")])),
         pipe.Limits({"enabled": True, "api_limits": []}, 3),
         pipe.Drain(2.5),
         pipe.Collect(4),
@@ -43,6 +45,7 @@ def every_message() -> list[Any]:
         pipe.RelayDelivery([1, 2, 30], msgspec.Raw(PAYLOAD)),
         pipe.Hello(1234),
         pipe.Ack(7),
+        pipe.Ack(6, whole=True),
         pipe.LimitsAck(3),
         pipe.Collected(4, {"index": 1, "connections": 0}),
         pipe.HostAsk(5, "ready"),
@@ -195,6 +198,78 @@ def test_a_worker_logs_a_line_that_is_no_message_and_keeps_serving(tmp_path: Pat
 
         worker.send(pipe.encode(pipe.Drain(0.1)))  # and it still drains when told
         assert worker.proc.wait(10) == 0
+    finally:
+        worker.pipe.close()
+        worker.stop()
+        snapshots.close()
+
+
+async def echoes(url: str) -> tuple[bool, bool]:
+    """Whether a fresh connection's calls of `w.echo` and `w.echo2` are served."""
+    client = await Client.connect(url)
+    try:
+        await client.join("api:w")
+        got = [
+            await client.call("w", rt, {"text": "x"}, topic="api:w", raise_on_error=False) for rt in ("echo", "echo2")
+        ]
+        return got[0].success, got[1].success
+    finally:
+        await client.close()
+
+
+def test_a_worker_applies_a_delta_only_to_the_generation_it_serves(tmp_path: Path) -> None:
+    """This test is the master. A delta is applied only by a worker serving exactly its base
+    generation; one that missed a generation asks for the whole snapshot (`Ack` with `whole`)
+    and serves the table it had until it gets it, never one patched from the wrong generation;
+    a delta older than what it serves changes nothing."""
+    config = tmp_path / "genapi.toml"
+    config.write_text(textwrap.dedent(PID_CONFIG))
+    port = free_port()
+    settings = load(str(config))
+    settings = msgspec.structs.replace(
+        settings, gateway=msgspec.structs.replace(settings.gateway, host="127.0.0.1", port=port)
+    )
+    base = list(settings.functions)
+    echo, echo2 = (
+        FunConfig(service="w", request_type=rt, mfa="testapi:echo", arg_types={"text": "string"})
+        for rt in ("echo", "echo2")
+    )
+    snapshots = SnapshotWriter(default_path("127.0.0.1", port))
+    worker = WorkerProcess(index=1)
+    url = f"ws://127.0.0.1:{port}/socket"
+    try:
+        gen = snapshots.publish(base)
+        worker.send(pipe.encode(pipe.Settings(settings)))
+        assert worker.receive() == pipe.Hello(worker.pid)
+        worker.send(pipe.encode(pipe.Generation(gen)))
+        assert worker.receive() == pipe.Ack(gen)
+        assert wait_until(lambda: serving(url), timeout=10)
+        assert asyncio.run(echoes(url)) == (False, False)
+
+        two = snapshots.advance([*base, echo])
+        assert two == Delta(1, [echo], [])
+        worker.send(pipe.encode(pipe.Generation(2, two)))
+        assert worker.receive() == pipe.Ack(2)
+        assert asyncio.run(echoes(url)) == (True, False)
+
+        three = snapshots.advance([*base, echo, echo2])  # never sent: the worker misses it
+        four = snapshots.advance([*base, echo2])
+        assert four == Delta(3, [], [("w", "echo", None)])
+        worker.send(pipe.encode(pipe.Generation(4, four)))
+        assert worker.receive() == pipe.Ack(2, whole=True)
+        assert asyncio.run(echoes(url)) == (True, False)  # generation 2 still, not 2 patched by 4
+
+        assert snapshots.flush() == 4  # as the master answers: the current generation, whole
+        worker.send(pipe.encode(pipe.Generation(4)))
+        assert worker.receive() == pipe.Ack(4)
+        assert asyncio.run(echoes(url)) == (False, True)
+
+        assert three is not None
+        worker.send(pipe.encode(pipe.Generation(3, three)))  # late: older than what it serves
+        assert worker.receive() == pipe.Ack(4)
+        assert asyncio.run(echoes(url)) == (False, True)
+        assert "config_delta_skipped" in worker.read_stderr()
+        assert worker.alive()
     finally:
         worker.pipe.close()
         worker.stop()

@@ -120,3 +120,45 @@ def test_fun_config_defaults_match_the_reference():
         "retry",
         "hook_timeout",
     ]
+
+
+def test_a_recording_registry_names_the_keys_each_change_touched():
+    r: Registry = Registry()
+    r.add(cfg("1.0.0"))
+    assert r.changes() == set()  # not recording: nothing kept
+    r.record()
+    assert r.changes() is None  # what came before recording is unknown: everything
+    r.add(cfg("2.0.0"))
+    r.disable("svc", "get", "1.0.0")
+    r.add(cfg(None, rt="other"))
+    r.delete("svc", "other", None)
+    assert r.changes() == {("svc", "get", "2.0.0"), ("svc", "get", "1.0.0"), ("svc", "other", None)}
+    assert r.changes() == set()  # each call starts afresh
+    r.replace_all([(cfg("3.0.0"), None)])
+    assert r.changes() is None  # swapped whole
+    r.enable("svc", "get", "3.0.0")
+    assert r.changes() == {("svc", "get", "3.0.0")}
+
+
+def test_replace_leaves_the_unchanged_configs_in_place_and_names_only_what_changed():
+    from genapi.config import parse
+    from genapi.request.bind import Functions
+
+    functions = Functions.checked(parse("[auth]\nrequire_verified_user_id = false\n"))
+    registry = functions.registry
+    service = [
+        FunConfig(service="p", request_type=f"f{i}", mfa="m:f", nodes=["127.0.0.1:1"], version="1") for i in range(5)
+    ]
+    old = [(c.service, c.request_type, c.version) for c in service]
+    functions.replace([], service)
+    registry.record()
+    registry.changes()
+    entries = {k: registry.item(*k) for k in old}
+    again = [msgspec.structs.replace(c) for c in service]  # equal, other objects (a push of the same)
+    again[1] = msgspec.structs.replace(service[1], timeout=1234)
+    del again[3]
+    functions.replace(old, again)
+    assert registry.changes() == {old[1], old[3]}
+    for k in (old[0], old[2], old[4]):
+        assert registry.item(*k) is entries[k]  # the same config and Entry: nothing rebound
+    assert registry.item(*old[1])[0].timeout == 1234 and registry.item(*old[3]) is None

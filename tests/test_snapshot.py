@@ -21,6 +21,7 @@ from genapi.host.snapshot import (
     FORMAT_VERSION,
     HEADER,
     MAGIC,
+    Delta,
     SnapshotError,
     SnapshotReader,
     SnapshotWriter,
@@ -346,3 +347,65 @@ def test_an_unchanged_config_comes_back_as_the_same_object(tmp_path: Path) -> No
     two = reader.read(writer.publish(changed)).configs
     assert two[0] is one[0] and two[1] is one[1]
     assert two[2] is not one[2] and two[2].timeout == 1234
+
+
+# ---- deltas
+
+
+def test_a_few_changes_go_as_a_delta_and_the_file_is_written_only_when_flushed(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    writer, reader = SnapshotWriter(str(path)), SnapshotReader(str(path))
+    first = configs(20)
+    assert writer.advance(first) is None  # the first generation: whole
+    assert reader.read(1).configs == first
+    changed = msgspec.structs.replace(first[3], timeout=1234)
+    added = configs(1, "new")[0]
+    second = [*first[:3], changed, *first[4:10], *first[11:], added]  # #3 changed, #10 gone, one added
+    delta = writer.advance(second)
+    assert delta == Delta(1, [changed, added], [(first[10].service, first[10].request_type, first[10].version)])
+    assert delta is not None and delta.put[0] is changed  # the configs themselves, not copies
+    assert writer.generation == 2 and writer.written == 1
+    assert reader.read(1).generation == 1  # the file still holds generation 1, whole
+    assert writer.advance(list(second)) == Delta(2, [], [])  # nothing changed: an empty delta
+    assert writer.flush() == 3 == writer.written
+    snap = reader.read(3)
+    assert (snap.generation, snap.configs) == (3, second)
+    assert writer.flush() == 3  # already written: not again
+    assert writer.publish(list(second)) == 4 == writer.written  # publish writes, even when nothing changed
+    assert reader.read(4).configs == second
+    writer.close()
+
+
+def test_a_large_change_is_written_whole(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    writer = SnapshotWriter(str(path))
+    writer.advance(configs(10))
+    gone = [(c.service, c.request_type, c.version) for c in configs(10)]
+    assert writer.advance(configs(10, "b"), max_delta=20) == Delta(1, configs(10, "b"), gone)  # 20 changes
+    assert writer.written == 1
+    assert writer.advance(configs(10, "c"), max_delta=19) is None  # 20 changes: over the bound
+    assert writer.written == 3
+    assert SnapshotReader(str(path)).read(3).configs == configs(10, "c")
+    writer.close()
+
+
+def test_advance_keys_looks_only_at_the_keys_given(tmp_path: Path) -> None:
+    path = tmp_path / "gw.snapshot"
+    writer = SnapshotWriter(str(path))
+    held = {(c.service, c.request_type, c.version): c for c in configs(6)}
+    writer.advance(list(held.values()))
+    keys = list(held)
+    changed = msgspec.structs.replace(held[keys[1]], timeout=700)
+    held[keys[1]] = changed
+    del held[keys[2]]
+    # keys[0] named but the same object: not a change; keys[5] changed but not named: not seen
+    held[keys[5]] = msgspec.structs.replace(held[keys[5]], timeout=900)
+    assert writer.advance_keys([keys[0], keys[1], keys[2], ("svc", "none", None)], held.get) == Delta(
+        1, [changed], [keys[2]]
+    )
+    assert writer.flush() == 2
+    on_file = SnapshotReader(str(path)).read(2).configs
+    assert sorted(on_file, key=repr) == sorted(
+        [held[k] for k in keys if k not in (keys[2], keys[5])] + [configs(6)[5]], key=repr
+    )
+    writer.close()

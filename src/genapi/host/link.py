@@ -103,20 +103,37 @@ class MasterLink:
         self._write(pipe.encode(pipe.Collected(message.seq, self.gateway.metrics_snapshot())))
 
     def _generation(self, message: pipe.Generation) -> None:
+        """Loads config generation `gen` and acknowledges the generation served. Generations
+        only move forward: one not newer than the one served is acknowledged again, never
+        loaded. A delta is applied only to exactly its base generation; a worker serving
+        another (it missed one) asks for the whole snapshot instead, so it never serves a
+        table patched from the wrong generation."""
         started = time.perf_counter()
-        gen = message.gen
-        try:
-            snap = self.snapshots.read(gen)
-        except SnapshotError as exc:
-            log.error("snapshot_unreadable", generation=gen, error=str(exc))
+        gen, delta, have = message.gen, message.delta, self.gateway.generation
+        if have and gen <= have:  # a delta the whole snapshot already overtook, or a repeat
+            self._write(pipe.encode(pipe.Ack(have)))
             return
-        fresh = self.gateway.functions.load(snap.configs)
-        self.gateway.generation = snap.generation
-        self._write(pipe.encode(pipe.Ack(snap.generation)))
+        if delta is not None:
+            if delta.base != have:
+                log.warning("config_delta_skipped", generation=gen, base=delta.base, serving=have)
+                self._write(pipe.encode(pipe.Ack(have, whole=True)))
+                return
+            fresh = self.gateway.functions.apply(delta.put, delta.drop)
+            changes, loaded = len(delta.put) + len(delta.drop), gen
+        else:
+            try:
+                snap = self.snapshots.read(gen)
+            except SnapshotError as exc:
+                log.error("snapshot_unreadable", generation=gen, error=str(exc))
+                return
+            fresh = self.gateway.functions.load(snap.configs)
+            changes, loaded = len(snap.configs), snap.generation
+        self.gateway.generation = loaded
+        self._write(pipe.encode(pipe.Ack(loaded)))
         log.info(
             "config_loaded",
-            generation=snap.generation,
-            functions=len(snap.configs),
+            generation=loaded,
+            **({"delta": changes} if delta is not None else {"functions": changes}),
             bound=fresh,
             ms=round((time.perf_counter() - started) * 1000, 3),
         )

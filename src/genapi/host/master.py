@@ -4,10 +4,13 @@ port (pushes, verify, the CLI), the pull loop and the workers.
 
 Each worker binds the port itself with SO_REUSEPORT (the kernel spreads connections over them);
 the master only holds the port (bound, not listening, so it never takes a connection). On every
-registry change the master publishes a snapshot of the whole registry into shared memory under
-a new generation (`snapshot.py`) and announces the generation on each worker's pipe; a worker
-swaps to it in one step and acknowledges, so a push returns once every live worker serves it. A
-(re)started worker loads the current snapshot before it accepts a connection.
+registry change the master makes a new generation (`snapshot.py`) and announces it on each
+worker's pipe with what changed since the last one (a delta: the configs put and the keys
+dropped); a worker serving the delta's base generation applies it in one step and
+acknowledges, so a push returns once every live worker serves it. The whole registry goes
+to shared memory only when a worker needs it whole: a (re)started worker loads it before it
+accepts a connection, a worker that missed a delta asks for it (`Ack` with `whole`), and a
+large change is published whole.
 
 The pipe is a socketpair per worker; its messages (settings first, config generations and
 their acks, rate limits, drain, metrics and the host's view, relay operations, answers and
@@ -44,10 +47,11 @@ from genapi.errors import RelayError
 from genapi.host import dashboard, metrics, pipe
 from genapi.host.control import ControlPlane
 from genapi.host.pipe import DELIVERY_END, DELIVERY_HEAD, DELIVERY_MID
-from genapi.host.snapshot import SnapshotWriter, default_path
+from genapi.host.snapshot import Delta, Ident, SnapshotWriter, default_path
 from genapi.host.view import engine_view
 from genapi.relay.groups import Groups
 from genapi.request.bind import Functions
+from genapi.structs import FunConfig
 
 ACK_TIMEOUT_S = 5.0
 RELAY_PIPE_MAX_BYTES = 64 * 1024 * 1024  # relayed messages a worker may have unread on its pipe
@@ -111,6 +115,7 @@ class Master:
         # nothing here calls a function, so no thread pool or seats), the rate-limit table every
         # worker maps, the relay groups (the host's one authority), then the control plane
         self.functions = Functions.checked(settings)
+        self.functions.registry.record()  # each broadcast publishes what changed since the last
         self.limits = None
         from genapi.host.ratelimit import limits_wanted
 
@@ -162,7 +167,7 @@ class Master:
             self.probe.start()
         self.relay.start()
         try:
-            self.snapshots.publish(self.functions.registry.configs())
+            self._publish()  # the first generation: written whole
             for w in self.workers:
                 await self._spawn(w)
             await self._wait_acked(self.snapshots.generation, time.monotonic() + 30)
@@ -222,7 +227,7 @@ class Master:
         w.greeted = True
         if self.limits is not None and self.limits_seq:  # changed since start: the current limits first
             w.send(pipe.Limits(self.limits.config(), self.limits_seq))
-        w.send(pipe.Generation(self.snapshots.generation))
+        self._send_whole(w)
         decode, handlers = pipe.decode_to_master, _HANDLERS
         while True:
             line = await reader.readline()
@@ -236,8 +241,24 @@ class Master:
             handlers[type(message)](self, w, message)
 
     # ------------------------------------------------------------------ a worker's messages
+    def _send_whole(self, w: WorkerHandle) -> None:
+        """The current generation to worker `w` whole: written to shared memory first if it
+        went out as a delta (a new or restarted worker, or one that missed a delta). A write
+        that fails is logged and nothing is sent: the worker serves nothing newer, and /ready
+        names it behind."""
+        try:
+            gen = self.snapshots.flush()
+        except OSError as exc:
+            log.error("snapshot_write_failed", index=w.index, pid=w.pid, path=self.snapshots.path, error=str(exc))
+            return
+        w.send(pipe.Generation(gen))
+
     def _acked(self, w: WorkerHandle, message: pipe.Ack) -> None:
-        """Worker `w` serves config generation `gen`: whoever waits for it may go on."""
+        """Worker `w` serves config generation `gen`: whoever waits for it may go on. One that
+        could not apply a delta (`whole`) is sent the current generation whole."""
+        if message.whole:
+            log.warning("config_delta_refused", index=w.index, pid=w.pid, serving=message.gen)
+            self._send_whole(w)
         gen = message.gen
         w.acked = max(w.acked, gen)
         for g in [g for g in w.acks if g <= gen]:
@@ -396,10 +417,12 @@ class Master:
     async def broadcast(self) -> dict[str, Any]:
         """Publishes the registry and returns once every live worker serves it (or ACK_TIMEOUT_S)."""
         started = time.perf_counter()
-        gen = self.snapshots.publish(self.functions.registry.configs())
+        delta = self._publish()
+        gen = self.snapshots.generation
+        line = pipe.encode(pipe.Generation(gen, delta))  # encoded once for every worker
         for w in self.workers:
             if w.alive() and w.greeted:  # one still starting gets the newest generation after its hello
-                w.send(pipe.Generation(gen))
+                w.write(line)
         missing = await self._wait_acked(gen, time.monotonic() + ACK_TIMEOUT_S)
         ms = round((time.perf_counter() - started) * 1000, 3)
         if missing:
@@ -407,6 +430,21 @@ class Master:
         else:
             log.info("config_broadcast", generation=gen, functions=len(self.functions.registry), ms=ms)
         return {"generation": gen, "workers": sum(w.alive() for w in self.workers), "missing": missing, "ms": ms}
+
+    def _publish(self) -> Delta | None:
+        """The registry as the next generation: what changed since the last one (the keys the
+        registry says changed, so a push of one function among 10 000 costs one), or None when
+        it was written whole (the first, a large change)."""
+        registry = self.functions.registry
+        keys = registry.changes()
+        if keys is None:  # swapped whole: every config compared
+            return self.snapshots.advance(registry.configs())
+
+        def held(ident: Ident) -> FunConfig | None:
+            item = registry.item(*ident)
+            return item[0] if item is not None else None
+
+        return self.snapshots.advance_keys(keys, held)
 
     async def broadcast_limits(self, config: dict[str, Any]) -> dict[str, Any]:
         """Rate-limit config changed in the master: every worker applies it; returns once they

@@ -25,6 +25,7 @@ import msgspec
 
 from genapi import log
 from genapi.config import Settings as GatewaySettings
+from genapi.host.snapshot import Delta
 
 
 class _Message(msgspec.Struct, tag_field="t", omit_defaults=True):
@@ -39,9 +40,13 @@ class Settings(_Message, tag="settings"):
 
 
 class Generation(_Message, tag="gen"):
-    """Config generation `gen` is published in shared memory: load it, then `Ack` it."""
+    """Config generation `gen` is published: load it, then `Ack` it. Without `delta` it is in
+    shared memory, whole; with one, only what changed since generation `delta.base` comes on the
+    pipe, applied by a worker serving exactly that generation (any other asks for the whole
+    file: `Ack` with `whole`)."""
 
     gen: int
+    delta: Delta | None = None
 
 
 class Limits(_Message, tag="limits"):
@@ -104,9 +109,12 @@ class Hello(_Message, tag="hello"):
 
 
 class Ack(_Message, tag="ack"):
-    """Config generation `gen` is loaded: the worker serves it."""
+    """Config generation `gen` is loaded: the worker serves it. `whole`: it could not apply the
+    delta it was sent (it serves another generation than the delta's base): the master writes
+    the current generation whole and sends it as a `Generation` without delta."""
 
     gen: int
+    whole: bool = False
 
 
 class LimitsAck(_Message, tag="limits_ack"):

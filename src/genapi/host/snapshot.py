@@ -1,10 +1,17 @@
-"""The registry snapshot the master shares with its workers: one file in shared memory.
+"""The registry snapshot the master shares with its workers: one file in shared memory, and
+the deltas between generations.
 
-The master (SnapshotWriter) writes the whole registry under a new generation number on every
-change; a worker told that generation over its pipe reads it (SnapshotReader) and swaps its
-registry in one step. A publish writes a temp file beside the snapshot and renames it over the
-old one, so a reader that opens the path sees one whole generation or the previous one, never
-a mix, and a reader that opened the old file keeps reading it intact.
+Every registry change is a new generation number. The master (SnapshotWriter) finds what
+changed since the last generation (`advance`: by identity, as a registry keeps the config
+object it holds; `advance_keys`: only the keys the registry says changed) and, when that is
+a few configs (at most DELTA_MAX), sends only that Delta to the workers over their pipes: a
+worker serving exactly the delta's base generation applies it, any other asks for the whole
+file. The whole registry is written to the file (`flush`) only when it is needed: for the
+first generation, a large change, a new or restarted worker, or one that missed a delta. A
+worker reads the file (SnapshotReader) and swaps its registry in one step. A write goes to a
+temp file beside the snapshot, renamed over the old one, so a reader that opens the path sees
+one whole generation or the previous one, never a mix, and a reader that opened the old file
+keeps reading it intact.
 
 File format (all little-endian): a 32-byte header, `magic (8s) b"GNAPISNP"`, `format version
 (u32)`, `generation (u64)`, `writer pid (u32)`, `body length (u64)`, then the body, a msgpack
@@ -23,6 +30,7 @@ import gc
 import os
 import struct
 import tempfile
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -34,6 +42,7 @@ MAGIC = b"GNAPISNP"
 FORMAT_VERSION = 2
 HEADER = struct.Struct("<8sIQIQ")  # magic, format version, generation, writer pid, body length
 SUFFIX = ".snapshot"
+DELTA_MAX = 1024  # more configs changed or gone than this: the whole file is written and read
 _TMP = ".tmp"
 
 
@@ -47,6 +56,23 @@ class Snapshot(msgspec.Struct, frozen=True, gc=False):
 
     generation: int
     configs: list[FunConfig]
+
+
+Ident = tuple[str, str, str | None]  # (service, request_type, version): one config in a registry
+
+
+class Delta(msgspec.Struct, frozen=True, gc=False):
+    """What changed from generation `base` to the next: the configs added or changed (`put`,
+    each replacing the one of its service, request_type and version) and those gone (`drop`).
+    Applied only to exactly generation `base`; a reader holding another reads the whole file."""
+
+    base: int
+    put: list[FunConfig]
+    drop: list[Ident]
+
+
+def _ident(cfg: FunConfig) -> Ident:
+    return (cfg.service, cfg.request_type, cfg.version)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -115,6 +141,9 @@ class SnapshotWriter:
         self._tmp = f"{self.path}.{self._pid}{_TMP}"
         self._buf = bytearray(HEADER.size)
         self._closed = False
+        self.written = 0  # the generation the file holds (behind `generation` after a delta)
+        self._current: dict[Ident, FunConfig] = {}  # the current generation's configs
+        self._order: list[FunConfig] | None = None  # the order `publish` was given them in
         self._encoded: dict[int, tuple[FunConfig, bytes]] = {}  # id(config) -> (config, its bytes)
         _ensure_dir(os.path.dirname(self.path))
         self._take_over()
@@ -143,12 +172,60 @@ class SnapshotWriter:
     def publish(self, configs: list[FunConfig]) -> int:
         """Writes `configs` as generation+1 and returns it. The file appears whole or not at
         all (temp file + rename); nothing is fsynced, as shared memory is not durable anyway."""
-        generation = self.generation + 1
+        self.advance(configs)
+        return self.flush()  # the delta `advance` may return is for the pipe: the file is written here
+
+    def advance(self, configs: list[FunConfig], max_delta: int = DELTA_MAX) -> Delta | None:
+        """Makes `configs` generation+1 and returns what changed since the last generation (a
+        Delta), without writing the file; when more than `max_delta` configs changed or went
+        (or on the first generation), writes the whole file and returns None. A config that
+        did not change is the same object (a registry keeps the config it holds), so what
+        changed is found by identity, without comparing. `flush` writes the file of a
+        generation that went out as a delta, for a reader that needs it whole."""
+        current = self._current
+        fresh = {_ident(cfg): cfg for cfg in configs}
+        put = [cfg for ident, cfg in fresh.items() if current.get(ident) is not cfg]
+        drop = [ident for ident in current if ident not in fresh]
+        self._current, self._order = fresh, configs
+        return self._next(put, drop, max_delta)
+
+    def advance_keys(
+        self, keys: Iterable[Ident], held: Callable[[Ident], FunConfig | None], max_delta: int = DELTA_MAX
+    ) -> Delta | None:
+        """`advance` when only `keys` may have changed: `held(key)` is the config each holds
+        now (None: gone). What it costs is in the keys, not the registry's size."""
+        current = self._current
+        put: list[FunConfig] = []
+        drop: list[Ident] = []
+        for ident in keys:
+            cfg = held(ident)
+            if cfg is None:
+                if current.pop(ident, None) is not None:
+                    drop.append(ident)
+            elif current.get(ident) is not cfg:
+                current[ident] = cfg
+                put.append(cfg)
+        if put or drop:
+            self._order = None
+        return self._next(put, drop, max_delta)
+
+    def _next(self, put: list[FunConfig], drop: list[Ident], max_delta: int) -> Delta | None:
+        self.generation += 1
+        if self.generation == 1 or len(put) + len(drop) > max_delta:
+            self.flush()
+            return None
+        return Delta(self.generation - 1, put, drop)
+
+    def flush(self) -> int:
+        """Writes the current generation whole, unless the file already holds it; returns it."""
+        if self.written == self.generation:
+            return self.generation
+        generation = self.generation
         cache = self._encoded
         encoded: dict[int, tuple[FunConfig, bytes]] = {}
         blobs = []
-        for cfg in configs:  # a config published before is not encoded again
-            hit = cache.get(id(cfg))
+        for cfg in self._current.values() if self._order is None else self._order:
+            hit = cache.get(id(cfg))  # a config written before is not encoded again
             if hit is None or hit[0] is not cfg:
                 hit = (cfg, _encoder.encode(cfg))
             encoded[id(cfg)] = hit
@@ -172,7 +249,7 @@ class SnapshotWriter:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
             raise
-        self.generation = generation
+        self.written = generation
         return generation
 
     def close(self) -> None:
@@ -279,4 +356,15 @@ def _read_exactly(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Snapshot", "SnapshotError", "SnapshotReader", "SnapshotWriter", "default_path"]
+__all__ = [
+    "DELTA_MAX",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Delta",
+    "Ident",
+    "Snapshot",
+    "SnapshotError",
+    "SnapshotReader",
+    "SnapshotWriter",
+    "default_path",
+]

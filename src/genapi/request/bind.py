@@ -30,6 +30,7 @@ from genapi.request.registry import NotFound, Registry
 from genapi.structs import FunConfig, split_target
 
 Key = tuple[str, str, str | None]
+REBUILD_OVER = 64  # more changes than this in one step: the registry is rebuilt (one batch_add)
 
 
 def value_limits(settings: Settings) -> Limits:
@@ -121,26 +122,31 @@ class Functions:
         self.registry.add(config, self.binder.bind(config))
 
     def replace(self, old: list[Key], configs: list[FunConfig]) -> None:
-        """Swaps a service's functions in one step: every new config is bound first (a
-        ValueError naming the function leaves the registry as it was), then the old keys go and
-        the new ones come, with no await between, so no request sees half of it. A config equal
-        to the one it replaces keeps the old object and its Entry (nothing to rebind, and a
-        snapshot publishes it without encoding it again)."""
+        """Swaps a service's functions in one step: every new or changed config is bound first
+        (a ValueError naming the function leaves the registry as it was), then the old keys
+        that went go and the changed ones come, with no await between, so no request sees half
+        of it. A config equal to the one it replaces is not touched: the registry keeps the old
+        object and its Entry (nothing to rebind, and a snapshot publishes only what changed)."""
+        registry = self.registry
         wanted = set(old)
-        current = {
-            key: (c, e) for c, e in self.registry.items() if (key := (c.service, c.request_type, c.version)) in wanted
-        }
+        kept: set[Key] = set()
         bound = []
         for cfg in configs:
-            same = current.get((cfg.service, cfg.request_type, cfg.version))
-            bound.append(same if same is not None and same[0] == cfg else (cfg, self.binder.bind(cfg)))
+            key = (cfg.service, cfg.request_type, cfg.version)
+            same = registry.item(*key) if key in wanted else None
+            if same is not None and (same[0] is cfg or same[0] == cfg):
+                kept.add(key)
+                continue
+            bound.append((cfg, self.binder.bind(cfg)))
         for service, request_type, version in old:
+            if (service, request_type, version) in kept:
+                continue
             try:
-                self.registry.delete(service, request_type, version)
+                registry.delete(service, request_type, version)
             except NotFound:
                 pass
         for cfg, entry in bound:
-            self.registry.add(cfg, entry)
+            registry.add(cfg, entry)
 
     def load(self, configs: list[FunConfig]) -> int:
         """Serves exactly `configs` from now on (a config snapshot), in one step (no await). A
@@ -159,6 +165,51 @@ class Functions:
                 changed.append(cfg)
         if not changed and len(kept) == len(items):
             return 0  # the same registry
+        bound, fresh = self._bind_changed(changed)
+        removed = [item[0] for item in items if id(item[0]) not in kept]
+        if len(bound) + len(removed) > REBUILD_OVER:
+            self.registry.replace_all([by_id[i] for i in kept] + bound)
+            return fresh
+        for cfg in removed:  # gone, or replaced by a changed one
+            try:
+                self.registry.delete(cfg.service, cfg.request_type, cfg.version)
+            except NotFound:
+                pass
+        for cfg, entry in bound:
+            self.registry.add(cfg, entry)
+        return fresh
+
+    def apply(self, put: list[FunConfig], drop: list[Key]) -> int:
+        """Applies what changed since the generation served (a config snapshot's delta), in one
+        step (no await): the keys in `drop` go, each config in `put` replaces the one of its
+        key. One equal to the config it replaces keeps its compiled Entry; one that cannot be
+        bound here is logged and left out (its key gone, as `load` leaves it). Over
+        REBUILD_OVER changes the registry is rebuilt, as `load` does. Returns how many were
+        bound anew."""
+        registry = self.registry
+        bound, fresh = self._bind_changed(put)
+        if len(bound) + len(drop) > REBUILD_OVER:
+            replaced = set(drop) | {(c.service, c.request_type, c.version) for c in put}
+            kept = [i for i in registry.items() if (i[0].service, i[0].request_type, i[0].version) not in replaced]
+            registry.replace_all(kept + bound)
+            return fresh
+        for cfg in put:  # the ones not bound go too
+            try:
+                registry.delete(cfg.service, cfg.request_type, cfg.version)
+            except NotFound:
+                pass
+        for service, request_type, version in drop:
+            try:
+                registry.delete(service, request_type, version)
+            except NotFound:
+                pass
+        for cfg, entry in bound:
+            registry.add(cfg, entry)
+        return fresh
+
+    def _bind_changed(self, changed: list[FunConfig]) -> tuple[list[tuple[FunConfig, Entry]], int]:
+        """`changed` bound, each with the Entry of the config it replaces when equal to it;
+        one that cannot be bound is logged and left out. With how many were bound anew."""
         fresh = 0
         bound = []
         for cfg in changed:
@@ -177,15 +228,4 @@ class Functions:
                     version=cfg.version,
                     error=str(exc),
                 )
-        removed = [item[0] for item in items if id(item[0]) not in kept]
-        if len(bound) + len(removed) > 64:
-            self.registry.replace_all([by_id[i] for i in kept] + bound)
-            return fresh
-        for cfg in removed:  # gone, or replaced by a changed one
-            try:
-                self.registry.delete(cfg.service, cfg.request_type, cfg.version)
-            except NotFound:
-                pass
-        for cfg, entry in bound:
-            self.registry.add(cfg, entry)
-        return fresh
+        return bound, fresh

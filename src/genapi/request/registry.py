@@ -37,11 +37,32 @@ class Registry(Generic[T]):
         self._by_key: dict[tuple[str, str], dict[str | None, tuple[FunConfig, T]]] = {}
         self._latest: dict[tuple[str, str], tuple[FunConfig, T] | None] = {}
         self.generation = object()  # replaced on every change, so lookup caches know to drop
+        # the (service, request_type, version) keys changed since `changes()` last answered, once
+        # `record()` was called (the master, to publish only what changed); None: all of them
+        self._changed: set[tuple[str, str, str | None]] | None = set()
+        self._recording = False
+
+    def record(self) -> None:
+        """From now on, remember which keys change (`changes`)."""
+        self._recording = True
+        self._changed = None  # what came before is unknown to the caller: everything
+
+    def changes(self) -> set[tuple[str, str, str | None]] | None:
+        """The keys added, replaced, disabled, enabled or deleted since the last call (each may
+        hold the config it held then again: compare to tell); None when the whole content was
+        swapped (or on the first call). Starts afresh."""
+        changed, self._changed = self._changed, set()
+        return changed
+
+    def _touched(self, service: str, request_type: str, version: str | None) -> None:
+        if self._recording and self._changed is not None:
+            self._changed.add((service, request_type, version))
 
     def add(self, config: FunConfig, attached: T = None) -> None:  # type: ignore[assignment]
         """Adds or replaces one version."""
         self._by_key.setdefault(config.key, {})[config.version] = (config, attached)
         self._refresh(config.key)
+        self._touched(config.service, config.request_type, config.version)
         if telemetry.listening("genapi.config.add"):
             telemetry.execute("genapi.config.add", {}, _names(config.service, config.request_type, config.version))
 
@@ -70,6 +91,7 @@ class Registry(Generic[T]):
             latest[key] = max(enabled, key=lambda e: version_key(e[0].version)) if enabled else None
         self._by_key, self._latest = by_key, latest
         self.generation = object()
+        self._changed = None
         if telemetry.listening("genapi.config.batch_add"):
             telemetry.execute("genapi.config.batch_add", {"count": len(items)}, {})
 
@@ -106,6 +128,7 @@ class Registry(Generic[T]):
         cfg, attached = versions[version]
         versions[version] = (msgspec.structs.replace(cfg, disabled=flag), attached)
         self._refresh((service, request_type))
+        self._touched(service, request_type, version)
 
     def disable(self, service: str, request_type: str, version: str | None) -> None:
         self._set_disabled(service, request_type, version, True)
@@ -121,6 +144,7 @@ class Registry(Generic[T]):
             raise NotFound((service, request_type, version))
         del versions[version]
         self._refresh((service, request_type))
+        self._touched(service, request_type, version)
         telemetry.execute("genapi.config.delete", {}, _names(service, request_type, version))
 
     def item(self, service: str, request_type: str, version: str | None) -> tuple[FunConfig, T] | None:
