@@ -72,6 +72,7 @@ class WorkerHandle:
         self.crashes: list[float] = []
         self.restarts = 0  # times this worker was restarted after dying
         self.relay_dropped = 0  # relay deliveries dropped while its pipe was full
+        self.relay_to: tuple[list[int] | None, bytes] = (None, b"")  # the last seat tokens sent, encoded
         self.restart_at = 0.0
         self.task: asyncio.Task[None] | None = None
 
@@ -372,7 +373,11 @@ class Master:
                 if w.relay_dropped:
                     log.warning("relay_worker_caught_up", index=w.index, pid=pid, dropped=w.relay_dropped)
                     w.relay_dropped = 0
-                w.write(DELIVERY_HEAD + _encode(tokens) + DELIVERY_MID + payload + DELIVERY_END)
+                last, encoded = w.relay_to
+                if tokens is not last:  # a group's tokens are one list until its members change
+                    encoded = _encode(tokens)
+                    w.relay_to = (tokens, encoded)
+                w.write(DELIVERY_HEAD + encoded + DELIVERY_MID + payload + DELIVERY_END)
                 return
 
     async def _wait_acked(self, gen: int, deadline: float) -> list[int]:
