@@ -73,6 +73,8 @@ class WorkerHandle:
         self.restarts = 0  # times this worker was restarted after dying
         self.relay_dropped = 0  # relay deliveries dropped while its pipe was full
         self.relay_to: tuple[list[int] | None, bytes] = (None, b"")  # the last seat tokens sent, encoded
+        self.out: list[bytes] = []  # lines written this turn of the loop, sent together by `_flush`
+        self.out_bytes = 0
         self.restart_at = 0.0
         self.task: asyncio.Task[None] | None = None
 
@@ -87,12 +89,22 @@ class WorkerHandle:
         self.write(pipe.encode(message))
 
     def write(self, line: bytes) -> None:
+        """Queues one line: the lines of one turn of the loop (a burst of relayed messages, say)
+        reach the worker in one write, in order."""
         if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(line)
+            if not self.out:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self.out.append(line)
+            self.out_bytes += len(line)
+
+    def _flush(self) -> None:
+        out, self.out, self.out_bytes = self.out, [], 0
+        if out and self.writer is not None and not self.writer.is_closing():
+            self.writer.write(out[0] if len(out) == 1 else b"".join(out))
 
     def backlog(self) -> int:
         """Bytes written to the pipe that the worker has not read yet."""
-        return self.writer.transport.get_write_buffer_size() if self.writer is not None else 0
+        return self.out_bytes + (self.writer.transport.get_write_buffer_size() if self.writer is not None else 0)
 
 
 class Master:
