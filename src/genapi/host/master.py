@@ -477,6 +477,7 @@ class Master:
         if w.writer is not None:
             w.writer.close()
         w.writer = w.reader = None
+        w.out, w.out_bytes = [], 0  # its unsent lines go with it, never to the worker started next
         for fut in w.acks.values():
             if not fut.done():
                 fut.set_result(None)
