@@ -29,7 +29,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CORE = "src/genapi/_core"
-MODULES = ["vocab", "stats", "decode", "validate", "wire", "connection", "reply", "handoff", "select", "callee", "rpc", "remote", "host", "ratelimit", "limits", "dispatch"]
+MODULES = ["vocab", "stats", "decode", "validate", "wire", "connection", "reply", "handoff", "select", "callee", "rpc", "remote", "host", "ratelimit", "limits", "dispatch", "fanout"]
 
 
 def usable_cpus() -> int:

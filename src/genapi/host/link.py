@@ -39,10 +39,20 @@ class MasterLink:
         self.relay = PipeRelay(self._write)
         self.host = MasterHost(self._write)
         self.task: asyncio.Task[None] | None = None
+        self.out: list[bytes] = []  # lines written this turn of the loop, sent together by `_flush`
 
     def _write(self, line: bytes) -> None:
+        """Queues one line: the lines of one turn of the loop (the relay operations of one read
+        batch, say) reach the master in one write, in order."""
         if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(line)
+            if not self.out:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self.out.append(line)
+
+    def _flush(self) -> None:
+        out, self.out = self.out, []
+        if out and self.writer is not None and not self.writer.is_closing():
+            self.writer.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def start(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(sock=self.sock, limit=2**24)
@@ -158,6 +168,7 @@ class MasterLink:
     def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
+        self._flush()
         if self.writer is not None:
             self.writer.close()
 

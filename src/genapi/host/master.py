@@ -76,6 +76,9 @@ class WorkerHandle:
         self.crashes: list[float] = []
         self.restarts = 0  # times this worker was restarted after dying
         self.relay_dropped = 0  # relay deliveries dropped while its pipe was full
+        self.relay_to: tuple[list[int] | None, bytes] = (None, b"")  # the last seat tokens sent, encoded
+        self.out: list[bytes] = []  # lines written this turn of the loop, sent together by `_flush`
+        self.out_bytes = 0
         self.restart_at = 0.0
         self.task: asyncio.Task[None] | None = None
 
@@ -90,12 +93,22 @@ class WorkerHandle:
         self.write(pipe.encode(message))
 
     def write(self, line: bytes) -> None:
+        """Queues one line: the lines of one turn of the loop (a burst of relayed messages, say)
+        reach the worker in one write, in order."""
         if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(line)
+            if not self.out:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self.out.append(line)
+            self.out_bytes += len(line)
+
+    def _flush(self) -> None:
+        out, self.out, self.out_bytes = self.out, [], 0
+        if out and self.writer is not None and not self.writer.is_closing():
+            self.writer.write(out[0] if len(out) == 1 else b"".join(out))
 
     def backlog(self) -> int:
         """Bytes written to the pipe that the worker has not read yet."""
-        return self.writer.transport.get_write_buffer_size() if self.writer is not None else 0
+        return self.out_bytes + (self.writer.transport.get_write_buffer_size() if self.writer is not None else 0)
 
 
 class Master:
@@ -397,7 +410,11 @@ class Master:
                 if w.relay_dropped:
                     log.warning("relay_worker_caught_up", index=w.index, pid=pid, dropped=w.relay_dropped)
                     w.relay_dropped = 0
-                w.write(DELIVERY_HEAD + _encode(tokens) + DELIVERY_MID + payload + DELIVERY_END)
+                last, encoded = w.relay_to
+                if tokens is not last:  # a group's tokens are one list until its members change
+                    encoded = _encode(tokens)
+                    w.relay_to = (tokens, encoded)
+                w.write(DELIVERY_HEAD + encoded + DELIVERY_MID + payload + DELIVERY_END)
                 return
 
     async def _wait_acked(self, gen: int, deadline: float) -> list[int]:
@@ -502,6 +519,7 @@ class Master:
         if w.writer is not None:
             w.writer.close()
         w.writer = w.reader = None
+        w.out, w.out_bytes = [], 0  # its unsent lines go with it, never to the worker started next
         for fut in w.acks.values():
             if not fut.done():
                 fut.set_result(None)

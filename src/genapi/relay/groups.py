@@ -52,6 +52,7 @@ GROUP_TYPES = ("public", "private", "strict_private")
 GROUP_ID_MAX_BYTES = 256  # ids are held for the group's life: a client's id is bounded
 Place = tuple[int, int]  # (worker pid, seat token)
 Deliver = Callable[[int, list[int], bytes], None]  # (worker, seat tokens, encoded Response)
+Receivers = tuple[int, list[tuple[int, list[int]]]]  # (receiving members, [(worker, their seat tokens)])
 
 _encode = msgspec.json.Encoder().encode
 
@@ -75,13 +76,39 @@ class Member:
 
 
 class Group:
-    __slots__ = ("created_at", "group_id", "group_type", "members")
+    __slots__ = ("created_at", "group_id", "group_type", "members", "receivers")
 
     def __init__(self, group_id: str, group_type: str) -> None:
         self.group_id = group_id
         self.group_type = group_type
         self.members: dict[str, Member] = {}
         self.created_at = time.time()
+        self.receivers: Receivers | None = None  # who a relay reaches, kept until the members change
+
+    def changed(self) -> None:
+        """A member came, went or changed status: the receivers are computed again on the next relay."""
+        self.receivers = None
+
+    def reach(self) -> Receivers:
+        """(how many members receive, [(worker, seat tokens)] of those with a place): computed
+        once per change of the members, not per message. The token lists are never changed
+        afterwards (a change makes new ones), so deliveries may hold them."""
+        got = self.receivers
+        if got is None:
+            count = 0
+            by_worker: dict[int, list[int]] = {}
+            for member in self.members.values():
+                if member.status == "pending":
+                    continue
+                count += 1
+                if member.place is not None:
+                    worker, token = member.place
+                    tokens = by_worker.get(worker)
+                    if tokens is None:
+                        tokens = by_worker[worker] = []
+                    tokens.append(token)
+            got = self.receivers = (count, list(by_worker.items()))
+        return got
 
 
 class Groups:
@@ -209,6 +236,7 @@ class Groups:
         if member.status != "pending":
             raise relay_error("user_not_pending")
         member.status = "active"
+        group.changed()
         return {"group_id": group_id, "user_id": target, "status": "active"}
 
     def mute_member(self, group_id: str, user_id: str, target: str) -> dict[str, Any]:
@@ -224,6 +252,7 @@ class Groups:
         if member.status != before:
             raise relay_error(refusal)
         member.status = after
+        group.changed()
         return {"group_id": group_id, "user_id": target, "status": after}
 
     # ------------------------------------------------------------------ relay
@@ -244,19 +273,8 @@ class Groups:
                 {"group_id": group_id, "from_user_id": user_id, "message": message, "timestamp": _iso(time.time())},
             )
         )
-        count = 0
-        by_worker: dict[int, list[int]] = {}
-        for member in group.members.values():
-            if member.status == "pending":
-                continue
-            count += 1
-            if member.place is not None:
-                worker, token = member.place
-                tokens = by_worker.get(worker)
-                if tokens is None:
-                    tokens = by_worker[worker] = []
-                tokens.append(token)
-        for worker, tokens in by_worker.items():
+        count, by_worker = group.reach()
+        for worker, tokens in by_worker:
             self.outbox.append((worker, tokens, payload))
             self.deliveries += len(tokens)
         self.relayed += 1
@@ -272,6 +290,7 @@ class Groups:
                 group = self.groups.get(group_id)
                 if group is not None and (m := group.members.get(user_id)) is not None and m.place == (worker, token):
                     del group.members[user_id]
+                    group.changed()
                     n += 1
                     self._drop_if_empty(group)
         if n:
@@ -316,11 +335,13 @@ class Groups:
 
     def _seat(self, group: Group, user_id: str, member: Member) -> None:
         group.members[user_id] = member
+        group.changed()
         if member.place is not None:
             self.at.setdefault(member.place, set()).add((group.group_id, user_id))
 
     def _unseat(self, group: Group, user_id: str) -> None:
         member = group.members.pop(user_id, None)
+        group.changed()
         if member is not None and member.place is not None:
             held = self.at.get(member.place)
             if held is not None:

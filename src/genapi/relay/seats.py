@@ -7,10 +7,11 @@ in the master or in this process) is told that its memberships ended.
 
 Deliveries arrive in batches (tokens of this worker's seats and the message, encoded once) and
 are written on the next turn of the loop, after the answers that came with them (a sender
-reads its answer before its own copy), corked so a connection gets one write per batch. A seat
-whose connection is not reading its output (the transport is over its high-water mark) gets
-nothing more until it catches up: the relay's queue per member is that buffer, and what does
-not fit is dropped, counted and logged.
+reads its answer before its own copy), corked so a connection gets one write per batch; that
+loop, and the seats it reads, are compiled (`_core/fanout.pyx`). A seat whose connection is not
+reading its output (the transport is over its high-water mark) gets nothing more until it
+catches up: the relay's queue per member is that buffer, and what does not fit is dropped,
+counted and logged.
 """
 
 from __future__ import annotations
@@ -21,46 +22,24 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from genapi import log
 from genapi._core.connection import Connection
-from genapi._core.wire import push_raw
+from genapi._core.fanout import Fanout, Seat
 from genapi.engine.relay import Done, RelayAuthority, RelayLink
 from genapi.errors import RelayError, relay_error
 from genapi.host import pipe
 
 
-class Seat:
-    """One connection on one topic, as a member of relay groups."""
-
-    __slots__ = ("conn", "dropped", "placed", "seats", "token", "topic")
-
-    def __init__(self, seats: Seats, conn: Connection, topic: str, token: int) -> None:
-        self.seats = seats
-        self.conn = conn
-        self.topic = topic
-        self.token = token
-        self.placed = False  # an operation that seats it was sent: the authority must hear when it goes
-        self.dropped = 0  # deliveries dropped since it last kept up
-
-    def cancel(self) -> None:
-        """The topic was left or joined again, or the connection closed (Connection._cancel)."""
-        self.seats.vacate(self)
-
-
-class Seats:
-    """The seats of one worker and the link to the groups' authority."""
+class Seats(Fanout):
+    """The seats of one worker and the link to the groups' authority; their deliveries are
+    compiled (`_core/fanout.pyx`: `deliver`, `by_token`, `delivered`, `dropped`)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.worker = os.getpid()
         self.link: RelayLink | None = None  # LocalRelay, or PipeRelay under a master
-        self.by_token: dict[int, Seat] = {}
         self.by_place: dict[tuple[Connection, str], Seat] = {}
         self._tokens = itertools.count(1)
         self._gone: list[int] = []
-        self._inbox: list[tuple[list[int], bytes]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.delivered = 0
-        self.dropped = 0
 
     def seat(self, reply: Any) -> int | None:
         """The token of the seat of `reply`'s connection and topic (made on first use), marked
@@ -83,67 +62,13 @@ class Seats:
         self.by_place.pop((seat.conn, seat.topic), None)
         if seat.placed and self.link is not None:
             if not self._gone:  # a drain closes many at once: one message for them
-                self._later(self._send_gone)
+                asyncio.get_running_loop().call_soon(self._send_gone)
             self._gone.append(seat.token)
 
     def _send_gone(self) -> None:
         gone, self._gone = self._gone, []
         if gone and self.link is not None:
             self.link.gone(gone)
-
-    # ------------------------------------------------------------------ delivery
-    def deliver(self, tokens: list[int], payload: bytes) -> None:
-        """Queues one message for these seats: written on the next turn of the loop."""
-        if not self._inbox:
-            self._later(self._flush)
-        self._inbox.append((tokens, payload))
-
-    def _later(self, fn: Callable[[], None]) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        self._loop.call_soon(fn)
-
-    def _flush(self) -> None:
-        inbox, self._inbox = self._inbox, []
-        corked: list[Connection] = []
-        by_token = self.by_token
-        for tokens, payload in inbox:
-            frames: dict[tuple[Any, ...], bytes] = {}  # members on one topic share a frame
-            for token in tokens:
-                seat = by_token.get(token)
-                if seat is None:
-                    continue  # gone meanwhile; the authority hears of it
-                conn = seat.conn
-                join_ref = conn.channels.get(seat.topic)
-                if join_ref is None:
-                    continue
-                if conn.writing_paused or conn.aborted:
-                    self._drop(seat)
-                    continue
-                if seat.dropped:
-                    log.info("relay_member_caught_up", conn=conn.cid, topic=seat.topic, dropped=seat.dropped)
-                    seat.dropped = 0
-                if conn.cork():
-                    corked.append(conn)
-                key = (conn.v2, join_ref, seat.topic, conn.event)
-                frame = frames.get(key)
-                if frame is None:
-                    frame = frames[key] = push_raw(conn.v2, join_ref, seat.topic, conn.event, payload)
-                conn.send(frame)
-                self.delivered += 1
-        for conn in corked:
-            conn.uncork()
-
-    def _drop(self, seat: Seat) -> None:
-        if not seat.dropped:
-            log.warning(
-                "relay_member_slow",
-                conn=seat.conn.cid,
-                topic=seat.topic,
-                note="not reading its output: relayed messages are dropped until it catches up",
-            )
-        seat.dropped += 1
-        self.dropped += 1
 
     def stats(self) -> dict[str, int]:
         return {"seats": len(self.by_token), "delivered": self.delivered, "dropped": self.dropped}
