@@ -63,6 +63,24 @@ def test_phx_min(benchmark, loadgen, phx_min_server, throughput_results, pipelin
 
 @pytest.mark.benchmark(group="throughput")
 @pytest.mark.parametrize("pipeline", [1, 16])
+@pytest.mark.parametrize("request_type", ["echo", "echo_plain"])
+def test_aiohttp_by_hand(benchmark, loadgen, aiohttp_phoenix, throughput_results, request_type, pipeline):
+    """The same echo, `async def` and plain `def`, behind a hand-written aiohttp Phoenix endpoint:
+    what a user would write instead of genapi (benchmarks/aiohttp_phoenix.py)."""
+    _measure(
+        benchmark,
+        loadgen,
+        throughput_results,
+        f"aiohttp {request_type} P={pipeline}",
+        aiohttp_phoenix,
+        "phoenix",
+        pipeline,
+        request_type=request_type,
+    )
+
+
+@pytest.mark.benchmark(group="throughput")
+@pytest.mark.parametrize("pipeline", [1, 16])
 def test_gateway_demo_echo(benchmark, loadgen, bench_gateway, throughput_results, pipeline):
     """demo.echo: an `async def`, the gateway's fast path."""
     _measure(

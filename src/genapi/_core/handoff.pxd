@@ -38,6 +38,7 @@ cdef class ThreadPool:
     cdef list threads
     cdef list sleepers
     cdef int awake
+    cdef bint kicking      # a wake-up is scheduled for the end of this loop iteration's I/O
     cdef double progress
     cdef bint closed
 
