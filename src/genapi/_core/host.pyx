@@ -15,6 +15,7 @@ vanished without a word (its CANCEL or FIN never came) does not leave work runni
 import asyncio
 
 import contextvars
+from functools import partial
 
 import msgspec
 
@@ -132,7 +133,7 @@ cdef class FunctionHost:
                 CURRENT.reset(token)
         return self._call(peer, cid, target, args, timeout_ms, stream, False)
 
-    def _call(self, ServerPeer peer, cid, target, args, timeout_ms, stream, bint traced):
+    cdef _call(self, ServerPeer peer, cid, target, args, timeout_ms, stream, bint traced):
         cdef Declared d = self.declared.get(target)
         cdef PyObject* out = NULL
         cdef int sent
@@ -178,7 +179,7 @@ cdef class FunctionHost:
             key = (id(peer), cid)
             self.running[key] = running
             self._deadline(running, peer, cid, timeout_ms)
-            fut.add_done_callback(lambda f: self._thread_done(peer, cid, key, f))
+            fut.add_done_callback(partial(self._thread_done, peer, cid, key))  # no closure: _call allocates none
             return
         self._track(peer, cid, self._collect(peer, cid, fn, d.kind, args), timeout_ms)
 

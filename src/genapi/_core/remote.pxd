@@ -36,7 +36,7 @@ cdef class RemoteCallee(Callee):
 
     cpdef list links(self)
     cdef list order(self, object request, Plan plan)
-    cdef double _deadline(self)
+    cdef double _deadline(self, double now)
 
 
 @cython.no_gc  # one per call; its references (reply, peer, link, future) form no cycle that outlives it
@@ -61,6 +61,7 @@ cdef class RemoteCall(Sink):
 
     cdef setup(self, RemoteCallee callee, object request, list args, list order, double deadline)
     cdef next_node(self)
+    cdef next_node_at(self, double now)
     cdef _send(self, ClientPeer peer)
     cdef _credit(self)
     cdef _node_done(self, bint node_failed)

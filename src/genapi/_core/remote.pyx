@@ -11,7 +11,6 @@ Leaving the topic, disconnecting or the deadline sends CANCEL to the node: the f
 is cancelled too. The fast path (`start`) needs no Task: the connection's callbacks answer.
 """
 import asyncio
-from time import monotonic
 
 from genapi import errors, log
 from genapi.errors import ArgumentError, CallError, CallTimeout, RemoteFailure, RpcError, Unavailable
@@ -21,6 +20,7 @@ from genapi._core import vocab
 from genapi._core.rpc import connect
 
 from genapi._core.callee cimport Callee
+from genapi._core.clock cimport monotonic
 from genapi._core.connection cimport Connection
 from genapi._core.reply cimport Reply
 from genapi._core.rpc cimport ClientPeer, Sink
@@ -170,22 +170,23 @@ cdef class RemoteCallee(Callee):
             return Response.fail(request.request_id, errors.remote_failed(exc.text, self.detail_error))
         return Callee.failure(self, request, exc)
 
-    cdef double _deadline(self):
-        return INF if self.timeout is None else monotonic() + <double>self.timeout
+    cdef double _deadline(self, double now):
+        return INF if self.timeout is None else now + <double>self.timeout
 
     # ----------------------------------------------------------------- calls
     cpdef start(self, Reply reply, object request, list args):
         """The fast path: no Task; the call answers `reply` from the connection's callbacks."""
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
-        call.setup(self, request, args, self.order(request, None), self._deadline())
+        cdef double now = monotonic()
+        call.setup(self, request, args, self.order(request, None), self._deadline(now))
         call.reply = reply
         reply._conn.track(reply, call)
-        call.next_node()
+        call.next_node_at(now)
 
     async def call(self, list args, request=None, plan=None, reply=None):
         fut = asyncio.get_running_loop().create_future()
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
-        call.setup(self, request, args, self.order(request, plan), self._deadline())
+        call.setup(self, request, args, self.order(request, plan), self._deadline(monotonic()))
         call.future = fut
         call.next_node()
         try:
@@ -200,7 +201,7 @@ cdef class RemoteCallee(Callee):
             args[last] = {k: v for k, v in args[last].items() if k != "stream"}
         fut = asyncio.get_running_loop().create_future()
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
-        call.setup(self, request, args, self.order(request, None), self._deadline())
+        call.setup(self, request, args, self.order(request, None), self._deadline(monotonic()))
         call.future = fut
         call.handle = handle
         call.next_node()
@@ -227,8 +228,11 @@ cdef class RemoteCall(Sink):
 
     cdef next_node(self):
         """Sends the call to the next node that admits it, or ends with why none did."""
+        self.next_node_at(monotonic())
+
+    cdef next_node_at(self, double now):
+        """`next_node` with the clock already read (a call's start reads it once)."""
         cdef list order = self.order
-        cdef double now = monotonic()
         cdef NodeLink link
         cdef int admitted
         cdef ClientPeer peer
@@ -334,8 +338,8 @@ cdef class RemoteCall(Sink):
         self._end(None)
 
     cdef _node_done(self, bint node_failed):
-        if self.link is not None:
-            self.link.state.done(node_failed, monotonic())
+        if self.link is not None:  # the breaker reads the clock only for a failure
+            self.link.state.done(node_failed, monotonic() if node_failed else 0.0)
             self.link = None
 
     # ----------------------------------------------------------------- ending

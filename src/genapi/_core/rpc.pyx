@@ -21,8 +21,12 @@ from genapi.address import parse_address
 from genapi.errors import RpcError
 from genapi._core import vocab
 
+# The frame kinds are a `cpdef enum`: a bare member used as a Python object is built as an
+# IntEnum instance (a Python-level call), and msgspec encodes one by its `.value` attribute.
+# Every use here is `<int>KIND`: a small int, cached, compared and encoded at C level.
 from genapi._core.vocab cimport AUTH, CALL, CANCEL, CHUNK, CREDIT, END, ERROR, HELLO, RESULT, WELCOME
 
+from cpython.memoryview cimport PyMemoryView_GET_BUFFER
 from libc.string cimport memcpy
 
 cdef object _ENCODER = msgspec.msgpack.Encoder()
@@ -141,17 +145,21 @@ cdef class Peer:
 
     cdef _received(self, object data):
         cdef bytearray buf = self._rbuf
-        cdef const unsigned char[::1] view
+        cdef const unsigned char* p
         cdef Py_ssize_t pos = 0, n, size, end
         if len(buf):
             buf += data
             data = buf
         n = len(data)
-        view = data
+        # each frame is decoded from a slice of one Python memoryview (a plain memoryview slice
+        # is far cheaper than a Cython typed-memoryview slice turned into an object); the view is
+        # released before the buffer is resized
+        view = memoryview(data)
+        p = <const unsigned char*>PyMemoryView_GET_BUFFER(view).buf
         cdef Py_ssize_t limit = MAX_FRAME_BYTES if self.ready else PREAUTH_FRAME_BYTES
         try:
             while n - pos >= 4:
-                size = _be32(&view[pos])
+                size = _be32(p + pos)
                 if size > limit:
                     raise ValueError(f"frame of {size} bytes is over the limit of {limit}"
                                      + ("" if self.ready else " before authentication"))
@@ -167,14 +175,15 @@ cdef class Peer:
                 else:
                     self._handshake(<list>frame)
                 if self.closed:
+                    view.release()
                     return
         except (ValueError, TypeError, IndexError, _DecodeError) as exc:
-            view = None
+            view.release()
             if not self.ready and pos == 0 and self._foreign(bytes(data[:8])):
                 return
             self.fail(PROTOCOL, f"malformed frame from {self.peername}: {exc}")
             return
-        view = None
+        view.release()
         if len(buf):
             del buf[:pos]
         elif pos < n:
@@ -239,7 +248,7 @@ cdef class Peer:
         """Tells the peer why, logs it, and closes."""
         log.warning("rpc_connection_refused" if code == AUTH_FAILED else "rpc_connection_failed",
                     peer=self.peername, side="server" if self.server_side else "client", code=code, error=text)
-        self.send([ERROR, 0, code, text])
+        self.send([<int>ERROR, 0, code, text])
         self.close()
 
     cdef bint _foreign(self, object head) except -1:
@@ -292,7 +301,7 @@ cdef class ServerPeer(Peer):
             self._gate.waiting += 1
             self._gated = True
         self._nonce = os.urandom(32)
-        self.send([HELLO, self._nonce, self.secret is not None, self.name])
+        self.send([<int>HELLO, self._nonce, self.secret is not None, self.name])
         self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._too_slow)
 
     def _too_slow(self):
@@ -306,15 +315,15 @@ cdef class ServerPeer(Peer):
             return False
         log.warning("rpc_port_got_http", peer=self.peername, listener=self.name,
                     request=head.split(b" ", 1)[0].decode("latin-1"), hint=RPC_NOT_HTTP)
-        self.send([ERROR, 0, PROTOCOL, f"an HTTP request on a genapi RPC port: {RPC_NOT_HTTP}"])
+        self.send([<int>ERROR, 0, PROTOCOL, f"an HTTP request on a genapi RPC port: {RPC_NOT_HTTP}"])
         self.close()
         return True
 
     cdef _handshake(self, list frame):
-        if frame[0] == HELLO and not self._hailed:  # the client's greeting: once, before AUTH
+        if frame[0] == <int>HELLO and not self._hailed:  # the client's greeting: once, before AUTH
             self._hailed = True
             return
-        if frame[0] != AUTH or len(frame) < 3:
+        if frame[0] != <int>AUTH or len(frame) < 3:
             return self.fail(AUTH_FAILED, "expected AUTH as the first frame")
         proof, cnonce = frame[1], frame[2]
         if type(proof) is not bytes or type(cnonce) is not bytes or len(cnonce) != 32:
@@ -329,19 +338,19 @@ cdef class ServerPeer(Peer):
             self._timer.cancel()
         self._ungate()
         self.ready = True
-        self.send([WELCOME, _proof(self.secret, b"server", self._nonce, cnonce)])
+        self.send([<int>WELCOME, _proof(self.secret, b"server", self._nonce, cnonce)])
         log.debug("rpc_peer_accepted", peer=self.peername, listener=self.name)
 
     cdef frame(self, list frame):
         kind = frame[0]
-        if kind == CALL:
+        if kind == <int>CALL:
             if len(frame) > 6:  # with the caller's traceparent
                 self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5], frame[6])
             else:
                 self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5])
-        elif kind == CANCEL:
+        elif kind == <int>CANCEL:
             self.handler.cancel(self, frame[1])
-        elif kind == CREDIT:
+        elif kind == <int>CREDIT:
             self.handler.credit(self, frame[1], frame[2])
         else:
             raise ValueError(f"unexpected frame kind {kind!r} from a client")
@@ -359,16 +368,16 @@ cdef class ServerPeer(Peer):
 
     # replies
     cpdef result(self, object call_id, object value):
-        self.send([RESULT, call_id, value])
+        self.send([<int>RESULT, call_id, value])
 
     cpdef error(self, object call_id, str code, str text):
-        self.send([ERROR, call_id, code, text])
+        self.send([<int>ERROR, call_id, code, text])
 
     cpdef chunk(self, object call_id, object value):
-        self.send([CHUNK, call_id, value])
+        self.send([<int>CHUNK, call_id, value])
 
     cpdef end(self, object call_id):
-        self.send([END, call_id])
+        self.send([<int>END, call_id])
 
 
 cdef class ClientPeer(Peer):
@@ -401,7 +410,7 @@ cdef class ClientPeer(Peer):
         from a peer that got their HELLO."""
         self._greeting = None
         if not self._nonce and not self.closed:
-            self.send([HELLO, b"", self.secret is not None, self.name])
+            self.send([<int>HELLO, b"", self.secret is not None, self.name])
 
     def data_received(self, data):
         """Answers what one read brought; the client connections answered leave corked, one
@@ -417,9 +426,9 @@ cdef class ClientPeer(Peer):
 
     cdef _handshake(self, list frame):
         kind = frame[0]
-        if kind == ERROR:
+        if kind == <int>ERROR:
             return self._refused(frame[3])
-        if kind == HELLO and not self._nonce:
+        if kind == <int>HELLO and not self._nonce:
             if self._greeting is not None:
                 self._greeting.cancel()
                 self._greeting = None
@@ -434,8 +443,8 @@ cdef class ClientPeer(Peer):
                 return self._refused("the peer has no cluster secret configured; it cannot prove it is ours")
             self._nonce = nonce
             self._cnonce = os.urandom(32)
-            self.send([AUTH, _proof(self.secret, b"client", nonce, self._cnonce), self._cnonce])
-        elif kind == WELCOME and self._nonce:
+            self.send([<int>AUTH, _proof(self.secret, b"client", nonce, self._cnonce), self._cnonce])
+        elif kind == <int>WELCOME and self._nonce:
             if not hmac.compare_digest(frame[1], _proof(self.secret, b"server", self._nonce, self._cnonce)):
                 return self._refused("the peer's proof of the cluster secret is wrong")
             self.ready = True
@@ -461,19 +470,19 @@ cdef class ClientPeer(Peer):
         cdef Sink sink
         kind = frame[0]
         call_id = frame[1]
-        if kind == RESULT:
+        if kind == <int>RESULT:
             sink = self.pending.pop(call_id, None)
             if sink is not None:
                 sink.result(frame[2])
-        elif kind == CHUNK:
+        elif kind == <int>CHUNK:
             sink = self.pending.get(call_id)
             if sink is not None:
                 sink.chunk(frame[2])
-        elif kind == END:
+        elif kind == <int>END:
             sink = self.pending.pop(call_id, None)
             if sink is not None:
                 sink.end()
-        elif kind == ERROR:
+        elif kind == <int>ERROR:
             if call_id == 0:
                 log.warning("rpc_peer_error", peer=self.address, code=frame[2], error=frame[3])
                 return
@@ -504,9 +513,9 @@ cdef class ClientPeer(Peer):
         cdef long long call_id = self._ids
         self.pending[call_id] = sink
         if trace is None:
-            self.send([CALL, call_id, target, args, timeout_ms, stream])
+            self.send([<int>CALL, call_id, target, args, timeout_ms, stream])
         else:
-            self.send([CALL, call_id, target, args, timeout_ms, stream, trace])
+            self.send([<int>CALL, call_id, target, args, timeout_ms, stream, trace])
         if not self._sweeping and sink.deadline != INF:
             self._sweeping = True
             self._loop.call_later(SWEEP_S, self._sweep)
@@ -515,11 +524,11 @@ cdef class ClientPeer(Peer):
     cpdef cancel(self, long long call_id):
         """The caller is gone: the server stops the call; its answer, if any, is dropped."""
         if self.pending.pop(call_id, None) is not None:
-            self.send([CANCEL, call_id])
+            self.send([<int>CANCEL, call_id])
 
     cpdef credit(self, long long call_id, int n):
         if call_id in self.pending:
-            self.send([CREDIT, call_id, n])
+            self.send([<int>CREDIT, call_id, n])
 
     def _sweep(self):
         """Times out the calls whose deadline passed; runs every SWEEP_S while any has one."""
