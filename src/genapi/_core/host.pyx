@@ -33,6 +33,10 @@ from genapi._core.handoff cimport ThreadPool
 from genapi._core.rpc cimport ServerPeer
 
 from cpython.ref cimport Py_DECREF, PyObject
+from cpython.sequence cimport PySequence_Fast_ITEMS
+
+cdef extern from "Python.h":
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
 
 from genapi._core.coro cimport PYGEN_RETURN, PyIter_Send
 
@@ -160,7 +164,7 @@ cdef class FunctionHost:
             return self._track(peer, cid, self._stream(peer, cid, fn, d.kind, args), timeout_ms)
         if d.kind == _ASYNC:
             try:
-                coro = fn(*args)
+                coro = PyObject_Vectorcall(fn, PySequence_Fast_ITEMS(args), len(<list>args), NULL)  # no tuple
                 sent = PyIter_Send(coro, None, &out)  # a return needs no StopIteration
             except Exception as exc:
                 return peer.error(cid, RAISED, _raised(exc))

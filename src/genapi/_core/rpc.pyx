@@ -26,7 +26,7 @@ from genapi._core import vocab
 # Every use here is `<int>KIND`: a small int, cached, compared and encoded at C level.
 from genapi._core.vocab cimport AUTH, CALL, CANCEL, CHUNK, CREDIT, END, ERROR, HELLO, RESULT, WELCOME
 
-from cpython.memoryview cimport PyMemoryView_GET_BUFFER
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.string cimport memcpy
 
 cdef object _ENCODER = msgspec.msgpack.Encoder()
@@ -145,28 +145,26 @@ cdef class Peer:
 
     cdef _received(self, object data):
         cdef bytearray buf = self._rbuf
-        cdef const unsigned char* p
+        cdef const unsigned char[::1] view
         cdef Py_ssize_t pos = 0, n, size, end
         if len(buf):
             buf += data
             data = buf
         n = len(data)
-        # each frame is decoded from a slice of one Python memoryview (a plain memoryview slice
-        # is far cheaper than a Cython typed-memoryview slice turned into an object); the view is
-        # released before the buffer is resized
-        view = memoryview(data)
-        p = <const unsigned char*>PyMemoryView_GET_BUFFER(view).buf
+        view = data
         cdef Py_ssize_t limit = MAX_FRAME_BYTES if self.ready else PREAUTH_FRAME_BYTES
         try:
             while n - pos >= 4:
-                size = _be32(p + pos)
+                size = _be32(&view[pos])
                 if size > limit:
                     raise ValueError(f"frame of {size} bytes is over the limit of {limit}"
                                      + ("" if self.ready else " before authentication"))
                 end = pos + 4 + size
                 if end > n:
                     break
-                frame = _decode(view[pos + 4:end])
+                # decoded from a copy: a bytes object costs less than a slice of the buffer
+                # (a memoryview object per frame), and msgspec reads bytes without the buffer protocol
+                frame = _decode(PyBytes_FromStringAndSize(<const char*>&view[pos + 4], size))
                 pos = end
                 if type(frame) is not list or not frame:
                     raise ValueError("a frame must be a non-empty msgpack array")
@@ -175,15 +173,14 @@ cdef class Peer:
                 else:
                     self._handshake(<list>frame)
                 if self.closed:
-                    view.release()
                     return
         except (ValueError, TypeError, IndexError, _DecodeError) as exc:
-            view.release()
+            view = None
             if not self.ready and pos == 0 and self._foreign(bytes(data[:8])):
                 return
             self.fail(PROTOCOL, f"malformed frame from {self.peername}: {exc}")
             return
-        view.release()
+        view = None
         if len(buf):
             del buf[:pos]
         elif pos < n:
@@ -283,6 +280,7 @@ cdef class ServerPeer(Peer):
     def __init__(self, secret, str name, handler, Gate gate=None):
         Peer.__init__(self, secret, name)
         self.server_side = True
+        self._result = [<int>RESULT, None, None]  # every RESULT frame, filled and encoded in turn
         self.handler = handler
         self._timer = None
         self._gate = gate
@@ -368,7 +366,13 @@ cdef class ServerPeer(Peer):
 
     # replies
     cpdef result(self, object call_id, object value):
-        self.send([<int>RESULT, call_id, value])
+        cdef list frame = self._result
+        frame[1] = call_id
+        frame[2] = value
+        try:
+            self.send(frame)
+        finally:
+            frame[1] = frame[2] = None
 
     cpdef error(self, object call_id, str code, str text):
         self.send([<int>ERROR, call_id, code, text])
@@ -387,6 +391,7 @@ cdef class ClientPeer(Peer):
 
     def __init__(self, secret, str name, str address):
         Peer.__init__(self, secret, name)
+        self._call = [<int>CALL, None, None, None, None, False]  # every CALL frame without a trace, filled in turn
         self.address = address
         self.pending = {}
         self.welcome = self._loop.create_future()
@@ -511,9 +516,19 @@ cdef class ClientPeer(Peer):
         `trace`: the caller's W3C traceparent, an optional last element of the CALL frame."""
         self._ids += 1
         cdef long long call_id = self._ids
+        cdef list frame
         self.pending[call_id] = sink
         if trace is None:
-            self.send([<int>CALL, call_id, target, args, timeout_ms, stream])
+            frame = self._call
+            frame[1] = call_id
+            frame[2] = target
+            frame[3] = args
+            frame[4] = timeout_ms
+            frame[5] = stream
+            try:
+                self.send(frame)
+            finally:
+                frame[1] = frame[2] = frame[3] = frame[4] = None
         else:
             self.send([<int>CALL, call_id, target, args, timeout_ms, stream, trace])
         if not self._sweeping and sink.deadline != INF:
