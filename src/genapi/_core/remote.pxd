@@ -35,7 +35,7 @@ cdef class RemoteCallee(Callee):
     cdef double _resolved_at
 
     cpdef list links(self)
-    cdef list order(self, object request, Plan plan)
+    cdef list order(self, object request, Plan plan, Py_ssize_t* first)
     cdef double _deadline(self, double now)
 
 
@@ -44,8 +44,9 @@ cdef class RemoteCall(Sink):
     cdef RemoteCallee callee
     cdef object request
     cdef list args
-    cdef list order
-    cdef Py_ssize_t i
+    cdef list order                         # the nodes, tried from order[first] around the ring
+    cdef Py_ssize_t first
+    cdef Py_ssize_t i                       # how many were tried
     cdef Reply reply
     cdef object future
     cdef object handle

@@ -12,6 +12,8 @@ is cancelled too. The fast path (`start`) needs no Task: the connection's callba
 """
 import asyncio
 
+cimport cython
+
 from genapi import errors, log
 from genapi.errors import ArgumentError, CallError, CallTimeout, RemoteFailure, RpcError, Unavailable
 from genapi.loader import load_callable
@@ -134,15 +136,22 @@ cdef class RemoteCallee(Callee):
                 log.warning("node_resolver_failed", function=self.name, error=f"{type(exc).__name__}: {exc}")
         return self._resolved
 
-    cdef list order(self, object request, Plan plan):
-        """The nodes this attempt tries, in order."""
+    cdef list order(self, object request, Plan plan, Py_ssize_t* first):
+        """The nodes this attempt tries: order[first], then on around the ring (first is 0 but
+        for a first attempt without a plan, which walks the function's own node list from the
+        chosen node: no list per call)."""
         cdef list links = self.links()
         cdef list order
         cdef int attempt, k
+        first[0] = 0
         if not links:
             return []
         if plan is None:
-            return self.selector.order(links, request)
+            first[0] = self.selector.first(links, request)
+            if first[0] < 0:  # a custom selector's own order
+                first[0] = 0
+                return self.selector._custom_order(links, request)
+            return links
         attempt = plan.attempt
         plan.attempt += 1
         if attempt == 0 or plan.first is None:
@@ -178,7 +187,7 @@ cdef class RemoteCallee(Callee):
         """The fast path: no Task; the call answers `reply` from the connection's callbacks."""
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
         cdef double now = monotonic()
-        call.setup(self, request, args, self.order(request, None), self._deadline(now))
+        call.setup(self, request, args, self.order(request, None, &call.first), self._deadline(now))
         call.reply = reply
         reply._conn.track(reply, call)
         call.next_node_at(now)
@@ -186,7 +195,7 @@ cdef class RemoteCallee(Callee):
     async def call(self, list args, request=None, plan=None, reply=None):
         fut = asyncio.get_running_loop().create_future()
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
-        call.setup(self, request, args, self.order(request, plan), self._deadline(monotonic()))
+        call.setup(self, request, args, self.order(request, plan, &call.first), self._deadline(monotonic()))
         call.future = fut
         call.next_node()
         try:
@@ -201,7 +210,7 @@ cdef class RemoteCallee(Callee):
             args[last] = {k: v for k, v in args[last].items() if k != "stream"}
         fut = asyncio.get_running_loop().create_future()
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
-        call.setup(self, request, args, self.order(request, None), self._deadline(monotonic()))
+        call.setup(self, request, args, self.order(request, None, &call.first), self._deadline(monotonic()))
         call.future = fut
         call.handle = handle
         call.next_node()
@@ -214,6 +223,9 @@ cdef class RemoteCallee(Callee):
             handle.complete()
 
 
+# no_gc here, not only in the .pxd: Cython applies the decorator where the class is defined
+# (the .pxd's alone left every in-flight call tracked, and collected over, by the collector)
+@cython.no_gc
 cdef class RemoteCall(Sink):
     """One attempt of one request on the nodes, answered by the connection's callbacks: to
     `reply` (the fast path), or into `future` (the general path). Streams send their chunks
@@ -233,13 +245,17 @@ cdef class RemoteCall(Sink):
     cdef next_node_at(self, double now):
         """`next_node` with the clock already read (a call's start reads it once)."""
         cdef list order = self.order
+        cdef Py_ssize_t n = len(order), j
         cdef NodeLink link
         cdef int admitted
         cdef ClientPeer peer
-        while self.i < len(order):
+        while self.i < n:
             if now >= self.deadline:
                 return self._timed_out()
-            link = <NodeLink>order[self.i]
+            j = self.first + self.i  # around the ring from the chosen node
+            if j >= n:
+                j -= n
+            link = <NodeLink>order[j]
             self.i += 1
             admitted = link.state.admit(now)
             if admitted != ADMITTED:

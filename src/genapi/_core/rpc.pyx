@@ -216,8 +216,7 @@ cdef class Peer:
         if self.closed:
             return
         start = len(buf)
-        buf += b"\0\0\0\0"
-        _encode_into(frame, buf, start + 4)
+        _encode_into(frame, buf, start + 4)  # past the end: msgspec extends the buffer (the header goes in the gap)
         size = len(buf) - start - 4
         header[0] = (size >> 24) & 0xff
         header[1] = (size >> 16) & 0xff
