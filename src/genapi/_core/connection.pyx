@@ -537,14 +537,14 @@ cdef class Connection(WSListener):
         `call.cancel()` runs when the topic is left or closed, as a Task's would. The call
         itself answers and releases the slot, and `untrack`s itself when it ends."""
         cdef str topic = reply.topic
-        bucket = self.tasks.get(topic)
+        cdef set bucket = self.tasks.get(topic)  # typed: add/discard at C level (once per remote call)
         if bucket is None:
             bucket = self.tasks[topic] = set()
         bucket.add(call)
 
     cpdef untrack(self, reply, object call):
         cdef str topic = reply.topic
-        bucket = self.tasks.get(topic)
+        cdef set bucket = self.tasks.get(topic)
         if bucket is not None:
             bucket.discard(call)
             if not bucket:

@@ -15,6 +15,7 @@ vanished without a word (its CANCEL or FIN never came) does not leave work runni
 import asyncio
 
 import contextvars
+from functools import partial
 
 import msgspec
 
@@ -32,6 +33,10 @@ from genapi._core.handoff cimport ThreadPool
 from genapi._core.rpc cimport ServerPeer
 
 from cpython.ref cimport Py_DECREF, PyObject
+from cpython.sequence cimport PySequence_Fast_ITEMS
+
+cdef extern from "Python.h":
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
 
 from genapi._core.coro cimport PYGEN_RETURN, PyIter_Send
 
@@ -132,7 +137,7 @@ cdef class FunctionHost:
                 CURRENT.reset(token)
         return self._call(peer, cid, target, args, timeout_ms, stream, False)
 
-    def _call(self, ServerPeer peer, cid, target, args, timeout_ms, stream, bint traced):
+    cdef _call(self, ServerPeer peer, cid, target, args, timeout_ms, stream, bint traced):
         cdef Declared d = self.declared.get(target)
         cdef PyObject* out = NULL
         cdef int sent
@@ -159,7 +164,7 @@ cdef class FunctionHost:
             return self._track(peer, cid, self._stream(peer, cid, fn, d.kind, args), timeout_ms)
         if d.kind == _ASYNC:
             try:
-                coro = fn(*args)
+                coro = PyObject_Vectorcall(fn, PySequence_Fast_ITEMS(args), len(<list>args), NULL)  # no tuple
                 sent = PyIter_Send(coro, None, &out)  # a return needs no StopIteration
             except Exception as exc:
                 return peer.error(cid, RAISED, _raised(exc))
@@ -178,7 +183,7 @@ cdef class FunctionHost:
             key = (id(peer), cid)
             self.running[key] = running
             self._deadline(running, peer, cid, timeout_ms)
-            fut.add_done_callback(lambda f: self._thread_done(peer, cid, key, f))
+            fut.add_done_callback(partial(self._thread_done, peer, cid, key))  # no closure: _call allocates none
             return
         self._track(peer, cid, self._collect(peer, cid, fn, d.kind, args), timeout_ms)
 

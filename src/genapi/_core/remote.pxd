@@ -35,8 +35,8 @@ cdef class RemoteCallee(Callee):
     cdef double _resolved_at
 
     cpdef list links(self)
-    cdef list order(self, object request, Plan plan)
-    cdef double _deadline(self)
+    cdef list order(self, object request, Plan plan, Py_ssize_t* first)
+    cdef double _deadline(self, double now)
 
 
 @cython.no_gc  # one per call; its references (reply, peer, link, future) form no cycle that outlives it
@@ -44,8 +44,9 @@ cdef class RemoteCall(Sink):
     cdef RemoteCallee callee
     cdef object request
     cdef list args
-    cdef list order
-    cdef Py_ssize_t i
+    cdef list order                         # the nodes, tried from order[first] around the ring
+    cdef Py_ssize_t first
+    cdef Py_ssize_t i                       # how many were tried
     cdef Reply reply
     cdef object future
     cdef object handle
@@ -61,6 +62,7 @@ cdef class RemoteCall(Sink):
 
     cdef setup(self, RemoteCallee callee, object request, list args, list order, double deadline)
     cdef next_node(self)
+    cdef next_node_at(self, double now)
     cdef _send(self, ClientPeer peer)
     cdef _credit(self)
     cdef _node_done(self, bint node_failed)

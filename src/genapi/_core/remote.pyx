@@ -11,7 +11,8 @@ Leaving the topic, disconnecting or the deadline sends CANCEL to the node: the f
 is cancelled too. The fast path (`start`) needs no Task: the connection's callbacks answer.
 """
 import asyncio
-from time import monotonic
+
+cimport cython
 
 from genapi import errors, log
 from genapi.errors import ArgumentError, CallError, CallTimeout, RemoteFailure, RpcError, Unavailable
@@ -21,6 +22,7 @@ from genapi._core import vocab
 from genapi._core.rpc import connect
 
 from genapi._core.callee cimport Callee
+from genapi._core.clock cimport monotonic
 from genapi._core.connection cimport Connection
 from genapi._core.reply cimport Reply
 from genapi._core.rpc cimport ClientPeer, Sink
@@ -134,15 +136,22 @@ cdef class RemoteCallee(Callee):
                 log.warning("node_resolver_failed", function=self.name, error=f"{type(exc).__name__}: {exc}")
         return self._resolved
 
-    cdef list order(self, object request, Plan plan):
-        """The nodes this attempt tries, in order."""
+    cdef list order(self, object request, Plan plan, Py_ssize_t* first):
+        """The nodes this attempt tries: order[first], then on around the ring (first is 0 but
+        for a first attempt without a plan, which walks the function's own node list from the
+        chosen node: no list per call)."""
         cdef list links = self.links()
         cdef list order
         cdef int attempt, k
+        first[0] = 0
         if not links:
             return []
         if plan is None:
-            return self.selector.order(links, request)
+            first[0] = self.selector.first(links, request)
+            if first[0] < 0:  # a custom selector's own order
+                first[0] = 0
+                return self.selector._custom_order(links, request)
+            return links
         attempt = plan.attempt
         plan.attempt += 1
         if attempt == 0 or plan.first is None:
@@ -170,22 +179,23 @@ cdef class RemoteCallee(Callee):
             return Response.fail(request.request_id, errors.remote_failed(exc.text, self.detail_error))
         return Callee.failure(self, request, exc)
 
-    cdef double _deadline(self):
-        return INF if self.timeout is None else monotonic() + <double>self.timeout
+    cdef double _deadline(self, double now):
+        return INF if self.timeout is None else now + <double>self.timeout
 
     # ----------------------------------------------------------------- calls
     cpdef start(self, Reply reply, object request, list args):
         """The fast path: no Task; the call answers `reply` from the connection's callbacks."""
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
-        call.setup(self, request, args, self.order(request, None), self._deadline())
+        cdef double now = monotonic()
+        call.setup(self, request, args, self.order(request, None, &call.first), self._deadline(now))
         call.reply = reply
         reply._conn.track(reply, call)
-        call.next_node()
+        call.next_node_at(now)
 
     async def call(self, list args, request=None, plan=None, reply=None):
         fut = asyncio.get_running_loop().create_future()
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
-        call.setup(self, request, args, self.order(request, plan), self._deadline())
+        call.setup(self, request, args, self.order(request, plan, &call.first), self._deadline(monotonic()))
         call.future = fut
         call.next_node()
         try:
@@ -200,7 +210,7 @@ cdef class RemoteCallee(Callee):
             args[last] = {k: v for k, v in args[last].items() if k != "stream"}
         fut = asyncio.get_running_loop().create_future()
         cdef RemoteCall call = RemoteCall.__new__(RemoteCall)
-        call.setup(self, request, args, self.order(request, None), self._deadline())
+        call.setup(self, request, args, self.order(request, None, &call.first), self._deadline(monotonic()))
         call.future = fut
         call.handle = handle
         call.next_node()
@@ -213,6 +223,9 @@ cdef class RemoteCallee(Callee):
             handle.complete()
 
 
+# no_gc here, not only in the .pxd: Cython applies the decorator where the class is defined
+# (the .pxd's alone left every in-flight call tracked, and collected over, by the collector)
+@cython.no_gc
 cdef class RemoteCall(Sink):
     """One attempt of one request on the nodes, answered by the connection's callbacks: to
     `reply` (the fast path), or into `future` (the general path). Streams send their chunks
@@ -227,15 +240,22 @@ cdef class RemoteCall(Sink):
 
     cdef next_node(self):
         """Sends the call to the next node that admits it, or ends with why none did."""
+        self.next_node_at(monotonic())
+
+    cdef next_node_at(self, double now):
+        """`next_node` with the clock already read (a call's start reads it once)."""
         cdef list order = self.order
-        cdef double now = monotonic()
+        cdef Py_ssize_t n = len(order), j
         cdef NodeLink link
         cdef int admitted
         cdef ClientPeer peer
-        while self.i < len(order):
+        while self.i < n:
             if now >= self.deadline:
                 return self._timed_out()
-            link = <NodeLink>order[self.i]
+            j = self.first + self.i  # around the ring from the chosen node
+            if j >= n:
+                j -= n
+            link = <NodeLink>order[j]
             self.i += 1
             admitted = link.state.admit(now)
             if admitted != ADMITTED:
@@ -334,8 +354,8 @@ cdef class RemoteCall(Sink):
         self._end(None)
 
     cdef _node_done(self, bint node_failed):
-        if self.link is not None:
-            self.link.state.done(node_failed, monotonic())
+        if self.link is not None:  # the breaker reads the clock only for a failure
+            self.link.state.done(node_failed, monotonic() if node_failed else 0.0)
             self.link = None
 
     # ----------------------------------------------------------------- ending

@@ -4,6 +4,8 @@ ref, topic and event. The pipeline, callees and the thread handoff answer throug
 request can be driven without a socket (any object with `send(bytes)` stands in for the
 connection) and a call's slot on its connection is released exactly once.
 """
+cimport cython
+
 from genapi._core.clock cimport monotonic as _now
 
 from genapi._core.connection cimport Connection
@@ -15,6 +17,7 @@ cdef str OK = "ok"
 cdef Stats _stats = stats()  # the counters, the access log switch, the telemetry hooks
 
 
+@cython.no_gc  # as reply.pxd declares: Cython applies the decorator here, where the class is defined
 cdef class Reply:
     """The destination of one request's answers."""
 

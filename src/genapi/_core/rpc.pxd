@@ -51,6 +51,7 @@ cdef class ServerPeer(Peer):
     cdef Gate _gate
     cdef bint _gated
     cdef bint _hailed
+    cdef list _result                    # the one RESULT frame list, reused (no list per answer)
 
     cdef _ungate(self)
 
@@ -70,6 +71,7 @@ cdef class ClientPeer(Peer):
     cdef readonly str server_name
     cdef public list corked              # client connections corked while a read batch is answered
     cdef object _greeting                # the timer of the greeting sent when no HELLO came
+    cdef list _call                      # the one CALL frame list, reused (no list per call)
 
     cdef _refused(self, str text, str code=*)
     cpdef long long call(self, str target, list args, object timeout_ms, Sink sink, bint stream=*,

@@ -21,8 +21,12 @@ from genapi.address import parse_address
 from genapi.errors import RpcError
 from genapi._core import vocab
 
+# The frame kinds are a `cpdef enum`: a bare member used as a Python object is built as an
+# IntEnum instance (a Python-level call), and msgspec encodes one by its `.value` attribute.
+# Every use here is `<int>KIND`: a small int, cached, compared and encoded at C level.
 from genapi._core.vocab cimport AUTH, CALL, CANCEL, CHUNK, CREDIT, END, ERROR, HELLO, RESULT, WELCOME
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.string cimport memcpy
 
 cdef object _ENCODER = msgspec.msgpack.Encoder()
@@ -158,7 +162,9 @@ cdef class Peer:
                 end = pos + 4 + size
                 if end > n:
                     break
-                frame = _decode(view[pos + 4:end])
+                # decoded from a copy: a bytes object costs less than a slice of the buffer
+                # (a memoryview object per frame), and msgspec reads bytes without the buffer protocol
+                frame = _decode(PyBytes_FromStringAndSize(<const char*>&view[pos + 4], size))
                 pos = end
                 if type(frame) is not list or not frame:
                     raise ValueError("a frame must be a non-empty msgpack array")
@@ -210,8 +216,7 @@ cdef class Peer:
         if self.closed:
             return
         start = len(buf)
-        buf += b"\0\0\0\0"
-        _encode_into(frame, buf, start + 4)
+        _encode_into(frame, buf, start + 4)  # past the end: msgspec extends the buffer (the header goes in the gap)
         size = len(buf) - start - 4
         header[0] = (size >> 24) & 0xff
         header[1] = (size >> 16) & 0xff
@@ -239,7 +244,7 @@ cdef class Peer:
         """Tells the peer why, logs it, and closes."""
         log.warning("rpc_connection_refused" if code == AUTH_FAILED else "rpc_connection_failed",
                     peer=self.peername, side="server" if self.server_side else "client", code=code, error=text)
-        self.send([ERROR, 0, code, text])
+        self.send([<int>ERROR, 0, code, text])
         self.close()
 
     cdef bint _foreign(self, object head) except -1:
@@ -274,6 +279,7 @@ cdef class ServerPeer(Peer):
     def __init__(self, secret, str name, handler, Gate gate=None):
         Peer.__init__(self, secret, name)
         self.server_side = True
+        self._result = [<int>RESULT, None, None]  # every RESULT frame, filled and encoded in turn
         self.handler = handler
         self._timer = None
         self._gate = gate
@@ -292,7 +298,7 @@ cdef class ServerPeer(Peer):
             self._gate.waiting += 1
             self._gated = True
         self._nonce = os.urandom(32)
-        self.send([HELLO, self._nonce, self.secret is not None, self.name])
+        self.send([<int>HELLO, self._nonce, self.secret is not None, self.name])
         self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._too_slow)
 
     def _too_slow(self):
@@ -306,15 +312,15 @@ cdef class ServerPeer(Peer):
             return False
         log.warning("rpc_port_got_http", peer=self.peername, listener=self.name,
                     request=head.split(b" ", 1)[0].decode("latin-1"), hint=RPC_NOT_HTTP)
-        self.send([ERROR, 0, PROTOCOL, f"an HTTP request on a genapi RPC port: {RPC_NOT_HTTP}"])
+        self.send([<int>ERROR, 0, PROTOCOL, f"an HTTP request on a genapi RPC port: {RPC_NOT_HTTP}"])
         self.close()
         return True
 
     cdef _handshake(self, list frame):
-        if frame[0] == HELLO and not self._hailed:  # the client's greeting: once, before AUTH
+        if frame[0] == <int>HELLO and not self._hailed:  # the client's greeting: once, before AUTH
             self._hailed = True
             return
-        if frame[0] != AUTH or len(frame) < 3:
+        if frame[0] != <int>AUTH or len(frame) < 3:
             return self.fail(AUTH_FAILED, "expected AUTH as the first frame")
         proof, cnonce = frame[1], frame[2]
         if type(proof) is not bytes or type(cnonce) is not bytes or len(cnonce) != 32:
@@ -329,19 +335,19 @@ cdef class ServerPeer(Peer):
             self._timer.cancel()
         self._ungate()
         self.ready = True
-        self.send([WELCOME, _proof(self.secret, b"server", self._nonce, cnonce)])
+        self.send([<int>WELCOME, _proof(self.secret, b"server", self._nonce, cnonce)])
         log.debug("rpc_peer_accepted", peer=self.peername, listener=self.name)
 
     cdef frame(self, list frame):
         kind = frame[0]
-        if kind == CALL:
+        if kind == <int>CALL:
             if len(frame) > 6:  # with the caller's traceparent
                 self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5], frame[6])
             else:
                 self.handler.call(self, frame[1], frame[2], frame[3], frame[4], frame[5])
-        elif kind == CANCEL:
+        elif kind == <int>CANCEL:
             self.handler.cancel(self, frame[1])
-        elif kind == CREDIT:
+        elif kind == <int>CREDIT:
             self.handler.credit(self, frame[1], frame[2])
         else:
             raise ValueError(f"unexpected frame kind {kind!r} from a client")
@@ -359,16 +365,22 @@ cdef class ServerPeer(Peer):
 
     # replies
     cpdef result(self, object call_id, object value):
-        self.send([RESULT, call_id, value])
+        cdef list frame = self._result
+        frame[1] = call_id
+        frame[2] = value
+        try:
+            self.send(frame)
+        finally:
+            frame[1] = frame[2] = None
 
     cpdef error(self, object call_id, str code, str text):
-        self.send([ERROR, call_id, code, text])
+        self.send([<int>ERROR, call_id, code, text])
 
     cpdef chunk(self, object call_id, object value):
-        self.send([CHUNK, call_id, value])
+        self.send([<int>CHUNK, call_id, value])
 
     cpdef end(self, object call_id):
-        self.send([END, call_id])
+        self.send([<int>END, call_id])
 
 
 cdef class ClientPeer(Peer):
@@ -378,6 +390,7 @@ cdef class ClientPeer(Peer):
 
     def __init__(self, secret, str name, str address):
         Peer.__init__(self, secret, name)
+        self._call = [<int>CALL, None, None, None, None, False]  # every CALL frame without a trace, filled in turn
         self.address = address
         self.pending = {}
         self.welcome = self._loop.create_future()
@@ -401,7 +414,7 @@ cdef class ClientPeer(Peer):
         from a peer that got their HELLO."""
         self._greeting = None
         if not self._nonce and not self.closed:
-            self.send([HELLO, b"", self.secret is not None, self.name])
+            self.send([<int>HELLO, b"", self.secret is not None, self.name])
 
     def data_received(self, data):
         """Answers what one read brought; the client connections answered leave corked, one
@@ -417,9 +430,9 @@ cdef class ClientPeer(Peer):
 
     cdef _handshake(self, list frame):
         kind = frame[0]
-        if kind == ERROR:
+        if kind == <int>ERROR:
             return self._refused(frame[3])
-        if kind == HELLO and not self._nonce:
+        if kind == <int>HELLO and not self._nonce:
             if self._greeting is not None:
                 self._greeting.cancel()
                 self._greeting = None
@@ -434,8 +447,8 @@ cdef class ClientPeer(Peer):
                 return self._refused("the peer has no cluster secret configured; it cannot prove it is ours")
             self._nonce = nonce
             self._cnonce = os.urandom(32)
-            self.send([AUTH, _proof(self.secret, b"client", nonce, self._cnonce), self._cnonce])
-        elif kind == WELCOME and self._nonce:
+            self.send([<int>AUTH, _proof(self.secret, b"client", nonce, self._cnonce), self._cnonce])
+        elif kind == <int>WELCOME and self._nonce:
             if not hmac.compare_digest(frame[1], _proof(self.secret, b"server", self._nonce, self._cnonce)):
                 return self._refused("the peer's proof of the cluster secret is wrong")
             self.ready = True
@@ -461,19 +474,19 @@ cdef class ClientPeer(Peer):
         cdef Sink sink
         kind = frame[0]
         call_id = frame[1]
-        if kind == RESULT:
+        if kind == <int>RESULT:
             sink = self.pending.pop(call_id, None)
             if sink is not None:
                 sink.result(frame[2])
-        elif kind == CHUNK:
+        elif kind == <int>CHUNK:
             sink = self.pending.get(call_id)
             if sink is not None:
                 sink.chunk(frame[2])
-        elif kind == END:
+        elif kind == <int>END:
             sink = self.pending.pop(call_id, None)
             if sink is not None:
                 sink.end()
-        elif kind == ERROR:
+        elif kind == <int>ERROR:
             if call_id == 0:
                 log.warning("rpc_peer_error", peer=self.address, code=frame[2], error=frame[3])
                 return
@@ -502,11 +515,21 @@ cdef class ClientPeer(Peer):
         `trace`: the caller's W3C traceparent, an optional last element of the CALL frame."""
         self._ids += 1
         cdef long long call_id = self._ids
+        cdef list frame
         self.pending[call_id] = sink
         if trace is None:
-            self.send([CALL, call_id, target, args, timeout_ms, stream])
+            frame = self._call
+            frame[1] = call_id
+            frame[2] = target
+            frame[3] = args
+            frame[4] = timeout_ms
+            frame[5] = stream
+            try:
+                self.send(frame)
+            finally:
+                frame[1] = frame[2] = frame[3] = frame[4] = None
         else:
-            self.send([CALL, call_id, target, args, timeout_ms, stream, trace])
+            self.send([<int>CALL, call_id, target, args, timeout_ms, stream, trace])
         if not self._sweeping and sink.deadline != INF:
             self._sweeping = True
             self._loop.call_later(SWEEP_S, self._sweep)
@@ -515,11 +538,11 @@ cdef class ClientPeer(Peer):
     cpdef cancel(self, long long call_id):
         """The caller is gone: the server stops the call; its answer, if any, is dropped."""
         if self.pending.pop(call_id, None) is not None:
-            self.send([CANCEL, call_id])
+            self.send([<int>CANCEL, call_id])
 
     cpdef credit(self, long long call_id, int n):
         if call_id in self.pending:
-            self.send([CREDIT, call_id, n])
+            self.send([<int>CREDIT, call_id, n])
 
     def _sweep(self):
         """Times out the calls whose deadline passed; runs every SWEEP_S while any has one."""

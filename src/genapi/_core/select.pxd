@@ -42,3 +42,4 @@ cdef class Selector:
     cdef Py_ssize_t _sticky_index(self, list nodes, object request) except -1
     cdef list _custom_order(self, list nodes, object request)
     cpdef list order(self, list nodes, object request)
+    cdef Py_ssize_t first(self, list nodes, object request) except -2

@@ -379,6 +379,15 @@ cdef class Selector:
 
     cpdef list order(self, list nodes, object request):
         """A new list of every node: the chosen first, then the rest in ring order (fallback)."""
+        cdef Py_ssize_t i = self.first(nodes, request)
+        if i < 0:
+            return self._custom_order(nodes, request)
+        return _ring(nodes, i)
+
+    cdef Py_ssize_t first(self, list nodes, object request) except -2:
+        """The index of the chosen node (`order` is the ring from there), or -1 for a custom
+        selector, whose order is its own (`_custom_order`). The caller that walks the ring itself
+        needs no list per request."""
         cdef Py_ssize_t n = len(nodes), i
         if n == 0:
             raise ValueError("nodes: must be a non-empty list")
@@ -390,7 +399,7 @@ cdef class Selector:
         elif self._mode == MODE_STICKY:
             i = self._sticky_index(nodes, request)
         elif self._mode == MODE_CUSTOM:
-            return self._custom_order(nodes, request)
+            return -1
         else:
             i = self._hash_index(request, n)
-        return _ring(nodes, i)
+        return i
