@@ -14,6 +14,7 @@ import pytest
 
 from genapi.client import Client, Push
 from support.gateway_proc import GatewayProcess, children
+from support.rawclient import Raw
 
 CONFIG = """
 [auth]
@@ -161,6 +162,40 @@ def test_members_on_one_worker_get_their_own_topic_and_join_ref(gw: GatewayProce
         for c in seats:
             assert c.pushes.empty()
         await asyncio.gather(*(c.close() for c in seats))
+
+    asyncio.run(main())
+
+
+def test_a_v1_member_joined_without_a_join_ref_is_reached(gw: GatewayProcess) -> None:
+    """Phoenix V1 (JSON objects) may join without a join_ref: the channel's join_ref is then
+    null, and the member is still joined, so relayed messages reach it (and its calls are
+    answered); once it leaves the topic they stop."""
+
+    async def main() -> None:
+        alice, _ = await user(gw, "alice", [TOPIC])
+        await ok(alice, "create_group", group_id="v1", group_type="public")
+        vic = await Raw.connect(gw.url, query="vsn=1.0.0&token=let-me-in&user=vic")
+        vic.send({"topic": TOPIC, "event": "phx_join", "payload": {}, "ref": "1"})
+        assert (await vic.recv(WAIT_S))["payload"] == {"status": "ok", "response": {}}
+        join = {"request_id": "j", "service": "chat", "request_type": "join_group", "args": {"group_id": "v1"}}
+        vic.send({"topic": TOPIC, "event": "phoenix_gen_api", "payload": join, "ref": "2"})
+        push, reply = await vic.recv_n(2, WAIT_S)
+        assert push["payload"]["success"] is True and reply["payload"]["status"] == "ok", (push, reply)
+        assert await relay(alice, "v1", "hello v1") == 2
+        assert await next_message(alice) == "hello v1"
+        got = await vic.recv(WAIT_S)
+        assert (got["topic"], got["event"], got["payload"]["result"]["message"]) == (
+            TOPIC,
+            "phoenix_gen_api",
+            "hello v1",
+        ), got
+        vic.send({"topic": TOPIC, "event": "phx_leave", "payload": {}, "ref": "3"})
+        left, closed = await vic.recv_n(2, WAIT_S)
+        assert left["payload"]["status"] == "ok" and closed["event"] == "phx_close", (left, closed)
+        await relay(alice, "v1", "after leaving")
+        assert await next_message(alice) == "after leaving"
+        assert await vic.nothing(0.5)
+        await asyncio.gather(alice.close(), vic.close())
 
     asyncio.run(main())
 

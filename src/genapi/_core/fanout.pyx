@@ -98,9 +98,10 @@ cdef class Fanout:
                         continue  # gone meanwhile; the authority hears of it
                     seat = <Seat>found
                     conn = seat.conn
-                    join_ref = conn.channels.get(seat.topic)
-                    if join_ref is None:
-                        continue
+                    found = PyDict_GetItem(conn.channels, seat.topic)
+                    if found is NULL:
+                        continue  # its topic left meanwhile (a V1 join's join_ref is None: still joined)
+                    join_ref = <object>found
                     if conn.writing_paused or conn.aborted:
                         self._drop(seat)
                         continue

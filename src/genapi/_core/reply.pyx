@@ -13,6 +13,8 @@ from genapi._core.stats cimport Stats, stats
 
 from genapi._core.wire cimport answer_v1, answer_v2, push_v1, push_v2, reply_v1, reply_v2
 
+cdef object _LEFT = object()  # a channel not joined (a V1 join keeps join_ref None)
+
 cdef str OK = "ok"
 cdef Stats _stats = stats()  # the counters, the access log switch, the telemetry hooks
 
@@ -100,7 +102,7 @@ cdef class Reply:
         if self._conn is None:
             return True
         return self._conn.transport is not None and not self._conn.transport.is_disconnected and \
-            not self._conn.aborted and self._conn.channels.get(self.topic) is self.join_ref
+            not self._conn.aborted and self._conn.channels.get(self.topic, _LEFT) is self.join_ref
 
     cpdef object drained(self):
         """None while the client keeps up with its output; else a Future done once the output
