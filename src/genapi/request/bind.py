@@ -14,6 +14,7 @@ run on and the seats its relay operations act through; the master's and `check`'
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from genapi import log, relay
 from genapi._core.callee import Callee, LocalCallee
@@ -30,6 +31,12 @@ from genapi.request.registry import NotFound, Registry
 from genapi.structs import FunConfig, split_target
 
 Key = tuple[str, str, str | None]
+
+
+def _key(cfg: FunConfig) -> Key:
+    return (cfg.service, cfg.request_type, cfg.version)
+
+
 REBUILD_OVER = 64  # more changes than this in one step: the registry is rebuilt (one batch_add)
 
 
@@ -138,13 +145,7 @@ class Functions:
                 kept.add(key)
                 continue
             bound.append((cfg, self.binder.bind(cfg)))
-        for service, request_type, version in old:
-            if (service, request_type, version) in kept:
-                continue
-            try:
-                registry.delete(service, request_type, version)
-            except NotFound:
-                pass
+        self._discard(key for key in old if key not in kept)
         for cfg, entry in bound:
             registry.add(cfg, entry)
 
@@ -170,11 +171,7 @@ class Functions:
         if len(bound) + len(removed) > REBUILD_OVER:
             self.registry.replace_all([by_id[i] for i in kept] + bound)
             return fresh
-        for cfg in removed:  # gone, or replaced by a changed one
-            try:
-                self.registry.delete(cfg.service, cfg.request_type, cfg.version)
-            except NotFound:
-                pass
+        self._discard(_key(cfg) for cfg in removed)  # gone, or replaced by a changed one
         for cfg, entry in bound:
             self.registry.add(cfg, entry)
         return fresh
@@ -189,23 +186,23 @@ class Functions:
         registry = self.registry
         bound, fresh = self._bind_changed(put)
         if len(bound) + len(drop) > REBUILD_OVER:
-            replaced = set(drop) | {(c.service, c.request_type, c.version) for c in put}
-            kept = [i for i in registry.items() if (i[0].service, i[0].request_type, i[0].version) not in replaced]
+            replaced = set(drop) | {_key(c) for c in put}
+            kept = [i for i in registry.items() if _key(i[0]) not in replaced]
             registry.replace_all(kept + bound)
             return fresh
-        for cfg in put:  # the ones not bound go too
-            try:
-                registry.delete(cfg.service, cfg.request_type, cfg.version)
-            except NotFound:
-                pass
-        for service, request_type, version in drop:
-            try:
-                registry.delete(service, request_type, version)
-            except NotFound:
-                pass
+        self._discard(_key(cfg) for cfg in put)  # the ones not bound go too
+        self._discard(drop)
         for cfg, entry in bound:
             registry.add(cfg, entry)
         return fresh
+
+    def _discard(self, keys: Iterable[Key]) -> None:
+        """Deletes each of `keys` the registry holds (one it does not hold is already gone)."""
+        for key in keys:
+            try:
+                self.registry.delete(*key)
+            except NotFound:
+                pass
 
     def _bind_changed(self, changed: list[FunConfig]) -> tuple[list[tuple[FunConfig, Entry]], int]:
         """`changed` bound, each with the Entry of the config it replaces when equal to it;
