@@ -139,7 +139,7 @@ class Functions:
         kept: set[Key] = set()
         bound = []
         for cfg in configs:
-            key = (cfg.service, cfg.request_type, cfg.version)
+            key = _key(cfg)
             same = registry.item(*key) if key in wanted else None
             if same is not None and (same[0] is cfg or same[0] == cfg):
                 kept.add(key)
