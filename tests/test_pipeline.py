@@ -745,6 +745,26 @@ def test_cancel_on_leave_and_disconnect(gw, run):
     run(go())
 
 
+def test_an_answer_to_a_topic_left_is_dropped_for_v1_too(gw, run):
+    """A plain function still running in a thread when its client leaves the topic: its late
+    answer is dropped. A Phoenix V1 join may carry no join_ref (the channel's join_ref is null);
+    it is left all the same."""
+
+    async def go():
+        c = await Raw.connect(gw.url, query="vsn=1.0.0")
+        c.send({"topic": "api:v1", "event": "phx_join", "payload": {}, "ref": "1"})
+        assert (await c.recv())["payload"]["status"] == "ok"
+        call = request("late", "block", {"ms": 400}, service="t")
+        c.send({"topic": "api:v1", "event": EV, "payload": call, "ref": "2"})
+        c.send({"topic": "api:v1", "event": "phx_leave", "payload": {}, "ref": "3"})
+        left, closed = await c.recv_n(2)
+        assert (left["ref"], left["payload"]["status"], closed["event"]) == ("3", "ok", "phx_close"), (left, closed)
+        assert await c.nothing(1.5)  # the block ends after 400 ms: its answer is not sent
+        await c.close()
+
+    run(go())
+
+
 def test_hooks(gw, run):
     async def go():
         c = await connect(gw)
