@@ -22,16 +22,12 @@ import pytest
 from genapi import client as client_module
 from genapi.client import Client
 from genapi.structs import PUSH_KINDS, Relayed, Response
+from support.configs import RELAY_CHAT
 from support.gateway_proc import GatewayProcess
 
-CONFIG = """
-[auth]
-callback = "testapi:auth_callback"
-require_verified_user_id = false
-
-[relay]
-service = "chat"
-
+CONFIG = (
+    RELAY_CHAT
+    + """
 [[functions]]
 service = "t"
 request_type = "echo"
@@ -66,6 +62,7 @@ mfa = "testapi:agen_fail"
 arg_types = { n = "num" }
 response_type = "stream"
 """
+)
 
 TOPIC = "room:kinds"
 ERROR_TEXT = 'Invalid argument: invalid argument type for "text", expected :string, got 1'

@@ -17,16 +17,12 @@ import pytest
 from genapi.client import Client, Push
 from genapi.errors import PERMISSION_DENIED, RELAY_TEXTS, RelayError
 from genapi.relay import RelayClient
+from support.configs import RELAY_CHAT
 from support.gateway_proc import GatewayProcess, children
 
-CONFIG = """
-[auth]
-callback = "testapi:auth_callback"
-require_verified_user_id = false
-
-[relay]
-service = "chat"
-
+CONFIG = (
+    RELAY_CHAT
+    + """
 [[functions]]
 service = "t"
 request_type = "pid"
@@ -39,6 +35,7 @@ mfa = "testapi:relay_kick"
 arg_types = { group_id = "string", user_id = "string" }
 arg_orders = ["group_id", "user_id"]
 """
+)
 
 TOPIC = "room:1"
 _ids = itertools.count(1)

@@ -13,22 +13,19 @@ from typing import Any
 import pytest
 
 from genapi.client import Client, Push
+from support.configs import RELAY_CHAT
 from support.gateway_proc import GatewayProcess, children
 from support.rawclient import Raw
 
-CONFIG = """
-[auth]
-callback = "testapi:auth_callback"
-require_verified_user_id = false
-
-[relay]
-service = "chat"
-
+CONFIG = (
+    RELAY_CHAT
+    + """
 [[functions]]
 service = "t"
 request_type = "pid"
 mfa = "testapi:pid"
 """
+)
 
 TOPIC = "room:1"
 WAIT_S = 10.0  # for a relayed message, or a membership change, on a loaded 2-core machine

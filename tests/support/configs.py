@@ -63,6 +63,15 @@ def t(name: str, request_type: str | None = None, **overrides: Any) -> str:
 
 
 # The anonymous gateway answering `w.pid` (which worker process answered): the workers' tests start from it.
+# Users named by the test auth callback (token "let-me-in", param "user"), relay groups served as chat.<op>
+RELAY_CHAT = """
+[auth]
+callback = "testapi:auth_callback"
+require_verified_user_id = false
+
+[relay]
+service = "chat"
+"""
 PID = function("w", "pid", mfa="testapi:pid")
 PID_CONFIG = "\n" + ANON + PID
 
